@@ -1,0 +1,120 @@
+"""Soft Actor-Critic, the policy core every model-based algorithm here extends (ALGORITHMS.md §0.2).
+
+Subclasses change what is genuinely theirs by overriding one hook: `critic_target` (MICRO's conservative operator),
+`model_reward` (MOPO's penalty on model rewards).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from torch import nn
+
+from buffers.replay import Batch
+from config import SACConfig
+from models.actor_critic import CriticEnsemble, TanhGaussianActor
+
+
+def adam(params: Any, lr: float) -> torch.optim.Adam:
+    """Fused Adam: one kernel for all parameters (several times faster than the per-tensor loop on CPU)."""
+    return torch.optim.Adam(params, lr=lr, fused=True)
+
+
+class SAC(nn.Module):
+    """SAC with an ensemble of critics, automatic entropy tuning with an optional clamp, and Polyak targets."""
+
+    penalty_type: str | None = None  # the model uncertainty `model_reward` needs from each rollout step, if any
+
+    def __init__(self, obs_dim: int, act_dim: int, cfg: SACConfig, epochs: int, device: torch.device | str = "cpu"):
+        super().__init__()
+        self.cfg = cfg
+        self.actor = TanhGaussianActor(obs_dim, act_dim, cfg.hidden_dims, 1.0, cfg.log_std_min, cfg.log_std_max)
+        self.critics = CriticEnsemble(obs_dim, act_dim, cfg.hidden_dims, cfg.num_critics)
+        self.target_critics = copy.deepcopy(self.critics).requires_grad_(False)
+        self.target_entropy = -float(act_dim) if cfg.target_entropy is None else cfg.target_entropy
+        self.log_alpha = nn.Parameter(torch.tensor(0.0 if cfg.auto_alpha else float(torch.tensor(cfg.alpha).log())))
+        self.register_buffer("alpha", self.log_alpha.detach().exp())
+        self.to(device)
+        self.actor_optim = adam(self.actor.parameters(), cfg.actor_lr)
+        self.critic_optim = adam(self.critics.parameters(), cfg.critic_lr)
+        self.alpha_optim = adam([self.log_alpha], cfg.alpha_lr)
+        self.actor_scheduler = (
+            torch.optim.lr_scheduler.CosineAnnealingLR(self.actor_optim, epochs)
+            if cfg.lr_schedule == "cosine"
+            else None
+        )
+
+    # ------------------------------------------------------------------------------------------------ acting
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
+        return self.actor.act(obs, deterministic)
+
+    def model_reward(self, reward: torch.Tensor, info: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Reward stored for a model transition; plain SAC keeps the model's reward."""
+        return reward
+
+    # ------------------------------------------------------------------------------------------------ learning
+    @torch.no_grad()
+    def critic_target(self, batch: Batch) -> torch.Tensor:
+        """y = r + γ(1 − d)[min_j Q̄_j(s', a') − α log π(a'|s')], a' ~ π(·|s')."""
+        next_act, next_log_prob = self.actor(batch.next_obs)
+        next_q = self.target_critics(batch.next_obs, next_act).amin(0) - self.alpha * next_log_prob.squeeze(-1)
+        return batch.rew + self.cfg.gamma * (1.0 - batch.done) * next_q
+
+    def update(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """One SAC step (critics, actor, α, targets) in OfflineRL-Kit's order; returns detached metrics."""
+        target = self.critic_target(batch)
+        q = self.critics(batch.obs, batch.act)
+        critic_loss = (q - target).square().mean(1).sum()
+        self.critic_optim.zero_grad(set_to_none=True)
+        critic_loss.backward()
+        self.critic_optim.step()
+
+        self.critics.requires_grad_(False)  # the actor's gradient flows through Q without touching its weights
+        action, log_prob = self.actor(batch.obs)
+        q_pi = self.critics(batch.obs, action).amin(0)
+        actor_loss = (self.alpha * log_prob.squeeze(-1) - q_pi).mean()
+        self.actor_optim.zero_grad(set_to_none=True)
+        actor_loss.backward()
+        self.actor_optim.step()
+        self.critics.requires_grad_(True)
+
+        metrics = {"loss/actor": actor_loss.detach(), "loss/critic": critic_loss.detach() / self.cfg.num_critics}
+        if self.cfg.auto_alpha:
+            alpha_loss = -(self.log_alpha * (log_prob.detach() + self.target_entropy)).mean()
+            self.alpha_optim.zero_grad(set_to_none=True)
+            alpha_loss.backward()
+            self.alpha_optim.step()
+            with torch.no_grad():
+                alpha = self.log_alpha.exp()
+                self.alpha.copy_(alpha if self.cfg.alpha_max is None else alpha.clamp(max=self.cfg.alpha_max))
+            metrics["loss/alpha"] = alpha_loss.detach()
+        self.soft_update_targets()
+        metrics.update({"alpha": self.alpha.clone(), "q_mean": q.detach().mean(), "entropy": -log_prob.detach().mean()})
+        return metrics
+
+    @torch.no_grad()
+    def soft_update_targets(self) -> None:
+        torch._foreach_lerp_(list(self.target_critics.parameters()), list(self.critics.parameters()), self.cfg.tau)
+
+    def end_epoch(self) -> None:
+        if self.actor_scheduler is not None:
+            self.actor_scheduler.step()
+
+    # ------------------------------------------------------------------------------------------------ checkpoint
+    def optimizers(self) -> dict[str, Any]:
+        named = {"actor_optim": self.actor_optim, "critic_optim": self.critic_optim, "alpha_optim": self.alpha_optim}
+        if self.actor_scheduler is not None:
+            named["actor_scheduler"] = self.actor_scheduler
+        return named
+
+    def training_state(self) -> dict[str, Any]:
+        """Everything needed to continue training bit-for-bit: networks, targets, α, optimisers, schedules."""
+        return {"modules": self.state_dict(), **{k: v.state_dict() for k, v in self.optimizers().items()}}
+
+    def load_training_state(self, state: dict[str, Any]) -> None:
+        self.load_state_dict(state["modules"])
+        for name, obj in self.optimizers().items():
+            obj.load_state_dict(state[name])

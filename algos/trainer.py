@@ -1,0 +1,167 @@
+"""The one training loop of the offline model-based (MBPO-style) family, with checkpoint and resume.
+
+Per epoch: `steps_per_epoch` updates on mixed real/model batches, with model rollouts every `rollout_freq` steps;
+then evaluation every `eval_every` epochs and an atomic checkpoint every `save_every` epochs. Without a dynamics
+model (model-free baselines) batches come from the dataset alone.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from algos.sac import SAC
+from buffers.replay import Batch, ReplayBuffer, sample_mixed
+from config import OfflineConfig
+from models.dynamics import EnsembleDynamics
+from utils.checkpoint import atomic_torch_save, capture_rng_state, restore_rng_state
+from utils.errors import UserError
+from utils.logger import RunLogger
+
+CHECKPOINT_FORMAT = "offline-mbrl-checkpoint/1"
+
+
+class OfflineTrainer:
+    def __init__(
+        self,
+        cfg: OfflineConfig,
+        algo: SAC,
+        real_buffer: ReplayBuffer,
+        evaluator: Any,
+        logger: RunLogger,
+        run_dir: str | Path,
+        dynamics: EnsembleDynamics | None = None,
+        progress: bool = True,
+    ) -> None:
+        self.cfg, self.algo, self.real_buffer, self.evaluator, self.logger = cfg, algo, real_buffer, evaluator, logger
+        self.run_dir, self.dynamics, self.progress = Path(run_dir), dynamics, progress
+        self.checkpoint_path = self.run_dir / "checkpoints" / "checkpoint.pt"
+        self.fake_buffer: ReplayBuffer | None = None
+        if dynamics is not None:
+            capacity = cfg.rollout_batch_size * cfg.rollout_length * cfg.model_retain_epochs
+            obs_dim, act_dim = real_buffer.storage.obs.shape[1], real_buffer.storage.act.shape[1]
+            self.fake_buffer = ReplayBuffer(capacity, obs_dim, act_dim, real_buffer.device)
+        self.epoch = 0  # epochs completed
+        self.global_step = 0
+        self.wall_time = 0.0  # training seconds, summed over resumed segments
+        self.last_eval: dict[str, float] | None = None
+
+    # ------------------------------------------------------------------------------------------------ rollouts
+    @torch.no_grad()
+    def rollout(self) -> dict[str, float]:
+        """Branch short model rollouts from dataset states with the stochastic policy; store them FIFO."""
+        cfg, dynamics, fake = self.cfg, self.dynamics, self.fake_buffer
+        assert dynamics is not None and fake is not None
+        obs = self.real_buffer.sample_obs(cfg.rollout_batch_size)
+        transitions, reward_sum, raw_reward_sum, uncertainty_sum, steps_taken = 0, 0.0, 0.0, 0.0, 0
+        for _ in range(cfg.rollout_length):
+            act = self.algo.act(obs, deterministic=False)
+            next_obs, raw_reward, done, info = dynamics.step(obs, act, self.algo.penalty_type)
+            reward = self.algo.model_reward(raw_reward, info)
+            fake.add(Batch(obs, act, reward, next_obs, done.float()))
+            transitions += len(obs)
+            reward_sum += float(reward.sum())
+            raw_reward_sum += float(raw_reward.sum())
+            if "uncertainty" in info:
+                uncertainty_sum += float(info["uncertainty"].sum())
+            steps_taken += 1
+            alive = ~done
+            if not bool(alive.any()):
+                break
+            obs = next_obs[alive]
+        return {
+            "rollout_info/num_transitions": transitions,
+            "rollout_info/reward_mean": reward_sum / transitions,
+            "rollout_info/raw_reward_mean": raw_reward_sum / transitions,
+            "rollout_info/uncertainty_mean": uncertainty_sum / transitions,
+            "rollout_info/mean_rollout_length": transitions / cfg.rollout_batch_size,
+            "rollout_info/steps": steps_taken,
+        }
+
+    # ------------------------------------------------------------------------------------------------ training
+    def train(self) -> dict[str, float] | None:
+        """Run the remaining epochs; returns the last evaluation."""
+        cfg = self.cfg
+        bar = tqdm(
+            total=cfg.epochs * cfg.steps_per_epoch,
+            initial=self.global_step,
+            desc=f"{cfg.algo} {cfg.task}",
+            unit="step",
+            disable=not self.progress,
+            dynamic_ncols=True,
+            smoothing=0.05,
+        )
+        while self.epoch < cfg.epochs:
+            started = time.perf_counter()
+            epoch_metrics: dict[str, list[torch.Tensor]] = {}
+            for _ in range(cfg.steps_per_epoch):
+                if self.dynamics is not None and self.global_step % cfg.rollout_freq == 0:
+                    self.logger.scalars(self.rollout(), self.global_step)
+                batch = sample_mixed(self.real_buffer, self.fake_buffer, cfg.batch_size, getattr(cfg, "real_ratio", 1))
+                for key, value in self.algo.update(batch).items():
+                    epoch_metrics.setdefault(key, []).append(value)
+                self.global_step += 1
+                bar.update()
+            self.algo.end_epoch()
+            self.epoch += 1
+            self.logger.scalars({k: float(torch.stack(v).mean()) for k, v in epoch_metrics.items()}, self.global_step)
+            if self.epoch % cfg.eval_every == 0 or self.epoch == cfg.epochs:
+                self.last_eval = self.evaluator.evaluate(self.algo.act)
+                self.wall_time += time.perf_counter() - started
+                started = time.perf_counter()
+                self.logger.evaluation(self.epoch, self.global_step, self.last_eval, self.wall_time)
+                bar.set_postfix(score=f"{self.last_eval['normalized_mean']:.1f}")
+            self.wall_time += time.perf_counter() - started
+            if self.epoch % cfg.save_every == 0 or self.epoch == cfg.epochs:
+                self.save_checkpoint()
+        bar.close()
+        return self.last_eval
+
+    # ------------------------------------------------------------------------------------------------ checkpoint
+    def save_checkpoint(self) -> None:
+        state = {
+            "format": CHECKPOINT_FORMAT,
+            "task": self.cfg.task,
+            "algo": self.cfg.algo,
+            "epoch": self.epoch,
+            "global_step": self.global_step,
+            "wall_time": self.wall_time,
+            "last_eval": self.last_eval,
+            "algo_state": self.algo.training_state(),
+            "fake_buffer": None if self.fake_buffer is None else self.fake_buffer.state_dict(),
+            "rng": capture_rng_state(),
+        }
+        atomic_torch_save(state, self.checkpoint_path)
+
+    def load_state(self, state: dict[str, Any], source: str | Path = "checkpoint") -> None:
+        """Restore what `save_checkpoint` wrote (see `read_checkpoint`), RNG states last so training continues
+        identically."""
+        if (state["task"], state["algo"]) != (self.cfg.task, self.cfg.algo):
+            raise UserError(
+                f"checkpoint in {source} is from {state['algo']} on {state['task']}, not {self.cfg.algo} on "
+                f"{self.cfg.task}; resume it with its own run directory"
+            )
+        self.algo.load_training_state(state["algo_state"])
+        if self.fake_buffer is not None and state["fake_buffer"] is not None:
+            self.fake_buffer.load_state_dict(state["fake_buffer"])
+        self.epoch, self.global_step = state["epoch"], state["global_step"]
+        self.wall_time, self.last_eval = state["wall_time"], state["last_eval"]
+        restore_rng_state(state["rng"])
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a training checkpoint, with a one-line error if it is missing, corrupt or not ours."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"no checkpoint at {path}; the run has not saved one yet")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # noqa: BLE001 - any unpickling failure means the file is unusable
+        raise UserError(f"checkpoint {path} cannot be read ({type(err).__name__}: {err})") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise UserError(f"{path} is not a checkpoint written by this project")
+    return state

@@ -1,0 +1,95 @@
+"""Transition storage on the device: the whole offline dataset, and the FIFO buffer of model rollouts.
+
+Both are one ring buffer of tensors; sampling is `torch.randint` indexing, with no host round trip.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+
+
+class Batch(NamedTuple):
+    obs: torch.Tensor  # [B, obs_dim]
+    act: torch.Tensor  # [B, act_dim]
+    rew: torch.Tensor  # [B]
+    next_obs: torch.Tensor  # [B, obs_dim]
+    done: torch.Tensor  # [B], float 0/1
+
+    @staticmethod
+    def cat(*batches: Batch) -> Batch:
+        return Batch(*(torch.cat(fields) for fields in zip(*batches)))
+
+
+class ReplayBuffer:
+    """Fixed-capacity FIFO of transitions; once full, new transitions overwrite the oldest."""
+
+    def __init__(self, capacity: int, obs_dim: int, act_dim: int, device: torch.device | str = "cpu") -> None:
+        self.capacity, self.device = capacity, torch.device(device)
+        self.storage = Batch(
+            obs=torch.empty(capacity, obs_dim, device=self.device),
+            act=torch.empty(capacity, act_dim, device=self.device),
+            rew=torch.empty(capacity, device=self.device),
+            next_obs=torch.empty(capacity, obs_dim, device=self.device),
+            done=torch.empty(capacity, device=self.device),
+        )
+        self.size = 0
+        self.position = 0  # next row to write
+
+    @classmethod
+    def from_dataset(cls, dataset: Any, device: torch.device | str = "cpu") -> ReplayBuffer:
+        """The offline dataset (an envs.datasets.OfflineDataset) as an on-device buffer."""
+        arrays = (dataset.observations, dataset.actions, dataset.rewards, dataset.next_observations, dataset.terminals)
+        batch = Batch(*(torch.as_tensor(np.asarray(a, dtype=np.float32), device=device) for a in arrays))
+        buffer = cls(len(batch.obs), batch.obs.shape[1], batch.act.shape[1], device)
+        buffer.add(batch)
+        return buffer
+
+    def __len__(self) -> int:
+        return self.size
+
+    def add(self, batch: Batch) -> None:
+        n = len(batch.obs)
+        if n >= self.capacity:  # only the newest `capacity` rows survive
+            batch = Batch(*(field[n - self.capacity :] for field in batch))
+            n = self.capacity
+        rows = (self.position + torch.arange(n, device=self.device)) % self.capacity
+        for store, values in zip(self.storage, batch):
+            store[rows] = values.to(store.dtype)
+        self.position = (self.position + n) % self.capacity
+        self.size = min(self.size + n, self.capacity)
+
+    def sample(self, batch_size: int) -> Batch:
+        rows = torch.randint(self.size, (batch_size,), device=self.device)
+        return Batch(*(field[rows] for field in self.storage))
+
+    def sample_obs(self, batch_size: int) -> torch.Tensor:
+        return self.storage.obs[torch.randint(self.size, (batch_size,), device=self.device)]
+
+    def state_dict(self) -> dict[str, Any]:
+        """Only the filled rows are saved, so an early checkpoint stays small."""
+        return {
+            "capacity": self.capacity,
+            "size": self.size,
+            "position": self.position,
+            "storage": {name: field[: self.size].cpu() for name, field in self.storage._asdict().items()},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state["capacity"] != self.capacity:
+            raise ValueError(f"buffer capacity {state['capacity']} in checkpoint, {self.capacity} configured")
+        self.size, self.position = state["size"], state["position"]
+        for name, field in self.storage._asdict().items():
+            field[: self.size] = state["storage"][name].to(self.device)
+
+
+def sample_mixed(real: ReplayBuffer, fake: ReplayBuffer | None, batch_size: int, real_ratio: float) -> Batch:
+    """int(batch_size * real_ratio) real transitions plus the rest from model rollouts (MBPO/MOPO mixing)."""
+    if fake is None or len(fake) == 0:
+        return real.sample(batch_size)
+    num_real = int(batch_size * real_ratio)
+    if num_real == 0:
+        return fake.sample(batch_size)
+    return Batch.cat(real.sample(num_real), fake.sample(batch_size - num_real))

@@ -1,0 +1,657 @@
+"""Typed run configuration: dataclass defaults <- configs/<algo>/defaults.yaml <- configs/<algo>/<task>.yaml
+<- --config FILE.yaml <- --set key=value / CLI flags.
+
+Every algorithm has one dataclass; nested blocks (``dynamics``, ``sac``, ``termination``) are dataclasses too
+and are addressed with dotted keys (``--set dynamics.max_epochs=5``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import re
+import tempfile
+import types
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import suppress
+from dataclasses import dataclass, field
+from functools import cache, reduce
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from utils.errors import UserError
+
+
+@dataclass
+class TerminationConfig:
+    # False reproduces MOPO/OfflineRL-Kit's hopper check `abs(obs[1:] < 100)` (no lower bound), with which the
+    # published numbers were made; True uses the corrected `abs(obs[1:]) < 100`.
+    strict: bool = False
+
+
+@dataclass
+class DynamicsConfig:
+    """Probabilistic ensemble dynamics (ALGORITHMS.md §0.1)."""
+
+    num_ensemble: int = 7
+    num_elites: int = 5
+    hidden_dims: list[int] = field(default_factory=lambda: [200, 200, 200, 200])
+    # L2 coefficient per layer (hidden layers then output layer), applied as wd * 0.5 * ||W||^2.
+    weight_decay: list[float] = field(default_factory=lambda: [2.5e-5, 5e-5, 7.5e-5, 7.5e-5, 1e-4])
+    lr: float = 1e-3
+    batch_size: int = 256
+    holdout_ratio: float = 0.2
+    max_holdout: int = 1000
+    max_epochs: int | None = None
+    max_epochs_since_update: int = 5
+    improvement_threshold: float = 0.01
+    bootstrap: bool = True
+    # "nll": Gaussian NLL with learned variance (MOPO, MICRO); "mse": deterministic mean regression (PAL/MAL).
+    loss: str = "nll"
+    logvar_bound_coef: float = 0.01
+    # "bf16" runs the ensemble's matmuls under bfloat16 autocast (weights, optimiser and loss stay float32):
+    # about 2x faster on CPUs with AVX512-BF16 and on GPUs; "fp32" is the bit-faithful reference.
+    precision: str = "fp32"
+    max_logvar_init: float = 0.5
+    min_logvar_init: float = -10.0
+
+
+@dataclass
+class SACConfig:
+    """SAC core (ALGORITHMS.md §0.2). Defaults are OfflineRL-Kit's; configs/mopo/mopo_tf.yaml holds MOPO-TF's."""
+
+    hidden_dims: list[int] = field(default_factory=lambda: [256, 256])
+    actor_lr: float = 1e-4
+    critic_lr: float = 3e-4
+    alpha_lr: float = 1e-4
+    gamma: float = 0.99
+    tau: float = 0.005
+    num_critics: int = 2
+    auto_alpha: bool = True
+    alpha: float = 0.2  # fixed alpha when auto_alpha is false
+    target_entropy: float | None = None  # None: -|A|
+    alpha_max: float | None = 1.0  # clamp on alpha after each update (KIT); None disables
+    lr_schedule: str = "cosine"  # "cosine" anneals the actor lr over `epochs`; "none" keeps it fixed
+    log_std_min: float = -5.0
+    log_std_max: float = 2.0
+
+
+@dataclass
+class OfflineConfig:
+    """Keys every offline algorithm understands."""
+
+    task: str = ""
+    algo: str = ""
+    seed: int = 0
+    device: str = "cpu"
+    log_dir: str = "log"
+    epochs: int = 3000
+    steps_per_epoch: int = 1000
+    batch_size: int = 256
+    eval_every: int = 1
+    eval_episodes: int = 10
+    save_every: int = 10
+    dataset_path: str | None = None
+    # auto: local hdf5 (dataset_path, $D4RL_DATASET_DIR, ~/.d4rl/datasets), then the d4rl package if importable,
+    # then download; "hdf5", "d4rl" and "minari" force one backend.
+    dataset_backend: str = "auto"
+    download: bool = True
+    termination: TerminationConfig = field(default_factory=TerminationConfig)
+
+
+@dataclass
+class ModelBasedConfig(OfflineConfig):
+    """Keys of the offline model-based (MBPO-style) family."""
+
+    rollout_length: int = 1
+    rollout_batch_size: int = 50_000
+    rollout_freq: int = 1000
+    model_retain_epochs: int = 5
+    real_ratio: float = 0.05
+    dynamics_path: str | None = None
+    dynamics_only: bool = False
+    dynamics: DynamicsConfig = field(default_factory=DynamicsConfig)
+    sac: SACConfig = field(default_factory=SACConfig)
+
+
+@dataclass
+class MOPOConfig(ModelBasedConfig):
+    """MOPO (ALGORITHMS.md §1): reward penalised by lambda * u(s, a)."""
+
+    penalty_coef: float = 2.5
+    penalty_type: str = "aleatoric"  # aleatoric | pairwise_diff | ensemble_std
+
+
+CONFIG_CLASSES: dict[str, type[OfflineConfig]] = {"mopo": MOPOConfig}
+
+CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
+"""Found next to this file, so configs load the same whatever the working directory."""
+
+INHERIT_KEY = "inherit"
+_NONE_WORDS = frozenset({"none", "null", "~"})
+_TRUE_WORDS = frozenset({"true", "1", "yes", "on"})
+_FALSE_WORDS = frozenset({"false", "0", "no", "off"})
+# Singular and plural wording of each scalar type, used in type error messages.
+_TYPE_WORDS: dict[type, tuple[str, str]] = {
+    bool: ("true or false", "booleans"),
+    int: ("an integer", "integers"),
+    float: ("a number", "numbers"),
+    str: ("a string", "strings"),
+}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# YAML reading
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """SafeLoader that reads `1e-3` as a float (YAML 1.1 wants `1.0e-3`) and rejects duplicate keys, which
+    PyYAML would otherwise resolve silently by keeping the last one."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *anchor` entries may legitimately be overridden by explicit keys
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, (str, int, float, bool)):
+                continue  # unhashable keys are reported by the base class
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while reading a mapping", node.start_mark, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+_ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def _display(path: Path) -> str:
+    """Path as the user should read it: relative to the working directory when it lies below it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _read_yaml_mapping(path: Path) -> dict[str, Any]:
+    """Parse one YAML file that must hold a mapping; an empty file is an empty mapping."""
+    shown = _display(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise UserError(f"cannot read config file {shown}: {err.strerror}; check the path") from None
+    try:
+        data = yaml.load(text, Loader=_ConfigLoader)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{shown}:{mark.line + 1}:{mark.column + 1}" if mark is not None else shown
+        problem = getattr(err, "problem", None) or str(err)
+        raise UserError(f"malformed YAML in {where}: {' '.join(str(problem).split())}; fix the syntax there") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(
+            f"{shown} must hold a mapping of `key: value` lines at the top level, not a {type(data).__name__}"
+        )
+    return data
+
+
+def _read_layers(path: Path, chain: tuple[Path, ...] = ()) -> list[tuple[dict[str, Any], str]]:
+    """(mapping, source) pairs of a file and the files it inherits, in the order they apply (parents first)."""
+    path = path.resolve()
+    if path in chain:
+        cycle = " -> ".join(_display(p) for p in (*chain, path))
+        raise UserError(f"config inheritance cycle: {cycle}; remove one of these `{INHERIT_KEY}:` lines")
+    data = _read_yaml_mapping(path)
+    parents = data.pop(INHERIT_KEY, None)
+    if parents is None:
+        parents = []
+    elif isinstance(parents, str):
+        parents = [parents]
+    elif not (isinstance(parents, list) and all(isinstance(name, str) for name in parents)):
+        raise UserError(f"{_display(path)}: `{INHERIT_KEY}:` must be a file name or a list of file names")
+    layers: list[tuple[dict[str, Any], str]] = []
+    for name in parents:
+        parent = path.parent / name
+        if not parent.is_file():
+            raise UserError(
+                f"{_display(path)}: inherited file {name!r} not found at {_display(parent)}; "
+                "inherit paths are relative to the file that contains them"
+            )
+        layers.extend(_read_layers(parent, (*chain, path)))
+    layers.append((data, _display(path)))
+    return layers
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Field types
+
+
+@cache
+def _field_types(cls: type) -> dict[str, Any]:
+    """Resolved type of every dataclass field (annotations are strings under `from __future__ import annotations`)."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _is_block(tp: Any) -> bool:
+    """A nested dataclass, addressed with dotted keys rather than set as one value."""
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
+    """`X | None` -> (X, True); anything else -> (tp, False)."""
+    if typing.get_origin(tp) in (types.UnionType, typing.Union):
+        args = [arg for arg in typing.get_args(tp) if arg is not type(None)]
+        if len(args) != 1:
+            raise TypeError(f"config fields support only `X | None` unions, got {tp!r}")
+        return args[0], True
+    return tp, False
+
+
+def _type_name(tp: Any, plural: bool = False) -> str:
+    """Wording for error messages: 'an integer', 'a list of numbers', 'a string or null'."""
+    inner, optional = _unwrap_optional(tp)
+    if typing.get_origin(inner) is list:
+        name = "lists" if plural else f"a list of {_type_name(typing.get_args(inner)[0], plural=True)}"
+    else:
+        words = _TYPE_WORDS.get(inner)
+        name = words[plural] if words else repr(inner)
+    return f"{name} or null" if optional else name
+
+
+def _coerce(value: Any, tp: Any) -> Any:
+    """Check an already-typed value (from YAML or Python) against a field type; raise ValueError on mismatch.
+
+    Strict on purpose: a bool is never a number and a float never an int, so `epochs: 1e3` or `epochs: true` are
+    caught instead of silently becoming 1000 or 1.
+    """
+    inner, optional = _unwrap_optional(tp)
+    if value is None:
+        if optional:
+            return None
+        raise ValueError(value)
+    if typing.get_origin(inner) is list:
+        if not isinstance(value, list):
+            raise ValueError(value)
+        (element,) = typing.get_args(inner)
+        return [_coerce(item, element) for item in value]
+    if inner is bool and isinstance(value, bool):
+        return value
+    if inner is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if inner is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if inner is str and isinstance(value, str):
+        return value
+    if inner not in _TYPE_WORDS:
+        raise TypeError(f"unsupported config field type {inner!r}")
+    raise ValueError(value)
+
+
+def _parse_text(text: str, tp: Any) -> Any:
+    """Turn a `--set` string into a value of the field type; raise ValueError when it does not parse."""
+    inner, optional = _unwrap_optional(tp)
+    word = text.strip()
+    if optional and word.lower() in _NONE_WORDS:
+        return None
+    if typing.get_origin(inner) is list:
+        try:
+            items = yaml.load(word if word.startswith("[") else f"[{word}]", Loader=_ConfigLoader)
+        except yaml.YAMLError:
+            raise ValueError(text) from None
+        return _coerce(items, inner)
+    if inner is bool:
+        if word.lower() in _TRUE_WORDS:
+            return True
+        if word.lower() in _FALSE_WORDS:
+            return False
+        raise ValueError(text)
+    if inner is int:
+        return int(word)
+    if inner is float:
+        return float(word)
+    if inner is str:
+        return text
+    raise TypeError(f"unsupported config field type {inner!r}")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Keys
+
+
+def list_keys(cls: type) -> list[str]:
+    """Every settable dotted key of a config class (leaves only, e.g. `dynamics.lr`), in declaration order."""
+    keys: list[str] = []
+    for name, tp in _field_types(cls).items():
+        if _is_block(tp):
+            keys.extend(f"{name}.{sub}" for sub in list_keys(tp))
+        else:
+            keys.append(name)
+    return keys
+
+
+def _block_keys(cls: type, prefix: str = "") -> list[str]:
+    """Dotted names of the nested blocks (`dynamics`, `sac`, ...), offered as suggestions too."""
+    blocks: list[str] = []
+    for name, tp in _field_types(cls).items():
+        if _is_block(tp):
+            blocks.append(prefix + name)
+            blocks.extend(_block_keys(tp, f"{prefix}{name}."))
+    return blocks
+
+
+def _suggest(key: str, root: type) -> str:
+    """' (did you mean a, b?)' from keys spelled alike or with the same last component, e.g. `max_epochs`."""
+    candidates = list_keys(root) + _block_keys(root)
+    tail = key.rsplit(".", 1)[-1]
+    same_tail = [c for c in candidates if c.rsplit(".", 1)[-1] == tail]
+    close = difflib.get_close_matches(key, candidates, n=3, cutoff=0.6)
+    close_tail = [c for c in candidates if difflib.get_close_matches(tail, [c.rsplit(".", 1)[-1]], cutoff=0.75)]
+    picks = list(dict.fromkeys(same_tail + close + close_tail))[:3]
+    if picks:
+        return f" (did you mean {', '.join(picks)}?)"
+    top = ", ".join(_field_types(root))
+    return f" (top-level keys: {top})"
+
+
+def _get(cfg: Any, key: str) -> Any:
+    """Value of a dotted key."""
+    return reduce(getattr, key.split("."), cfg)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Merging
+
+
+def _apply(
+    cfg: Any,
+    data: Mapping[Any, Any],
+    source: str,
+    origins: dict[str, str],
+    *,
+    text: bool = False,
+    root: type | None = None,
+    prefix: str = "",
+) -> None:
+    """Set every key of `data` on `cfg` in place, recursing into blocks; `text` marks `--set` strings to parse.
+
+    `origins` records which source set each dotted key last, so validation errors can say where to fix a value.
+    """
+    root = root or type(cfg)
+    fields = _field_types(type(cfg))
+    for raw_key, value in data.items():
+        key = str(raw_key)
+        name, dot, rest = key.partition(".")
+        dotted = prefix + key
+        if name not in fields or (dot and not _is_block(fields[name])):
+            raise UserError(f"unknown config key '{dotted}' in {source}{_suggest(dotted, root)}")
+        tp = fields[name]
+        if _is_block(tp):
+            if dot:
+                value = {rest: value}
+            elif not isinstance(value, Mapping):
+                example = f"{prefix}{name}.{list_keys(tp)[0]}"
+                raise UserError(
+                    f"{source}: '{prefix}{name}' is a block of settings, not a value; set its keys instead, "
+                    f"e.g. {example}=..."
+                )
+            _apply(getattr(cfg, name), value, source, origins, text=text, root=root, prefix=f"{prefix}{name}.")
+            continue
+        try:
+            parsed = _parse_text(value, tp) if text else _coerce(value, tp)
+        except ValueError:
+            raise UserError(f"{source}: {dotted} must be {_type_name(tp)}, got {value!r}") from None
+        setattr(cfg, name, parsed)
+        origins[dotted] = source
+
+
+def _split_override(item: str) -> tuple[str, str]:
+    """`dotted.key=value` -> (key, value); a missing `=` or key is the user's to fix."""
+    key, eq, value = item.partition("=")
+    if not eq or not key.strip():
+        raise UserError(f"--set {item!r} is not key=value; write e.g. --set dynamics.max_epochs=5")
+    return key.strip(), value
+
+
+def _config_class(algo: str) -> type[OfflineConfig]:
+    """The dataclass of an algorithm, or a UserError listing the known ones."""
+    if algo not in CONFIG_CLASSES:
+        raise UserError(f"unknown algorithm {algo!r}; known algorithms: {', '.join(sorted(CONFIG_CLASSES))}")
+    return CONFIG_CLASSES[algo]
+
+
+def _resolve_config_file(config_file: str, algo: str) -> Path:
+    """A --config path, or a bare preset name looked up in configs/<algo>/ (`--config quickstart`)."""
+    path = Path(config_file).expanduser()
+    if path.is_file():
+        return path
+    if path.parent == Path("."):
+        for candidate in (CONFIGS_DIR / algo / config_file, CONFIGS_DIR / algo / f"{config_file}.yaml"):
+            if candidate.is_file():
+                return candidate
+    raise UserError(
+        f"config file not found: {config_file}; pass the path of a YAML file or a preset name from "
+        f"{_display(CONFIGS_DIR / algo)}/ such as quickstart"
+    )
+
+
+def load_config(
+    algo: str,
+    task: str,
+    config_file: str | None = None,
+    overrides: Sequence[str] = (),
+    cli: Mapping[str, Any] | None = None,
+) -> OfflineConfig:
+    """Merge all configuration layers for one run (later wins) and validate the result.
+
+    Layers: dataclass defaults <- configs/<algo>/defaults.yaml <- configs/<algo>/<task>.yaml (if present)
+    <- `config_file` <- `overrides` ("dotted.key=value" strings) <- `cli` (typed values; None means "not given").
+    """
+    cls = _config_class(algo)
+    cfg = cls()
+    origins: dict[str, str] = {}
+    algo_dir = CONFIGS_DIR / algo
+    files = [algo_dir / "defaults.yaml"]
+    if task and Path(task).name == task:
+        files.append(algo_dir / f"{task}.yaml")
+    files = [path for path in files if path.is_file()]
+    if config_file is not None:
+        files.append(_resolve_config_file(config_file, algo))
+    for path in files:
+        for data, source in _read_layers(path):
+            _apply(cfg, data, source, origins)
+    for item in [overrides] if isinstance(overrides, str) else overrides:
+        key, value = _split_override(item)
+        _apply(cfg, {key: value}, f"--set {item}", origins, text=True)
+    for key, value in (cli or {}).items():
+        if value is not None:
+            value = os.fspath(value) if isinstance(value, os.PathLike) else value
+            _apply(cfg, {key: value}, f"command-line option for {key}", origins)
+    for key, wanted in (("algo", algo), ("task", task)):
+        given = getattr(cfg, key)
+        if given and given != wanted:
+            where = origins.get(key, "the dataclass default")
+            raise UserError(
+                f"{where} sets {key}={given!r} but this run has {key}={wanted!r}; "
+                f"remove that setting or start the run with {key} {given!r}"
+            )
+    cfg.algo, cfg.task = algo, task
+    _validate(cfg, origins)
+    return cfg
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Validation
+
+_Rule = Callable[[Any, Any], str | None]
+"""(value, whole config) -> the requirement the value breaks, or None when it is fine."""
+
+
+def _one_of(*choices: str) -> _Rule:
+    """String options the consuming code branches on; anything else would fail late or silently."""
+    return lambda value, cfg: None if value in choices else f"one of {', '.join(choices)}"
+
+
+def _positive(value: Any, cfg: Any) -> str | None:
+    """Counts, sizes and rates where zero or less makes no sense."""
+    return None if value > 0 else "> 0"
+
+
+def _positive_or_none(value: Any, cfg: Any) -> str | None:
+    """Optional limits: null means unlimited."""
+    return None if value is None or value > 0 else "> 0 or null"
+
+
+def _all_positive(value: Any, cfg: Any) -> str | None:
+    """Layer widths: an empty list or a zero-width layer would build a broken network."""
+    return None if value and all(v > 0 for v in value) else "a non-empty list of positive numbers"
+
+
+def _between(low: float, high: float, *, open_interval: bool = False) -> _Rule:
+    """Fractions and probabilities; open when an end point would empty a split."""
+    if open_interval:
+        return lambda value, cfg: None if low < value < high else f"strictly between {low:g} and {high:g}"
+    return lambda value, cfg: None if low <= value <= high else f"between {low:g} and {high:g}"
+
+
+def _device(value: Any, cfg: Any) -> str | None:
+    """Catch typos like `gpu` or `cuda0` before any tensor is built."""
+    return None if re.fullmatch(r"cpu|cuda(:\d+)?", value) else "cpu, cuda or cuda:N"
+
+
+def _elites(value: Any, cfg: Any) -> str | None:
+    """Elites are chosen among the ensemble members."""
+    ensemble = cfg.dynamics.num_ensemble
+    return None if 1 <= value <= ensemble else f"between 1 and dynamics.num_ensemble ({ensemble})"
+
+
+def _weight_decay(value: Any, cfg: Any) -> str | None:
+    """One decay per linear layer, which changes with the number of hidden layers."""
+    wanted = len(cfg.dynamics.hidden_dims) + 1
+    if len(value) == wanted:
+        return None
+    return f"a list of {wanted} numbers, one per hidden layer of dynamics.hidden_dims plus the output layer"
+
+
+_RULES: dict[str, _Rule] = {
+    "device": _device,
+    "dataset_backend": _one_of("auto", "hdf5", "d4rl", "minari"),
+    "penalty_type": _one_of("aleatoric", "pairwise_diff", "ensemble_std"),
+    "dynamics.loss": _one_of("nll", "mse"),
+    "dynamics.precision": _one_of("fp32", "bf16"),
+    "sac.lr_schedule": _one_of("cosine", "none"),
+    **dict.fromkeys(
+        (
+            "epochs",
+            "steps_per_epoch",
+            "batch_size",
+            "eval_every",
+            "eval_episodes",
+            "save_every",
+            "rollout_length",
+            "rollout_freq",
+            "rollout_batch_size",
+            "model_retain_epochs",
+            "dynamics.num_ensemble",
+            "dynamics.batch_size",
+            "dynamics.max_holdout",
+            "dynamics.max_epochs_since_update",
+            "dynamics.lr",
+            "sac.actor_lr",
+            "sac.critic_lr",
+            "sac.alpha_lr",
+            "sac.num_critics",
+        ),
+        _positive,
+    ),
+    "dynamics.max_epochs": _positive_or_none,
+    "dynamics.hidden_dims": _all_positive,
+    "sac.hidden_dims": _all_positive,
+    "real_ratio": _between(0, 1),
+    "sac.gamma": _between(0, 1),
+    "sac.tau": _between(0, 1),
+    "dynamics.holdout_ratio": _between(0, 1, open_interval=True),
+    "dynamics.num_elites": _elites,
+    "dynamics.weight_decay": _weight_decay,
+}
+"""Checks on merged values; a rule applies only when the config class has that key, so one table serves every
+algorithm's dataclass."""
+
+
+def _validate(cfg: OfflineConfig, origins: Mapping[str, str]) -> None:
+    """Raise one UserError listing every value that breaks a rule, with the source that set it."""
+    keys = set(list_keys(type(cfg)))
+    problems = []
+    for key, rule in _RULES.items():
+        if key not in keys:
+            continue
+        value = _get(cfg, key)
+        requirement = rule(value, cfg)
+        if requirement is not None:
+            where = origins.get(key, "the dataclass default")
+            problems.append(f"{key}={value!r} (from {where}) must be {requirement}")
+    if problems:
+        raise UserError(f"invalid config: {'; '.join(problems)}; change the value there or with --set key=value")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Saving and loading run configs
+
+
+def config_to_dict(cfg: OfflineConfig) -> dict[str, Any]:
+    """Plain nested dict (blocks become dicts, lists are copied) for YAML, logging and hyperparameter tables."""
+    return dataclasses.asdict(cfg)
+
+
+def save_config(cfg: OfflineConfig, path: str | os.PathLike[str]) -> None:
+    """Write the merged config as YAML atomically, so a crash never leaves a half-written config.yaml behind."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = f"# {cfg.algo} run config for {cfg.task}; read back with config.load_run_config\n" + yaml.safe_dump(
+        config_to_dict(cfg), sort_keys=False, default_flow_style=None
+    )
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def load_run_config(path: str | os.PathLike[str]) -> OfflineConfig:
+    """Read a saved run config back (class chosen by its `algo` key), as strictly as load_config reads YAML.
+
+    Keys missing from the file keep their dataclass defaults, so run directories from before a new option was
+    added still load.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"run config not found: {_display(path)}; pass the config.yaml inside a run directory")
+    data = _read_yaml_mapping(path)
+    algo = data.get("algo")
+    if not isinstance(algo, str) or algo not in CONFIG_CLASSES:
+        raise UserError(
+            f"{_display(path)} is not a run config of a known algorithm (algo: {algo!r}; known: "
+            f"{', '.join(sorted(CONFIG_CLASSES))}); pass a config.yaml written by train.py"
+        )
+    cfg = CONFIG_CLASSES[algo]()
+    origins: dict[str, str] = {}
+    _apply(cfg, data, _display(path), origins)
+    _validate(cfg, origins)
+    return cfg

@@ -1,0 +1,18 @@
+"""Everything about the world: tasks, environments, termination functions, datasets and evaluation."""
+
+from envs.datasets import OfflineDataset, load_dataset
+from envs.evaluation import Evaluator
+from envs.tasks import TaskSpec, get_task, list_tasks, make_env, normalized_score
+from envs.termination import get_termination_fn
+
+__all__ = [
+    "Evaluator",
+    "OfflineDataset",
+    "TaskSpec",
+    "get_task",
+    "get_termination_fn",
+    "list_tasks",
+    "load_dataset",
+    "make_env",
+    "normalized_score",
+]

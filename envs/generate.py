@@ -1,0 +1,154 @@
+"""Generate D4RL-layout datasets from gymnasium MuJoCo envs, so the project runs without D4RL's servers.
+
+    python -m envs.generate --task hopper-random-gen [--transitions 1000000] [--seed 0] [--out PATH] [--overwrite]
+
+The file has D4RL's keys (observations, actions, rewards, next_observations, terminals, timeouts, infos/qpos,
+infos/qvel, infos/action_log_probs), so every loader and tool treats it like a downloaded D4RL file.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+from tqdm import tqdm
+
+from envs.datasets import default_dataset_dirs, write_d4rl_hdf5
+from envs.tasks import TaskSpec, get_task, list_tasks, make_env, normalized_score
+from utils.errors import UserError, run_cli
+
+# Maps a batch of one observation [1, obs_dim] to (actions [1, act_dim], log-probabilities [1]).
+BehaviourPolicy = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+DEFAULT_TRANSITIONS = 1_000_000  # the size of D4RL's random datasets
+
+
+def _uniform_policy(action_space: gym.spaces.Box, seed: int) -> BehaviourPolicy:
+    """Uniform actions from a private generator, with the uniform log density D4RL records as action_log_probs."""
+    rng = np.random.default_rng(seed)
+    log_prob = -float(np.sum(np.log(action_space.high - action_space.low)))
+
+    def policy(obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        actions = rng.uniform(action_space.low, action_space.high, size=(len(obs), *action_space.shape))
+        return actions, np.full(len(obs), log_prob)
+
+    return policy
+
+
+def generate_dataset(
+    spec: TaskSpec,
+    num_transitions: int,
+    seed: int,
+    policy: BehaviourPolicy | None = None,
+    max_episode_steps: int = 1000,
+) -> dict[str, np.ndarray]:
+    """Roll `policy` (uniform random when None) in the task's env for exactly `num_transitions` steps.
+
+    terminals are the env's `terminated`; timeouts mark steps where an episode was cut at `max_episode_steps`
+    and the last step of the final, partial episode, so episode boundaries are always terminals | timeouts.
+    """
+    if num_transitions < 1:
+        raise UserError(f"--transitions must be at least 1, got {num_transitions}")
+    if max_episode_steps < 1:
+        raise UserError(f"max_episode_steps must be at least 1, got {max_episode_steps}")
+    env = make_env(spec, max_episode_steps=max_episode_steps)
+    if policy is None:
+        policy = _uniform_policy(env.action_space, seed)
+    mujoco_data = env.unwrapped.data
+    n = num_transitions
+    columns = {
+        "observations": np.empty((n, spec.obs_dim), np.float32),
+        "actions": np.empty((n, spec.act_dim), np.float32),
+        "rewards": np.empty(n, np.float32),
+        "next_observations": np.empty((n, spec.obs_dim), np.float32),
+        "terminals": np.zeros(n, bool),
+        "timeouts": np.zeros(n, bool),
+        "infos/qpos": np.empty((n, mujoco_data.qpos.size), np.float32),
+        "infos/qvel": np.empty((n, mujoco_data.qvel.size), np.float32),
+        "infos/action_log_probs": np.empty(n, np.float32),
+    }
+    try:
+        obs, _ = env.reset(seed=seed)
+        for i in tqdm(range(n), desc=f"generating {spec.name}", unit="step", disable=None, mininterval=1.0):
+            actions, log_probs = policy(np.asarray(obs, np.float32)[None])
+            action = np.asarray(actions, np.float32).reshape(spec.act_dim)
+            columns["observations"][i] = obs
+            columns["infos/qpos"][i] = mujoco_data.qpos
+            columns["infos/qvel"][i] = mujoco_data.qvel
+            columns["actions"][i] = action
+            columns["infos/action_log_probs"][i] = np.asarray(log_probs).reshape(())
+            next_obs, reward, terminated, truncated, _ = env.step(action)
+            columns["rewards"][i] = reward
+            columns["next_observations"][i] = next_obs
+            columns["terminals"][i] = terminated
+            columns["timeouts"][i] = truncated and not terminated
+            obs = env.reset()[0] if terminated or truncated else next_obs
+    finally:
+        env.close()
+    columns["timeouts"][-1] |= not columns["terminals"][-1]
+    return columns
+
+
+def episode_returns(rewards: np.ndarray, terminals: np.ndarray, timeouts: np.ndarray) -> np.ndarray:
+    """Sum of rewards of each episode, episodes split at terminals | timeouts."""
+    ends = np.flatnonzero(np.asarray(terminals, bool) | np.asarray(timeouts, bool))
+    boundaries = np.concatenate([[0], ends + 1])
+    if boundaries[-1] != len(rewards):
+        boundaries = np.append(boundaries, len(rewards))
+    return np.add.reduceat(np.asarray(rewards, np.float64), boundaries[:-1])
+
+
+def main(argv: list[str] | None = None) -> Path:
+    """CLI entry point; returns the path written."""
+    generated = [name for name in list_tasks() if get_task(name).url is None]
+    parser = argparse.ArgumentParser(prog="python -m envs.generate", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--task", required=True, help=f"one of: {', '.join(generated)}")
+    parser.add_argument(
+        "--transitions",
+        type=int,
+        default=DEFAULT_TRANSITIONS,
+        help=f"number of environment steps (default: {DEFAULT_TRANSITIONS:_}, as D4RL random sets)",
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-episode-steps", type=int, default=1000)
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output file (default: $D4RL_DATASET_DIR or ~/.d4rl/datasets, under the task's file name)",
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing file")
+    args = parser.parse_args(argv)
+
+    spec = get_task(args.task)
+    if spec.url is not None:
+        raise UserError(
+            f"{spec.name} is a D4RL task, its data must come from D4RL; generate one of: {', '.join(generated)}"
+        )
+    out = args.out.expanduser() if args.out else default_dataset_dirs()[0] / spec.dataset_file
+    if out.exists() and not args.overwrite:
+        raise UserError(f"{out} already exists; pass --overwrite to replace it or --out to write elsewhere")
+
+    data = generate_dataset(spec, args.transitions, args.seed, max_episode_steps=args.max_episode_steps)
+    metadata = {
+        "task": spec.name,
+        "gym_id": spec.gym_id,
+        "gymnasium_version": gym.__version__,
+        "policy": "uniform_random",
+        "seed": args.seed,
+        "max_episode_steps": args.max_episode_steps,
+    }
+    write_d4rl_hdf5(out, data, metadata)
+    returns = episode_returns(data["rewards"], data["terminals"], data["timeouts"])
+    print(
+        f"wrote {out}: {args.transitions} transitions, {len(returns)} episodes, mean episode return "
+        f"{returns.mean():.1f}, normalized score {normalized_score(spec, float(returns.mean())):.1f}"
+    )
+    return out
+
+
+if __name__ == "__main__":
+    run_cli(main)

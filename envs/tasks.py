@@ -1,0 +1,180 @@
+"""Task registry: one name ("hopper-medium-replay-v2") resolves to everything the code needs about a task.
+
+Names, dataset URLs and reference scores follow D4RL (`d4rl/infos.py`, `d4rl/gym_mujoco/__init__.py`) so
+normalized scores are comparable with published tables. Evaluation uses gymnasium's -v4 MuJoCo envs, which use
+the same MuJoCo models as the v3-era gym envs the D4RL datasets were collected with.
+"""
+
+from __future__ import annotations
+
+import difflib
+import sys
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import gymnasium as gym
+import mujoco
+import numpy as np
+
+from utils.errors import UserError
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """Everything about one offline task: environment, dataset source and score normalization."""
+
+    name: str
+    family: str
+    level: str
+    version: str
+    gym_id: str
+    obs_dim: int
+    act_dim: int
+    dataset_file: str
+    url: str | None
+    ref_min_score: float
+    ref_max_score: float
+    minari_id: str | None
+
+
+@dataclass(frozen=True)
+class _Family:
+    gym_id: str
+    obs_dim: int
+    act_dim: int
+    ref_min_score: float
+    ref_max_score: float
+    v0_mixed_file: str  # D4RL's v0 medium-replay file is not named after the family for walker2d
+
+
+# Reference scores from D4RL's infos.py; v1 and v2 reuse the -random-v0 values (ALGORITHMS.md §0.6).
+_FAMILIES: dict[str, _Family] = {
+    "hopper": _Family("Hopper-v4", 11, 3, -20.272305, 3234.3, "hopper_mixed.hdf5"),
+    "walker2d": _Family("Walker2d-v4", 17, 6, 1.629008, 4592.3, "walker_mixed.hdf5"),
+    "halfcheetah": _Family("HalfCheetah-v4", 17, 6, -280.178953, 12135.0, "halfcheetah_mixed.hdf5"),
+}
+
+FAMILIES: tuple[str, ...] = tuple(_FAMILIES)
+
+_D4RL_BASE_URL = "http://rail.eecs.berkeley.edu/datasets/offline_rl"
+_V0_LEVELS = ("random", "medium", "medium-replay", "medium-expert", "expert")
+_V12_LEVELS = ("random", "medium", "medium-replay", "medium-expert", "expert", "full-replay")
+# Minari re-collected these with gymnasium -v5 envs: same observation layout, different data than D4RL's.
+_MINARI_LEVELS = ("medium", "expert")
+
+_REGISTRY: dict[str, TaskSpec] = {}
+_ALIASES: dict[str, str] = {}
+
+
+def register_task(spec: TaskSpec) -> None:
+    """Add a task to the registry; names are unique so a typo cannot silently replace an existing task."""
+    if spec.name in _REGISTRY or spec.name in _ALIASES:
+        raise ValueError(f"task {spec.name!r} is already registered")
+    if spec.ref_max_score <= spec.ref_min_score:
+        raise ValueError(f"task {spec.name!r}: ref_max_score must exceed ref_min_score")
+    _REGISTRY[spec.name] = spec
+
+
+def _family_spec(
+    family: str, level: str, version: str, dataset_file: str, url: str | None, minari_id: str | None = None
+) -> TaskSpec:
+    info = _FAMILIES[family]
+    return TaskSpec(
+        name=f"{family}-{level}-{version}",
+        family=family,
+        level=level,
+        version=version,
+        gym_id=info.gym_id,
+        obs_dim=info.obs_dim,
+        act_dim=info.act_dim,
+        dataset_file=dataset_file,
+        url=url,
+        ref_min_score=info.ref_min_score,
+        ref_max_score=info.ref_max_score,
+        minari_id=minari_id,
+    )
+
+
+def _register_d4rl_tasks() -> None:
+    for family, info in _FAMILIES.items():
+        for level in _V0_LEVELS:
+            file = info.v0_mixed_file if level == "medium-replay" else f"{family}_{level.replace('-', '_')}.hdf5"
+            register_task(_family_spec(family, level, "v0", file, f"{_D4RL_BASE_URL}/gym_mujoco/{file}"))
+        _ALIASES[f"{family}-mixed-v0"] = f"{family}-medium-replay-v0"  # D4RL's original v0 name
+        for version in ("v1", "v2"):
+            for level in _V12_LEVELS:
+                file = f"{family}_{level.replace('-', '_')}-{version}.hdf5"
+                minari_id = f"mujoco/{family}/{level}-v0" if version == "v2" and level in _MINARI_LEVELS else None
+                url = f"{_D4RL_BASE_URL}/gym_mujoco_{version}/{file}"
+                register_task(_family_spec(family, level, version, file, url, minari_id))
+
+
+def _register_generated_tasks() -> None:
+    # Same reference scores as D4RL so normalized numbers stay comparable.
+    for family in _FAMILIES:
+        register_task(_family_spec(family, "random", "gen", f"{family}-random-gen.hdf5", None))
+
+
+_register_d4rl_tasks()
+_register_generated_tasks()
+
+
+def list_tasks() -> list[str]:
+    """Canonical names of all registered tasks, sorted."""
+    return sorted(_REGISTRY)
+
+
+def get_task(name: str) -> TaskSpec:
+    """Resolve a task name (or a D4RL alias such as hopper-mixed-v0) to its spec."""
+    key = name.strip().lower()
+    key = _ALIASES.get(key, key)
+    if key in _REGISTRY:
+        return _REGISTRY[key]
+    suggestions = difflib.get_close_matches(key, list_tasks(), n=3, cutoff=0.6)
+    hint = f"; did you mean: {', '.join(suggestions)}?" if suggestions else ""
+    raise UserError(f"unknown task {name!r}{hint} (list all with: python train.py --list-tasks)")
+
+
+def normalized_score(spec: TaskSpec, returns: float | np.ndarray) -> float | np.ndarray:
+    """D4RL normalized score in percent: 0 = random policy, 100 = D4RL's expert reference."""
+    scale = 100.0 / (spec.ref_max_score - spec.ref_min_score)
+    if np.isscalar(returns):
+        return float((returns - spec.ref_min_score) * scale)
+    return (np.asarray(returns, dtype=np.float64) - spec.ref_min_score) * scale
+
+
+@contextmanager
+def _without_settotalmass_notice() -> Iterator[None]:
+    """Drop MuJoCo's deprecation notice for HalfCheetah's `settotalmass`, which is still applied (mass 14).
+
+    Every other MuJoCo warning is passed on unchanged.
+    """
+    previous = mujoco.get_mju_user_warning()
+
+    def forward(message: str) -> None:
+        if "settotalmass" in message:
+            return
+        if previous is not None:
+            previous(message)
+        else:
+            print(f"WARNING: {message}", file=sys.stderr)
+
+    mujoco.set_mju_user_warning(forward)
+    try:
+        yield
+    finally:
+        mujoco.set_mju_user_warning(previous)
+
+
+def make_env(spec: TaskSpec, seed: int | None = None, max_episode_steps: int | None = None) -> gym.Env:
+    """Build the evaluation environment; -v4 is deliberate (D4RL's physics), so its deprecation notices are noise."""
+    kwargs = {} if max_episode_steps is None else {"max_episode_steps": max_episode_steps}
+    with warnings.catch_warnings(), _without_settotalmass_notice():
+        warnings.filterwarnings("ignore", message=r".*is out of date.*")
+        env = gym.make(spec.gym_id, **kwargs)
+    if seed is not None:
+        env.reset(seed=seed)
+        env.action_space.seed(seed)
+    return env

@@ -1,0 +1,82 @@
+"""Termination functions applied to model-predicted next states during rollouts (ALGORITHMS.md §0.4).
+
+All functions take `obs [..., obs_dim]`, `act [..., act_dim]`, `next_obs [..., obs_dim]` and return a bool tensor
+`[...]` (True = done) on the input's device, with no numpy and no Python loop over rows, so a whole rollout batch
+(or an ensemble of batches) is checked in one call. Non-finite next states are always done: a model that diverged
+must not keep rolling.
+
+obs[0] is the torso height and obs[1] the torso angle for hopper and walker2d.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from utils.errors import UserError
+
+TerminationFn = Callable[[Tensor, Tensor, Tensor], Tensor]
+
+_STATE_BOUND = 100.0
+
+
+def _finite(next_obs: Tensor) -> Tensor:
+    return torch.isfinite(next_obs).all(dim=-1)
+
+
+def _hopper(next_obs: Tensor, strict: bool) -> Tensor:
+    height = next_obs[..., 0]
+    angle = next_obs[..., 1]
+    rest = next_obs[..., 1:]
+    bounded = (rest.abs() < _STATE_BOUND) if strict else (rest < _STATE_BOUND)
+    healthy = _finite(next_obs) & bounded.all(dim=-1) & (height > 0.7) & (angle.abs() < 0.2)
+    return ~healthy
+
+
+def hopper_termination(obs: Tensor, act: Tensor, next_obs: Tensor) -> Tensor:
+    """Hopper as MOPO and OfflineRL-Kit wrote it, with which the published numbers were made.
+
+    Their magnitude test is `abs(obs[:, 1:] < 100)`, the abs of a boolean, i.e. just `obs[:, 1:] < 100`:
+    there is no lower bound, so a state with a component of -1e6 is not done. `hopper_termination_strict`
+    applies the intended `abs(obs[:, 1:]) < 100`.
+    """
+    return _hopper(next_obs, strict=False)
+
+
+def hopper_termination_strict(obs: Tensor, act: Tensor, next_obs: Tensor) -> Tensor:
+    """Hopper with the corrected two-sided bound `abs(obs[:, 1:]) < 100` (as in WMOPO's copy)."""
+    return _hopper(next_obs, strict=True)
+
+
+def walker2d_termination(obs: Tensor, act: Tensor, next_obs: Tensor) -> Tensor:
+    """Walker2d as OfflineRL-Kit and MICRO: 0.8 < height < 2, -1 < angle < 1 and every component in (-100, 100)."""
+    height = next_obs[..., 0]
+    angle = next_obs[..., 1]
+    bounded = (next_obs.abs() < _STATE_BOUND).all(dim=-1)
+    healthy = _finite(next_obs) & bounded & (height > 0.8) & (height < 2.0) & (angle > -1.0) & (angle < 1.0)
+    return ~healthy
+
+
+def halfcheetah_termination(obs: Tensor, act: Tensor, next_obs: Tensor) -> Tensor:
+    """HalfCheetah never falls; OfflineRL-Kit and MICRO still stop rollouts whose state leaves (-100, 100)."""
+    healthy = _finite(next_obs) & (next_obs.abs() < _STATE_BOUND).all(dim=-1)
+    return ~healthy
+
+
+_TERMINATION_FNS: dict[str, tuple[TerminationFn, TerminationFn]] = {
+    # family: (default, strict); only hopper's published check has a bug to correct.
+    "hopper": (hopper_termination, hopper_termination_strict),
+    "walker2d": (walker2d_termination, walker2d_termination),
+    "halfcheetah": (halfcheetah_termination, halfcheetah_termination),
+}
+
+
+def get_termination_fn(family: str, strict: bool = False) -> TerminationFn:
+    """Termination function of an env family; `strict` fixes hopper's missing lower bound (see hopper_termination)."""
+    if family not in _TERMINATION_FNS:
+        known = ", ".join(_TERMINATION_FNS)
+        raise UserError(f"no termination function for env family {family!r}; known families: {known}")
+    default, corrected = _TERMINATION_FNS[family]
+    return corrected if strict else default

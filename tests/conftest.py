@@ -1,0 +1,61 @@
+"""Shared fixtures: dataset directories isolated from the user's real ones, and tiny D4RL-layout data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture
+def dataset_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
+    """Point HOME at an empty temp dir and unset D4RL_DATASET_DIR, so no test reads or writes ~/.d4rl."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("D4RL_DATASET_DIR", raising=False)
+    return SimpleNamespace(home=home, home_datasets=home / ".d4rl" / "datasets", env_dir=tmp_path / "env_dir")
+
+
+def make_episodes(
+    lengths: list[int], ends: list[str], obs_dim: int = 11, act_dim: int = 3, with_next: bool = True
+) -> dict[str, np.ndarray]:
+    """Raw D4RL dict whose observation is (episode id, step, 0...), so any pairing across episodes is visible.
+
+    `ends[i]` says how episode i ends: "terminal", "timeout" or "none" (cut off by the end of the data).
+    """
+    rows = []
+    for episode, length in enumerate(lengths):
+        for step in range(length):
+            rows.append(
+                (
+                    episode,
+                    step,
+                    step == length - 1 and ends[episode] == "terminal",
+                    step == length - 1 and ends[episode] == "timeout",
+                )
+            )
+    n = len(rows)
+    observations = np.zeros((n, obs_dim), np.float32)
+    observations[:, 0] = [r[0] for r in rows]
+    observations[:, 1] = [r[1] for r in rows]
+    next_observations = observations.copy()
+    next_observations[:, 1] += 1
+    data = {
+        "observations": observations,
+        "actions": np.full((n, act_dim), 0.5, np.float32),
+        "rewards": np.arange(n, dtype=np.float32),
+        "terminals": np.array([r[2] for r in rows]),
+        "timeouts": np.array([r[3] for r in rows]),
+    }
+    if with_next:
+        data["next_observations"] = next_observations
+    return data
+
+
+@pytest.fixture(scope="session")
+def episodes_factory():
+    """The make_episodes helper, as a fixture so test modules need no import path tricks."""
+    return make_episodes

@@ -1,0 +1,332 @@
+"""Tests of config.py: layering, per-task files, value parsing, error messages, validation and run-config round trip."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from config import (
+    CONFIGS_DIR,
+    MOPOConfig,
+    config_to_dict,
+    list_keys,
+    load_config,
+    load_run_config,
+    save_config,
+)
+from utils.errors import UserError
+
+MOPO_DIR = CONFIGS_DIR / "mopo"
+PRESETS = ("defaults", "mopo_tf", "quickstart")
+TASK_FILES = sorted(p.stem for p in MOPO_DIR.glob("*.yaml") if p.stem not in PRESETS)
+
+
+def write(path: Path, text: str) -> str:
+    """Write a YAML file for a test and return its path as the string load_config expects."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+def error_of(**kwargs: object) -> str:
+    """Message of the UserError load_config raises for these arguments (algo/task default to MOPO hopper v2)."""
+    kwargs = {"algo": "mopo", "task": "hopper-medium-v2", **kwargs}
+    with pytest.raises(UserError) as info:
+        load_config(**kwargs)  # type: ignore[arg-type]
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Layering and shipped files
+
+
+def test_defaults_yaml_agrees_with_dataclass() -> None:
+    # A task without its own file gets defaults.yaml, which mirrors the dataclass defaults (KIT v2 values).
+    assert load_config("mopo", "no-such-task-v2") == MOPOConfig(task="no-such-task-v2", algo="mopo")
+
+
+def test_layer_order(tmp_path: Path) -> None:
+    user = write(tmp_path / "user.yaml", "epochs: 7\nbatch_size: 64\nseed: 5\nrollout_length: 2\n")
+    cfg = load_config(
+        "mopo",
+        "hopper-medium-v2",
+        config_file=user,
+        overrides=["batch_size=32", "seed=6"],
+        cli={"seed": 7, "device": None, "log_dir": tmp_path / "runs"},
+    )
+    assert cfg.penalty_coef == 5.0  # task file beats defaults.yaml (2.5)
+    assert cfg.rollout_length == 2  # config file beats task file (5)
+    assert cfg.epochs == 7  # config file beats defaults.yaml (3000)
+    assert cfg.batch_size == 32  # --set beats config file
+    assert cfg.seed == 7  # cli beats --set
+    assert cfg.device == "cpu"  # None in cli means "not given"
+    assert cfg.log_dir == str(tmp_path / "runs")  # paths from flags become strings
+    assert (cfg.algo, cfg.task) == ("mopo", "hopper-medium-v2")
+
+
+def test_v2_task_file_is_picked_up() -> None:
+    cfg = load_config("mopo", "hopper-medium-v2")
+    assert (cfg.rollout_length, cfg.penalty_coef) == (5, 5.0)
+    assert cfg.sac.actor_lr == 1e-4 and cfg.sac.lr_schedule == "cosine" and cfg.epochs == 3000
+
+
+def test_v0_task_file_inherits_mopo_tf_preset() -> None:
+    cfg = load_config("mopo", "hopper-medium-v0")
+    assert (cfg.rollout_length, cfg.penalty_coef) == (5, 5.0)
+    assert (cfg.sac.actor_lr, cfg.sac.critic_lr, cfg.sac.alpha_lr) == (3e-4, 3e-4, 3e-4)
+    assert cfg.sac.target_entropy == -3.0 and isinstance(cfg.sac.target_entropy, float)
+    assert cfg.sac.alpha_max is None and cfg.sac.lr_schedule == "none" and cfg.epochs == 1000
+    replay = load_config("mopo", "hopper-medium-replay-v0")  # MOPO-TF's hopper-mixed
+    assert (replay.rollout_length, replay.penalty_coef) == (5, 1.0)
+
+
+def test_shipped_files_all_load() -> None:
+    assert len(TASK_FILES) == 21
+    for task in TASK_FILES:
+        cfg = load_config("mopo", task)
+        assert cfg.rollout_length in (1, 5) and cfg.penalty_coef > 0
+        assert (cfg.sac.target_entropy == -3.0) == task.endswith("-v0")
+    quick = load_config("mopo", "walker2d-medium-v2", config_file="quickstart")
+    assert quick.epochs == 10 and quick.dynamics.max_epochs == 20
+    assert (quick.rollout_length, quick.penalty_coef) == (5, 0.5)  # task values survive the preset
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Value parsing
+
+
+@pytest.mark.parametrize("text", ["False", "false", "0", "no", "off", "OFF"])
+def test_false_strings_parse_as_false(text: str) -> None:
+    cfg = load_config("mopo", "x", overrides=[f"sac.auto_alpha={text}", f"dynamics.bootstrap={text}"])
+    assert cfg.sac.auto_alpha is False and cfg.dynamics.bootstrap is False
+
+
+@pytest.mark.parametrize("text", ["True", "true", "1", "yes", "on"])
+def test_true_strings_parse_as_true(text: str) -> None:
+    assert load_config("mopo", "x", overrides=[f"termination.strict={text}"]).termination.strict is True
+
+
+@pytest.mark.parametrize("text", ["none", "null", "None"])
+def test_none_parsing(text: str) -> None:
+    cfg = load_config(
+        "mopo", "x", overrides=[f"dynamics.max_epochs={text}", f"sac.alpha_max={text}", f"dataset_path={text}"]
+    )
+    assert cfg.dynamics.max_epochs is None and cfg.sac.alpha_max is None and cfg.dataset_path is None
+
+
+def test_scalar_parsing() -> None:
+    cfg = load_config("mopo", "x", overrides=["dynamics.max_epochs=30", "sac.actor_lr=1e-3", "penalty_coef=1"])
+    assert cfg.dynamics.max_epochs == 30 and cfg.sac.actor_lr == 1e-3 and cfg.penalty_coef == 1.0
+    assert isinstance(cfg.penalty_coef, float)
+
+
+@pytest.mark.parametrize("text", ["[100,100]", "100,100", "[ 100, 100 ]"])
+def test_list_parsing(text: str) -> None:
+    cfg = load_config("mopo", "x", overrides=[f"dynamics.hidden_dims={text}", "dynamics.weight_decay=1e-5,2e-5,3e-5"])
+    assert cfg.dynamics.hidden_dims == [100, 100]
+    assert cfg.dynamics.weight_decay == [1e-5, 2e-5, 3e-5]
+
+
+def test_yaml_reads_exponent_floats_and_dotted_keys(tmp_path: Path) -> None:
+    # Plain PyYAML reads `1e-3` as a string; configs must not depend on writing `1.0e-3`.
+    user = write(tmp_path / "u.yaml", "dynamics:\n  lr: 1e-3\nsac.tau: 1e-2\ndynamics.hidden_dims: [64]\n")
+    cfg = load_config("mopo", "x", config_file=user, overrides=["dynamics.weight_decay=[0.1, 0.2]"])
+    assert cfg.dynamics.lr == 1e-3 and cfg.sac.tau == 1e-2 and cfg.dynamics.hidden_dims == [64]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Errors
+
+
+def test_unknown_algo() -> None:
+    message = error_of(algo="mopoo")
+    assert "unknown algorithm 'mopoo'" in message and "mopo" in message
+
+
+def test_unknown_key_in_set_suggests_close_keys() -> None:
+    message = error_of(overrides=["dynamics.max_epoch=3"])
+    assert "'dynamics.max_epoch'" in message and "--set dynamics.max_epoch=3" in message
+    assert "did you mean dynamics.max_epochs" in message
+    assert "dynamics.max_epochs" in error_of(overrides=["max_epochs=3"])  # same name, missing block prefix
+
+
+def test_unknown_key_in_file_names_the_file(tmp_path: Path) -> None:
+    message = error_of(config_file=write(tmp_path / "typo.yaml", "sac:\n  actor_learning_rate: 1\n"))
+    assert "'sac.actor_learning_rate'" in message and "typo.yaml" in message and "sac.actor_lr" in message
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("epochs: 10.5\n", "epochs must be an integer, got 10.5"),
+        ("epochs: 1000.0\n", "epochs must be an integer, got 1000.0"),
+        ("epochs: true\n", "epochs must be an integer, got True"),
+        ("real_ratio: yes\n", "real_ratio must be a number, got True"),
+        ("device: 0\n", "device must be a string, got 0"),
+        ("sac:\n  hidden_dims: 256\n", "sac.hidden_dims must be a list of integers, got 256"),
+        ("dynamics:\n  weight_decay: [1, x]\n", "dynamics.weight_decay must be a list of numbers"),
+        ("epochs:\n", "epochs must be an integer, got None"),
+    ],
+)
+def test_wrong_type_in_file(tmp_path: Path, text: str, fragment: str) -> None:
+    message = error_of(config_file=write(tmp_path / "types.yaml", text))
+    assert fragment in message and "types.yaml" in message
+
+
+@pytest.mark.parametrize(
+    ("item", "fragment"),
+    [
+        ("epochs=abc", "epochs must be an integer, got 'abc'"),
+        ("epochs=1e3", "epochs must be an integer, got '1e3'"),
+        ("sac.auto_alpha=maybe", "sac.auto_alpha must be true or false, got 'maybe'"),
+        ("sac.actor_lr=fast", "sac.actor_lr must be a number, got 'fast'"),
+        ("dynamics.hidden_dims=[200,x]", "dynamics.hidden_dims must be a list of integers"),
+        ("epochs=none", "epochs must be an integer, got 'none'"),
+    ],
+)
+def test_wrong_type_in_set(item: str, fragment: str) -> None:
+    message = error_of(overrides=[item])
+    assert fragment in message and f"--set {item}" in message
+
+
+def test_cli_values_are_type_checked() -> None:
+    assert "seed must be an integer, got '3'" in error_of(cli={"seed": "3"})
+
+
+def test_set_without_equals() -> None:
+    message = error_of(overrides=["epochs"])
+    assert "--set 'epochs'" in message and "key=value" in message
+
+
+def test_block_set_to_scalar() -> None:
+    message = error_of(overrides=["dynamics=3"])
+    assert "'dynamics' is a block" in message and "dynamics.num_ensemble=" in message
+
+
+def test_malformed_yaml_names_file_and_line(tmp_path: Path) -> None:
+    message = error_of(config_file=write(tmp_path / "broken.yaml", "epochs: 5\nsac: [1,\n"))
+    assert "malformed YAML" in message and "broken.yaml:3:" in message
+
+
+def test_duplicate_yaml_key(tmp_path: Path) -> None:
+    message = error_of(config_file=write(tmp_path / "dup.yaml", "epochs: 5\nepochs: 6\n"))
+    assert "duplicate key 'epochs'" in message and "dup.yaml:2:" in message
+
+
+def test_top_level_must_be_mapping(tmp_path: Path) -> None:
+    message = error_of(config_file=write(tmp_path / "list.yaml", "- epochs\n- 5\n"))
+    assert "list.yaml" in message and "mapping" in message and "not a list" in message
+
+
+def test_empty_yaml_file_is_allowed(tmp_path: Path) -> None:
+    assert load_config("mopo", "x", config_file=write(tmp_path / "empty.yaml", "# nothing\n")).epochs == 3000
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    message = error_of(config_file=str(tmp_path / "absent.yaml"))
+    assert "config file not found" in message and "absent.yaml" in message
+
+
+def test_inherit_is_relative_to_including_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write(tmp_path / "base.yaml", "epochs: 11\npenalty_coef: 0.5\n")
+    child = write(tmp_path / "sub" / "child.yaml", "inherit: ../base.yaml\npenalty_coef: 0.75\n")
+    monkeypatch.chdir(tmp_path / "sub")
+    cfg = load_config("mopo", "hopper-medium-v2", config_file=child)
+    assert cfg.epochs == 11 and cfg.penalty_coef == 0.75  # the including file wins over what it inherits
+    assert "inherited file 'nowhere.yaml' not found" in error_of(
+        config_file=write(tmp_path / "orphan.yaml", "inherit: nowhere.yaml\n")
+    )
+
+
+def test_inherit_cycle(tmp_path: Path) -> None:
+    write(tmp_path / "a.yaml", "inherit: b.yaml\n")
+    write(tmp_path / "b.yaml", "inherit: a.yaml\n")
+    message = error_of(config_file=str(tmp_path / "a.yaml"))
+    assert "inheritance cycle" in message and "a.yaml -> " in message and "b.yaml" in message
+    assert "cycle" in error_of(config_file=write(tmp_path / "self.yaml", "inherit: self.yaml\n"))
+
+
+def test_config_file_for_another_algo_is_rejected(tmp_path: Path) -> None:
+    message = error_of(config_file=write(tmp_path / "other.yaml", "algo: bcq\n"))
+    assert "algo='bcq'" in message and "other.yaml" in message
+
+
+@pytest.mark.parametrize(
+    ("item", "fragment"),
+    [
+        ("penalty_type=max", "penalty_type='max' (from --set penalty_type=max) must be one of aleatoric"),
+        ("dynamics.loss=l1", "dynamics.loss='l1'"),
+        ("sac.lr_schedule=linear", "must be one of cosine, none"),
+        ("dataset_backend=s3", "must be one of auto, hdf5, d4rl, minari"),
+        ("device=gpu", "must be cpu, cuda or cuda:N"),
+        ("epochs=0", "epochs=0"),
+        ("dynamics.batch_size=-1", "dynamics.batch_size=-1"),
+        ("rollout_length=0", "rollout_length=0"),
+        ("real_ratio=1.5", "real_ratio=1.5 (from --set real_ratio=1.5) must be between 0 and 1"),
+        ("dynamics.num_elites=8", "must be between 1 and dynamics.num_ensemble (7)"),
+        ("dynamics.num_ensemble=4", "dynamics.num_elites=5 (from"),
+        ("dynamics.hidden_dims=200,200", "dynamics.weight_decay=[2.5e-05"),
+        ("dynamics.holdout_ratio=1", "must be strictly between 0 and 1"),
+    ],
+)
+def test_validation_errors(item: str, fragment: str) -> None:
+    message = error_of(overrides=[item])
+    assert message.startswith("invalid config:") and fragment in message
+
+
+def test_validation_accepts_edge_values() -> None:
+    cfg = load_config("mopo", "x", overrides=["device=cuda:1", "real_ratio=0", "real_ratio=1", "dynamics.num_elites=7"])
+    assert cfg.device == "cuda:1" and cfg.real_ratio == 1.0
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Keys, dicts and run configs
+
+
+def test_list_keys_are_dotted_leaves() -> None:
+    keys = list_keys(MOPOConfig)
+    assert {"seed", "termination.strict", "dynamics.num_elites", "sac.actor_lr", "penalty_type"} <= set(keys)
+    assert "dynamics" not in keys and len(keys) == len(set(keys))
+
+
+def test_config_to_dict_is_plain() -> None:
+    cfg = load_config("mopo", "hopper-medium-v2")
+    data = config_to_dict(cfg)
+    assert type(data["dynamics"]) is dict and data["dynamics"]["hidden_dims"] == [200, 200, 200, 200]
+    data["dynamics"]["hidden_dims"].append(1)
+    assert cfg.dynamics.hidden_dims == [200, 200, 200, 200]
+
+
+def test_save_and_load_run_config_roundtrip(tmp_path: Path) -> None:
+    cfg = load_config(
+        "mopo",
+        "walker2d-medium-replay-v0",
+        overrides=["dynamics.max_epochs=none", "sac.hidden_dims=64,64", "dataset_path=/data/w.hdf5"],
+        cli={"seed": 3},
+    )
+    path = tmp_path / "run" / "config.yaml"
+    save_config(cfg, path)
+    save_config(cfg, path)  # overwriting works too
+    assert [p.name for p in path.parent.iterdir()] == ["config.yaml"]  # no temporary file left behind
+    loaded = load_run_config(path)
+    assert type(loaded) is MOPOConfig and loaded == cfg
+    assert dataclasses.asdict(loaded) == config_to_dict(cfg)
+
+
+def test_load_run_config_needs_known_algo(tmp_path: Path) -> None:
+    for text in ("epochs: 5\n", "algo: nope\n"):
+        with pytest.raises(UserError, match="not a run config of a known algorithm"):
+            load_run_config(write(tmp_path / "config.yaml", text))
+    with pytest.raises(UserError, match="run config not found"):
+        load_run_config(tmp_path / "missing.yaml")
+
+
+def test_load_run_config_is_strict(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="unknown config key 'rollout_len'.*rollout_length"):
+        load_run_config(write(tmp_path / "config.yaml", "algo: mopo\nrollout_len: 5\n"))
+    with pytest.raises(UserError, match="epochs must be an integer"):
+        load_run_config(write(tmp_path / "config.yaml", "algo: mopo\nepochs: many\n"))

@@ -1,0 +1,175 @@
+"""Train an offline RL algorithm on a D4RL-style task.
+
+python train.py --task hopper-medium-v2 --algo mopo --seed 0
+python train.py --task hopper-medium-v2 --algo mopo --set epochs=100 --set dynamics.max_epochs=50
+python train.py --resume log/hopper-medium-v2/mopo/seed0-20261121-120000
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from algos import ALGORITHMS, build_algorithm
+from algos.trainer import OfflineTrainer, read_checkpoint
+from buffers.replay import ReplayBuffer
+from config import OfflineConfig, load_config, load_run_config, save_config
+from envs import Evaluator, get_task, get_termination_fn, list_tasks, load_dataset
+from models.dynamics import EnsembleDynamics
+from utils.checkpoint import seed_everything
+from utils.errors import UserError, run_cli
+from utils.logger import RunLogger
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", help="task name, e.g. hopper-medium-v2 (see --list-tasks)")
+    parser.add_argument("--algo", choices=sorted(ALGORITHMS), help="algorithm")
+    parser.add_argument("--seed", type=int, help="random seed (default 0)")
+    parser.add_argument("--config", help="extra YAML file (or preset name in configs/<algo>/) applied after the task's")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, dotted for nested blocks: --set dynamics.max_epochs=5",
+    )
+    parser.add_argument("--log-dir", help="root of run directories (default log)")
+    parser.add_argument("--device", help="cpu, cuda or cuda:N (default cpu)")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    parser.add_argument("--list-tasks", action="store_true", help="print the known task names and exit")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars (for logs and CI)")
+    return parser.parse_args(argv)
+
+
+def resolve_config(args: argparse.Namespace) -> tuple[OfflineConfig, Path, dict[str, Any] | None]:
+    """The run's config, its directory, and the checkpoint to resume from (None for a fresh start)."""
+    if args.resume:
+        run_dir = Path(args.resume)
+        if not (run_dir / "config.yaml").is_file():
+            raise UserError(f"{run_dir} is not a run directory (no config.yaml); pass a directory under log/")
+        if args.overrides or args.config:
+            raise UserError("--resume continues with the run's saved config; drop --set/--config or start a new run")
+        cfg = load_run_config(run_dir / "config.yaml")
+        for flag in ("task", "algo", "seed"):
+            given = getattr(args, flag)
+            if given is not None and str(given) != str(getattr(cfg, flag)):
+                raise UserError(f"--{flag} {given} does not match the run being resumed ({getattr(cfg, flag)})")
+        checkpoint_path = run_dir / "checkpoints" / "checkpoint.pt"
+        return cfg, run_dir, read_checkpoint(checkpoint_path) if checkpoint_path.exists() else None
+
+    if not args.task or not args.algo:
+        raise UserError("--task and --algo are required (or --resume RUN_DIR); see python train.py --help")
+    spec = get_task(args.task)
+    cfg = load_config(
+        args.algo,
+        spec.name,
+        args.config,
+        args.overrides,
+        {"seed": args.seed, "device": args.device, "log_dir": args.log_dir},
+    )
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    run_dir = Path(cfg.log_dir) / spec.name / cfg.algo / f"seed{cfg.seed}-{stamp}"
+    suffix = 1
+    while run_dir.exists():
+        run_dir = run_dir.with_name(f"seed{cfg.seed}-{stamp}-{suffix}")
+        suffix += 1
+    return cfg, run_dir, None
+
+
+def resolve_device(name: str) -> torch.device:
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {name} asked for, but PyTorch sees no CUDA device; use --device cpu")
+    return torch.device(name)
+
+
+def prepare_dynamics(
+    cfg: OfflineConfig,
+    spec: Any,
+    buffer: ReplayBuffer,
+    run_dir: Path,
+    logger: RunLogger,
+    device: torch.device,
+    progress: bool,
+) -> EnsembleDynamics:
+    """The run's own model file if it has one (resume), else a given `dynamics_path`, else a freshly fitted one."""
+    termination = get_termination_fn(spec.family, cfg.termination.strict)
+    own_file = run_dir / "dynamics.pt"
+    if own_file.exists():
+        return EnsembleDynamics.load(own_file, spec.obs_dim, spec.act_dim, termination, device)
+    if cfg.dynamics_path:
+        dynamics = EnsembleDynamics.load(cfg.dynamics_path, spec.obs_dim, spec.act_dim, termination, device)
+        shutil.copyfile(cfg.dynamics_path, own_file)  # the run stays resumable if the shared file moves
+        return dynamics
+    dynamics = EnsembleDynamics(spec.obs_dim, spec.act_dim, cfg.dynamics, termination).to(device)
+    data = buffer.storage
+    metrics = dynamics.fit(
+        data.obs, data.act, data.next_obs, data.rew, log_fn=lambda m, epoch: logger.scalars(m, epoch), progress=progress
+    )
+    dynamics.save(own_file, task=spec.name)
+    print(
+        f"dynamics: {metrics['dynamics/epochs']} epochs, elite holdout MSE "
+        f"{metrics['dynamics/elite_holdout_loss']:.4f}, saved to {own_file}",
+        flush=True,
+    )
+    return dynamics
+
+
+def main(argv: list[str] | None = None) -> dict[str, float] | None:
+    args = parse_args(argv)
+    if args.list_tasks:
+        print("\n".join(list_tasks()))
+        return None
+    cfg, run_dir, checkpoint = resolve_config(args)
+    spec = get_task(cfg.task)
+    device = resolve_device(cfg.device)
+    progress = not args.no_progress and sys.stderr.isatty()
+    seed_everything(cfg.seed)
+
+    dataset = load_dataset(spec, cfg.dataset_path, cfg.dataset_backend, cfg.download)
+    dataset.validate(spec)
+    real_buffer = ReplayBuffer.from_dataset(dataset, device)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not args.resume:
+        save_config(cfg, run_dir / "config.yaml")
+    print(f"run dir: {run_dir}  ({dataset.num_transitions} transitions from {dataset.source})", flush=True)
+
+    logger = RunLogger(run_dir, resume_step=checkpoint["global_step"] if checkpoint else None)
+    try:
+        dynamics = None
+        if hasattr(cfg, "dynamics"):
+            dynamics = prepare_dynamics(cfg, spec, real_buffer, run_dir, logger, device, progress)
+            if cfg.dynamics_only:
+                print(f"dynamics model saved; reuse it with --set dynamics_path={run_dir / 'dynamics.pt'}")
+                return None
+        algo = build_algorithm(cfg, spec.obs_dim, spec.act_dim, device)
+        evaluator = Evaluator(spec, cfg.eval_episodes, cfg.seed, device)
+        trainer = OfflineTrainer(cfg, algo, real_buffer, evaluator, logger, run_dir, dynamics, progress)
+        if checkpoint is not None:
+            trainer.load_state(checkpoint, source=run_dir)
+            print(f"resumed at epoch {trainer.epoch} (step {trainer.global_step})", flush=True)
+        try:
+            result = trainer.train()
+        except KeyboardInterrupt:
+            raise UserError(f"interrupted; continue with: python train.py --resume {run_dir}") from None
+        evaluator.close()
+    finally:
+        logger.close()
+    if result is not None:
+        print(
+            f"final normalized score {result['normalized_mean']:.1f} ± {result['normalized_std']:.1f} "
+            f"(return {result['return_mean']:.1f}) | run dir {run_dir} | tensorboard --logdir {run_dir}"
+        )
+    return result
+
+
+if __name__ == "__main__":
+    run_cli(main)
