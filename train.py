@@ -30,7 +30,7 @@ from utils.logger import RunLogger
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", help="task name, e.g. hopper-medium-v2 (see --list-tasks)")
-    parser.add_argument("--algo", choices=sorted(ALGORITHMS), help="algorithm")
+    parser.add_argument("--algo", help=f"algorithm: {', '.join(sorted(ALGORITHMS))}")
     parser.add_argument("--seed", type=int, help="random seed (default 0)")
     parser.add_argument("--config", help="extra YAML file (or preset name in configs/<algo>/) applied after the task's")
     parser.add_argument(

@@ -182,7 +182,8 @@ class EnsembleDynamics(nn.Module):
                 train_loss_sum += loss.detach()
                 num_batches += 1
             holdout = self.holdout_mse(x_holdout, y_holdout)
-            improved = (best_losses - holdout) / best_losses > cfg.improvement_threshold
+            # Relative improvement > 1 % per member (MBPO/MOPO); the first epoch always counts.
+            improved = best_losses.isinf() | ((best_losses - holdout) / best_losses > cfg.improvement_threshold)
             if bool(improved.any()):
                 self._snapshot(best_state, improved)
                 best_losses = torch.where(improved, holdout, best_losses)

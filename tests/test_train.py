@@ -1,0 +1,238 @@
+"""End to end: train.py on a tiny generated dataset, kill -9 and resume, and bad input at the CLI."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+import train
+from envs import get_task
+from envs.datasets import write_d4rl_hdf5
+from envs.generate import generate_dataset
+from utils.errors import run_cli
+
+REPO = Path(__file__).resolve().parents[1]
+TASK = "hopper-random-gen"
+# A tiny but complete MOPO: every component runs (dynamics fit, rollouts, mixed batches, eval, checkpoints).
+TINY = [
+    "steps_per_epoch=60",
+    "batch_size=32",
+    "rollout_freq=30",
+    "rollout_batch_size=100",
+    "rollout_length=2",
+    "eval_episodes=1",
+    "save_every=1",
+    "dynamics.num_ensemble=3",
+    "dynamics.num_elites=2",
+    "dynamics.hidden_dims=[16,16]",
+    "dynamics.weight_decay=[2.5e-5,5e-5,1e-4]",
+    "dynamics.max_epochs=2",
+    "sac.hidden_dims=[32,32]",
+]
+
+
+@pytest.fixture(scope="module")
+def dataset_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("d4rl")
+    data = generate_dataset(get_task(TASK), num_transitions=2000, seed=0, max_episode_steps=200)
+    write_d4rl_hdf5(directory / get_task(TASK).dataset_file, data)
+    return directory
+
+
+@pytest.fixture
+def env(dataset_dir: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    monkeypatch.setenv("D4RL_DATASET_DIR", str(dataset_dir))
+    return {**os.environ, "D4RL_DATASET_DIR": str(dataset_dir)}
+
+
+def train_args(log_dir: Path, epochs: int, *extra: str) -> list[str]:
+    return [
+        "--task",
+        TASK,
+        "--algo",
+        "mopo",
+        "--seed",
+        "3",
+        "--log-dir",
+        str(log_dir),
+        "--no-progress",
+        "--set",
+        f"epochs={epochs}",
+        *TINY,
+        *extra,
+    ]
+
+
+def only_run_dir(log_dir: Path) -> Path:
+    (run_dir,) = (log_dir / TASK / "mopo").iterdir()
+    return run_dir
+
+
+def final_parameters(run_dir: Path) -> dict[str, torch.Tensor]:
+    state = torch.load(run_dir / "checkpoints" / "checkpoint.pt", weights_only=False)
+    return state["algo_state"]["modules"]
+
+
+def progress_rows(run_dir: Path) -> list[dict[str, str]]:
+    with open(run_dir / "progress.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_run_dir_layout(env: dict[str, str], tmp_path: Path) -> None:
+    result = train.main(train_args(tmp_path, 2))
+    run_dir = only_run_dir(tmp_path)
+    assert run_dir.name.startswith("seed3-")
+    for name in ("config.yaml", "progress.csv", "dynamics.pt", "checkpoints/checkpoint.pt"):
+        assert (run_dir / name).is_file(), name
+    assert list(run_dir.glob("events.out.tfevents.*"))
+    rows = progress_rows(run_dir)
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert [int(r["step"]) for r in rows] == [60, 120]
+    assert float(rows[-1]["normalized_score_mean"]) == pytest.approx(result["normalized_mean"])
+    assert "epochs: 2" in (run_dir / "config.yaml").read_text()
+
+
+def test_kill_and_resume_matches_uninterrupted_run(env: dict[str, str], tmp_path: Path) -> None:
+    epochs = 5
+    train.main(train_args(tmp_path / "straight", epochs))
+    expected = final_parameters(only_run_dir(tmp_path / "straight"))
+
+    # The same run in a subprocess, killed with SIGKILL once it has checkpointed at least one epoch.
+    log_dir = tmp_path / "killed"
+    process = subprocess.Popen(
+        [sys.executable, "train.py", *train_args(log_dir, epochs)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 120
+    try:
+        while time.time() < deadline:
+            runs = list((log_dir / TASK / "mopo").glob("*/checkpoints/checkpoint.pt"))
+            if runs and len(progress_rows(runs[0].parents[1])) >= 2:
+                break
+            time.sleep(0.01)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.wait()
+    run_dir = only_run_dir(log_dir)
+    assert len(progress_rows(run_dir)) < epochs, "the run finished before it was killed; make epochs longer"
+
+    train.main(["--resume", str(run_dir), "--no-progress"])
+    resumed = final_parameters(run_dir)
+    assert resumed.keys() == expected.keys()
+    for name, tensor in expected.items():
+        assert torch.equal(tensor, resumed[name]), name
+    assert [int(r["epoch"]) for r in progress_rows(run_dir)] == list(range(1, epochs + 1))
+    straight_rows = progress_rows(only_run_dir(tmp_path / "straight"))
+    assert [r["return_mean"] for r in progress_rows(run_dir)] == [r["return_mean"] for r in straight_rows]
+
+
+def test_dynamics_only_then_reuse(env: dict[str, str], tmp_path: Path) -> None:
+    train.main(train_args(tmp_path / "dyn", 1, "dynamics_only=true"))
+    model_file = only_run_dir(tmp_path / "dyn") / "dynamics.pt"
+    assert model_file.is_file()
+    assert not (only_run_dir(tmp_path / "dyn") / "checkpoints").exists()
+    result = train.main(train_args(tmp_path / "reuse", 1, f"dynamics_path={model_file}"))
+    assert result is not None
+    assert (only_run_dir(tmp_path / "reuse") / "dynamics.pt").read_bytes() == model_file.read_bytes()
+
+
+def cli_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    """Run the CLI as `python train.py` would; return its single stderr line."""
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(lambda: train.main(argv))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert "Traceback" not in err
+    return err
+
+
+def test_unknown_task_suggests_names(env: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    err = cli_error(["--task", "hoper-medium-v2", "--algo", "mopo", "--log-dir", str(tmp_path)], capsys)
+    assert "hoper-medium-v2" in err and "hopper-medium-v2" in err
+    assert not tmp_path.joinpath("hoper-medium-v2").exists()
+
+
+def test_unknown_algo(env: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    err = cli_error(["--task", TASK, "--algo", "mopp", "--log-dir", str(tmp_path)], capsys)
+    assert "mopp" in err and "mopo" in err
+
+
+def test_malformed_yaml(env: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("epochs: [1, 2\n")
+    err = cli_error(train_args(tmp_path, 1) + ["--config", str(bad)], capsys)
+    assert "bad.yaml" in err
+
+
+def test_mistyped_key(env: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    err = cli_error(train_args(tmp_path, 1, "dynamics.max_epoch=3"), capsys)
+    assert "dynamics.max_epoch" in err and "dynamics.max_epochs" in err
+    err = cli_error(train_args(tmp_path, 1, "epochs=many"), capsys)
+    assert "epochs" in err and "int" in err
+
+
+def test_missing_dataset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("D4RL_DATASET_DIR", str(tmp_path / "empty"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    err = cli_error(train_args(tmp_path, 1), capsys)
+    assert "python -m envs.generate --task hopper-random-gen" in err
+    assert not (tmp_path / TASK).exists()
+
+
+def test_dataset_with_nan(
+    dataset_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "nan.hdf5"
+    with h5py.File(dataset_dir / get_task(TASK).dataset_file) as source:
+        data = {
+            key: source[key][()]
+            for key in ("observations", "actions", "rewards", "terminals", "timeouts", "next_observations")
+        }
+    data["rewards"] = data["rewards"].copy()
+    data["rewards"][7] = np.nan
+    write_d4rl_hdf5(bad, data)
+    err = cli_error(train_args(tmp_path, 1, f"dataset_path={bad}"), capsys)
+    assert "rewards" in err and "NaN" in err
+
+
+def test_resume_of_a_directory_that_is_not_a_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "somewhere").mkdir()
+    err = cli_error(["--resume", str(tmp_path / "somewhere")], capsys)
+    assert "not a run directory" in err
+    assert list((tmp_path / "somewhere").iterdir()) == []
+
+
+def test_resume_with_another_task_is_refused(
+    env: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    train.main(train_args(tmp_path, 1))
+    run_dir = only_run_dir(tmp_path)
+    err = cli_error(["--resume", str(run_dir), "--task", "walker2d-random-gen"], capsys)
+    assert "walker2d-random-gen" in err and TASK in err
+
+
+def test_cli_exits_2_with_one_line_in_a_real_process(tmp_path: Path) -> None:
+    completed = subprocess.run(
+        [sys.executable, "train.py", "--task", "hopper-medum-v2", "--algo", "mopo"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert completed.returncode == 2
+    assert completed.stderr.strip().count("\n") == 0
+    assert "did you mean" in completed.stderr
