@@ -74,7 +74,7 @@ class ReplayBuffer:
             "capacity": self.capacity,
             "size": self.size,
             "position": self.position,
-            "storage": {name: field[: self.size].cpu() for name, field in self.storage._asdict().items()},
+            "storage": {name: field[: self.size].clone().cpu() for name, field in self.storage._asdict().items()},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

@@ -230,10 +230,12 @@ class EnsembleDynamics(nn.Module):
         mean, logvar = self(obs, act)
         mean[..., : self.obs_dim] += obs
         std = None if logvar is None else torch.exp(0.5 * logvar)
-        samples = mean if deterministic or std is None else mean + std * torch.randn_like(mean)
         batch = obs.shape[0]
+        rows = torch.arange(batch, device=obs.device)
         members = self.elites[torch.randint(self.cfg.num_elites, (batch,), device=obs.device)]
-        chosen = samples[members, torch.arange(batch, device=obs.device)]
+        chosen = mean[members, rows]
+        if not deterministic and std is not None:  # sample only the member each row follows
+            chosen = chosen + std[members, rows] * torch.randn_like(chosen)
         next_obs, reward = chosen[:, : self.obs_dim], chosen[:, self.obs_dim]
         if self.termination_fn is None:
             done = torch.zeros(batch, dtype=torch.bool, device=obs.device)

@@ -7,6 +7,13 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
+
+
+@pytest.fixture(autouse=True, scope="session")
+def single_thread_torch() -> None:
+    """Tiny test networks run faster on one thread than two, and a second busy thread makes timings erratic."""
+    torch.set_num_threads(1)
 
 
 @pytest.fixture

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 import torch
@@ -105,6 +107,14 @@ def test_state_dict_of_partial_buffer_is_small_and_restores() -> None:
     restored.load_state_dict(state)
     restored.add(_rows([7]))
     assert _ids(restored) == list(range(8))
+
+
+def test_state_dict_of_nearly_empty_buffer_serialises_small() -> None:
+    buffer = ReplayBuffer(100_000, 17, 6)  # ~17 MB of storage
+    buffer.add(Batch(torch.ones(10, 17), torch.ones(10, 6), torch.ones(10), torch.ones(10, 17), torch.ones(10)))
+    file = io.BytesIO()
+    torch.save(buffer.state_dict(), file)
+    assert len(file.getvalue()) < 100_000, f"{len(file.getvalue())} bytes for 10 rows"
 
 
 def test_load_state_dict_rejects_other_capacity() -> None:

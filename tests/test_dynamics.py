@@ -55,15 +55,6 @@ def _test_mse(model: EnsembleDynamics, data: tuple[torch.Tensor, ...]) -> torch.
     return (mean - _targets(obs, next_obs, rew)).square().mean((1, 2))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These networks are tiny: extra threads only add synchronisation, which on a busy 2-core machine costs 100x."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def fitted() -> dict[str, object]:
     """One fit of the toy problem shared by several tests (the slowest thing in this file, ~1 s)."""
@@ -121,6 +112,17 @@ def test_chunked_inference_equals_one_pass() -> None:
     one_pass = model(obs, act)  # with grad enabled: no chunking
     torch.testing.assert_close(chunked[0], one_pass[0].detach())
     torch.testing.assert_close(chunked[1], one_pass[1].detach())
+
+
+def test_standardizer_keeps_constant_dims_finite() -> None:
+    model = EnsembleDynamics(OBS_DIM, ACT_DIM, _cfg(hidden_dims=[8, 8]))
+    inputs = torch.randn(50, OBS_DIM + ACT_DIM) * torch.tensor([3.0, 1.0, 0.5]) + torch.tensor([1.0, -2.0, 0.0])
+    inputs[:, 1] = 4.0  # a constant input dimension: std 0 is replaced by 1, not divided by
+    model.input_scaler.fit(inputs)
+    scaled = model.input_scaler(inputs)
+    torch.testing.assert_close(scaled[:, 1], torch.zeros(50))
+    torch.testing.assert_close(scaled[:, [0, 2]].mean(0), torch.zeros(2), atol=1e-5, rtol=0)
+    torch.testing.assert_close(scaled[:, [0, 2]].std(0, unbiased=False), torch.ones(2))
 
 
 # ---------------------------------------------------------------------------------------------------- penalties

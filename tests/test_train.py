@@ -52,7 +52,8 @@ def dataset_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def env(dataset_dir: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     monkeypatch.setenv("D4RL_DATASET_DIR", str(dataset_dir))
-    return {**os.environ, "D4RL_DATASET_DIR": str(dataset_dir)}
+    # The killed subprocess must use the same thread count as this process for bit-identical results.
+    return {**os.environ, "D4RL_DATASET_DIR": str(dataset_dir), "OMP_NUM_THREADS": str(torch.get_num_threads())}
 
 
 def train_args(log_dir: Path, epochs: int, *extra: str) -> list[str]:
