@@ -37,6 +37,7 @@ class SAC(nn.Module):
         self.log_alpha = nn.Parameter(torch.tensor(0.0 if cfg.auto_alpha else float(torch.tensor(cfg.alpha).log())))
         self.register_buffer("alpha", self.log_alpha.detach().exp())
         self.to(device)
+        self._polyak_pairs = (list(self.target_critics.parameters()), list(self.critics.parameters()))
         self.actor_optim = adam(self.actor.parameters(), cfg.actor_lr)
         self.critic_optim = adam(self.critics.parameters(), cfg.critic_lr)
         self.alpha_optim = adam([self.log_alpha], cfg.alpha_lr)
@@ -97,7 +98,7 @@ class SAC(nn.Module):
 
     @torch.no_grad()
     def soft_update_targets(self) -> None:
-        torch._foreach_lerp_(list(self.target_critics.parameters()), list(self.critics.parameters()), self.cfg.tau)
+        torch._foreach_lerp_(*self._polyak_pairs, self.cfg.tau)  # θ̄ ← θ̄ + τ(θ − θ̄), one kernel for all tensors
 
     def end_epoch(self) -> None:
         if self.actor_scheduler is not None:

@@ -106,7 +106,8 @@ def test_truncated_normal_init_scale() -> None:
 def test_chunked_inference_equals_one_pass() -> None:
     torch.manual_seed(0)
     model = EnsembleDynamics(OBS_DIM, ACT_DIM, _cfg(hidden_dims=[8, 8]))
-    obs, act = torch.randn(INFERENCE_CHUNK + 900, OBS_DIM), torch.randn(INFERENCE_CHUNK + 900, ACT_DIM)
+    rows = INFERENCE_CHUNK["fp32"] * 2 + 900
+    obs, act = torch.randn(rows, OBS_DIM), torch.randn(rows, ACT_DIM)
     with torch.no_grad():
         chunked = model(obs, act)
     one_pass = model(obs, act)  # with grad enabled: no chunking
@@ -482,3 +483,20 @@ def test_load_rejects_files_that_are_not_models(tmp_path: Path) -> None:
         EnsembleDynamics.load(other)
     with pytest.raises(UserError, match="does not exist"):
         EnsembleDynamics.load(tmp_path / "missing.pt")
+
+
+def test_optimizer_weight_decay_equals_decay_in_the_loss() -> None:
+    """fit() moves the L2 term into Adam's weight_decay; one step must match Adam on the full loss."""
+    torch.manual_seed(0)
+    cfg = _cfg(hidden_dims=[8, 8], weight_decay=[0.3, 0.2, 0.1])
+    with_loss, with_optimizer = (EnsembleDynamics(OBS_DIM, ACT_DIM, cfg) for _ in range(2))
+    with_optimizer.load_state_dict(with_loss.state_dict())
+    x, y = torch.randn(cfg.num_ensemble, 16, OBS_DIM + ACT_DIM), torch.randn(cfg.num_ensemble, 16, OBS_DIM + 1)
+    plain_adam = torch.optim.Adam(with_loss.parameters(), lr=cfg.lr)
+    with_loss.training_loss(x, y).backward()
+    plain_adam.step()
+    decaying_adam = with_optimizer.optimizer()
+    with_optimizer.training_loss(x, y, include_decay=False).backward()
+    decaying_adam.step()
+    for (name, a), b in zip(with_loss.named_parameters(), with_optimizer.parameters()):
+        torch.testing.assert_close(a, b, msg=name)
