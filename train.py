@@ -142,7 +142,9 @@ def main(argv: list[str] | None = None) -> dict[str, float] | None:
         save_config(cfg, run_dir / "config.yaml")
     print(f"run dir: {run_dir}  ({dataset.num_transitions} transitions from {dataset.source})", flush=True)
 
-    logger = RunLogger(run_dir, resume_step=checkpoint["global_step"] if checkpoint else None)
+    # Resuming drops what the interrupted process logged after its last checkpoint (all of it if it saved none).
+    resume_step = checkpoint["global_step"] if checkpoint else (0 if args.resume else None)
+    logger = RunLogger(run_dir, resume_step=resume_step)
     try:
         dynamics = None
         if hasattr(cfg, "dynamics"):
@@ -156,6 +158,8 @@ def main(argv: list[str] | None = None) -> dict[str, float] | None:
         if checkpoint is not None:
             trainer.load_state(checkpoint, source=run_dir)
             print(f"resumed at epoch {trainer.epoch} (step {trainer.global_step})", flush=True)
+        else:  # an epoch-0 checkpoint: a run killed before its first save resumes on the same random stream
+            trainer.save_checkpoint()
         try:
             result = trainer.train()
         except KeyboardInterrupt:
