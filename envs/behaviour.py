@@ -1,0 +1,293 @@
+"""Behaviour policies for D4RL-style datasets: the project's SAC trained online in the gymnasium env, as D4RL's
+behaviour policies were trained with rlkit's SAC (2 x 256 tanh-Gaussian actor), resumable across interruptions.
+
+Everything needed to continue training lives in one small file, `<work_dir>/training.pt`: the SAC training state,
+the RNG states, the counters, and the interaction log (each episode's reset seed and its float32 actions). The
+replay buffer is not saved: on resume it is rebuilt by replaying the log in the deterministic MuJoCo env (checked
+against a fingerprint of each episode's observations), which keeps the file a few MB instead of hundreds. The same
+log reproduces the medium-replay dataset later without storing it.
+
+Policy snapshots (actor weights plus their evaluation return) go to `<work_dir>/snapshots/step<k>.pt`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from algos.sac import SAC
+from buffers.replay import Batch, ReplayBuffer
+from config import SACConfig
+from envs.evaluation import Evaluator, episode_reset_seed
+from envs.tasks import TaskSpec, make_env
+from models.actor_critic import TanhGaussianActor
+from utils.checkpoint import atomic_torch_save, capture_rng_state, restore_rng_state, seed_everything
+from utils.errors import UserError
+
+TRAINING_FORMAT = "offline-mbrl-behaviour-training/1"
+POLICY_FORMAT = "offline-mbrl-behaviour-policy/1"
+
+
+def online_sac_config() -> SACConfig:
+    """rlkit/SAC-paper settings used for D4RL's behaviour policies: lr 3e-4 everywhere, no α clamp, no schedule."""
+    return SACConfig(actor_lr=3e-4, critic_lr=3e-4, alpha_lr=3e-4, alpha_max=None, lr_schedule="none")
+
+
+@dataclass
+class BehaviourConfig:
+    total_steps: int = 1_000_000
+    random_steps: int = 10_000  # uniform actions before the policy acts (updates start then, as rlkit)
+    batch_size: int = 256
+    snapshot_every: int = 10_000  # env steps between policy snapshots (each is evaluated)
+    checkpoint_every: int = 10_000  # env steps between checkpoints, written at the next episode end
+    eval_episodes: int = 5
+    max_episode_steps: int = 1000
+    seed: int = 0
+    sac: SACConfig = field(default_factory=online_sac_config)
+
+
+@dataclass
+class InteractionLog:
+    """Every episode of training as (reset seed, actions), enough to replay it exactly in the env."""
+
+    reset_seeds: list[int] = field(default_factory=list)
+    actions: list[np.ndarray] = field(default_factory=list)
+    fingerprints: list[float] = field(default_factory=list)  # sum of the episode's observations
+
+    def append(self, reset_seed: int, actions: np.ndarray, fingerprint: float) -> None:
+        self.reset_seeds.append(reset_seed)
+        self.actions.append(actions)
+        self.fingerprints.append(fingerprint)
+
+    def state_dict(self) -> dict[str, Any]:
+        lengths = np.array([len(a) for a in self.actions], np.int64)
+        flat = np.concatenate(self.actions) if self.actions else np.zeros((0, 0), np.float32)
+        return {"reset_seeds": self.reset_seeds, "lengths": lengths, "actions": flat, "fingerprints": self.fingerprints}
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any]) -> InteractionLog:
+        bounds = np.cumsum(state["lengths"])[:-1]
+        actions = list(np.split(state["actions"], bounds)) if len(state["lengths"]) else []
+        return cls(list(state["reset_seeds"]), actions, list(state["fingerprints"]))
+
+
+def replay_episode(env: Any, reset_seed: int, actions: np.ndarray) -> dict[str, np.ndarray]:
+    """Re-run one logged episode; returns its transitions (D4RL keys) and qpos/qvel."""
+    obs, _ = env.reset(seed=reset_seed)
+    data = env.unwrapped.data
+    rows: dict[str, list[Any]] = {
+        k: []
+        for k in ("observations", "next_observations", "rewards", "terminals", "timeouts", "infos/qpos", "infos/qvel")
+    }
+    for i, action in enumerate(actions):
+        rows["observations"].append(obs)
+        rows["infos/qpos"].append(data.qpos.copy())
+        rows["infos/qvel"].append(data.qvel.copy())
+        obs, reward, terminated, truncated, _ = env.step(action)
+        rows["next_observations"].append(obs)
+        rows["rewards"].append(reward)
+        rows["terminals"].append(terminated)
+        # The log may end mid-episode (the training budget ran out): that last step is a timeout too.
+        rows["timeouts"].append((truncated or i == len(actions) - 1) and not terminated)
+    out = {k: np.asarray(v, np.float32) for k, v in rows.items()}
+    out["terminals"], out["timeouts"] = out["terminals"].astype(bool), out["timeouts"].astype(bool)
+    out["actions"] = np.asarray(actions, np.float32)
+    return out
+
+
+def fingerprint(observations: np.ndarray) -> float:
+    return float(np.asarray(observations, np.float64).sum())
+
+
+class BehaviourTrainer:
+    def __init__(self, spec: TaskSpec, cfg: BehaviourConfig, work_dir: str | Path, progress: bool = True) -> None:
+        self.spec, self.cfg, self.work_dir, self.progress = spec, cfg, Path(work_dir), progress
+        self.training_path = self.work_dir / "training.pt"
+        seed_everything(cfg.seed)
+        self.sac = SAC(spec.obs_dim, spec.act_dim, cfg.sac, epochs=1)
+        self.buffer = ReplayBuffer(cfg.total_steps, spec.obs_dim, spec.act_dim)
+        self.env = make_env(spec, max_episode_steps=cfg.max_episode_steps)
+        self.log = InteractionLog()
+        self.env_steps = 0
+        self.wall_time = 0.0
+        self.evaluations: list[dict[str, float]] = []
+
+    # ------------------------------------------------------------------------------------------------ resume
+    def resume(self) -> bool:
+        """Continue from training.pt if there is one; returns whether it did."""
+        if not self.training_path.exists():
+            return False
+        state = torch.load(self.training_path, weights_only=False)
+        if not isinstance(state, dict) or state.get("format") != TRAINING_FORMAT:
+            raise UserError(f"{self.training_path} is not a behaviour-training checkpoint; move it away to restart")
+        if state["gym_id"] != self.spec.gym_id:
+            raise UserError(
+                f"{self.training_path} trains {state['gym_id']}, not {self.spec.gym_id}; use another --work-dir"
+            )
+        saved_cfg = state["config"]
+        if saved_cfg["seed"] != self.cfg.seed or saved_cfg["sac"] != dataclasses.asdict(self.cfg.sac):
+            raise UserError(f"{self.training_path} was trained with another seed or SAC config; use another --work-dir")
+        self.log = InteractionLog.from_state_dict(state["log"])
+        self._rebuild_buffer()
+        self.sac.load_training_state(state["sac"])
+        self.env_steps, self.wall_time = state["env_steps"], state["wall_time"]
+        self.evaluations = state["evaluations"]
+        restore_rng_state(state["rng"])
+        return True
+
+    def _rebuild_buffer(self) -> None:
+        for i, (seed, actions) in enumerate(zip(self.log.reset_seeds, self.log.actions)):
+            episode = replay_episode(self.env, seed, actions)
+            if not np.isclose(fingerprint(episode["observations"]), self.log.fingerprints[i], rtol=0, atol=1e-3):
+                raise UserError(
+                    f"replaying episode {i} of {self.training_path} gives other observations than were "
+                    "logged (a different MuJoCo build?); restart training in a new --work-dir"
+                )
+            self._store(episode)
+
+    def _store(self, episode: dict[str, np.ndarray]) -> None:
+        self.buffer.add(
+            Batch(
+                *(
+                    torch.as_tensor(episode[k]).float()
+                    for k in ("observations", "actions", "rewards", "next_observations", "terminals")
+                )
+            )
+        )
+
+    def save(self) -> None:
+        atomic_torch_save(
+            {
+                "format": TRAINING_FORMAT,
+                "gym_id": self.spec.gym_id,
+                "config": dataclasses.asdict(self.cfg),
+                "sac": self.sac.training_state(),
+                "log": self.log.state_dict(),
+                "env_steps": self.env_steps,
+                "wall_time": self.wall_time,
+                "evaluations": self.evaluations,
+                "rng": capture_rng_state(),
+            },
+            self.training_path,
+        )
+
+    # ------------------------------------------------------------------------------------------------ training
+    def train(self) -> list[dict[str, float]]:
+        cfg = self.cfg
+        evaluator = Evaluator(self.spec, cfg.eval_episodes, cfg.seed + 1)
+        bar = tqdm(
+            total=cfg.total_steps,
+            initial=self.env_steps,
+            desc=f"behaviour SAC {self.spec.gym_id}",
+            unit="step",
+            disable=not self.progress,
+            dynamic_ncols=True,
+            smoothing=0.05,
+        )
+        last_checkpoint = self.env_steps
+        started = time.perf_counter()
+        while self.env_steps < cfg.total_steps:
+            reset_seed = episode_reset_seed(cfg.seed, len(self.log.reset_seeds))
+            obs, _ = self.env.reset(seed=reset_seed)
+            actions, observations, done = [], [], False
+            while not done and self.env_steps < cfg.total_steps:
+                obs_t = torch.as_tensor(obs, dtype=torch.float32)[None]
+                if self.env_steps < cfg.random_steps:
+                    action = torch.rand(1, self.spec.act_dim) * 2 - 1
+                else:
+                    action = self.sac.act(obs_t, deterministic=False)
+                action_np = action[0].numpy()
+                next_obs, reward, terminated, truncated, _ = self.env.step(action_np)
+                self.buffer.add(
+                    Batch(
+                        obs_t,
+                        action,
+                        torch.tensor([reward], dtype=torch.float32),
+                        torch.as_tensor(next_obs, dtype=torch.float32)[None],
+                        torch.tensor([float(terminated)]),
+                    )
+                )
+                actions.append(action_np)
+                observations.append(obs)
+                self.env_steps += 1
+                if self.env_steps >= cfg.random_steps:
+                    self.sac.update(self.buffer.sample(cfg.batch_size))
+                if self.env_steps % cfg.snapshot_every == 0:
+                    self.wall_time += time.perf_counter() - started
+                    started = time.perf_counter()
+                    self._snapshot(evaluator, bar)
+                obs, done = next_obs, terminated or truncated
+                bar.update()
+            self.log.append(reset_seed, np.asarray(actions, np.float32), fingerprint(np.asarray(observations)))
+            if self.env_steps - last_checkpoint >= cfg.checkpoint_every or self.env_steps >= cfg.total_steps:
+                self.wall_time += time.perf_counter() - started
+                started = time.perf_counter()
+                self.save()
+                last_checkpoint = self.env_steps
+        bar.close()
+        evaluator.close()
+        return self.evaluations
+
+    def _snapshot(self, evaluator: Evaluator, bar: tqdm) -> None:
+        result = evaluator.evaluate(self.sac.act)
+        record = {"env_steps": self.env_steps, "wall_time": self.wall_time, **result}
+        self.evaluations.append(record)
+        save_behaviour_policy(
+            self.sac.actor,
+            self.spec,
+            self.work_dir / "snapshots" / f"step{self.env_steps}.pt",
+            env_steps=self.env_steps,
+            evaluation=result,
+        )
+        bar.write(
+            f"step {self.env_steps:>8}  return {result['return_mean']:8.1f} ± {result['return_std']:6.1f}  "
+            f"normalized {result['normalized_mean']:6.1f}"
+        )
+
+
+def save_behaviour_policy(actor: TanhGaussianActor, spec: TaskSpec, path: str | Path, **metadata: Any) -> None:
+    """A policy file: actor weights, the env it acts in, and how it was made (env steps, evaluation)."""
+    atomic_torch_save(
+        {
+            "format": POLICY_FORMAT,
+            "gym_id": spec.gym_id,
+            "family": spec.family,
+            "obs_dim": spec.obs_dim,
+            "act_dim": spec.act_dim,
+            "hidden_dims": [layer.out_features for layer in actor.net if isinstance(layer, torch.nn.Linear)][:-1],
+            "log_std_bounds": (actor.log_std_min, actor.log_std_max),
+            "actor": actor.state_dict(),
+            "metadata": metadata,
+        },
+        path,
+    )
+
+
+def load_behaviour_policy(path: str | Path, spec: TaskSpec) -> tuple[TanhGaussianActor, dict[str, Any]]:
+    """Load a policy file for `spec`'s env; a policy for another env is refused with one line."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"behaviour policy {path} does not exist; train one with python collect.py train")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # noqa: BLE001 - any unpickling failure means the file is unusable
+        raise UserError(f"behaviour policy {path} cannot be read ({type(err).__name__})") from None
+    if not isinstance(payload, dict) or payload.get("format") != POLICY_FORMAT:
+        raise UserError(f"{path} is not a behaviour policy file of this project")
+    if payload["gym_id"] != spec.gym_id:
+        raise UserError(
+            f"behaviour policy {path} acts in {payload['gym_id']}, not {spec.gym_id} ({spec.name}); "
+            "use a policy trained for this env"
+        )
+    actor = TanhGaussianActor(
+        payload["obs_dim"], payload["act_dim"], payload["hidden_dims"], 1.0, *payload["log_std_bounds"]
+    )
+    actor.load_state_dict(payload["actor"])
+    return actor, payload["metadata"]
