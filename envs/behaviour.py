@@ -59,23 +59,49 @@ class InteractionLog:
 
     reset_seeds: list[int] = field(default_factory=list)
     actions: list[np.ndarray] = field(default_factory=list)
+    log_probs: list[np.ndarray] = field(default_factory=list)  # of each action under the policy that took it
     fingerprints: list[float] = field(default_factory=list)  # sum of the episode's observations
 
-    def append(self, reset_seed: int, actions: np.ndarray, fingerprint: float) -> None:
+    def append(self, reset_seed: int, actions: np.ndarray, log_probs: np.ndarray, fingerprint: float) -> None:
         self.reset_seeds.append(reset_seed)
         self.actions.append(actions)
+        self.log_probs.append(log_probs)
         self.fingerprints.append(fingerprint)
 
+    @property
+    def num_steps(self) -> int:
+        return sum(len(a) for a in self.actions)
+
     def state_dict(self) -> dict[str, Any]:
-        lengths = np.array([len(a) for a in self.actions], np.int64)
-        flat = np.concatenate(self.actions) if self.actions else np.zeros((0, 0), np.float32)
-        return {"reset_seeds": self.reset_seeds, "lengths": lengths, "actions": flat, "fingerprints": self.fingerprints}
+        return {
+            "reset_seeds": np.asarray(self.reset_seeds, np.int64),
+            "lengths": np.array([len(a) for a in self.actions], np.int64),
+            "actions": np.concatenate(self.actions) if self.actions else np.zeros((0, 0), np.float32),
+            "log_probs": np.concatenate(self.log_probs) if self.log_probs else np.zeros(0, np.float32),
+            "fingerprints": np.asarray(self.fingerprints, np.float64),
+        }
 
     @classmethod
     def from_state_dict(cls, state: dict[str, Any]) -> InteractionLog:
         bounds = np.cumsum(state["lengths"])[:-1]
-        actions = list(np.split(state["actions"], bounds)) if len(state["lengths"]) else []
-        return cls(list(state["reset_seeds"]), actions, list(state["fingerprints"]))
+        split = (lambda a: list(np.split(a, bounds))) if len(state["lengths"]) else (lambda a: [])
+        return cls(
+            [int(s) for s in state["reset_seeds"]],
+            split(state["actions"]),
+            split(state["log_probs"]),
+            [float(f) for f in state["fingerprints"]],
+        )
+
+    def prefix(self, num_steps: int) -> InteractionLog:
+        """The first `num_steps` steps (the last episode cut short if it straddles the boundary)."""
+        out, remaining = InteractionLog(), num_steps
+        for seed, actions, log_probs, print_ in zip(self.reset_seeds, self.actions, self.log_probs, self.fingerprints):
+            if remaining <= 0:
+                break
+            cut = min(remaining, len(actions))
+            out.append(seed, actions[:cut], log_probs[:cut], print_ if cut == len(actions) else float("nan"))
+            remaining -= cut
+        return out
 
 
 def replay_episode(env: Any, reset_seed: int, actions: np.ndarray) -> dict[str, np.ndarray]:
@@ -196,13 +222,16 @@ class BehaviourTrainer:
         while self.env_steps < cfg.total_steps:
             reset_seed = episode_reset_seed(cfg.seed, len(self.log.reset_seeds))
             obs, _ = self.env.reset(seed=reset_seed)
-            actions, observations, done = [], [], False
+            actions, log_probs, observations, done = [], [], [], False
             while not done and self.env_steps < cfg.total_steps:
                 obs_t = torch.as_tensor(obs, dtype=torch.float32)[None]
                 if self.env_steps < cfg.random_steps:
                     action = torch.rand(1, self.spec.act_dim) * 2 - 1
+                    log_prob = -self.spec.act_dim * np.log(2.0)  # uniform density on [-1, 1]^|A|
                 else:
-                    action = self.sac.act(obs_t, deterministic=False)
+                    with torch.no_grad():
+                        action, log_prob_t = self.sac.actor(obs_t)
+                    log_prob = float(log_prob_t)
                 action_np = action[0].numpy()
                 next_obs, reward, terminated, truncated, _ = self.env.step(action_np)
                 self.buffer.add(
@@ -215,6 +244,7 @@ class BehaviourTrainer:
                     )
                 )
                 actions.append(action_np)
+                log_probs.append(log_prob)
                 observations.append(obs)
                 self.env_steps += 1
                 if self.env_steps >= cfg.random_steps:
@@ -225,7 +255,12 @@ class BehaviourTrainer:
                     self._snapshot(evaluator, bar)
                 obs, done = next_obs, terminated or truncated
                 bar.update()
-            self.log.append(reset_seed, np.asarray(actions, np.float32), fingerprint(np.asarray(observations)))
+            self.log.append(
+                reset_seed,
+                np.asarray(actions, np.float32),
+                np.asarray(log_probs, np.float32),
+                fingerprint(np.asarray(observations)),
+            )
             if self.env_steps - last_checkpoint >= cfg.checkpoint_every or self.env_steps >= cfg.total_steps:
                 self.wall_time += time.perf_counter() - started
                 started = time.perf_counter()

@@ -1,9 +1,13 @@
 """Generate D4RL-layout datasets from gymnasium MuJoCo envs, so the project runs without D4RL's servers.
 
-    python -m envs.generate --task hopper-random-gen [--transitions 1000000] [--seed 0] [--out PATH] [--overwrite]
+    python collect.py dataset --task hopper-medium-gen [--transitions 1000000] [--seed 0] [--out PATH] [--overwrite]
+    python -m envs.generate --task hopper-random-gen        # the same command
 
-The file has D4RL's keys (observations, actions, rewards, next_observations, terminals, timeouts, infos/qpos,
-infos/qvel, infos/action_log_probs), so every loader and tool treats it like a downloaded D4RL file.
+Levels, as D4RL defined them: `random` (uniform actions), `medium` and `expert` (stochastic actions of the committed
+behaviour policies behaviour/<env>/{medium,expert}.pt), `medium-replay` (the behaviour SAC's own training
+transitions up to the medium snapshot, replayed from behaviour/<env>/medium_replay.npz) and `medium-expert`
+(medium then expert). The file has D4RL's keys (observations, actions, rewards, next_observations, terminals,
+timeouts, infos/qpos, infos/qvel, infos/action_log_probs), so every loader and tool treats it like a D4RL file.
 """
 
 from __future__ import annotations

@@ -111,10 +111,14 @@ def _register_d4rl_tasks() -> None:
                 register_task(_family_spec(family, level, version, file, url, minari_id))
 
 
+GENERATED_LEVELS = ("random", "medium", "expert", "medium-replay", "medium-expert")
+
+
 def _register_generated_tasks() -> None:
     # Same reference scores as D4RL so normalized numbers stay comparable.
     for family in _FAMILIES:
-        register_task(_family_spec(family, "random", "gen", f"{family}-random-gen.hdf5", None))
+        for level in GENERATED_LEVELS:
+            register_task(_family_spec(family, level, "gen", f"{family}-{level}-gen.hdf5", None))
 
 
 _register_d4rl_tasks()
