@@ -1,6 +1,9 @@
 """Behaviour policies and D4RL-style datasets from gymnasium MuJoCo envs (for machines without D4RL's data).
 
-python collect.py train --env hopper [--steps 1000000] [--work-dir behaviour/hopper]   # resumes by itself
+python collect.py train --env hopper [--steps 1000000]          # behaviour SAC; rerun to continue
+python collect.py policies --env hopper                          # pick medium/expert, export medium-replay log
+python collect.py dataset --task hopper-medium-gen [--overwrite] # write one dataset (see envs/generate.py)
+python collect.py dataset --env hopper                           # every level of one env
 """
 
 from __future__ import annotations
@@ -10,42 +13,82 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from envs.behaviour import BehaviourConfig, BehaviourTrainer
-from envs.tasks import get_task
+from envs import generate
+from envs.behaviour import BehaviourConfig, BehaviourTrainer, export_policies
+from envs.tasks import GENERATED_LEVELS, TaskSpec, get_task
 from utils.errors import UserError, run_cli
 
 ENVS = ("hopper", "walker2d", "halfcheetah")
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    commands = parser.add_subparsers(dest="command", required=True)
-    train = commands.add_parser("train", help="train (or continue training) a behaviour SAC online")
-    train.add_argument("--env", required=True, help=f"one of: {', '.join(ENVS)}")
-    train.add_argument("--steps", type=int, default=BehaviourConfig.total_steps, help="total env steps")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--work-dir", type=Path, help="where training.pt and snapshots live (default behaviour/ENV)")
-    train.add_argument("--snapshot-every", type=int, default=BehaviourConfig.snapshot_every)
-    train.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
+def env_spec(env: str) -> TaskSpec:
+    if env not in ENVS:
+        raise UserError(f"unknown env {env!r}; choose one of: {', '.join(ENVS)}")
+    return get_task(f"{env}-random-gen")
 
-    if args.env not in ENVS:
-        raise UserError(f"unknown env {args.env!r}; choose one of: {', '.join(ENVS)}")
-    spec = get_task(f"{args.env}-random-gen")
+
+def train(args: argparse.Namespace) -> None:
+    spec = env_spec(args.env)
     cfg = dataclasses.replace(
         BehaviourConfig(), total_steps=args.steps, seed=args.seed, snapshot_every=args.snapshot_every
     )
-    work_dir = args.work_dir or Path("behaviour") / args.env
+    work_dir = args.work_dir or generate.BEHAVIOUR_ROOT / args.env
     trainer = BehaviourTrainer(spec, cfg, work_dir, progress=not args.no_progress and sys.stderr.isatty())
     if trainer.resume():
         print(f"resumed {work_dir} at env step {trainer.env_steps}", flush=True)
     try:
         trainer.train()
     except KeyboardInterrupt:
-        raise UserError(
-            f"interrupted; the last checkpoint is in {work_dir}, run the same command to continue"
-        ) from None
+        raise UserError(f"interrupted; checkpoint in {work_dir}, run the same command to continue") from None
     print(f"trained {trainer.env_steps} env steps; state in {trainer.training_path}")
+
+
+def policies(args: argparse.Namespace) -> None:
+    spec = env_spec(args.env)
+    work_dir = args.work_dir or generate.BEHAVIOUR_ROOT / args.env
+    chosen = export_policies(spec, work_dir, generate.BEHAVIOUR_ROOT / args.env, args.medium_fraction)
+    for level, info in chosen.items():
+        evaluation = info["evaluation"]
+        print(
+            f"{args.env} {level}: snapshot at env step {info['env_steps']}, return {evaluation['return_mean']:.1f} "
+            f"(normalized {evaluation['normalized_mean']:.1f})"
+        )
+
+
+def dataset(args: argparse.Namespace, rest: list[str]) -> None:
+    tasks = [f"{env_spec(args.env).family}-{level}-gen" for level in GENERATED_LEVELS] if args.env else args.task
+    if not tasks:
+        raise UserError("dataset needs --task TASK or --env ENV")
+    for task in tasks:
+        generate.main(["--task", task, *rest])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    train_parser = commands.add_parser("train", help="train (or continue training) a behaviour SAC online")
+    train_parser.add_argument("--env", required=True, help=f"one of: {', '.join(ENVS)}")
+    train_parser.add_argument("--steps", type=int, default=BehaviourConfig.total_steps, help="total env steps")
+    train_parser.add_argument("--seed", type=int, default=0)
+    train_parser.add_argument("--work-dir", type=Path, help="training.pt and snapshots/ (default behaviour/ENV)")
+    train_parser.add_argument("--snapshot-every", type=int, default=BehaviourConfig.snapshot_every)
+    train_parser.add_argument("--no-progress", action="store_true")
+    policies_parser = commands.add_parser("policies", help="choose medium/expert snapshots, export medium-replay")
+    policies_parser.add_argument("--env", required=True, help=f"one of: {', '.join(ENVS)}")
+    policies_parser.add_argument("--work-dir", type=Path, help="the training run (default behaviour/ENV)")
+    policies_parser.add_argument("--medium-fraction", type=float, default=1 / 3)
+    dataset_parser = commands.add_parser("dataset", help="write generated datasets (other flags: envs/generate.py)")
+    dataset_parser.add_argument("--task", nargs="+", default=[], help="generated task names, e.g. hopper-medium-gen")
+    dataset_parser.add_argument("--env", help="every generated level of this env")
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "dataset":
+        dataset(args, rest)
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    elif args.command == "train":
+        train(args)
+    else:
+        policies(args)
 
 
 if __name__ == "__main__":

@@ -326,3 +326,43 @@ def load_behaviour_policy(path: str | Path, spec: TaskSpec) -> tuple[TanhGaussia
     )
     actor.load_state_dict(payload["actor"])
     return actor, payload["metadata"]
+
+
+def export_policies(
+    spec: TaskSpec, work_dir: str | Path, out_dir: str | Path, medium_fraction: float = 1 / 3
+) -> dict[str, dict[str, Any]]:
+    """Choose the dataset policies among a training run's snapshots and write what regenerating data needs.
+
+    expert = the snapshot with the best evaluation return; medium = the earliest snapshot whose evaluation return
+    reaches `medium_fraction` of the expert's (D4RL: "trained to about 1/3 of the expert's performance").
+    Writes out_dir/{medium,expert}.pt and out_dir/medium_replay.npz, the training log up to the medium snapshot.
+    """
+    work_dir, out_dir = Path(work_dir), Path(out_dir)
+    snapshots = []
+    for path in (work_dir / "snapshots").glob("step*.pt"):
+        actor, metadata = load_behaviour_policy(path, spec)
+        snapshots.append((metadata["env_steps"], metadata["evaluation"]["return_mean"], actor, metadata))
+    if not snapshots:
+        raise UserError(
+            f"no snapshots in {work_dir / 'snapshots'}; train first: python collect.py train --env {spec.family}"
+        )
+    snapshots.sort(key=lambda snapshot: snapshot[0])
+    expert = max(snapshots, key=lambda snapshot: snapshot[1])
+    medium = next(s for s in snapshots if s[1] >= medium_fraction * expert[1])
+    chosen = {}
+    for level, (_, _, actor, metadata) in (("medium", medium), ("expert", expert)):
+        save_behaviour_policy(
+            actor, spec, out_dir / f"{level}.pt", **metadata, level=level, rule=f"medium_fraction={medium_fraction:.4f}"
+        )
+        chosen[level] = metadata
+    state = torch.load(work_dir / "training.pt", weights_only=False)
+    log = InteractionLog.from_state_dict(state["log"])
+    if log.num_steps < medium[0]:
+        raise UserError(
+            f"{work_dir / 'training.pt'} logs {log.num_steps} steps, fewer than the medium snapshot's "
+            f"{medium[0]}; let training write its next checkpoint first"
+        )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / "medium_replay.npz", "wb") as handle:
+        np.savez_compressed(handle, **log.prefix(medium[0]).state_dict())
+    return chosen

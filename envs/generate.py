@@ -18,10 +18,13 @@ from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
+import torch
 from tqdm import tqdm
 
+from envs.behaviour import InteractionLog, load_behaviour_policy, replay_episode
 from envs.datasets import default_dataset_dirs, write_d4rl_hdf5
 from envs.tasks import TaskSpec, get_task, list_tasks, make_env, normalized_score
+from models.actor_critic import TanhGaussianActor
 from utils.errors import UserError, run_cli
 
 # Maps a batch of one observation [1, obs_dim] to (actions [1, act_dim], log-probabilities [1]).
@@ -105,6 +108,83 @@ def episode_returns(rewards: np.ndarray, terminals: np.ndarray, timeouts: np.nda
     return np.add.reduceat(np.asarray(rewards, np.float64), boundaries[:-1])
 
 
+BEHAVIOUR_ROOT = Path(__file__).resolve().parents[1] / "behaviour"  # committed policies, one folder per env
+MEDIUM_REPLAY_FILE = "medium_replay.npz"
+
+
+def actor_policy(actor: TanhGaussianActor) -> BehaviourPolicy:
+    """Stochastic actions of a behaviour actor with their log-probabilities, as D4RL's rlkit policies acted."""
+
+    @torch.no_grad()
+    def policy(obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        action, log_prob = actor(torch.as_tensor(obs, dtype=torch.float32))
+        return action.numpy(), log_prob.squeeze(-1).numpy()
+
+    return policy
+
+
+def replay_log(spec: TaskSpec, log: InteractionLog, max_episode_steps: int) -> dict[str, np.ndarray]:
+    """The transitions of a behaviour SAC's training, replayed from its (reset seed, actions) log."""
+    env = make_env(spec, max_episode_steps=max_episode_steps)
+    try:
+        episodes = [replay_episode(env, seed, actions) for seed, actions in zip(log.reset_seeds, log.actions)]
+    finally:
+        env.close()
+    data = {key: np.concatenate([episode[key] for episode in episodes]) for key in episodes[0]}
+    data["infos/action_log_probs"] = np.concatenate(log.log_probs).astype(np.float32)
+    return data
+
+
+def build_dataset(
+    spec: TaskSpec, num_transitions: int, seed: int, max_episode_steps: int = 1000, policies_dir: Path | None = None
+) -> tuple[dict[str, np.ndarray], dict[str, object]]:
+    """Arrays and metadata of one generated level (see the module docstring)."""
+    policies_dir = Path(policies_dir or BEHAVIOUR_ROOT / spec.family)
+    metadata: dict[str, object] = {
+        "task": spec.name,
+        "level": spec.level,
+        "gym_id": spec.gym_id,
+        "gymnasium_version": gym.__version__,
+        "seed": seed,
+        "max_episode_steps": max_episode_steps,
+    }
+    if spec.level == "random":
+        return generate_dataset(spec, num_transitions, seed, None, max_episode_steps), {
+            **metadata,
+            "behaviour_policy": "uniform",
+        }
+    if spec.level in ("medium", "expert"):
+        actor, info = load_behaviour_policy(policies_dir / f"{spec.level}.pt", spec)
+        torch.manual_seed(seed)
+        data = generate_dataset(spec, num_transitions, seed, actor_policy(actor), max_episode_steps)
+        weights = {f"policy/{name}": value.numpy() for name, value in actor.state_dict().items()}
+        return data, {
+            **metadata,
+            "behaviour_policy": f"{spec.level}.pt",
+            "policy_env_steps": info["env_steps"],
+            **weights,
+        }
+    if spec.level == "medium-replay":
+        log_file = policies_dir / MEDIUM_REPLAY_FILE
+        if not log_file.is_file():
+            raise UserError(f"{log_file} is missing; export it with python collect.py policies --env {spec.family}")
+        with np.load(log_file) as archive:
+            log = InteractionLog.from_state_dict(dict(archive))
+        return replay_log(spec, log, max_episode_steps), {**metadata, "behaviour_policy": "behaviour SAC training log"}
+    if spec.level == "medium-expert":
+        parts = [
+            build_dataset(
+                get_task(f"{spec.family}-{level}-gen"), num_transitions, seed + offset, max_episode_steps, policies_dir
+            )[0]
+            for offset, level in enumerate(("medium", "expert"))
+        ]
+        return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}, {
+            **metadata,
+            "behaviour_policy": "both",
+        }
+    raise UserError(f"{spec.name}: no generator for level {spec.level!r}")
+
+
 def main(argv: list[str] | None = None) -> Path:
     """CLI entry point; returns the path written."""
     generated = [name for name in list_tasks() if get_task(name).url is None]
@@ -136,19 +216,11 @@ def main(argv: list[str] | None = None) -> Path:
     if out.exists() and not args.overwrite:
         raise UserError(f"{out} already exists; pass --overwrite to replace it or --out to write elsewhere")
 
-    data = generate_dataset(spec, args.transitions, args.seed, max_episode_steps=args.max_episode_steps)
-    metadata = {
-        "task": spec.name,
-        "gym_id": spec.gym_id,
-        "gymnasium_version": gym.__version__,
-        "policy": "uniform_random",
-        "seed": args.seed,
-        "max_episode_steps": args.max_episode_steps,
-    }
+    data, metadata = build_dataset(spec, args.transitions, args.seed, args.max_episode_steps)
     write_d4rl_hdf5(out, data, metadata)
     returns = episode_returns(data["rewards"], data["terminals"], data["timeouts"])
     print(
-        f"wrote {out}: {args.transitions} transitions, {len(returns)} episodes, mean episode return "
+        f"wrote {out}: {len(data['rewards'])} transitions, {len(returns)} episodes, mean episode return "
         f"{returns.mean():.1f}, normalized score {normalized_score(spec, float(returns.mean())):.1f}"
     )
     return out

@@ -108,3 +108,120 @@ def test_collect_rejects_an_unknown_env(capsys: pytest.CaptureFixture[str]) -> N
         run_cli(lambda: collect.main(["train", "--env", "ant"]))
     assert exit_info.value.code == 2
     assert "unknown env 'ant'" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny behaviour run, its chosen policies and medium-replay log (what behaviour/<env>/ holds for real)."""
+    from envs.behaviour import export_policies
+
+    root = tmp_path_factory.mktemp("behaviour")
+    cfg = dataclasses.replace(TINY, total_steps=500, snapshot_every=100)
+    BehaviourTrainer(SPEC, cfg, root / "work", progress=False).train()
+    export_policies(SPEC, root / "work", root / "hopper")
+    return root / "hopper"
+
+
+def test_export_chooses_expert_as_best_and_medium_as_first_above_a_third(exported: Path) -> None:
+    _, expert = load_behaviour_policy(exported / "expert.pt", SPEC)
+    _, medium = load_behaviour_policy(exported / "medium.pt", SPEC)
+    snapshot_returns = {
+        meta["env_steps"]: meta["evaluation"]["return_mean"]
+        for meta in (load_behaviour_policy(p, SPEC)[1] for p in (exported.parent / "work" / "snapshots").iterdir())
+    }
+    best = max(snapshot_returns.values())
+    assert expert["evaluation"]["return_mean"] == best
+    first_above = min(step for step, value in snapshot_returns.items() if value >= best / 3)
+    assert medium["env_steps"] == first_above
+    with np.load(exported / "medium_replay.npz") as archive:
+        assert int(archive["lengths"].sum()) == medium["env_steps"]
+
+
+@pytest.mark.parametrize("level", ["random", "medium", "expert", "medium-replay", "medium-expert"])
+def test_every_generated_level_has_the_d4rl_layout(level: str, exported: Path, tmp_path: Path) -> None:
+    from envs.datasets import load_dataset, write_d4rl_hdf5
+    from envs.generate import build_dataset
+
+    spec = get_task(f"hopper-{level}-gen")
+    data, metadata = build_dataset(spec, 300, seed=1, max_episode_steps=50, policies_dir=exported)
+    keys = {
+        "observations",
+        "actions",
+        "rewards",
+        "next_observations",
+        "terminals",
+        "timeouts",
+        "infos/qpos",
+        "infos/qvel",
+        "infos/action_log_probs",
+    }
+    assert keys <= set(data)
+    n = len(data["rewards"])
+    assert all(len(data[k]) == n for k in keys)
+    expected = {"random": 300, "medium": 300, "expert": 300, "medium-expert": 600}
+    if level in expected:
+        assert n == expected[level]
+    else:  # medium-replay: exactly the training transitions up to the medium snapshot
+        assert n == load_behaviour_policy(exported / "medium.pt", SPEC)[1]["env_steps"]
+    ends = data["terminals"] | data["timeouts"]
+    assert ends[-1] and not (data["terminals"] & data["timeouts"]).any()
+    episode_lengths = np.diff(np.concatenate([[-1], np.flatnonzero(ends)]))
+    assert episode_lengths.max() <= 50  # 50-step episodes end in a timeout, never later
+    starts = np.concatenate([[0], np.flatnonzero(ends)[:-1] + 1])
+    np.testing.assert_array_equal(data["next_observations"][:-1][~ends[:-1]], data["observations"][1:][~ends[:-1]])
+    assert np.isfinite(data["infos/action_log_probs"]).all()
+    if level in ("medium", "expert"):
+        assert metadata["policy_env_steps"] > 0 and "policy/net.0.weight" in metadata
+    path = tmp_path / spec.dataset_file
+    write_d4rl_hdf5(path, data, metadata)
+    loaded = load_dataset(spec, str(path))
+    assert loaded.num_transitions == n
+    np.testing.assert_array_equal(loaded.episode_starts, np.isin(np.arange(n), starts))
+
+
+def test_generated_level_needs_its_policy(tmp_path: Path) -> None:
+    from envs.generate import build_dataset
+
+    with pytest.raises(UserError, match="medium.pt does not exist"):
+        build_dataset(get_task("hopper-medium-gen"), 10, 0, policies_dir=tmp_path)
+    with pytest.raises(UserError, match="medium_replay.npz is missing"):
+        build_dataset(get_task("hopper-medium-replay-gen"), 10, 0, policies_dir=tmp_path)
+
+
+def test_interrupted_collection_leaves_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from envs import generate
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    out = tmp_path / "hopper-random-gen.hdf5"
+    monkeypatch.setattr(generate, "generate_dataset", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        collect.main(["dataset", "--task", "hopper-random-gen", "--transitions", "50", "--out", str(out)])
+    monkeypatch.undo()
+    import h5py
+
+    real_create = h5py.Group.create_dataset
+    calls = {"n": 0}
+
+    def dies_while_writing(self: h5py.Group, *args: object, **kwargs: object) -> object:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real_create(self, *args, **kwargs)
+
+    monkeypatch.setattr(h5py.Group, "create_dataset", dies_while_writing)
+    with pytest.raises(KeyboardInterrupt):
+        collect.main(["dataset", "--task", "hopper-random-gen", "--transitions", "50", "--out", str(out)])
+    assert list(tmp_path.iterdir()) == []  # neither the final name nor a temp file
+
+
+def test_collect_refuses_to_overwrite(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "x.hdf5"
+    collect.main(["dataset", "--task", "hopper-random-gen", "--transitions", "20", "--out", str(out)])
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(
+            lambda: collect.main(["dataset", "--task", "hopper-random-gen", "--transitions", "20", "--out", str(out)])
+        )
+    assert exit_info.value.code == 2
+    assert "--overwrite" in capsys.readouterr().err

@@ -17,9 +17,10 @@ def test_registry_covers_d4rl_mujoco_and_generated_tasks() -> None:
     for family in ("hopper", "walker2d", "halfcheetah"):
         for level in ("random", "medium", "medium-replay", "medium-expert", "expert"):
             assert {f"{family}-{level}-v0", f"{family}-{level}-v1", f"{family}-{level}-v2"} <= names
-        assert {f"{family}-full-replay-v1", f"{family}-full-replay-v2", f"{family}-random-gen"} <= names
+            assert f"{family}-{level}-gen" in names  # the project's generated counterpart
+        assert {f"{family}-full-replay-v1", f"{family}-full-replay-v2"} <= names
         assert f"{family}-full-replay-v0" not in names  # D4RL has no v0 full-replay
-    assert len(names) == 3 * (5 + 6 + 6) + 3
+    assert len(names) == 3 * (5 + 6 + 6) + 3 * 5
 
 
 def test_d4rl_files_and_urls() -> None:
@@ -64,10 +65,10 @@ def test_unknown_task_suggests_close_names() -> None:
 def test_register_task_adds_new_levels_and_refuses_duplicates(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(tasks, "_REGISTRY", dict(tasks._REGISTRY))
     new = dataclasses.replace(
-        get_task("hopper-random-gen"), name="hopper-medium-gen", level="medium", dataset_file="hopper-medium-gen.hdf5"
+        get_task("hopper-random-gen"), name="hopper-noisy-gen", level="noisy", dataset_file="hopper-noisy-gen.hdf5"
     )
     tasks.register_task(new)
-    assert get_task("hopper-medium-gen") is new
+    assert get_task("hopper-noisy-gen") is new
     with pytest.raises(ValueError, match="already registered"):
         tasks.register_task(new)
 
