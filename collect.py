@@ -76,7 +76,12 @@ def main(argv: list[str] | None = None) -> None:
     policies_parser = commands.add_parser("policies", help="choose medium/expert snapshots, export medium-replay")
     policies_parser.add_argument("--env", required=True, help=f"one of: {', '.join(ENVS)}")
     policies_parser.add_argument("--work-dir", type=Path, help="the training run (default behaviour/ENV)")
-    policies_parser.add_argument("--medium-fraction", type=float, default=1 / 3)
+    policies_parser.add_argument(
+        "--medium-fraction",
+        type=float,
+        default=1 / 3,
+        help="medium = earliest snapshot with normalized score >= 100 x this",
+    )
     dataset_parser = commands.add_parser("dataset", help="write generated datasets (other flags: envs/generate.py)")
     dataset_parser.add_argument("--task", nargs="+", default=[], help="generated task names, e.g. hopper-medium-gen")
     dataset_parser.add_argument("--env", help="every generated level of this env")

@@ -333,22 +333,28 @@ def export_policies(
 ) -> dict[str, dict[str, Any]]:
     """Choose the dataset policies among a training run's snapshots and write what regenerating data needs.
 
-    expert = the snapshot with the best evaluation return; medium = the earliest snapshot whose evaluation return
-    reaches `medium_fraction` of the expert's (D4RL: "trained to about 1/3 of the expert's performance").
+    expert = the snapshot with the best evaluation return; medium = the earliest snapshot whose normalized score
+    reaches 100 * `medium_fraction` (D4RL: "about 1/3 of the expert", measured against D4RL's expert reference
+    rather than our own best snapshot, so the choice does not move as training continues).
     Writes out_dir/{medium,expert}.pt and out_dir/medium_replay.npz, the training log up to the medium snapshot.
     """
     work_dir, out_dir = Path(work_dir), Path(out_dir)
     snapshots = []
     for path in (work_dir / "snapshots").glob("step*.pt"):
         actor, metadata = load_behaviour_policy(path, spec)
-        snapshots.append((metadata["env_steps"], metadata["evaluation"]["return_mean"], actor, metadata))
+        snapshots.append((metadata["env_steps"], metadata["evaluation"]["normalized_mean"], actor, metadata))
     if not snapshots:
         raise UserError(
             f"no snapshots in {work_dir / 'snapshots'}; train first: python collect.py train --env {spec.family}"
         )
     snapshots.sort(key=lambda snapshot: snapshot[0])
     expert = max(snapshots, key=lambda snapshot: snapshot[1])
-    medium = next(s for s in snapshots if s[1] >= medium_fraction * expert[1])
+    medium = next((s for s in snapshots if s[1] >= 100 * medium_fraction), None)
+    if medium is None:
+        raise UserError(
+            f"no snapshot in {work_dir} reaches normalized score {100 * medium_fraction:.1f} yet (best: "
+            f"{expert[1]:.1f}); train longer or pass a smaller --medium-fraction"
+        )
     chosen = {}
     for level, (_, _, actor, metadata) in (("medium", medium), ("expert", expert)):
         save_behaviour_policy(

@@ -118,21 +118,20 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("behaviour")
     cfg = dataclasses.replace(TINY, total_steps=500, snapshot_every=100)
     BehaviourTrainer(SPEC, cfg, root / "work", progress=False).train()
-    export_policies(SPEC, root / "work", root / "hopper")
+    export_policies(SPEC, root / "work", root / "hopper", medium_fraction=0.005)  # tiny runs score ~1
     return root / "hopper"
 
 
-def test_export_chooses_expert_as_best_and_medium_as_first_above_a_third(exported: Path) -> None:
+def test_export_chooses_expert_as_best_and_medium_as_first_above_the_threshold(exported: Path) -> None:
     _, expert = load_behaviour_policy(exported / "expert.pt", SPEC)
     _, medium = load_behaviour_policy(exported / "medium.pt", SPEC)
-    snapshot_returns = {
-        meta["env_steps"]: meta["evaluation"]["return_mean"]
+    snapshot_scores = {
+        meta["env_steps"]: meta["evaluation"]["normalized_mean"]
         for meta in (load_behaviour_policy(p, SPEC)[1] for p in (exported.parent / "work" / "snapshots").iterdir())
     }
-    best = max(snapshot_returns.values())
-    assert expert["evaluation"]["return_mean"] == best
-    first_above = min(step for step, value in snapshot_returns.items() if value >= best / 3)
-    assert medium["env_steps"] == first_above
+    assert expert["evaluation"]["normalized_mean"] == max(snapshot_scores.values())
+    assert medium["env_steps"] == min(step for step, score in snapshot_scores.items() if score >= 0.5)
+    assert medium["level"] == "medium" and expert["level"] == "expert"
     with np.load(exported / "medium_replay.npz") as archive:
         assert int(archive["lengths"].sum()) == medium["env_steps"]
 
@@ -177,6 +176,13 @@ def test_every_generated_level_has_the_d4rl_layout(level: str, exported: Path, t
     loaded = load_dataset(spec, str(path))
     assert loaded.num_transitions == n
     np.testing.assert_array_equal(loaded.episode_starts, np.isin(np.arange(n), starts))
+
+
+def test_export_refuses_when_no_snapshot_is_good_enough(exported: Path, tmp_path: Path) -> None:
+    from envs.behaviour import export_policies
+
+    with pytest.raises(UserError, match="reaches normalized score 90.0"):
+        export_policies(SPEC, exported.parent / "work", tmp_path, medium_fraction=0.9)
 
 
 def test_generated_level_needs_its_policy(tmp_path: Path) -> None:
