@@ -18,7 +18,7 @@ from envs.behaviour import BehaviourConfig, BehaviourTrainer, export_policies
 from envs.tasks import GENERATED_LEVELS, TaskSpec, get_task
 from utils.errors import UserError, run_cli
 
-ENVS = ("hopper", "walker2d", "halfcheetah")
+ENVS = ("hopper", "walker2d", "halfcheetah", "pendulum")
 
 
 def env_spec(env: str) -> TaskSpec:

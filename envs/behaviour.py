@@ -26,7 +26,7 @@ from algos.sac import SAC
 from buffers.replay import Batch, ReplayBuffer
 from config import SACConfig
 from envs.evaluation import Evaluator, episode_reset_seed
-from envs.tasks import TaskSpec, make_env
+from envs.tasks import TaskSpec, make_env, physics_state
 from models.actor_critic import TanhGaussianActor
 from utils.checkpoint import atomic_torch_save, capture_rng_state, restore_rng_state, seed_everything
 from utils.errors import UserError
@@ -48,7 +48,7 @@ class BehaviourConfig:
     snapshot_every: int = 10_000  # env steps between policy snapshots (each is evaluated)
     checkpoint_every: int = 10_000  # env steps between checkpoints, written at the next episode end
     eval_episodes: int = 5
-    max_episode_steps: int = 1000
+    max_episode_steps: int | None = None  # None: the env's own limit (1000 for MuJoCo, 200 for Pendulum)
     seed: int = 0
     sac: SACConfig = field(default_factory=online_sac_config)
 
@@ -107,15 +107,15 @@ class InteractionLog:
 def replay_episode(env: Any, reset_seed: int, actions: np.ndarray) -> dict[str, np.ndarray]:
     """Re-run one logged episode; returns its transitions (D4RL keys) and qpos/qvel."""
     obs, _ = env.reset(seed=reset_seed)
-    data = env.unwrapped.data
     rows: dict[str, list[Any]] = {
         k: []
         for k in ("observations", "next_observations", "rewards", "terminals", "timeouts", "infos/qpos", "infos/qvel")
     }
     for i, action in enumerate(actions):
         rows["observations"].append(obs)
-        rows["infos/qpos"].append(data.qpos.copy())
-        rows["infos/qvel"].append(data.qvel.copy())
+        qpos, qvel = physics_state(env)
+        rows["infos/qpos"].append(qpos)
+        rows["infos/qvel"].append(qvel)
         obs, reward, terminated, truncated, _ = env.step(action)
         rows["next_observations"].append(obs)
         rows["rewards"].append(reward)

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from envs.behaviour import InteractionLog, load_behaviour_policy, replay_episode
 from envs.datasets import default_dataset_dirs, write_d4rl_hdf5
-from envs.tasks import TaskSpec, get_task, list_tasks, make_env, normalized_score
+from envs.tasks import TaskSpec, get_task, list_tasks, make_env, normalized_score, physics_state
 from models.actor_critic import TanhGaussianActor
 from utils.errors import UserError, run_cli
 
@@ -50,7 +50,7 @@ def generate_dataset(
     num_transitions: int,
     seed: int,
     policy: BehaviourPolicy | None = None,
-    max_episode_steps: int = 1000,
+    max_episode_steps: int | None = None,
 ) -> dict[str, np.ndarray]:
     """Roll `policy` (uniform random when None) in the task's env for exactly `num_transitions` steps.
 
@@ -59,12 +59,13 @@ def generate_dataset(
     """
     if num_transitions < 1:
         raise UserError(f"--transitions must be at least 1, got {num_transitions}")
-    if max_episode_steps < 1:
+    if max_episode_steps is not None and max_episode_steps < 1:
         raise UserError(f"max_episode_steps must be at least 1, got {max_episode_steps}")
     env = make_env(spec, max_episode_steps=max_episode_steps)
     if policy is None:
         policy = _uniform_policy(env.action_space, seed)
-    mujoco_data = env.unwrapped.data
+    obs, _ = env.reset(seed=seed)
+    qpos, qvel = physics_state(env)
     n = num_transitions
     columns = {
         "observations": np.empty((n, spec.obs_dim), np.float32),
@@ -73,18 +74,16 @@ def generate_dataset(
         "next_observations": np.empty((n, spec.obs_dim), np.float32),
         "terminals": np.zeros(n, bool),
         "timeouts": np.zeros(n, bool),
-        "infos/qpos": np.empty((n, mujoco_data.qpos.size), np.float32),
-        "infos/qvel": np.empty((n, mujoco_data.qvel.size), np.float32),
+        "infos/qpos": np.empty((n, qpos.size), np.float32),
+        "infos/qvel": np.empty((n, qvel.size), np.float32),
         "infos/action_log_probs": np.empty(n, np.float32),
     }
     try:
-        obs, _ = env.reset(seed=seed)
         for i in tqdm(range(n), desc=f"generating {spec.name}", unit="step", disable=None, mininterval=1.0):
             actions, log_probs = policy(np.asarray(obs, np.float32)[None])
             action = np.asarray(actions, np.float32).reshape(spec.act_dim)
             columns["observations"][i] = obs
-            columns["infos/qpos"][i] = mujoco_data.qpos
-            columns["infos/qvel"][i] = mujoco_data.qvel
+            columns["infos/qpos"][i], columns["infos/qvel"][i] = physics_state(env)
             columns["actions"][i] = action
             columns["infos/action_log_probs"][i] = np.asarray(log_probs).reshape(())
             next_obs, reward, terminated, truncated, _ = env.step(action)
@@ -123,7 +122,7 @@ def actor_policy(actor: TanhGaussianActor) -> BehaviourPolicy:
     return policy
 
 
-def replay_log(spec: TaskSpec, log: InteractionLog, max_episode_steps: int) -> dict[str, np.ndarray]:
+def replay_log(spec: TaskSpec, log: InteractionLog, max_episode_steps: int | None) -> dict[str, np.ndarray]:
     """The transitions of a behaviour SAC's training, replayed from its (reset seed, actions) log."""
     env = make_env(spec, max_episode_steps=max_episode_steps)
     try:
@@ -136,7 +135,11 @@ def replay_log(spec: TaskSpec, log: InteractionLog, max_episode_steps: int) -> d
 
 
 def build_dataset(
-    spec: TaskSpec, num_transitions: int, seed: int, max_episode_steps: int = 1000, policies_dir: Path | None = None
+    spec: TaskSpec,
+    num_transitions: int,
+    seed: int,
+    max_episode_steps: int | None = None,
+    policies_dir: Path | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, object]]:
     """Arrays and metadata of one generated level (see the module docstring)."""
     policies_dir = Path(policies_dir or BEHAVIOUR_ROOT / spec.family)
@@ -146,7 +149,7 @@ def build_dataset(
         "gym_id": spec.gym_id,
         "gymnasium_version": gym.__version__,
         "seed": seed,
-        "max_episode_steps": max_episode_steps,
+        "max_episode_steps": max_episode_steps or gym.spec(spec.gym_id).max_episode_steps,
     }
     if spec.level == "random":
         return generate_dataset(spec, num_transitions, seed, None, max_episode_steps), {
@@ -197,7 +200,9 @@ def main(argv: list[str] | None = None) -> Path:
         help=f"number of environment steps (default: {DEFAULT_TRANSITIONS:_}, as D4RL random sets)",
     )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--max-episode-steps", type=int, default=1000)
+    parser.add_argument(
+        "--max-episode-steps", type=int, help="default: the env's own limit (1000 MuJoCo, 200 Pendulum)"
+    )
     parser.add_argument(
         "--out",
         type=Path,

@@ -46,7 +46,7 @@ class _Family:
     act_dim: int
     ref_min_score: float
     ref_max_score: float
-    v0_mixed_file: str  # D4RL's v0 medium-replay file is not named after the family for walker2d
+    v0_mixed_file: str | None  # D4RL's v0 medium-replay file (not named after the family for walker2d)
 
 
 # Reference scores from D4RL's infos.py; v1 and v2 reuse the -random-v0 values (ALGORITHMS.md §0.6).
@@ -54,6 +54,9 @@ _FAMILIES: dict[str, _Family] = {
     "hopper": _Family("Hopper-v4", 11, 3, -20.272305, 3234.3, "hopper_mixed.hdf5"),
     "walker2d": _Family("Walker2d-v4", 17, 6, 1.629008, 4592.3, "walker_mixed.hdf5"),
     "halfcheetah": _Family("HalfCheetah-v4", 17, 6, -280.178953, 12135.0, "halfcheetah_mixed.hdf5"),
+    # Not in D4RL (generated data only). Reference returns: uniform random actions, mean of 200 episodes measured
+    # here (-1255.5); expert -150, roughly the best published Pendulum-v1 returns (e.g. RL Zoo's SAC/TD3).
+    "pendulum": _Family("Pendulum-v1", 3, 1, -1255.5, -150.0, None),
 }
 
 FAMILIES: tuple[str, ...] = tuple(_FAMILIES)
@@ -99,6 +102,8 @@ def _family_spec(
 
 def _register_d4rl_tasks() -> None:
     for family, info in _FAMILIES.items():
+        if info.v0_mixed_file is None:  # not a D4RL env
+            continue
         for level in _V0_LEVELS:
             file = info.v0_mixed_file if level == "medium-replay" else f"{family}_{level.replace('-', '_')}.hdf5"
             register_task(_family_spec(family, level, "v0", file, f"{_D4RL_BASE_URL}/gym_mujoco/{file}"))
@@ -178,7 +183,21 @@ def make_env(spec: TaskSpec, seed: int | None = None, max_episode_steps: int | N
     with warnings.catch_warnings(), _without_settotalmass_notice():
         warnings.filterwarnings("ignore", message=r".*is out of date.*")
         env = gym.make(spec.gym_id, **kwargs)
+    space = env.action_space
+    if not (np.all(space.low == -1.0) and np.all(space.high == 1.0)):
+        # Every policy here acts in [-1, 1]^|A| (tanh); envs with other bounds (Pendulum: ±2) are rescaled.
+        unit = np.ones(space.shape, np.float32)
+        env = gym.wrappers.RescaleAction(env, -unit, unit)
     if seed is not None:
         env.reset(seed=seed)
         env.action_space.seed(seed)
     return env
+
+
+def physics_state(env: gym.Env) -> tuple[np.ndarray, np.ndarray]:
+    """(qpos, qvel) of the simulator, stored by D4RL as infos/qpos and infos/qvel; Pendulum's are (θ,) and (θ̇,)."""
+    unwrapped = env.unwrapped
+    if hasattr(unwrapped, "data"):  # MuJoCo
+        return unwrapped.data.qpos.copy(), unwrapped.data.qvel.copy()
+    theta, theta_dot = unwrapped.state
+    return np.array([theta]), np.array([theta_dot])

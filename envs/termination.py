@@ -65,11 +65,17 @@ def halfcheetah_termination(obs: Tensor, act: Tensor, next_obs: Tensor) -> Tenso
     return ~healthy
 
 
+def pendulum_termination(obs: Tensor, act: Tensor, next_obs: Tensor) -> Tensor:
+    """Pendulum episodes only end by time limit; a non-finite prediction still ends a model rollout."""
+    return ~_finite(next_obs)
+
+
 _TERMINATION_FNS: dict[str, tuple[TerminationFn, TerminationFn]] = {
     # family: (default, strict); only hopper's published check has a bug to correct.
     "hopper": (hopper_termination, hopper_termination_strict),
     "walker2d": (walker2d_termination, walker2d_termination),
     "halfcheetah": (halfcheetah_termination, halfcheetah_termination),
+    "pendulum": (pendulum_termination, pendulum_termination),
 }
 
 

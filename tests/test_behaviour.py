@@ -231,3 +231,19 @@ def test_collect_refuses_to_overwrite(tmp_path: Path, capsys: pytest.CaptureFixt
         )
     assert exit_info.value.code == 2
     assert "--overwrite" in capsys.readouterr().err
+
+
+def test_pendulum_generation_acts_in_unit_bounds_with_200_step_episodes() -> None:
+    from envs.generate import build_dataset
+    from envs.termination import get_termination_fn
+
+    spec = get_task("pendulum-random-gen")
+    data, metadata = build_dataset(spec, 450, seed=0)
+    assert data["observations"].shape == (450, 3) and data["actions"].shape == (450, 1)
+    assert np.abs(data["actions"]).max() <= 1.0 and np.abs(data["actions"]).max() > 0.9  # rescaled from ±2
+    assert np.flatnonzero(data["timeouts"]).tolist() == [199, 399, 449] and not data["terminals"].any()
+    assert metadata["max_episode_steps"] == 200
+    env = make_env(spec)
+    assert env.unwrapped.action_space.high[0] == 2.0  # the physics still gets the full torque range
+    obs = torch.as_tensor(data["observations"])
+    assert not get_termination_fn("pendulum")(obs, obs[:, :1], obs).any()

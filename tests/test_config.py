@@ -85,9 +85,12 @@ def test_v0_task_file_inherits_mopo_tf_preset() -> None:
 
 
 def test_shipped_files_all_load() -> None:
-    assert len(TASK_FILES) == 21
+    assert len(TASK_FILES) == 21 + 9  # published v2 and v0 values, and the generated tasks that inherit v2's
     for task in TASK_FILES:
         cfg = load_config("mopo", task)
+        if task.endswith("-gen"):
+            published = load_config("mopo", task.replace("-gen", "-v2"))
+            assert (cfg.rollout_length, cfg.penalty_coef) == (published.rollout_length, published.penalty_coef)
         assert cfg.rollout_length in (1, 5) and cfg.penalty_coef > 0
         assert (cfg.sac.target_entropy == -3.0) == task.endswith("-v0")
     quick = load_config("mopo", "walker2d-medium-v2", config_file="quickstart")

@@ -20,7 +20,8 @@ def test_registry_covers_d4rl_mujoco_and_generated_tasks() -> None:
             assert f"{family}-{level}-gen" in names  # the project's generated counterpart
         assert {f"{family}-full-replay-v1", f"{family}-full-replay-v2"} <= names
         assert f"{family}-full-replay-v0" not in names  # D4RL has no v0 full-replay
-    assert len(names) == 3 * (5 + 6 + 6) + 3 * 5
+    assert {f"pendulum-{level}-gen" for level in ("random", "medium", "expert")} <= names
+    assert len(names) == 3 * (5 + 6 + 6) + 4 * 5
 
 
 def test_d4rl_files_and_urls() -> None:
