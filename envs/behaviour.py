@@ -339,10 +339,21 @@ def export_policies(
     Writes out_dir/{medium,expert}.pt and out_dir/medium_replay.npz, the training log up to the medium snapshot.
     """
     work_dir, out_dir = Path(work_dir), Path(out_dir)
-    snapshots = []
-    for path in (work_dir / "snapshots").glob("step*.pt"):
-        actor, metadata = load_behaviour_policy(path, spec)
-        snapshots.append((metadata["env_steps"], metadata["evaluation"]["normalized_mean"], actor, metadata))
+    # Snapshots are not committed; policies exported earlier stay candidates, so a later session can only keep
+    # the earliest medium and improve the expert.
+    candidates = [*(work_dir / "snapshots").glob("step*.pt"), *(out_dir / f"{lvl}.pt" for lvl in ("medium", "expert"))]
+    by_step = {}
+    for path in candidates:
+        if path.is_file():
+            actor, metadata = load_behaviour_policy(path, spec)
+            metadata = {k: v for k, v in metadata.items() if k not in ("level", "rule")}
+            by_step[metadata["env_steps"]] = (
+                metadata["env_steps"],
+                metadata["evaluation"]["normalized_mean"],
+                actor,
+                metadata,
+            )
+    snapshots = list(by_step.values())
     if not snapshots:
         raise UserError(
             f"no snapshots in {work_dir / 'snapshots'}; train first: python collect.py train --env {spec.family}"

@@ -247,3 +247,21 @@ def test_pendulum_generation_acts_in_unit_bounds_with_200_step_episodes() -> Non
     assert env.unwrapped.action_space.high[0] == 2.0  # the physics still gets the full torque range
     obs = torch.as_tensor(data["observations"])
     assert not get_termination_fn("pendulum")(obs, obs[:, :1], obs).any()
+
+
+def test_exported_policies_stay_candidates_when_snapshots_are_gone(exported: Path, tmp_path: Path) -> None:
+    """Snapshots are not committed: a later export must keep the medium and expert chosen before."""
+    import shutil
+
+    from envs.behaviour import export_policies
+
+    work = tmp_path / "work"
+    shutil.copytree(exported.parent / "work", work)
+    out = tmp_path / "hopper"
+    shutil.copytree(exported, out)
+    before = {lvl: load_behaviour_policy(out / f"{lvl}.pt", SPEC)[1]["env_steps"] for lvl in ("medium", "expert")}
+    for snapshot in (work / "snapshots").iterdir():
+        snapshot.unlink()
+    export_policies(SPEC, work, out, medium_fraction=0.005)
+    after = {lvl: load_behaviour_policy(out / f"{lvl}.pt", SPEC)[1]["env_steps"] for lvl in ("medium", "expert")}
+    assert after == before
