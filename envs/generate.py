@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from envs.behaviour import InteractionLog, load_behaviour_policy, replay_episode
+from envs.behaviour import InteractionLog, load_behaviour_policy, replay_log_episodes
 from envs.datasets import default_dataset_dirs, write_d4rl_hdf5
 from envs.tasks import TaskSpec, get_task, list_tasks, make_env, normalized_score, physics_state
 from models.actor_critic import TanhGaussianActor
@@ -122,11 +122,13 @@ def actor_policy(actor: TanhGaussianActor) -> BehaviourPolicy:
     return policy
 
 
-def replay_log(spec: TaskSpec, log: InteractionLog, max_episode_steps: int | None) -> dict[str, np.ndarray]:
+def replay_log(
+    spec: TaskSpec, log: InteractionLog, max_episode_steps: int | None, source: str | Path = "the log"
+) -> dict[str, np.ndarray]:
     """The transitions of a behaviour SAC's training, replayed from its (reset seed, actions) log."""
     env = make_env(spec, max_episode_steps=max_episode_steps)
     try:
-        episodes = [replay_episode(env, seed, actions) for seed, actions in zip(log.reset_seeds, log.actions)]
+        episodes = replay_log_episodes(env, log, source)
     finally:
         env.close()
     data = {key: np.concatenate([episode[key] for episode in episodes]) for key in episodes[0]}
@@ -173,7 +175,8 @@ def build_dataset(
             raise UserError(f"{log_file} is missing; export it with python collect.py policies --env {spec.family}")
         with np.load(log_file) as archive:
             log = InteractionLog.from_state_dict(dict(archive))
-        return replay_log(spec, log, max_episode_steps), {**metadata, "behaviour_policy": "behaviour SAC training log"}
+        data = replay_log(spec, log, max_episode_steps, log_file)
+        return data, {**metadata, "behaviour_policy": "behaviour SAC training log"}
     if spec.level == "medium-expert":
         parts = [
             build_dataset(

@@ -265,3 +265,17 @@ def test_exported_policies_stay_candidates_when_snapshots_are_gone(exported: Pat
     export_policies(SPEC, work, out, medium_fraction=0.005)
     after = {lvl: load_behaviour_policy(out / f"{lvl}.pt", SPEC)[1]["env_steps"] for lvl in ("medium", "expert")}
     assert after == before
+
+
+def test_medium_replay_refuses_a_log_the_env_does_not_reproduce(exported: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from envs.generate import build_dataset
+
+    shutil.copytree(exported, tmp_path / "hopper")
+    with np.load(exported / "medium_replay.npz") as archive:
+        state = dict(archive)
+    state["fingerprints"] = state["fingerprints"] + 1.0  # as if logged on a machine whose MuJoCo differs
+    np.savez_compressed(tmp_path / "hopper" / "medium_replay.npz", **state)
+    with pytest.raises(UserError, match="gives other observations than were logged"):
+        build_dataset(get_task("hopper-medium-replay-gen"), 0, 0, policies_dir=tmp_path / "hopper")
