@@ -17,12 +17,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import gymnasium as gym
+import h5py
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from envs.behaviour import InteractionLog, load_behaviour_policy, replay_log_episodes
-from envs.datasets import default_dataset_dirs, write_d4rl_hdf5
+from envs.datasets import default_dataset_dirs, find_dataset, write_d4rl_hdf5
 from envs.tasks import TaskSpec, get_task, list_tasks, make_env, normalized_score, physics_state
 from models.actor_critic import TanhGaussianActor
 from utils.errors import UserError, run_cli
@@ -30,7 +31,18 @@ from utils.errors import UserError, run_cli
 # Maps a batch of one observation [1, obs_dim] to (actions [1, act_dim], log-probabilities [1]).
 BehaviourPolicy = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
-DEFAULT_TRANSITIONS = 1_000_000  # the size of D4RL's random datasets
+DEFAULT_TRANSITIONS = 1_000_000
+_COLUMNS = (
+    "observations",
+    "actions",
+    "rewards",
+    "next_observations",
+    "terminals",
+    "timeouts",
+    "infos/qpos",
+    "infos/qvel",
+    "infos/action_log_probs",
+)  # the size of D4RL's random datasets
 
 
 def _uniform_policy(action_space: gym.spaces.Box, seed: int) -> BehaviourPolicy:
@@ -177,18 +189,36 @@ def build_dataset(
             log = InteractionLog.from_state_dict(dict(archive))
         data = replay_log(spec, log, max_episode_steps, log_file)
         return data, {**metadata, "behaviour_policy": "behaviour SAC training log"}
-    if spec.level == "medium-expert":
+    if spec.level == "medium-expert":  # D4RL: the medium dataset followed by the expert dataset
         parts = [
-            build_dataset(
-                get_task(f"{spec.family}-{level}-gen"), num_transitions, seed + offset, max_episode_steps, policies_dir
-            )[0]
-            for offset, level in enumerate(("medium", "expert"))
+            _existing_or_built(
+                get_task(f"{spec.family}-{level}-gen"), num_transitions, seed, max_episode_steps, policies_dir
+            )
+            for level in ("medium", "expert")
         ]
-        return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}, {
-            **metadata,
-            "behaviour_policy": "both",
-        }
+        data = {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+        return data, {**metadata, "behaviour_policy": "medium.pt then expert.pt"}
     raise UserError(f"{spec.name}: no generator for level {spec.level!r}")
+
+
+def _existing_or_built(
+    spec: TaskSpec, num_transitions: int, seed: int, max_episode_steps: int | None, policies_dir: Path
+) -> dict[str, np.ndarray]:
+    """A level's arrays: read from its dataset file when that was made with the same seed, size and policy."""
+    path = find_dataset(spec, None)
+    if path is not None:
+        with h5py.File(path, "r") as file:
+            made = file.get("metadata")
+            policy_steps = load_behaviour_policy(policies_dir / f"{spec.level}.pt", spec)[1]["env_steps"]
+            if (
+                made is not None
+                and int(made["seed"][()]) == seed
+                and len(file["rewards"]) == num_transitions
+                and "policy_env_steps" in made
+                and int(made["policy_env_steps"][()]) == policy_steps
+            ):
+                return {key: file[key][()] for key in _COLUMNS}
+    return build_dataset(spec, num_transitions, seed, max_episode_steps, policies_dir)[0]
 
 
 def main(argv: list[str] | None = None) -> Path:

@@ -279,3 +279,24 @@ def test_medium_replay_refuses_a_log_the_env_does_not_reproduce(exported: Path, 
     np.savez_compressed(tmp_path / "hopper" / "medium_replay.npz", **state)
     with pytest.raises(UserError, match="gives other observations than were logged"):
         build_dataset(get_task("hopper-medium-replay-gen"), 0, 0, policies_dir=tmp_path / "hopper")
+
+
+def test_medium_expert_is_medium_then_expert_and_reuses_their_files(
+    exported: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from envs.datasets import write_d4rl_hdf5
+    from envs.generate import build_dataset
+
+    monkeypatch.setenv("D4RL_DATASET_DIR", str(tmp_path))
+    medium, medium_meta = build_dataset(get_task("hopper-medium-gen"), 120, 4, policies_dir=exported)
+    expert, _ = build_dataset(get_task("hopper-expert-gen"), 120, 4, policies_dir=exported)
+    both, _ = build_dataset(get_task("hopper-medium-expert-gen"), 120, 4, policies_dir=exported)
+    for key in ("observations", "actions", "infos/action_log_probs", "timeouts"):
+        np.testing.assert_array_equal(both[key], np.concatenate([medium[key], expert[key]]))
+    # A medium file made with the same seed, size and policy is read instead of regenerated.
+    marked = {**medium, "rewards": medium["rewards"] + 1000.0}
+    write_d4rl_hdf5(tmp_path / "hopper-medium-gen.hdf5", marked, medium_meta)
+    reused, _ = build_dataset(get_task("hopper-medium-expert-gen"), 120, 4, policies_dir=exported)
+    np.testing.assert_array_equal(reused["rewards"][:120], marked["rewards"])
+    other_seed, _ = build_dataset(get_task("hopper-medium-expert-gen"), 120, 5, policies_dir=exported)
+    assert other_seed["rewards"][:120].max() < 1000.0
