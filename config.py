@@ -126,7 +126,21 @@ class MOPOConfig(ModelBasedConfig):
     penalty_type: str = "aleatoric"  # aleatoric | pairwise_diff | ensemble_std
 
 
-CONFIG_CLASSES: dict[str, type[OfflineConfig]] = {"mopo": MOPOConfig}
+@dataclass
+class MICROConfig(ModelBasedConfig):
+    """MICRO (ALGORITHMS.md §3): conservative Bellman operator over the model's next-state uncertainty set.
+
+    The critic ensemble size (MICRO's `num_q_ensemble`) is `sac.num_critics`.
+    """
+
+    penalty_coef: float = 1.0  # beta: weight of (mean - min) of the next-state values over the uncertainty set
+    num_samples: int = 10  # K next states sampled from each elite member
+    deterministic_backup: bool = False  # drop the -alpha log pi term from the backup
+    max_q_backup: bool = False  # next value = max over 10 sampled next actions (per critic), then min over critics
+    clamp_target: bool = True  # y <- max(y, 0) as the original (assumes non-negative returns)
+
+
+CONFIG_CLASSES: dict[str, type[OfflineConfig]] = {"mopo": MOPOConfig, "micro": MICROConfig}
 
 CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
 """Found next to this file, so configs load the same whatever the working directory."""
@@ -572,6 +586,7 @@ _RULES: dict[str, _Rule] = {
             "sac.critic_lr",
             "sac.alpha_lr",
             "sac.num_critics",
+            "num_samples",
         ),
         _positive,
     ),

@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> dict[str, float] | None:
             if cfg.dynamics_only:
                 print(f"dynamics model saved; reuse it with --set dynamics_path={run_dir / 'dynamics.pt'}")
                 return None
-        algo = build_algorithm(cfg, spec.obs_dim, spec.act_dim, device)
+        algo = build_algorithm(cfg, spec.obs_dim, spec.act_dim, device, dynamics)
         evaluator = Evaluator(spec, cfg.eval_episodes, cfg.seed, device)
         trainer = OfflineTrainer(cfg, algo, real_buffer, evaluator, logger, run_dir, dynamics, progress)
         if checkpoint is not None:

@@ -1,21 +1,60 @@
-"""Algorithms by name: `from algos import MOPO`, or `build_algorithm(cfg, obs_dim, act_dim, device)`."""
+"""Algorithms by name: `from algos import MOPO`, or `build_algorithm(cfg, obs_dim, act_dim, device, dynamics)`."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
+from algos.micro import MICRO
 from algos.mopo import MOPO
 from algos.sac import SAC
-from config import OfflineConfig
+from algos.trainer import read_checkpoint
+from config import OfflineConfig, load_run_config
+from envs.tasks import get_task
+from models.dynamics import EnsembleDynamics
 from utils.errors import UserError
 
-ALGORITHMS = {"mopo": MOPO}
+ALGORITHMS: dict[str, type[SAC]] = {"mopo": MOPO, "micro": MICRO}
 
 
-def build_algorithm(cfg: OfflineConfig, obs_dim: int, act_dim: int, device: torch.device | str = "cpu") -> SAC:
+def build_algorithm(
+    cfg: OfflineConfig,
+    obs_dim: int,
+    act_dim: int,
+    device: torch.device | str = "cpu",
+    dynamics: EnsembleDynamics | None = None,
+) -> SAC:
+    """The algorithm named by `cfg.algo`; `dynamics` is handed to those whose updates query the model."""
     if cfg.algo not in ALGORITHMS:
         raise UserError(f"unknown algorithm {cfg.algo!r}; choose one of: {', '.join(sorted(ALGORITHMS))}")
-    return ALGORITHMS[cfg.algo](obs_dim, act_dim, cfg, device)
+    cls = ALGORITHMS[cfg.algo]
+    if cls.needs_dynamics:
+        return cls(obs_dim, act_dim, cfg, device, dynamics=dynamics)
+    return cls(obs_dim, act_dim, cfg, device)
 
 
-__all__ = ["ALGORITHMS", "MOPO", "SAC", "build_algorithm"]
+def load_run(
+    run_dir: str | Path, device: torch.device | str = "cpu", task: str | None = None
+) -> tuple[OfflineConfig, SAC]:
+    """A trained run in one call: its config and its algorithm with the last checkpoint's weights (for acting and
+    evaluation; the dynamics model is not loaded). `task`, if given, must be the run's task."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise UserError(f"{run_dir} is not a run directory (no config.yaml); pass a directory under log/")
+    cfg = load_run_config(run_dir / "config.yaml")
+    if task is not None and task != cfg.task:
+        raise UserError(f"run {run_dir} was trained on {cfg.task}, not {task}; drop --task or pick a {task} run")
+    state = read_checkpoint(run_dir / "checkpoints" / "checkpoint.pt")
+    if (state["task"], state["algo"]) != (cfg.task, cfg.algo):
+        raise UserError(
+            f"checkpoint in {run_dir} is from {state['algo']} on {state['task']}, but the run's config.yaml says "
+            f"{cfg.algo} on {cfg.task}; the directory mixes two runs"
+        )
+    spec = get_task(cfg.task)
+    algo = build_algorithm(cfg, spec.obs_dim, spec.act_dim, device)
+    algo.load_state_dict(state["algo_state"]["modules"])
+    return cfg, algo.eval()
+
+
+__all__ = ["ALGORITHMS", "MICRO", "MOPO", "SAC", "build_algorithm", "load_run"]

@@ -1,7 +1,7 @@
 """Soft Actor-Critic, the policy core every model-based algorithm here extends (ALGORITHMS.md §0.2).
 
-Subclasses change what is genuinely theirs by overriding one hook: `critic_target` (MICRO's conservative operator),
-`model_reward` (MOPO's penalty on model rewards).
+Subclasses change what is genuinely theirs by overriding a hook: `critic_target` / `next_value` (MICRO's conservative
+operator and backup variants), `model_reward` (MOPO's penalty on model rewards).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ class SAC(nn.Module):
     """SAC with an ensemble of critics, automatic entropy tuning with an optional clamp, and Polyak targets."""
 
     penalty_type: str | None = None  # the model uncertainty `model_reward` needs from each rollout step, if any
+    needs_dynamics: bool = False  # True when updates query the dynamics model (the constructor then takes it)
 
     def __init__(self, obs_dim: int, act_dim: int, cfg: SACConfig, epochs: int, device: torch.device | str = "cpu"):
         super().__init__()
@@ -58,15 +59,20 @@ class SAC(nn.Module):
 
     # ------------------------------------------------------------------------------------------------ learning
     @torch.no_grad()
-    def critic_target(self, batch: Batch) -> torch.Tensor:
-        """y = r + γ(1 − d)[min_j Q̄_j(s', a') − α log π(a'|s')], a' ~ π(·|s')."""
-        next_act, next_log_prob = self.actor(batch.next_obs)
-        next_q = self.target_critics(batch.next_obs, next_act).amin(0) - self.alpha * next_log_prob.squeeze(-1)
-        return batch.rew + self.cfg.gamma * (1.0 - batch.done) * next_q
+    def next_value(self, next_obs: torch.Tensor) -> torch.Tensor:
+        """Soft value of the next state: min_j Q̄_j(s', a') − α log π(a'|s'), a' ~ π(·|s')."""
+        next_act, next_log_prob = self.actor(next_obs)
+        return self.target_critics(next_obs, next_act).amin(0) - self.alpha * next_log_prob.squeeze(-1)
 
-    def update(self, batch: Batch) -> dict[str, torch.Tensor]:
+    @torch.no_grad()
+    def critic_target(self, batch: Batch, num_real: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """y = r + γ(1 − d) V(s'), and any metrics of the target. The first `num_real` rows are dataset
+        transitions, the rest model transitions (a conservative operator may treat them differently)."""
+        return batch.rew + self.cfg.gamma * (1.0 - batch.done) * self.next_value(batch.next_obs), {}
+
+    def update(self, batch: Batch, num_real: int = 0) -> dict[str, torch.Tensor]:
         """One SAC step (critics, actor, α, targets) in OfflineRL-Kit's order; returns detached metrics."""
-        target = self.critic_target(batch)
+        target, metrics = self.critic_target(batch, num_real)
         q = self.critics(batch.obs, batch.act)
         critic_loss = (q - target).square().mean(1).sum()
         self.critic_optim.zero_grad(set_to_none=True)
@@ -82,7 +88,7 @@ class SAC(nn.Module):
         self.actor_optim.step()
         self.critics.requires_grad_(True)
 
-        metrics = {"loss/actor": actor_loss.detach(), "loss/critic": critic_loss.detach() / self.cfg.num_critics}
+        metrics.update({"loss/actor": actor_loss.detach(), "loss/critic": critic_loss.detach() / self.cfg.num_critics})
         if self.cfg.auto_alpha:
             alpha_loss = -(self.log_alpha * (log_prob.detach() + self.target_entropy)).mean()
             self.alpha_optim.zero_grad(set_to_none=True)

@@ -101,8 +101,10 @@ class OfflineTrainer:
             for _ in range(cfg.steps_per_epoch):
                 if self.dynamics is not None and self.global_step % cfg.rollout_freq == 0:
                     self.logger.scalars(self.rollout(), self.global_step)
-                batch = sample_mixed(self.real_buffer, self.fake_buffer, cfg.batch_size, getattr(cfg, "real_ratio", 1))
-                for key, value in self.algo.update(batch).items():
+                batch, num_real = sample_mixed(
+                    self.real_buffer, self.fake_buffer, cfg.batch_size, getattr(cfg, "real_ratio", 1)
+                )
+                for key, value in self.algo.update(batch, num_real).items():
                     epoch_metrics.setdefault(key, []).append(value)
                 self.global_step += 1
                 bar.update()

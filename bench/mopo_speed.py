@@ -113,7 +113,7 @@ def main() -> None:
 
         def updates() -> None:
             for _ in range(args.updates):
-                algo.update(sample_mixed(real, trainer.fake_buffer, cfg.batch_size, cfg.real_ratio))
+                algo.update(*sample_mixed(real, trainer.fake_buffer, cfg.batch_size, cfg.real_ratio))
 
         update_seconds = timed(updates, args.repeats + 1, device)[1:]
         rates = [args.updates / s for s in update_seconds]

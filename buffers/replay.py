@@ -85,11 +85,16 @@ class ReplayBuffer:
             field[: self.size] = state["storage"][name].to(self.device)
 
 
-def sample_mixed(real: ReplayBuffer, fake: ReplayBuffer | None, batch_size: int, real_ratio: float) -> Batch:
-    """int(batch_size * real_ratio) real transitions plus the rest from model rollouts (MBPO/MOPO mixing)."""
+def sample_mixed(
+    real: ReplayBuffer, fake: ReplayBuffer | None, batch_size: int, real_ratio: float
+) -> tuple[Batch, int]:
+    """int(batch_size * real_ratio) real transitions, then the rest from model rollouts (MBPO/MOPO mixing).
+
+    Returns the batch and its number of real rows, which come first.
+    """
     if fake is None or len(fake) == 0:
-        return real.sample(batch_size)
+        return real.sample(batch_size), batch_size
     num_real = int(batch_size * real_ratio)
     if num_real == 0:
-        return fake.sample(batch_size)
-    return Batch.cat(real.sample(num_real), fake.sample(batch_size - num_real))
+        return fake.sample(batch_size), 0
+    return Batch.cat(real.sample(num_real), fake.sample(batch_size - num_real)), num_real

@@ -66,3 +66,20 @@ def make_episodes(
 def episodes_factory():
     """The make_episodes helper, as a fixture so test modules need no import path tricks."""
     return make_episodes
+
+
+TINY_DATASET_TASK = "hopper-random-gen"
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A D4RL_DATASET_DIR holding a 2000-transition hopper-random-gen file, for end-to-end runs."""
+    from envs import get_task
+    from envs.datasets import write_d4rl_hdf5
+    from envs.generate import generate_dataset
+
+    spec = get_task(TINY_DATASET_TASK)
+    directory = tmp_path_factory.mktemp("d4rl")
+    data = generate_dataset(spec, num_transitions=2000, seed=0, max_episode_steps=200)
+    write_d4rl_hdf5(directory / spec.dataset_file, data)
+    return directory

@@ -138,8 +138,10 @@ def _real_and_fake(fake_rows: int = 500) -> tuple[ReplayBuffer, ReplayBuffer]:
 def test_sample_mixed_splits_real_and_fake(real_ratio: float, num_real: int) -> None:
     torch.manual_seed(0)
     real, fake = _real_and_fake()
-    batch = sample_mixed(real, fake, 256, real_ratio)
+    batch, reported_real = sample_mixed(real, fake, 256, real_ratio)
     assert all(len(field) == 256 for field in batch)
+    assert reported_real == num_real
+    assert bool((batch.rew[:num_real] == 1.0).all())  # the real rows come first
     assert int((batch.rew == 1.0).sum()) == num_real
     assert int((batch.rew == -1.0).sum()) == 256 - num_real
 
@@ -148,8 +150,8 @@ def test_sample_mixed_splits_real_and_fake(real_ratio: float, num_real: int) -> 
 def test_sample_mixed_without_fake_data_is_all_real(empty_fake: bool) -> None:
     torch.manual_seed(0)
     real, fake = _real_and_fake(fake_rows=0)
-    batch = sample_mixed(real, fake if empty_fake else None, 256, 0.05)
-    assert len(batch.rew) == 256 and bool((batch.rew == 1.0).all())
+    batch, num_real = sample_mixed(real, fake if empty_fake else None, 256, 0.05)
+    assert num_real == 256 and len(batch.rew) == 256 and bool((batch.rew == 1.0).all())
 
 
 # ---------------------------------------------------------------------------------------------------- dataset

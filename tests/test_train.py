@@ -18,7 +18,6 @@ import torch
 import train
 from envs import get_task
 from envs.datasets import write_d4rl_hdf5
-from envs.generate import generate_dataset
 from utils.errors import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,11 +41,8 @@ TINY = [
 
 
 @pytest.fixture(scope="module")
-def dataset_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    directory = tmp_path_factory.mktemp("d4rl")
-    data = generate_dataset(get_task(TASK), num_transitions=2000, seed=0, max_episode_steps=200)
-    write_d4rl_hdf5(directory / get_task(TASK).dataset_file, data)
-    return directory
+def dataset_dir(tiny_dataset_dir: Path) -> Path:
+    return tiny_dataset_dir
 
 
 @pytest.fixture

@@ -1,0 +1,77 @@
+"""MICRO: model-based offline RL with a conservative Bellman operator (Liu et al., IJCAI 2024; ALGORITHMS.md §3).
+
+Same pipeline as MOPO (ensemble model, short rollouts, SAC on real + model data), but model rewards are stored
+unpenalised and conservatism enters the critic target instead. For a transition (s, a, r, s', d):
+
+1. Uncertainty set U(s, a): K next states sampled from each elite member, ŝ'_{m,k} = μ_m(s, a) + σ_m(s, a) ε.
+2. Their values under the target critics and the current policy: q_{m,k} = min_j Q̄_j(ŝ'_{m,k}, a'), a' ~ π(·|ŝ'),
+   averaged over samples: q_m = mean_k q_{m,k}.
+3. Spread u(s, a) = mean_m q_m − min_m q_m ≥ 0, for model transitions only (u = 0 on dataset rows).
+4. y = r + γ(1 − d) [V(s') − β u(s, a)], then y ← max(y, 0).
+
+Since mean − β(mean − min) = (1 − β) E_U[V] + β min_U V, β interpolates between the standard and the robust backup.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from algos.sac import SAC
+from buffers.replay import Batch
+from config import MICROConfig
+from models.dynamics import EnsembleDynamics
+
+MAX_Q_BACKUP_ACTIONS = 10  # sampled next actions per state for `max_q_backup` (as in MOBILE/MICRO)
+
+
+class MICRO(SAC):
+    needs_dynamics = True
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        cfg: MICROConfig,
+        device: torch.device | str = "cpu",
+        dynamics: EnsembleDynamics | None = None,
+    ) -> None:
+        super().__init__(obs_dim, act_dim, cfg.sac, cfg.epochs, device)
+        self.micro_cfg = cfg
+        # A bound method, not a submodule: the model is saved in its own file, not in every policy checkpoint.
+        # Without a model (e.g. loaded for evaluation) the policy acts but cannot be trained.
+        self.sample_next_obs = None if dynamics is None else dynamics.sample_next_obs
+
+    @torch.no_grad()
+    def next_value(self, next_obs: torch.Tensor) -> torch.Tensor:
+        """V(s') for the backup; `max_q_backup` and `deterministic_backup` are MICRO's (and MOBILE's) variants."""
+        if self.micro_cfg.max_q_backup:
+            repeated = next_obs.repeat_interleave(MAX_Q_BACKUP_ACTIONS, dim=0)
+            q = self.target_critics(repeated, self.actor(repeated)[0])  # [critics, B * n]
+            return q.view(q.shape[0], -1, MAX_Q_BACKUP_ACTIONS).amax(-1).amin(0)
+        if self.micro_cfg.deterministic_backup:
+            return self.target_critics(next_obs, self.actor(next_obs)[0]).amin(0)
+        return super().next_value(next_obs)
+
+    @torch.no_grad()
+    def value_spread(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        """u(s, a) = mean_m q_m − min_m q_m over the elites' sampled next states."""
+        if self.sample_next_obs is None:
+            raise RuntimeError("MICRO needs its dynamics model to train; pass dynamics= to the constructor")
+        next_states = self.sample_next_obs(obs, act, self.micro_cfg.num_samples)  # [elites, K, B, obs]
+        flat = next_states.reshape(-1, next_states.shape[-1])
+        q = self.target_critics(flat, self.actor(flat)[0]).amin(0).view(next_states.shape[:-1])
+        member_values = q.mean(1)  # [elites, B]
+        return member_values.mean(0) - member_values.amin(0)
+
+    @torch.no_grad()
+    def critic_target(self, batch: Batch, num_real: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """y = max(r + γ(1 − d)[V(s') − β u(s, a)], 0), u computed on the model rows only."""
+        penalty = torch.zeros_like(batch.rew)
+        if num_real < len(penalty):
+            penalty[num_real:] = self.value_spread(batch.obs[num_real:], batch.act[num_real:])
+        next_value = self.next_value(batch.next_obs) - self.micro_cfg.penalty_coef * penalty
+        target = batch.rew + self.cfg.gamma * (1.0 - batch.done) * next_value
+        if self.micro_cfg.clamp_target:
+            target = target.clamp(min=0.0)
+        model_penalty = penalty[num_real:].mean() if num_real < len(penalty) else penalty.new_zeros(())
+        return target, {"penalty": model_penalty}

@@ -1,0 +1,70 @@
+"""Figures written next to results: curves with a std band, and annotated heatmaps. Files only (Agg backend)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from utils.checkpoint import atomic_write  # noqa: E402
+
+
+def _save(fig: plt.Figure, path: str | Path) -> None:
+    atomic_write(Path(path), lambda handle: fig.savefig(handle, format="png", dpi=120, bbox_inches="tight"))
+    plt.close(fig)
+
+
+def curve_with_band(
+    path: str | Path,
+    x: Sequence[float],
+    mean: Sequence[float],
+    std: Sequence[float],
+    xlabel: str,
+    ylabel: str,
+    title: str,
+) -> None:
+    """One line with a ±std band."""
+    x, mean, std = (np.asarray(v, dtype=float) for v in (x, mean, std))
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    ax.plot(x, mean, marker="o", markersize=3)
+    ax.fill_between(x, mean - std, mean + std, alpha=0.25)
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.grid(alpha=0.3)
+    _save(fig, path)
+
+
+def heatmaps(
+    path: str | Path,
+    grids: Sequence[np.ndarray],
+    row_values: Sequence[float],
+    col_values: Sequence[float],
+    row_label: str,
+    col_label: str,
+    panel_titles: Sequence[str],
+    title: str,
+    value_label: str,
+) -> None:
+    """One annotated heatmap per grid [rows, cols], side by side on a shared colour scale."""
+    vmin = min(float(np.nanmin(g)) for g in grids)
+    vmax = max(float(np.nanmax(g)) for g in grids)
+    cell = 0.55
+    width = max(4.0, cell * len(col_values) + 1.5)
+    fig, axes = plt.subplots(
+        1, len(grids), figsize=(width * len(grids), max(3.0, cell * len(row_values) + 1.2)), squeeze=False
+    )
+    for ax, grid, panel_title in zip(axes[0], grids, panel_titles):
+        image = ax.imshow(grid, origin="lower", cmap="viridis", vmin=vmin, vmax=vmax, aspect="auto")
+        ax.set_xticks(range(len(col_values)), [f"{v:.2g}" for v in col_values], rotation=45)
+        ax.set_yticks(range(len(row_values)), [f"{v:.2g}" for v in row_values])
+        ax.set(xlabel=col_label, ylabel=row_label, title=panel_title)
+        if grid.size <= 400:
+            for (i, j), value in np.ndenumerate(grid):
+                ax.text(j, i, f"{value:.0f}", ha="center", va="center", fontsize=6, color="w")
+    fig.colorbar(image, ax=axes[0].tolist(), label=value_label)
+    fig.suptitle(title)
+    _save(fig, path)
