@@ -333,3 +333,32 @@ def test_load_run_config_is_strict(tmp_path: Path) -> None:
         load_run_config(write(tmp_path / "config.yaml", "algo: mopo\nrollout_len: 5\n"))
     with pytest.raises(UserError, match="epochs must be an integer"):
         load_run_config(write(tmp_path / "config.yaml", "algo: mopo\nepochs: many\n"))
+
+
+MICRO_TASK_FILES = sorted(p.stem for p in (CONFIGS_DIR / "micro").glob("*.yaml") if p.stem not in PRESETS)
+
+
+def test_micro_files_carry_the_published_values() -> None:
+    assert len(MICRO_TASK_FILES) == 9 + 9  # MICRO's nine -v2 configs, and the generated tasks that inherit them
+    for task in MICRO_TASK_FILES:
+        cfg = load_config("micro", task)
+        published = load_config("micro", task.replace("-gen", "-v2"))
+        assert cfg == dataclasses.replace(published, task=task)
+    defaults = load_config("micro", "no-such-task-v2")
+    assert (defaults.penalty_coef, defaults.num_samples, defaults.rollout_length, defaults.eval_every) == (
+        1.0,
+        10,
+        1,
+        10,
+    )
+    hopper = load_config("micro", "hopper-medium-v2")
+    assert (hopper.rollout_length, hopper.penalty_coef, hopper.sac.auto_alpha, hopper.sac.alpha) == (5, 1.0, False, 0.1)
+    assert hopper.dynamics.max_epochs_since_update == 10
+    expert = load_config("micro", "halfcheetah-medium-expert-v2")
+    assert (expert.real_ratio, expert.deterministic_backup, expert.dynamics.max_epochs_since_update) == (0.5, True, 30)
+    walker = load_config("micro", "walker2d-medium-v2")
+    assert (walker.dynamics.max_epochs, walker.penalty_coef) == (30, 0.5)
+    quick = load_config("micro", "hopper-medium-gen", config_file="quickstart")
+    assert quick.epochs == 10 and quick.rollout_length == 5
+    with pytest.raises(UserError, match="penalty_type"):
+        load_config("micro", "hopper-medium-v2", overrides=["penalty_type=aleatoric"])  # a MOPO key
