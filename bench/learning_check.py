@@ -2,6 +2,7 @@
 score next to the behaviour policy's, so a regression in learning shows up as a number.
 
     python bench/learning_check.py [--task hopper-medium-gen] [--transitions 200000] [--epochs 50] [--seed 0]
+                                   [--dynamics-epochs 30] [--dynamics-path FILE]
 
 The dataset is generated from the committed behaviour policy if it is not there yet. Dynamics training is capped at
 `--dynamics-epochs`; the rest of the config is the task's (configs/mopo/<task>.yaml).
@@ -32,12 +33,15 @@ def main() -> None:
     parser.add_argument("--dynamics-epochs", type=int, default=30)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--log-dir", default="log/learning_check")
+    parser.add_argument("--dynamics-path", help="reuse a saved dynamics model instead of fitting one")
     args = parser.parse_args()
 
     spec = get_task(args.task)
     if find_dataset(spec, None) is None:
         generate(["--task", spec.name, "--transitions", str(args.transitions)])
     sets = [f"epochs={args.epochs}", f"dynamics.max_epochs={args.dynamics_epochs}", f"save_every={args.epochs}"]
+    if args.dynamics_path:
+        sets.append(f"dynamics_path={args.dynamics_path}")
     result = train.main(
         ["--task", spec.name, "--algo", "mopo", "--seed", str(args.seed), "--log-dir", args.log_dir, "--set", *sets]
     )
