@@ -138,6 +138,7 @@ class MICROConfig(ModelBasedConfig):
     deterministic_backup: bool = False  # drop the -alpha log pi term from the backup
     max_q_backup: bool = False  # next value = max over 10 sampled next actions (per critic), then min over critics
     clamp_target: bool = True  # y <- max(y, 0) as the original (assumes non-negative returns)
+    uncertainty_precision: str = "fp32"  # bf16: autocast the K x elites value evaluations (most of MICRO's cost)
 
 
 CONFIG_CLASSES: dict[str, type[OfflineConfig]] = {"mopo": MOPOConfig, "micro": MICROConfig}
@@ -564,6 +565,7 @@ _RULES: dict[str, _Rule] = {
     "penalty_type": _one_of("aleatoric", "pairwise_diff", "ensemble_std"),
     "dynamics.loss": _one_of("nll", "mse"),
     "dynamics.precision": _one_of("fp32", "bf16"),
+    "uncertainty_precision": _one_of("fp32", "bf16"),
     "sac.lr_schedule": _one_of("cosine", "none"),
     **dict.fromkeys(
         (

@@ -59,7 +59,10 @@ class MICRO(SAC):
             raise RuntimeError("MICRO needs its dynamics model to train; pass dynamics= to the constructor")
         next_states = self.sample_next_obs(obs, act, self.micro_cfg.num_samples)  # [elites, K, B, obs]
         flat = next_states.reshape(-1, next_states.shape[-1])
-        q = self.target_critics(flat, self.actor(flat)[0]).amin(0).view(next_states.shape[:-1])
+        bf16 = self.micro_cfg.uncertainty_precision == "bf16"
+        with torch.autocast(flat.device.type, dtype=torch.bfloat16, enabled=bf16):
+            q = self.target_critics(flat, self.actor(flat)[0]).amin(0)
+        q = q.float().view(next_states.shape[:-1])
         member_values = q.mean(1)  # [elites, B]
         return member_values.mean(0) - member_values.amin(0)
 

@@ -187,3 +187,14 @@ def test_registry_hands_micro_its_model() -> None:
     assert not any(key.startswith("dynamics") for key in algo.state_dict())  # the model is saved on its own
     with pytest.raises(RuntimeError, match="dynamics"):
         MICRO(OBS_DIM, ACT_DIM, cfg).value_spread(torch.zeros(2, OBS_DIM), torch.zeros(2, ACT_DIM))
+
+
+def test_bf16_uncertainty_set_is_close_to_fp32() -> None:
+    batch = _batch(n=64)
+    spreads = []
+    for precision in ("fp32", "bf16"):
+        algo = _micro(uncertainty_precision=precision)
+        torch.manual_seed(5)
+        spreads.append(algo.value_spread(batch.obs, batch.act))
+    assert spreads[1].dtype == torch.float32
+    assert float((spreads[1] - spreads[0]).abs().mean()) < 0.05 * float(spreads[0].abs().mean()) + 1e-3
