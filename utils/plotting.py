@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -10,6 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 from utils.checkpoint import atomic_write  # noqa: E402
 
@@ -29,12 +31,52 @@ def curve_with_band(
     title: str,
 ) -> None:
     """One line with a ±std band."""
-    x, mean, std = (np.asarray(v, dtype=float) for v in (x, mean, std))
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    ax.plot(x, mean, marker="o", markersize=3)
-    ax.fill_between(x, mean - std, mean + std, alpha=0.25)
-    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    curves_with_bands(path, [BandCurve("", x, mean, std)], xlabel, ylabel, title, markers=True, figsize=(5.5, 3.8))
+
+
+@dataclass(frozen=True)
+class BandCurve:
+    """One line of a figure: its legend label (empty: none), x, mean and the std drawn as a band around it."""
+
+    label: str
+    x: Sequence[float]
+    mean: Sequence[float]
+    std: Sequence[float]
+    color: str | None = None
+
+
+def _step_label(value: float, _position: object = None) -> str:
+    """Tick labels for step counts: 0, 500, 250k, 1.5M."""
+    for scale, suffix in ((1e6, "M"), (1e3, "k")):
+        if abs(value) >= scale:
+            return f"{value / scale:g}{suffix}"
+    return f"{value:g}"
+
+
+def curves_with_bands(
+    path: str | Path,
+    curves: Sequence[BandCurve],
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    markers: bool = False,
+    figsize: tuple[float, float] = (6.4, 4.4),
+) -> None:
+    """Several lines on one axis, each with a ±std band; a legend when any curve has a label; 250k-style x ticks."""
+    fig, ax = plt.subplots(figsize=figsize)
+    for curve in curves:
+        x, mean, std = (np.asarray(v, dtype=float) for v in (curve.x, curve.mean, curve.std))
+        style = {"marker": "o", "markersize": 3} if markers or len(x) == 1 else {"linewidth": 1.8}
+        (line,) = ax.plot(x, mean, color=curve.color, label=curve.label or None, **style)
+        ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2, linewidth=0)
+    if max((np.max(np.abs(c.x)) for c in curves if len(c.x)), default=0) >= 1e4:
+        ax.xaxis.set_major_formatter(FuncFormatter(_step_label))
+    ax.set_xlabel(xlabel, fontsize=11)
+    ax.set_ylabel(ylabel, fontsize=11)
+    ax.set_title(title, fontsize=12)
     ax.grid(alpha=0.3)
+    if any(c.label for c in curves):
+        ax.legend(frameon=False, fontsize=9, loc="best")
     _save(fig, path)
 
 

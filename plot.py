@@ -1,0 +1,97 @@
+"""Learning curves over seeds: one PNG per task, one line per algorithm (mean ± std over seeds).
+
+python plot.py log/                                         # every run below log/, normalized score
+python plot.py "log/hopper-*/*/seed*" --metric loss/critic --smooth 1
+python plot.py log/ --task hopper-medium-v2 --algo mopo --algo micro --out figures/
+
+Runs are run directories, roots to search (every directory below holding config.yaml and progress.csv) or globs of
+either. `--metric` is a progress.csv column (default normalized_score_mean) or any TensorBoard scalar tag; the x axis
+is the step it was logged at. Runs are grouped by (task, algo). Each seed is smoothed with a trailing moving average
+over `--smooth` evaluations (1: none), the seeds are aligned on the steps they all logged (intersection, nothing
+interpolated: the curve stops where the shortest seed stops), and the line is their mean with a ±std band.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+from utils.errors import UserError, run_cli
+from utils.plotting import BandCurve, curves_with_bands
+from utils.runs import DEFAULT_METRIC, describe, filter_runs, find_runs, learning_curves, metric_series
+
+AXIS_LABELS = {
+    "normalized_score_mean": "Normalized score",
+    "eval/normalized_episode_reward": "Normalized score",
+    "return_mean": "Return",
+    "eval/episode_reward": "Return",
+    "length_mean": "Episode length",
+    "eval/episode_length": "Episode length",
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", metavar="RUN", help="run directories, roots to search, or globs of either")
+    parser.add_argument("--metric", default=DEFAULT_METRIC, help="progress.csv column or TensorBoard scalar tag")
+    parser.add_argument(
+        "--smooth",
+        type=int,
+        default=10,
+        help="moving-average window in logged points, i.e. evaluations (default 10; 1: none)",
+    )
+    parser.add_argument("--task", action="append", default=[], help="only these tasks (name or shell pattern)")
+    parser.add_argument("--algo", action="append", default=[], help="only these algorithms (name or shell pattern)")
+    parser.add_argument("--single-figure", action="store_true", help="all runs in one figure (they must share a task)")
+    parser.add_argument("--out", default="plots", help="output directory, or a .png file for a single figure")
+    return parser.parse_args(argv)
+
+
+def figure_path(out: Path, task: str, metric: str) -> Path:
+    """`<out>/<task>.png` for the default metric, `<out>/<task>_<metric>.png` otherwise (`/` becomes `_`)."""
+    if out.suffix.lower() == ".png":
+        return out
+    suffix = "" if metric == DEFAULT_METRIC else "_" + re.sub(r"[^A-Za-z0-9_.-]+", "_", metric)
+    return out / f"{task}{suffix}.png"
+
+
+def main(argv: list[str] | None = None) -> list[Path]:
+    args = parse_args(argv)
+    if args.smooth < 1:
+        raise UserError(f"--smooth is a window of evaluations, at least 1 (1: no smoothing); got {args.smooth}")
+    runs = filter_runs(find_runs(args.runs), args.task, args.algo)
+    out = Path(args.out)
+    tasks = sorted({run.task for run in runs})
+    if (args.single_figure or out.suffix.lower() == ".png") and len(tasks) > 1:
+        why = "--single-figure" if args.single_figure else f"--out {out}"
+        raise UserError(
+            f"{why} would mix runs of different tasks into one figure: {', '.join(tasks)}; pick one with --task"
+        )
+
+    series, skipped = metric_series(runs, args.metric)
+    if skipped:
+        print(f"note: left out {len(skipped)} runs with no {args.metric}: {describe(skipped)}", file=sys.stderr)
+    curves = learning_curves(series, args.smooth)
+    colors = {algo: f"C{i % 10}" for i, algo in enumerate(sorted({c.algo for c in curves}))}
+    xlabel = "Dynamics model epochs" if args.metric.startswith("dynamics/") else "Gradient steps"
+    ylabel = AXIS_LABELS.get(args.metric, args.metric)
+    written = []
+    for task in sorted({c.task for c in curves}):
+        lines = [
+            BandCurve(
+                f"{c.algo} ({c.num_seeds} seed{'s' * (c.num_seeds != 1)})", c.steps, c.mean, c.std, colors[c.algo]
+            )
+            for c in curves
+            if c.task == task
+        ]
+        path = figure_path(out, task, args.metric)
+        curves_with_bands(path, lines, xlabel, ylabel, task)
+        written.append(path)
+        print(path)
+    return written
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,78 @@
+"""Final-score table over tasks x algorithms: mean ± std over seeds of each seed's mean of its last K evaluations.
+
+python score.py log/                                   # D4RL normalized scores, last evaluation of each seed
+python score.py "log/*-medium-v2/*/seed*" --last 10    # mean of each seed's last 10 evaluations
+python score.py log/ --raw --out results/returns.md    # raw returns instead of normalized scores
+
+Never the maximum over training. Cells read `72.3 ± 4.1 (3)`: mean ± std (numpy's, ddof=0) over seeds, and the seed
+count. The Markdown table goes to stdout and to --out (.md); a CSV beside it (same name, .csv) has one row per
+task x algo with mean, std, n_seeds and the per-seed values.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from utils.checkpoint import atomic_write
+from utils.errors import UserError, run_cli
+from utils.runs import (
+    DEFAULT_METRIC,
+    RAW_METRIC,
+    Score,
+    describe,
+    filter_runs,
+    final_scores,
+    find_runs,
+    markdown_table,
+    metric_series,
+    scores_csv,
+    unfinished,
+)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", metavar="RUN", help="run directories, roots to search, or globs of either")
+    parser.add_argument("--last", type=int, default=1, metavar="K", help="mean of each seed's last K evaluations")
+    parser.add_argument("--raw", action="store_true", help="raw returns (return_mean) instead of normalized scores")
+    parser.add_argument("--task", action="append", default=[], help="only these tasks (name or shell pattern)")
+    parser.add_argument("--algo", action="append", default=[], help="only these algorithms (name or shell pattern)")
+    parser.add_argument("--out", default="plots/scores.md", help="Markdown file; the CSV goes beside it")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> list[Score]:
+    args = parse_args(argv)
+    out = Path(args.out)
+    if out.suffix.lower() != ".md":
+        raise UserError(f"--out {out} must end in .md (the CSV is written beside it with .csv)")
+    if args.last < 1:
+        raise UserError(f"--last is a number of evaluations, at least 1; got {args.last}")
+    runs = filter_runs(find_runs(args.runs), args.task, args.algo)
+    metric = RAW_METRIC if args.raw else DEFAULT_METRIC
+    series, skipped = metric_series(runs, metric)
+    if skipped:
+        print(f"note: {len(skipped)} runs have no evaluation yet, left out: {describe(skipped)}", file=sys.stderr)
+    running = unfinished(series)
+    if running:
+        print(
+            f"note: {len(running)} runs stop short of their last epoch (running or killed): {describe(running)}",
+            file=sys.stderr,
+        )
+
+    scores = final_scores(series, args.last)
+    what = "Return" if args.raw else "D4RL normalized score"
+    last = "last evaluation" if args.last == 1 else f"mean over its last {args.last} evaluations"
+    table = markdown_table(scores, f"{what}: mean ± std over seeds (seed count) of each seed's {last}.")
+    csv_text = scores_csv(scores, metric, args.last)
+    atomic_write(out, lambda handle: handle.write(table.encode()))
+    atomic_write(out.with_suffix(".csv"), lambda handle: handle.write(csv_text.encode()))
+    print(table, end="")
+    print(f"written: {out}, {out.with_suffix('.csv')}", file=sys.stderr)
+    return scores
+
+
+if __name__ == "__main__":
+    run_cli(main)
