@@ -141,7 +141,54 @@ class MICROConfig(ModelBasedConfig):
     uncertainty_precision: str = "fp32"  # bf16: autocast the K x elites value evaluations (most of MICRO's cost)
 
 
-CONFIG_CLASSES: dict[str, type[OfflineConfig]] = {"mopo": MOPOConfig, "micro": MICROConfig}
+@dataclass
+class BCConfig(OfflineConfig):
+    """Behaviour cloning (ALGORITHMS.md §6.1, OfflineRL-Kit's BC): deterministic tanh policy fitted to the dataset's
+    actions by mean squared error. Defaults are OfflineRL-Kit's run_bc.py."""
+
+    epochs: int = 200
+    eval_episodes: int = 20
+    hidden_dims: list[int] = field(default_factory=lambda: [256, 256])
+    actor_lr: float = 3e-4
+
+
+@dataclass
+class BCQConfig(OfflineConfig):
+    """BCQ (ALGORITHMS.md §6.2, Fujimoto et al.'s continuous BCQ). Defaults are the official code's: one epoch is
+    its evaluation period (5e3 iterations), 200 of them its 1e6 iterations."""
+
+    epochs: int = 200
+    steps_per_epoch: int = 5000
+    batch_size: int = 100
+    gamma: float = 0.99
+    tau: float = 0.005  # Polyak rate of the target critics and the target perturbation network
+    lmbda: float = 0.75  # soft clipped double Q: lmbda * min + (1 - lmbda) * max over the two target critics
+    phi: float = 0.05  # largest perturbation, as a fraction of max_action
+    actor_lr: float = 1e-3  # perturbation network xi_phi
+    critic_lr: float = 1e-3
+    vae_lr: float = 1e-3
+    actor_hidden_dims: list[int] = field(default_factory=lambda: [400, 300])
+    critic_hidden_dims: list[int] = field(default_factory=lambda: [400, 300])
+    vae_hidden_dims: list[int] = field(default_factory=lambda: [750, 750])
+    latent_dim: int | None = None  # None: 2 |A|
+    kl_weight: float = 0.5
+    latent_clip: float | None = 0.5  # decoded samples use z ~ N(0, I) clipped to [-latent_clip, latent_clip]
+    vae_log_std_min: float = -4.0
+    vae_log_std_max: float = 15.0
+    num_target_samples: int = 10  # VAE actions per next state in the critic target
+    num_select_samples: int = 100  # VAE actions per state when acting
+    # "fixed": the deterministic policy (evaluation, eval.py and its attacks) uses the same num_select_samples
+    # latent draws at every call, so it is a function of the observation; "fresh": new draws every call, as the
+    # official select_action. Acting with deterministic=False always draws fresh.
+    select_noise: str = "fixed"
+
+
+CONFIG_CLASSES: dict[str, type[OfflineConfig]] = {
+    "mopo": MOPOConfig,
+    "micro": MICROConfig,
+    "bc": BCConfig,
+    "bcq": BCQConfig,
+}
 
 CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
 """Found next to this file, so configs load the same whatever the working directory."""
@@ -545,6 +592,16 @@ def _device(value: Any, cfg: Any) -> str | None:
     return None if re.fullmatch(r"cpu|cuda(:\d+)?", value) else "cpu, cuda or cuda:N"
 
 
+def _non_negative(value: Any, cfg: Any) -> str | None:
+    """Weights and radii where zero switches a term off."""
+    return None if value >= 0 else ">= 0"
+
+
+def _log_std_bounds(value: Any, cfg: Any) -> str | None:
+    """The VAE's log-std clamp must be a non-empty interval."""
+    return None if cfg.vae_log_std_min < value else f"> vae_log_std_min ({cfg.vae_log_std_min:g})"
+
+
 def _elites(value: Any, cfg: Any) -> str | None:
     """Elites are chosen among the ensemble members."""
     ensemble = cfg.dynamics.num_ensemble
@@ -567,6 +624,7 @@ _RULES: dict[str, _Rule] = {
     "dynamics.precision": _one_of("fp32", "bf16"),
     "uncertainty_precision": _one_of("fp32", "bf16"),
     "sac.lr_schedule": _one_of("cosine", "none"),
+    "select_noise": _one_of("fixed", "fresh"),
     **dict.fromkeys(
         (
             "epochs",
@@ -589,15 +647,32 @@ _RULES: dict[str, _Rule] = {
             "sac.alpha_lr",
             "sac.num_critics",
             "num_samples",
+            "actor_lr",
+            "critic_lr",
+            "vae_lr",
+            "num_target_samples",
+            "num_select_samples",
         ),
         _positive,
     ),
     "dynamics.max_epochs": _positive_or_none,
-    "dynamics.hidden_dims": _all_positive,
-    "sac.hidden_dims": _all_positive,
+    "latent_dim": _positive_or_none,
+    "latent_clip": _positive_or_none,
+    **dict.fromkeys(("phi", "kl_weight"), _non_negative),
+    "vae_log_std_max": _log_std_bounds,
+    **dict.fromkeys(
+        (
+            "dynamics.hidden_dims",
+            "sac.hidden_dims",
+            "hidden_dims",
+            "actor_hidden_dims",
+            "critic_hidden_dims",
+            "vae_hidden_dims",
+        ),
+        _all_positive,
+    ),
     "real_ratio": _between(0, 1),
-    "sac.gamma": _between(0, 1),
-    "sac.tau": _between(0, 1),
+    **dict.fromkeys(("sac.gamma", "sac.tau", "gamma", "tau", "lmbda"), _between(0, 1)),
     "dynamics.holdout_ratio": _between(0, 1, open_interval=True),
     "dynamics.num_elites": _elites,
     "dynamics.weight_decay": _weight_decay,

@@ -3,11 +3,13 @@
 python train.py --task hopper-medium-v2 --algo mopo --seed 0
 python train.py --task hopper-medium-v2 --algo mopo --set epochs=100 --set dynamics.max_epochs=50
 python train.py --resume log/hopper-medium-v2/mopo/seed0-20261121-120000
+python train.py --task hopper-medium-gen --algo bc --seeds 0 1 2 --workers 2
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import time
@@ -24,6 +26,7 @@ from envs import Evaluator, get_task, get_termination_fn, list_tasks, load_datas
 from models.dynamics import EnsembleDynamics
 from utils.checkpoint import seed_everything
 from utils.errors import UserError, run_cli
+from utils.launch import Job, RunRequest, run_local, summary
 from utils.logger import RunLogger
 
 
@@ -32,6 +35,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--task", help="task name, e.g. hopper-medium-v2 (see --list-tasks)")
     parser.add_argument("--algo", help=f"algorithm: {', '.join(sorted(ALGORITHMS))}")
     parser.add_argument("--seed", type=int, help="random seed (default 0)")
+    parser.add_argument("--seeds", type=int, nargs="+", help="several seeds, each its own run (in parallel processes)")
+    parser.add_argument("--workers", type=int, help="with --seeds: concurrent runs (default: the number of cores)")
     parser.add_argument("--config", help="extra YAML file (or preset name in configs/<algo>/) applied after the task's")
     parser.add_argument(
         "--set",
@@ -123,11 +128,37 @@ def prepare_dynamics(
     return dynamics
 
 
+def train_seeds(args: argparse.Namespace) -> None:
+    """`--seeds`: one fresh run per seed, as child processes sharing the cores (utils/launch.py)."""
+    if args.resume or args.seed is not None:
+        raise UserError("--seeds starts one new run per seed; it cannot be combined with --seed or --resume")
+    if not args.task or not args.algo:
+        raise UserError("--seeds needs --task and --algo")
+    workers = args.workers or os.cpu_count() or 1
+    log_dir = args.log_dir or OfflineConfig.log_dir
+    requests = [
+        RunRequest(args.task, args.algo, seed, log_dir, tuple(args.overrides), args.config, args.device)
+        for seed in dict.fromkeys(args.seeds)
+    ]
+    for request in requests:
+        request.resolved_config()  # a bad key or value stops everything before any run starts
+    jobs = run_local([Job(request, None) for request in requests], workers)
+    print(summary(jobs))
+    failed = [job for job in jobs if not job.outcome.startswith("finished")]
+    if failed:
+        raise UserError(f"{len(failed)} of {len(jobs)} seeds failed (see above); resume each with --resume RUN_DIR")
+
+
 def main(argv: list[str] | None = None) -> dict[str, float] | None:
     args = parse_args(argv)
     if args.list_tasks:
         print("\n".join(list_tasks()))
         return None
+    if args.seeds:
+        train_seeds(args)
+        return None
+    if args.workers is not None:
+        raise UserError("--workers applies to --seeds; drop it or pass --seeds")
     cfg, run_dir, checkpoint = resolve_config(args)
     spec = get_task(cfg.task)
     device = resolve_device(cfg.device)

@@ -6,6 +6,9 @@ from pathlib import Path
 
 import torch
 
+from algos.base import Algorithm
+from algos.bc import BC
+from algos.bcq import BCQ
 from algos.micro import MICRO
 from algos.mopo import MOPO
 from algos.sac import SAC
@@ -15,7 +18,7 @@ from envs.tasks import get_task
 from models.dynamics import EnsembleDynamics
 from utils.errors import UserError
 
-ALGORITHMS: dict[str, type[SAC]] = {"mopo": MOPO, "micro": MICRO}
+ALGORITHMS: dict[str, type[Algorithm]] = {"mopo": MOPO, "micro": MICRO, "bc": BC, "bcq": BCQ}
 
 
 def build_algorithm(
@@ -24,7 +27,7 @@ def build_algorithm(
     act_dim: int,
     device: torch.device | str = "cpu",
     dynamics: EnsembleDynamics | None = None,
-) -> SAC:
+) -> Algorithm:
     """The algorithm named by `cfg.algo`; `dynamics` is handed to those whose updates query the model."""
     if cfg.algo not in ALGORITHMS:
         raise UserError(f"unknown algorithm {cfg.algo!r}; choose one of: {', '.join(sorted(ALGORITHMS))}")
@@ -36,7 +39,7 @@ def build_algorithm(
 
 def load_run(
     run_dir: str | Path, device: torch.device | str = "cpu", task: str | None = None
-) -> tuple[OfflineConfig, SAC]:
+) -> tuple[OfflineConfig, Algorithm]:
     """A trained run in one call: its config and its algorithm with the last checkpoint's weights (for acting and
     evaluation; the dynamics model is not loaded). `task`, if given, must be the run's task."""
     run_dir = Path(run_dir)
@@ -57,4 +60,4 @@ def load_run(
     return cfg, algo.eval()
 
 
-__all__ = ["ALGORITHMS", "MICRO", "MOPO", "SAC", "build_algorithm", "load_run"]
+__all__ = ["ALGORITHMS", "BC", "BCQ", "MICRO", "MOPO", "SAC", "Algorithm", "build_algorithm", "load_run"]

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from tqdm.auto import tqdm
 
-from algos.sac import SAC
+from algos.base import Algorithm, ModelBasedAlgorithm
 from buffers.replay import Batch, ReplayBuffer, sample_mixed
 from config import OfflineConfig
 from models.dynamics import EnsembleDynamics
@@ -29,7 +29,7 @@ class OfflineTrainer:
     def __init__(
         self,
         cfg: OfflineConfig,
-        algo: SAC,
+        algo: Algorithm,
         real_buffer: ReplayBuffer,
         evaluator: Any,
         logger: RunLogger,
@@ -56,12 +56,13 @@ class OfflineTrainer:
         """Branch short model rollouts from dataset states with the stochastic policy; store them FIFO."""
         cfg, dynamics, fake = self.cfg, self.dynamics, self.fake_buffer
         assert dynamics is not None and fake is not None
+        algo = cast(ModelBasedAlgorithm, self.algo)
         obs = self.real_buffer.sample_obs(cfg.rollout_batch_size)
         transitions, reward_sum, raw_reward_sum, uncertainty_sum, steps_taken = 0, 0.0, 0.0, 0.0, 0
         for _ in range(cfg.rollout_length):
-            act = self.algo.act(obs, deterministic=False)
-            next_obs, raw_reward, done, info = dynamics.step(obs, act, self.algo.penalty_type)
-            reward = self.algo.model_reward(raw_reward, info)
+            act = algo.act(obs, deterministic=False)
+            next_obs, raw_reward, done, info = dynamics.step(obs, act, algo.penalty_type)
+            reward = algo.model_reward(raw_reward, info)
             fake.add(Batch(obs, act, reward, next_obs, done.float()))
             transitions += len(obs)
             reward_sum += float(reward.sum())

@@ -1,4 +1,4 @@
-"""Policy and value networks for the SAC family."""
+"""Policy and value networks for the SAC family, and the deterministic policy of behaviour cloning."""
 
 from __future__ import annotations
 
@@ -60,6 +60,28 @@ class TanhGaussianActor(nn.Module):
     @torch.no_grad()
     def act(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
         return self(obs, deterministic)[0]
+
+
+class DeterministicActor(nn.Module):
+    """a = max_action * tanh(f(s)), f an MLP (OfflineRL-Kit's `Actor` on an `MLP` backbone, used by its BC).
+
+    It has no `distribution_params`: attacks that need a Gaussian policy refuse it.
+    """
+
+    def __init__(
+        self, obs_dim: int, act_dim: int, hidden_dims: Sequence[int] = (256, 256), max_action: float = 1.0
+    ) -> None:
+        super().__init__()
+        self.max_action = max_action
+        self.net = mlp(obs_dim, act_dim, hidden_dims)
+
+    def forward(self, obs: torch.Tensor, deterministic: bool = True) -> tuple[torch.Tensor, None]:
+        """(action, None): the same call shape as the Gaussian actor's (action, log-prob); there is no log-prob."""
+        return self.max_action * torch.tanh(self.net(obs)), None
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
+        return self(obs)[0]
 
 
 class CriticEnsemble(nn.Module):

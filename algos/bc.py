@@ -1,0 +1,53 @@
+"""Behaviour cloning, OfflineRL-Kit's BC (ALGORITHMS.md §6.1; KIT offlinerlkit/policy/model_free/bc.py).
+
+A deterministic policy π(s) = max_action · tanh(f(s)) regresses the dataset's actions:
+
+    L(π) = E_{(s, a) ~ D} mean_i (π(s)_i − a_i)²
+
+with Adam. Acting is π(s) (there is nothing to sample). There are no critics, so eval.py's min_Q attack refuses BC,
+and no Gaussian, so action_diff refuses it too.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from algos.sac import adam
+from buffers.replay import Batch
+from config import BCConfig
+from models.actor_critic import DeterministicActor
+
+
+class BC(nn.Module):
+    needs_dynamics: ClassVar[bool] = False
+
+    def __init__(self, obs_dim: int, act_dim: int, cfg: BCConfig, device: torch.device | str = "cpu") -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.actor = DeterministicActor(obs_dim, act_dim, cfg.hidden_dims).to(device)
+        self.actor_optim = adam(self.actor.parameters(), cfg.actor_lr)
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
+        return self.actor(obs)[0]
+
+    def update(self, batch: Batch, num_real: int = 0) -> dict[str, torch.Tensor]:
+        """One Adam step on the mean squared error between π(s) and the dataset action."""
+        actor_loss = (self.actor(batch.obs)[0] - batch.act).square().mean()
+        self.actor_optim.zero_grad(set_to_none=True)
+        actor_loss.backward()
+        self.actor_optim.step()
+        return {"loss/actor": actor_loss.detach()}
+
+    def end_epoch(self) -> None:
+        pass  # no learning-rate schedule
+
+    def training_state(self) -> dict[str, Any]:
+        return {"modules": self.state_dict(), "actor_optim": self.actor_optim.state_dict()}
+
+    def load_training_state(self, state: dict[str, Any]) -> None:
+        self.load_state_dict(state["modules"])
+        self.actor_optim.load_state_dict(state["actor_optim"])

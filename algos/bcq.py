@@ -1,0 +1,184 @@
+"""BCQ: Batch-Constrained deep Q-learning (Fujimoto, Meger & Precup, ICML 2019; ALGORITHMS.md §6.2), continuous
+version as in the official code (sfujim/BCQ, continuous_BCQ/BCQ.py).
+
+Extrapolation error comes from bootstrapping on actions the data never shows, so BCQ only evaluates actions that look
+like the data: a conditional VAE G_ω(s) models the behaviour policy, a perturbation network ξ_φ nudges its samples by
+at most Φ · max_action, and both the critic target and the policy choose among such generated actions.
+
+Networks: G_ω (models/bcq.py ConditionalVAE; sampling uses z ~ N(0, I) clipped to [−0.5, 0.5]), ξ_φ
+(PerturbationActor), twin critics Q_θ1, Q_θ2 (one batched CriticEnsemble), targets φ', θ1', θ2'.
+
+Per batch (s, a, r, s', d), in the official order:
+
+1. VAE        L(ω) = mean (G_ω(s, a) − a)² + ½ KL,   KL = −½ mean(1 + log σ² − μ² − σ²),   z = μ + σ ε.
+2. Critics    a'_j = ξ_φ'(s', G_ω(s')_j),  j = 1..n  (n = 10 samples per next state)
+              y = r + γ (1 − d) max_j [ λ min_k Q_θk'(s', a'_j) + (1 − λ) max_k Q_θk'(s', a'_j) ]   (λ = 0.75)
+              L(θ) = Σ_k mean (Q_θk(s, a) − y)²
+3. Actor      L(φ) = −mean Q_θ1(s, ξ_φ(s, G_ω(s)))
+4. Targets    θ' ← τ θ + (1 − τ) θ',   φ' ← τ φ + (1 − τ) φ'.
+
+Acting: π(s) = argmax_i Q_θ1(s, a_i),  a_i = ξ_φ(s, G_ω(s)_i),  i = 1..100, computed for all states in one batch.
+`algo.actor` is that rule as the observation attacks call a policy (`actor(obs, deterministic=True)[0]`).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from algos.sac import adam
+from buffers.replay import Batch
+from config import BCQConfig
+from models.actor_critic import CriticEnsemble
+from models.bcq import ConditionalVAE, PerturbationActor
+
+
+class BCQPolicy:
+    """BCQ's select-action rule as a policy object: `policy(obs, deterministic=True)` -> (action, None) for obs
+    [..., obs_dim], differentiable in obs (for gradient attacks). Not a Module: the networks belong to the BCQ."""
+
+    def __init__(self, algo: BCQ) -> None:
+        self.algo = algo
+
+    def __call__(self, obs: torch.Tensor, deterministic: bool = True) -> tuple[torch.Tensor, None]:
+        return self.algo.select_action(obs, deterministic), None
+
+
+class BCQ(nn.Module):
+    needs_dynamics: ClassVar[bool] = False
+
+    def __init__(self, obs_dim: int, act_dim: int, cfg: BCQConfig, device: torch.device | str = "cpu") -> None:
+        super().__init__()
+        self.cfg = cfg
+        latent_dim = cfg.latent_dim or 2 * act_dim
+        self.vae = ConditionalVAE(
+            obs_dim,
+            act_dim,
+            latent_dim,
+            cfg.vae_hidden_dims,
+            log_std_min=cfg.vae_log_std_min,
+            log_std_max=cfg.vae_log_std_max,
+            latent_clip=cfg.latent_clip,
+        )
+        self.perturbation = PerturbationActor(obs_dim, act_dim, cfg.actor_hidden_dims, phi=cfg.phi)
+        self.target_perturbation = copy.deepcopy(self.perturbation).requires_grad_(False)
+        self.critics = CriticEnsemble(obs_dim, act_dim, cfg.critic_hidden_dims, num_critics=2)
+        self.target_critics = copy.deepcopy(self.critics).requires_grad_(False)
+        self.to(device)
+        self._polyak_pairs = (
+            [*self.target_critics.parameters(), *self.target_perturbation.parameters()],
+            [*self.critics.parameters(), *self.perturbation.parameters()],
+        )
+        self.vae_optim = adam(self.vae.parameters(), cfg.vae_lr)
+        self.critic_optim = adam(self.critics.parameters(), cfg.critic_lr)
+        self.actor_optim = adam(self.perturbation.parameters(), cfg.actor_lr)
+        self.actor = BCQPolicy(self)
+        self._select_generators: dict[torch.device, torch.Generator] = {}
+
+    # ------------------------------------------------------------------------------------------------ acting
+    def _select_latents(self, rows: int, device: torch.device, deterministic: bool) -> torch.Tensor:
+        """[rows, n, latent] latent draws for the n candidates per state. The fixed draws (same for every row and
+        call, from a private generator seeded with the run's seed) leave the global RNG streams untouched."""
+        n = self.cfg.num_select_samples
+        if deterministic and self.cfg.select_noise == "fixed":
+            generator = self._select_generators.get(device)
+            if generator is None:
+                generator = self._select_generators[device] = torch.Generator(device=device)
+            generator.manual_seed(self.cfg.seed)
+            return self.vae.sample_latent(n, device=device, generator=generator).expand(rows, -1, -1)
+        return self.vae.sample_latent(rows, n, device=device)
+
+    def candidates(self, obs: torch.Tensor, deterministic: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """For obs [B, obs_dim]: the perturbed VAE actions a_i = ξ_φ(s, G_ω(s)_i) [B, n, act_dim] and Q_θ1 [B, n]."""
+        rows, n = obs.shape[0], self.cfg.num_select_samples
+        repeated = obs.unsqueeze(1).expand(rows, n, obs.shape[-1])
+        z = self._select_latents(rows, obs.device, deterministic)
+        actions = self.perturbation(repeated, self.vae.decode(repeated, z))
+        q1 = self.critics(repeated.reshape(rows * n, -1), actions.reshape(rows * n, -1))[0]
+        return actions, q1.view(rows, n)
+
+    def select_action(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
+        """argmax_i Q_θ1(s, a_i) over the candidates, for obs [..., obs_dim]."""
+        flat = obs.reshape(-1, obs.shape[-1])
+        actions, q1 = self.candidates(flat, deterministic)
+        best = q1.argmax(1).view(-1, 1, 1).expand(-1, 1, actions.shape[-1])
+        return actions.gather(1, best).view(*obs.shape[:-1], actions.shape[-1])
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
+        return self.select_action(obs, deterministic)
+
+    # ------------------------------------------------------------------------------------------------ learning
+    def vae_loss(self, obs: torch.Tensor, act: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(L(ω), reconstruction MSE, KL) with KL = −½ mean(1 + log σ² − μ² − σ²)."""
+        recon, mean, log_std = self.vae(obs, act)
+        recon_loss = (recon - act).square().mean()
+        kl = -0.5 * (1 + 2 * log_std - mean.square() - (2 * log_std).exp()).mean()
+        return recon_loss + self.cfg.kl_weight * kl, recon_loss, kl
+
+    @torch.no_grad()
+    def critic_target(self, batch: Batch) -> torch.Tensor:
+        """y = r + γ(1 − d) max_j [λ min_k Q̄_k(s', a'_j) + (1 − λ) max_k Q̄_k(s', a'_j)], a'_j = ξ_φ'(s', G_ω(s')_j)."""
+        n, lmbda = self.cfg.num_target_samples, self.cfg.lmbda
+        next_obs = batch.next_obs.repeat_interleave(n, dim=0)  # rows [s'_1 × n, s'_2 × n, ...]
+        next_act = self.target_perturbation(next_obs, self.vae.decode(next_obs))
+        q = self.target_critics(next_obs, next_act)  # [2, B * n]
+        soft_clipped = lmbda * q.amin(0) + (1.0 - lmbda) * q.amax(0)
+        next_value = soft_clipped.view(-1, n).amax(1)
+        return batch.rew + self.cfg.gamma * (1.0 - batch.done) * next_value
+
+    def update(self, batch: Batch, num_real: int = 0) -> dict[str, torch.Tensor]:
+        """One BCQ iteration (VAE, critics, perturbation actor, targets); returns detached metrics."""
+        vae_loss, recon_loss, kl = self.vae_loss(batch.obs, batch.act)
+        self.vae_optim.zero_grad(set_to_none=True)
+        vae_loss.backward()
+        self.vae_optim.step()
+
+        target = self.critic_target(batch)
+        q = self.critics(batch.obs, batch.act)
+        critic_loss = (q - target).square().mean(1).sum()
+        self.critic_optim.zero_grad(set_to_none=True)
+        critic_loss.backward()
+        self.critic_optim.step()
+
+        with torch.no_grad():
+            sampled = self.vae.decode(batch.obs)
+        self.critics.requires_grad_(False)  # the actor's gradient flows through Q_θ1 without touching its weights
+        actor_loss = -self.critics(batch.obs, self.perturbation(batch.obs, sampled))[0].mean()
+        self.actor_optim.zero_grad(set_to_none=True)
+        actor_loss.backward()
+        self.actor_optim.step()
+        self.critics.requires_grad_(True)
+
+        self.soft_update_targets()
+        return {
+            "loss/vae": vae_loss.detach(),
+            "loss/recon": recon_loss.detach(),
+            "loss/kl": kl.detach(),
+            "loss/critic": critic_loss.detach() / 2,
+            "loss/actor": actor_loss.detach(),
+            "q_mean": q.detach().mean(),
+        }
+
+    @torch.no_grad()
+    def soft_update_targets(self) -> None:
+        torch._foreach_lerp_(*self._polyak_pairs, self.cfg.tau)  # θ̄ ← θ̄ + τ(θ − θ̄), one kernel for all tensors
+
+    def end_epoch(self) -> None:
+        pass  # no learning-rate schedule
+
+    # ------------------------------------------------------------------------------------------------ checkpoint
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"vae_optim": self.vae_optim, "critic_optim": self.critic_optim, "actor_optim": self.actor_optim}
+
+    def training_state(self) -> dict[str, Any]:
+        """Networks, targets and optimisers: everything needed to continue training bit-for-bit."""
+        return {"modules": self.state_dict(), **{k: v.state_dict() for k, v in self.optimizers().items()}}
+
+    def load_training_state(self, state: dict[str, Any]) -> None:
+        self.load_state_dict(state["modules"])
+        for name, optimizer in self.optimizers().items():
+            optimizer.load_state_dict(state[name])
