@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, ClassVar, Protocol
 
 import torch
+from torch import nn
 
 from buffers.replay import Batch
 
@@ -56,3 +57,19 @@ class ModelBasedAlgorithm(Algorithm, Protocol):
     def model_reward(self, reward: torch.Tensor, info: dict[str, torch.Tensor]) -> torch.Tensor:
         """Reward stored for a model transition."""
         ...
+
+
+class TrainableModule(nn.Module):
+    """Checkpointing shared by every algorithm: its `state_dict()` (networks, targets, α) plus the state of each
+    optimiser and schedule that `optimizers()` names, so training continues bit-for-bit after a resume."""
+
+    def optimizers(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def training_state(self) -> dict[str, Any]:
+        return {"modules": self.state_dict(), **{name: obj.state_dict() for name, obj in self.optimizers().items()}}
+
+    def load_training_state(self, state: dict[str, Any]) -> None:
+        self.load_state_dict(state["modules"])
+        for name, obj in self.optimizers().items():
+            obj.load_state_dict(state[name])

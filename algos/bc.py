@@ -13,15 +13,15 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import torch
-from torch import nn
 
+from algos.base import TrainableModule
 from algos.sac import adam
 from buffers.replay import Batch
 from config import BCConfig
 from models.actor_critic import DeterministicActor
 
 
-class BC(nn.Module):
+class BC(TrainableModule):
     needs_dynamics: ClassVar[bool] = False
 
     def __init__(self, obs_dim: int, act_dim: int, cfg: BCConfig, device: torch.device | str = "cpu") -> None:
@@ -45,9 +45,5 @@ class BC(nn.Module):
     def end_epoch(self) -> None:
         pass  # no learning-rate schedule
 
-    def training_state(self) -> dict[str, Any]:
-        return {"modules": self.state_dict(), "actor_optim": self.actor_optim.state_dict()}
-
-    def load_training_state(self, state: dict[str, Any]) -> None:
-        self.load_state_dict(state["modules"])
-        self.actor_optim.load_state_dict(state["actor_optim"])
+    def optimizers(self) -> dict[str, Any]:
+        return {"actor_optim": self.actor_optim}

@@ -24,11 +24,11 @@ Acting: π(s) = argmax_i Q_θ1(s, a_i),  a_i = ξ_φ(s, G_ω(s)_i),  i = 1..100,
 from __future__ import annotations
 
 import copy
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
-from torch import nn
 
+from algos.base import TrainableModule
 from algos.sac import adam
 from buffers.replay import Batch
 from config import BCQConfig
@@ -47,7 +47,7 @@ class BCQPolicy:
         return self.algo.select_action(obs, deterministic), None
 
 
-class BCQ(nn.Module):
+class BCQ(TrainableModule):
     needs_dynamics: ClassVar[bool] = False
 
     def __init__(self, obs_dim: int, act_dim: int, cfg: BCQConfig, device: torch.device | str = "cpu") -> None:
@@ -173,12 +173,3 @@ class BCQ(nn.Module):
     # ------------------------------------------------------------------------------------------------ checkpoint
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"vae_optim": self.vae_optim, "critic_optim": self.critic_optim, "actor_optim": self.actor_optim}
-
-    def training_state(self) -> dict[str, Any]:
-        """Networks, targets and optimisers: everything needed to continue training bit-for-bit."""
-        return {"modules": self.state_dict(), **{k: v.state_dict() for k, v in self.optimizers().items()}}
-
-    def load_training_state(self, state: dict[str, Any]) -> None:
-        self.load_state_dict(state["modules"])
-        for name, optimizer in self.optimizers().items():
-            optimizer.load_state_dict(state[name])

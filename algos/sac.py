@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from algos.base import TrainableModule
 from buffers.replay import Batch
 from config import SACConfig
 from models.actor_critic import CriticEnsemble, TanhGaussianActor
@@ -22,7 +23,7 @@ def adam(params: Any, lr: float) -> torch.optim.Adam:
     return torch.optim.Adam(params, lr=lr, fused=True)
 
 
-class SAC(nn.Module):
+class SAC(TrainableModule):
     """SAC with an ensemble of critics, automatic entropy tuning with an optional clamp, and Polyak targets."""
 
     penalty_type: str | None = None  # the model uncertainty `model_reward` needs from each rollout step, if any
@@ -116,12 +117,3 @@ class SAC(nn.Module):
         if self.actor_scheduler is not None:
             named["actor_scheduler"] = self.actor_scheduler
         return named
-
-    def training_state(self) -> dict[str, Any]:
-        """Everything needed to continue training bit-for-bit: networks, targets, α, optimisers, schedules."""
-        return {"modules": self.state_dict(), **{k: v.state_dict() for k, v in self.optimizers().items()}}
-
-    def load_training_state(self, state: dict[str, Any]) -> None:
-        self.load_state_dict(state["modules"])
-        for name, obj in self.optimizers().items():
-            obj.load_state_dict(state[name])
