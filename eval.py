@@ -227,8 +227,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
                     return evaluator.evaluate(algo.act)
 
             rows = evaluate_settings(settings, run_physics, "sim2real", progress)
-            stem, title = "sim2real", f"sim2real: {name}"
-            summary = sim2real_outputs(out_dir, rows, axes, title)
+            stem, title = "sim2real", "sim2real"
+            summary = sim2real_outputs(out_dir, rows, axes, f"{title}: {name}")
         else:
             dataset = load_dataset(spec, cfg.dataset_path, cfg.dataset_backend, cfg.download)
             obs_std = torch.as_tensor(np.asarray(dataset.observations, dtype=np.float64).std(0), dtype=torch.float32)

@@ -105,8 +105,11 @@ def heatmaps(
         ax.set_yticks(range(len(row_values)), [f"{v:.2g}" for v in row_values])
         ax.set(xlabel=col_label, ylabel=row_label, title=panel_title)
         if grid.size <= 400:
+            middle = (vmin + vmax) / 2
             for (i, j), value in np.ndenumerate(grid):
-                ax.text(j, i, f"{value:.0f}", ha="center", va="center", fontsize=6, color="w")
+                text = f"{value:.0f}" if abs(value) >= 100 else f"{value:.1f}"
+                color = "black" if value > middle else "white"  # readable on viridis' light and dark ends
+                ax.text(j, i, text, ha="center", va="center", fontsize=7, color=color)
     fig.colorbar(image, ax=axes[0].tolist(), label=value_label)
     fig.suptitle(title)
     _save(fig, path)
