@@ -176,7 +176,10 @@ def run_ray(jobs: Sequence[Job], address: str | None, cpus_per_run: int) -> list
         import ray
     except ImportError:
         raise UserError('--backend ray needs Ray: pip install -e ".[ray]" (or use --backend local)') from None
-    ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
+    # A local instance starts without the dashboard (seconds instead of minutes on small machines); options such as
+    # include_dashboard may only be given when Ray starts the instance, not when joining a cluster.
+    local_only = {"include_dashboard": False} if address is None else {}
+    ray.init(address=address, ignore_reinit_error=True, log_to_driver=False, **local_only)
     try:
 
         @ray.remote(num_cpus=cpus_per_run)
