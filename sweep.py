@@ -96,6 +96,9 @@ def main(argv: list[str] | None = None) -> int:
         for job in to_run:
             print(f"  {'resume' if job.resume else 'start '} {job.request.label}  {job.resume or job.request.log_dir}")
         return 0
+    if not to_run:
+        print(summary(finished))
+        return 0
     if args.backend == "local":
         threads = threads_per_run(min(args.workers, max(len(to_run), 1)))
         print(f"local pool: {args.workers} concurrent runs, {threads} threads each", flush=True)
