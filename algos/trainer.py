@@ -18,7 +18,7 @@ from algos.base import Algorithm, ModelBasedAlgorithm
 from buffers.replay import Batch, ReplayBuffer, sample_mixed
 from config import OfflineConfig
 from models.dynamics import EnsembleDynamics
-from utils.checkpoint import atomic_torch_save, capture_rng_state, restore_rng_state
+from utils.checkpoint import atomic_torch_save, capture_rng_state, load_project_file, restore_rng_state
 from utils.errors import UserError
 from utils.logger import RunLogger
 
@@ -158,13 +158,10 @@ class OfflineTrainer:
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a training checkpoint, with a one-line error if it is missing, corrupt or not ours."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"no checkpoint at {path}; the run has not saved one yet")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure means the file is unusable
-        raise UserError(f"checkpoint {path} cannot be read ({type(err).__name__}: {err})") from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise UserError(f"{path} is not a checkpoint written by this project")
-    return state
+    return load_project_file(
+        path,
+        CHECKPOINT_FORMAT,
+        missing=f"no checkpoint at {path}; the run has not saved one yet",
+        unreadable=f"checkpoint {path} cannot be read",
+        foreign=f"{path} is not a checkpoint written by this project",
+    )

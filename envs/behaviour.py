@@ -28,7 +28,13 @@ from config import SACConfig
 from envs.evaluation import Evaluator, episode_reset_seed
 from envs.tasks import TaskSpec, make_env, physics_state
 from models.actor_critic import TanhGaussianActor
-from utils.checkpoint import atomic_torch_save, capture_rng_state, restore_rng_state, seed_everything
+from utils.checkpoint import (
+    atomic_torch_save,
+    capture_rng_state,
+    load_project_file,
+    restore_rng_state,
+    seed_everything,
+)
 from utils.errors import UserError
 
 TRAINING_FORMAT = "offline-mbrl-behaviour-training/1"
@@ -317,14 +323,13 @@ def save_behaviour_policy(actor: TanhGaussianActor, spec: TaskSpec, path: str | 
 def load_behaviour_policy(path: str | Path, spec: TaskSpec) -> tuple[TanhGaussianActor, dict[str, Any]]:
     """Load a policy file for `spec`'s env; a policy for another env is refused with one line."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"behaviour policy {path} does not exist; train one with python collect.py train")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure means the file is unusable
-        raise UserError(f"behaviour policy {path} cannot be read ({type(err).__name__})") from None
-    if not isinstance(payload, dict) or payload.get("format") != POLICY_FORMAT:
-        raise UserError(f"{path} is not a behaviour policy file of this project")
+    payload = load_project_file(
+        path,
+        POLICY_FORMAT,
+        missing=f"behaviour policy {path} does not exist; train one with python collect.py train",
+        unreadable=f"behaviour policy {path} cannot be read",
+        foreign=f"{path} is not a behaviour policy file of this project",
+    )
     if payload["gym_id"] != spec.gym_id:
         raise UserError(
             f"behaviour policy {path} acts in {payload['gym_id']}, not {spec.gym_id} ({spec.name}); "

@@ -31,7 +31,7 @@ from utils.errors import UserError, run_cli
 # Maps a batch of one observation [1, obs_dim] to (actions [1, act_dim], log-probabilities [1]).
 BehaviourPolicy = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
-DEFAULT_TRANSITIONS = 1_000_000
+DEFAULT_TRANSITIONS = 1_000_000  # the size of D4RL's random datasets
 _COLUMNS = (
     "observations",
     "actions",
@@ -42,7 +42,7 @@ _COLUMNS = (
     "infos/qpos",
     "infos/qvel",
     "infos/action_log_probs",
-)  # the size of D4RL's random datasets
+)
 
 
 def _uniform_policy(action_space: gym.spaces.Box, seed: int) -> BehaviourPolicy:

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from config import DynamicsConfig
 from models.ensemble import EnsembleMLP
-from utils.checkpoint import atomic_torch_save
+from utils.checkpoint import atomic_torch_save, load_project_file
 from utils.errors import UserError
 
 TerminationFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -319,14 +319,14 @@ class EnsembleDynamics(nn.Module):
     ) -> EnsembleDynamics:
         """Load a saved model; with obs_dim/act_dim given, refuse a model made for another task."""
         path = Path(path)
-        if not path.is_file():
-            raise UserError(f"dynamics file {path} does not exist; train one with --set dynamics_only=true")
-        try:
-            payload = torch.load(path, map_location=device, weights_only=False)
-        except Exception as err:  # noqa: BLE001 - any unpickling failure means the file is unusable
-            raise UserError(f"dynamics file {path} cannot be read ({type(err).__name__}); retrain it") from None
-        if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-            raise UserError(f"{path} is not a dynamics model saved by this project; retrain it")
+        payload = load_project_file(
+            path,
+            FORMAT,
+            missing=f"dynamics file {path} does not exist; train one with --set dynamics_only=true",
+            unreadable=f"dynamics file {path} cannot be read; retrain it",
+            foreign=f"{path} is not a dynamics model saved by this project; retrain it",
+            map_location=device,
+        )
         if (obs_dim, act_dim) != (None, None) and (payload["obs_dim"], payload["act_dim"]) != (obs_dim, act_dim):
             raise UserError(
                 f"dynamics file {path} is for obs/act dims {payload['obs_dim']}/{payload['act_dim']} but this task has "

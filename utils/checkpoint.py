@@ -62,3 +62,22 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def load_project_file(
+    path: str | Path, file_format: str, missing: str, unreadable: str, foreign: str, map_location: Any = "cpu"
+) -> dict[str, Any]:
+    """torch.load a file this project wrote (a dict tagged with `file_format`), turning a missing, unreadable or
+    foreign file into the caller's one-line UserError. `unreadable` gets the error appended in parentheses."""
+    from utils.errors import UserError
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(missing)
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as err:  # noqa: BLE001 - any unpickling failure means the file is unusable
+        raise UserError(f"{unreadable} ({type(err).__name__}: {err})") from None
+    if not isinstance(payload, dict) or payload.get("format") != file_format:
+        raise UserError(foreign)
+    return payload
