@@ -13,8 +13,9 @@ import dataclasses
 import sys
 from pathlib import Path
 
+from algos.behaviour import BehaviourConfig, BehaviourTrainer
 from envs import generate
-from envs.behaviour import BehaviourConfig, BehaviourTrainer, export_policies
+from envs.behaviour import export_policies
 from envs.tasks import GENERATED_LEVELS, TaskSpec, get_task
 from utils.errors import UserError, run_cli
 

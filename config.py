@@ -1,14 +1,17 @@
 """Typed run configuration: dataclass defaults <- configs/<algo>/defaults.yaml <- configs/<algo>/<task>.yaml
 <- --config FILE.yaml <- --set key=value / CLI flags.
 
-Every algorithm has one dataclass; nested blocks (``dynamics``, ``sac``, ``termination``) are dataclasses too
-and are addressed with dotted keys (``--set dynamics.max_epochs=5``).
+This module holds the layering machinery and the blocks algorithms share (`OfflineConfig`, `ModelBasedConfig`,
+`dynamics`, `sac`, `termination`). Each algorithm's own dataclass lives beside it in algos/<algo>.py, registered
+by name with `@register_config("<algo>")` and validated by the shared rules plus its class's `rules`. Nested blocks
+are addressed with dotted keys (``--set dynamics.max_epochs=5``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib
 import os
 import re
 import tempfile
@@ -118,77 +121,30 @@ class ModelBasedConfig(OfflineConfig):
     sac: SACConfig = field(default_factory=SACConfig)
 
 
-@dataclass
-class MOPOConfig(ModelBasedConfig):
-    """MOPO (ALGORITHMS.md §1): reward penalised by lambda * u(s, a)."""
+CONFIG_CLASSES: dict[str, type[OfflineConfig]] = {}
+"""Config class of every algorithm by its `--algo` name, filled by `register_config` as algos/ is imported."""
 
-    penalty_coef: float = 2.5
-    penalty_type: str = "aleatoric"  # aleatoric | pairwise_diff | ensemble_std
+C = typing.TypeVar("C", bound=type)
 
 
-@dataclass
-class MICROConfig(ModelBasedConfig):
-    """MICRO (ALGORITHMS.md §3): conservative Bellman operator over the model's next-state uncertainty set.
+def register_config(algo: str) -> Callable[[C], C]:
+    """Class decorator for an algorithm's config dataclass (it lives beside the algorithm): `--algo NAME`, run
+    configs and sweeps then find it by name."""
 
-    The critic ensemble size (MICRO's `num_q_ensemble`) is `sac.num_critics`.
-    """
+    def register(cls: C) -> C:
+        if CONFIG_CLASSES.get(algo, cls) is not cls:
+            raise ValueError(f"algorithm {algo!r} already has the config class {CONFIG_CLASSES[algo].__name__}")
+        CONFIG_CLASSES[algo] = cls
+        return cls
 
-    penalty_coef: float = 1.0  # beta: weight of (mean - min) of the next-state values over the uncertainty set
-    num_samples: int = 10  # K next states sampled from each elite member
-    deterministic_backup: bool = False  # drop the -alpha log pi term from the backup
-    max_q_backup: bool = False  # next value = max over 10 sampled next actions (per critic), then min over critics
-    clamp_target: bool = True  # y <- max(y, 0) as the original (assumes non-negative returns)
-    uncertainty_precision: str = "fp32"  # bf16: autocast the K x elites value evaluations (most of MICRO's cost)
+    return register
 
 
-@dataclass
-class BCConfig(OfflineConfig):
-    """Behaviour cloning (ALGORITHMS.md §6.1, OfflineRL-Kit's BC): deterministic tanh policy fitted to the dataset's
-    actions by mean squared error. Defaults are OfflineRL-Kit's run_bc.py."""
+def config_classes() -> dict[str, type[OfflineConfig]]:
+    """Every registered algorithm's config class; importing the `algos` package registers the built-in ones."""
+    importlib.import_module("algos")
+    return CONFIG_CLASSES
 
-    epochs: int = 200
-    eval_episodes: int = 20
-    hidden_dims: list[int] = field(default_factory=lambda: [256, 256])
-    actor_lr: float = 3e-4
-
-
-@dataclass
-class BCQConfig(OfflineConfig):
-    """BCQ (ALGORITHMS.md §6.2, Fujimoto et al.'s continuous BCQ). Defaults are the official code's: one epoch is
-    its evaluation period (5e3 iterations), 200 of them its 1e6 iterations."""
-
-    epochs: int = 200
-    steps_per_epoch: int = 5000
-    batch_size: int = 100
-    gamma: float = 0.99
-    tau: float = 0.005  # Polyak rate of the target critics and the target perturbation network
-    lmbda: float = 0.75  # soft clipped double Q: lmbda * min + (1 - lmbda) * max over the two target critics
-    phi: float = 0.05  # largest perturbation, as a fraction of max_action
-    actor_lr: float = 1e-3  # perturbation network xi_phi
-    critic_lr: float = 1e-3
-    vae_lr: float = 1e-3
-    actor_hidden_dims: list[int] = field(default_factory=lambda: [400, 300])
-    critic_hidden_dims: list[int] = field(default_factory=lambda: [400, 300])
-    vae_hidden_dims: list[int] = field(default_factory=lambda: [750, 750])
-    latent_dim: int | None = None  # None: 2 |A|
-    kl_weight: float = 0.5
-    latent_clip: float | None = 0.5  # decoded samples use z ~ N(0, I) clipped to [-latent_clip, latent_clip]
-    vae_log_std_min: float = -4.0
-    vae_log_std_max: float = 15.0
-    num_target_samples: int = 10  # VAE actions per next state in the critic target
-    num_select_samples: int = 100  # VAE actions per state when acting
-    # "fixed": the deterministic policy (evaluation, eval.py and its attacks) uses the same num_select_samples
-    # latent draws at every call, so it is a function of the observation; "fresh": new draws every call, as the
-    # official select_action. Acting with deterministic=False always draws fresh.
-    select_noise: str = "fixed"
-
-
-CONFIG_CLASSES: dict[str, type[OfflineConfig]] = {
-    "mopo": MOPOConfig,
-    "micro": MICROConfig,
-    "bc": BCConfig,
-    "bcq": BCQConfig,
-}
 
 CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
 """Found next to this file, so configs load the same whatever the working directory."""
@@ -488,9 +444,10 @@ def _split_override(item: str) -> tuple[str, str]:
 
 def _config_class(algo: str) -> type[OfflineConfig]:
     """The dataclass of an algorithm, or a UserError listing the known ones."""
-    if algo not in CONFIG_CLASSES:
-        raise UserError(f"unknown algorithm {algo!r}; known algorithms: {', '.join(sorted(CONFIG_CLASSES))}")
-    return CONFIG_CLASSES[algo]
+    classes = config_classes()
+    if algo not in classes:
+        raise UserError(f"unknown algorithm {algo!r}; known algorithms: {', '.join(sorted(classes))}")
+    return classes[algo]
 
 
 def _resolve_config_file(config_file: str, algo: str) -> Path:
@@ -556,31 +513,31 @@ def load_config(
 # ----------------------------------------------------------------------------------------------------------------
 # Validation
 
-_Rule = Callable[[Any, Any], str | None]
+Rule = Callable[[Any, Any], str | None]
 """(value, whole config) -> the requirement the value breaks, or None when it is fine."""
 
 
-def _one_of(*choices: str) -> _Rule:
+def one_of(*choices: str) -> Rule:
     """String options the consuming code branches on; anything else would fail late or silently."""
     return lambda value, cfg: None if value in choices else f"one of {', '.join(choices)}"
 
 
-def _positive(value: Any, cfg: Any) -> str | None:
+def positive(value: Any, cfg: Any) -> str | None:
     """Counts, sizes and rates where zero or less makes no sense."""
     return None if value > 0 else "> 0"
 
 
-def _positive_or_none(value: Any, cfg: Any) -> str | None:
+def positive_or_none(value: Any, cfg: Any) -> str | None:
     """Optional limits: null means unlimited."""
     return None if value is None or value > 0 else "> 0 or null"
 
 
-def _all_positive(value: Any, cfg: Any) -> str | None:
+def all_positive(value: Any, cfg: Any) -> str | None:
     """Layer widths: an empty list or a zero-width layer would build a broken network."""
     return None if value and all(v > 0 for v in value) else "a non-empty list of positive numbers"
 
 
-def _between(low: float, high: float, *, open_interval: bool = False) -> _Rule:
+def between(low: float, high: float, *, open_interval: bool = False) -> Rule:
     """Fractions and probabilities; open when an end point would empty a split."""
     if open_interval:
         return lambda value, cfg: None if low < value < high else f"strictly between {low:g} and {high:g}"
@@ -592,14 +549,9 @@ def _device(value: Any, cfg: Any) -> str | None:
     return None if re.fullmatch(r"cpu|cuda(:\d+)?", value) else "cpu, cuda or cuda:N"
 
 
-def _non_negative(value: Any, cfg: Any) -> str | None:
+def non_negative(value: Any, cfg: Any) -> str | None:
     """Weights and radii where zero switches a term off."""
     return None if value >= 0 else ">= 0"
-
-
-def _log_std_bounds(value: Any, cfg: Any) -> str | None:
-    """The VAE's log-std clamp must be a non-empty interval."""
-    return None if cfg.vae_log_std_min < value else f"> vae_log_std_min ({cfg.vae_log_std_min:g})"
 
 
 def _elites(value: Any, cfg: Any) -> str | None:
@@ -616,15 +568,12 @@ def _weight_decay(value: Any, cfg: Any) -> str | None:
     return f"a list of {wanted} numbers, one per hidden layer of dynamics.hidden_dims plus the output layer"
 
 
-_RULES: dict[str, _Rule] = {
+_RULES: dict[str, Rule] = {
     "device": _device,
-    "dataset_backend": _one_of("auto", "hdf5", "d4rl", "minari"),
-    "penalty_type": _one_of("aleatoric", "pairwise_diff", "ensemble_std"),
-    "dynamics.loss": _one_of("nll", "mse"),
-    "dynamics.precision": _one_of("fp32", "bf16"),
-    "uncertainty_precision": _one_of("fp32", "bf16"),
-    "sac.lr_schedule": _one_of("cosine", "none"),
-    "select_noise": _one_of("fixed", "fresh"),
+    "dataset_backend": one_of("auto", "hdf5", "d4rl", "minari"),
+    "dynamics.loss": one_of("nll", "mse"),
+    "dynamics.precision": one_of("fp32", "bf16"),
+    "sac.lr_schedule": one_of("cosine", "none"),
     **dict.fromkeys(
         (
             "epochs",
@@ -646,46 +595,34 @@ _RULES: dict[str, _Rule] = {
             "sac.critic_lr",
             "sac.alpha_lr",
             "sac.num_critics",
-            "num_samples",
-            "actor_lr",
-            "critic_lr",
-            "vae_lr",
-            "num_target_samples",
-            "num_select_samples",
         ),
-        _positive,
+        positive,
     ),
-    "dynamics.max_epochs": _positive_or_none,
-    "latent_dim": _positive_or_none,
-    "latent_clip": _positive_or_none,
-    **dict.fromkeys(("phi", "kl_weight"), _non_negative),
-    "vae_log_std_max": _log_std_bounds,
-    **dict.fromkeys(
-        (
-            "dynamics.hidden_dims",
-            "sac.hidden_dims",
-            "hidden_dims",
-            "actor_hidden_dims",
-            "critic_hidden_dims",
-            "vae_hidden_dims",
-        ),
-        _all_positive,
-    ),
-    "real_ratio": _between(0, 1),
-    **dict.fromkeys(("sac.gamma", "sac.tau", "gamma", "tau", "lmbda"), _between(0, 1)),
-    "dynamics.holdout_ratio": _between(0, 1, open_interval=True),
+    "dynamics.max_epochs": positive_or_none,
+    **dict.fromkeys(("dynamics.hidden_dims", "sac.hidden_dims"), all_positive),
+    "real_ratio": between(0, 1),
+    **dict.fromkeys(("sac.gamma", "sac.tau"), between(0, 1)),
+    "dynamics.holdout_ratio": between(0, 1, open_interval=True),
     "dynamics.num_elites": _elites,
     "dynamics.weight_decay": _weight_decay,
 }
-"""Checks on merged values; a rule applies only when the config class has that key, so one table serves every
-algorithm's dataclass."""
+"""Checks on the shared keys' merged values; a rule applies only when the config class has that key. An
+algorithm's config class adds checks on its own keys in a `rules` class attribute (see algos/bcq.py)."""
+
+
+def _rules_of(cls: type) -> dict[str, Rule]:
+    """The shared rules plus every `rules` class attribute along the class's bases (subclasses win)."""
+    rules = dict(_RULES)
+    for klass in reversed(cls.__mro__):
+        rules.update(vars(klass).get("rules", {}))
+    return rules
 
 
 def _validate(cfg: OfflineConfig, origins: Mapping[str, str]) -> None:
     """Raise one UserError listing every value that breaks a rule, with the source that set it."""
     keys = set(list_keys(type(cfg)))
     problems = []
-    for key, rule in _RULES.items():
+    for key, rule in _rules_of(type(cfg)).items():
         if key not in keys:
             continue
         value = _get(cfg, key)
@@ -737,12 +674,13 @@ def load_run_config(path: str | os.PathLike[str]) -> OfflineConfig:
         raise UserError(f"run config not found: {_display(path)}; pass the config.yaml inside a run directory")
     data = _read_yaml_mapping(path)
     algo = data.get("algo")
-    if not isinstance(algo, str) or algo not in CONFIG_CLASSES:
+    classes = config_classes()
+    if not isinstance(algo, str) or algo not in classes:
         raise UserError(
             f"{_display(path)} is not a run config of a known algorithm (algo: {algo!r}; known: "
-            f"{', '.join(sorted(CONFIG_CLASSES))}); pass a config.yaml written by train.py"
+            f"{', '.join(sorted(classes))}); pass a config.yaml written by train.py"
         )
-    cfg = CONFIG_CLASSES[algo]()
+    cfg = classes[algo]()
     origins: dict[str, str] = {}
     _apply(cfg, data, _display(path), origins)
     _validate(cfg, origins)

@@ -10,6 +10,7 @@ and no Gaussian, so action_diff refuses it too.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -17,8 +18,22 @@ import torch
 from algos.base import TrainableModule
 from algos.sac import adam
 from buffers.replay import Batch
-from config import BCConfig
+from config import OfflineConfig, Rule, all_positive, positive, register_config
 from models.actor_critic import DeterministicActor
+
+
+@register_config("bc")
+@dataclass
+class BCConfig(OfflineConfig):
+    """Behaviour cloning (ALGORITHMS.md §6.1, OfflineRL-Kit's BC): deterministic tanh policy fitted to the dataset's
+    actions by mean squared error. Defaults are OfflineRL-Kit's run_bc.py."""
+
+    rules: ClassVar[dict[str, Rule]] = {"hidden_dims": all_positive, "actor_lr": positive}
+
+    epochs: int = 200
+    eval_episodes: int = 20
+    hidden_dims: list[int] = field(default_factory=lambda: [256, 256])
+    actor_lr: float = 3e-4
 
 
 class BC(TrainableModule):

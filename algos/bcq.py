@@ -24,6 +24,7 @@ Acting: π(s) = argmax_i Q_θ1(s, a_i),  a_i = ξ_φ(s, G_ω(s)_i),  i = 1..100,
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
@@ -31,9 +32,63 @@ import torch
 from algos.base import TrainableModule
 from algos.sac import adam
 from buffers.replay import Batch
-from config import BCQConfig
+from config import (
+    OfflineConfig,
+    Rule,
+    all_positive,
+    between,
+    non_negative,
+    one_of,
+    positive,
+    positive_or_none,
+    register_config,
+)
 from models.actor_critic import CriticEnsemble
 from models.bcq import ConditionalVAE, PerturbationActor
+
+
+@register_config("bcq")
+@dataclass
+class BCQConfig(OfflineConfig):
+    """BCQ (ALGORITHMS.md §6.2, Fujimoto et al.'s continuous BCQ). Defaults are the official code's: one epoch is
+    its evaluation period (5e3 iterations), 200 of them its 1e6 iterations."""
+
+    rules: ClassVar[dict[str, Rule]] = {
+        "select_noise": one_of("fixed", "fresh"),
+        **dict.fromkeys(("actor_lr", "critic_lr", "vae_lr", "num_target_samples", "num_select_samples"), positive),
+        **dict.fromkeys(("latent_dim", "latent_clip"), positive_or_none),
+        **dict.fromkeys(("phi", "kl_weight"), non_negative),
+        **dict.fromkeys(("actor_hidden_dims", "critic_hidden_dims", "vae_hidden_dims"), all_positive),
+        **dict.fromkeys(("gamma", "tau", "lmbda"), between(0, 1)),
+        "vae_log_std_max": lambda value, cfg: (
+            None if cfg.vae_log_std_min < value else f"> vae_log_std_min ({cfg.vae_log_std_min:g})"
+        ),
+    }
+
+    epochs: int = 200
+    steps_per_epoch: int = 5000
+    batch_size: int = 100
+    gamma: float = 0.99
+    tau: float = 0.005  # Polyak rate of the target critics and the target perturbation network
+    lmbda: float = 0.75  # soft clipped double Q: lmbda * min + (1 - lmbda) * max over the two target critics
+    phi: float = 0.05  # largest perturbation, as a fraction of max_action
+    actor_lr: float = 1e-3  # perturbation network xi_phi
+    critic_lr: float = 1e-3
+    vae_lr: float = 1e-3
+    actor_hidden_dims: list[int] = field(default_factory=lambda: [400, 300])
+    critic_hidden_dims: list[int] = field(default_factory=lambda: [400, 300])
+    vae_hidden_dims: list[int] = field(default_factory=lambda: [750, 750])
+    latent_dim: int | None = None  # None: 2 |A|
+    kl_weight: float = 0.5
+    latent_clip: float | None = 0.5  # decoded samples use z ~ N(0, I) clipped to [-latent_clip, latent_clip]
+    vae_log_std_min: float = -4.0
+    vae_log_std_max: float = 15.0
+    num_target_samples: int = 10  # VAE actions per next state in the critic target
+    num_select_samples: int = 100  # VAE actions per state when acting
+    # "fixed": the deterministic policy (evaluation, eval.py and its attacks) uses the same num_select_samples
+    # latent draws at every call, so it is a function of the observation; "fresh": new draws every call, as the
+    # official select_action. Acting with deterministic=False always draws fresh.
+    select_noise: str = "fixed"
 
 
 class BCQPolicy:

@@ -14,14 +14,35 @@ Since mean − β(mean − min) = (1 − β) E_U[V] + β min_U V, β interpolate
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 import torch
 
 from algos.sac import SAC
 from buffers.replay import Batch
-from config import MICROConfig
+from config import ModelBasedConfig, Rule, one_of, positive, register_config
 from models.dynamics import EnsembleDynamics
 
 MAX_Q_BACKUP_ACTIONS = 10  # sampled next actions per state for `max_q_backup` (as in MOBILE/MICRO)
+
+
+@register_config("micro")
+@dataclass
+class MICROConfig(ModelBasedConfig):
+    """MICRO (ALGORITHMS.md §3): conservative Bellman operator over the model's next-state uncertainty set.
+
+    The critic ensemble size (MICRO's `num_q_ensemble`) is `sac.num_critics`.
+    """
+
+    rules: ClassVar[dict[str, Rule]] = {"num_samples": positive, "uncertainty_precision": one_of("fp32", "bf16")}
+
+    penalty_coef: float = 1.0  # beta: weight of (mean - min) of the next-state values over the uncertainty set
+    num_samples: int = 10  # K next states sampled from each elite member
+    deterministic_backup: bool = False  # drop the -alpha log pi term from the backup
+    max_q_backup: bool = False  # next value = max over 10 sampled next actions (per critic), then min over critics
+    clamp_target: bool = True  # y <- max(y, 0) as the original (assumes non-negative returns)
+    uncertainty_precision: str = "fp32"  # bf16: autocast the K x elites value evaluations (most of MICRO's cost)
 
 
 class MICRO(SAC):

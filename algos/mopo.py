@@ -14,10 +14,24 @@ The rollouts, buffers and SAC updates are the shared trainer's and SAC's; MOPO's
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 import torch
 
 from algos.sac import SAC
-from config import MOPOConfig
+from config import ModelBasedConfig, Rule, one_of, register_config
+
+
+@register_config("mopo")
+@dataclass
+class MOPOConfig(ModelBasedConfig):
+    """MOPO (ALGORITHMS.md §1): reward penalised by lambda * u(s, a)."""
+
+    rules: ClassVar[dict[str, Rule]] = {"penalty_type": one_of("aleatoric", "pairwise_diff", "ensemble_std")}
+
+    penalty_coef: float = 2.5
+    penalty_type: str = "aleatoric"  # aleatoric | pairwise_diff | ensemble_std
 
 
 class MOPO(SAC):

@@ -16,8 +16,10 @@ from torch import nn
 import eval as evaluate_cli
 import train
 from algos import ALGORITHMS, BC, BCQ, build_algorithm
+from algos.bc import BCConfig
+from algos.bcq import BCQConfig
 from buffers.replay import Batch
-from config import BCConfig, BCQConfig, load_config
+from config import load_config
 from models.actor_critic import DeterministicActor
 from models.bcq import ConditionalVAE, PerturbationActor
 from utils.errors import UserError, run_cli

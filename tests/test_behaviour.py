@@ -10,10 +10,9 @@ import pytest
 import torch
 
 import collect
+from algos.behaviour import BehaviourConfig, BehaviourTrainer
 from config import SACConfig
 from envs.behaviour import (
-    BehaviourConfig,
-    BehaviourTrainer,
     InteractionLog,
     load_behaviour_policy,
     replay_episode,

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from algos.mopo import MOPOConfig
 from config import (
     CONFIGS_DIR,
-    MOPOConfig,
     config_to_dict,
     list_keys,
     load_config,

@@ -7,9 +7,9 @@ import torch
 from torch import nn
 
 from algos import build_algorithm
-from algos.micro import MICRO
+from algos.micro import MICRO, MICROConfig
 from buffers.replay import Batch
-from config import DynamicsConfig, MICROConfig, SACConfig
+from config import DynamicsConfig, SACConfig
 from models.dynamics import EnsembleDynamics
 
 OBS_DIM, ACT_DIM = 3, 2

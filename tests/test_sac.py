@@ -10,10 +10,10 @@ import torch
 from torch.distributions import Normal
 from torch.distributions.transforms import TanhTransform
 
-from algos.mopo import MOPO
+from algos.mopo import MOPO, MOPOConfig
 from algos.sac import SAC
 from buffers.replay import Batch
-from config import DynamicsConfig, MOPOConfig, SACConfig
+from config import DynamicsConfig, SACConfig
 from models.actor_critic import CriticEnsemble, TanhGaussianActor
 from models.dynamics import EnsembleDynamics
 
