@@ -69,7 +69,12 @@ def resolve_config(args: argparse.Namespace) -> tuple[OfflineConfig, Path, dict[
             if given is not None and str(given) != str(getattr(cfg, flag)):
                 raise UserError(f"--{flag} {given} does not match the run being resumed ({getattr(cfg, flag)})")
         checkpoint_path = run_dir / "checkpoints" / "checkpoint.pt"
-        return cfg, run_dir, read_checkpoint(checkpoint_path) if checkpoint_path.exists() else None
+        if not checkpoint_path.exists():
+            raise UserError(
+                f"{run_dir} has no checkpoint to resume (it stopped before saving one); start it afresh with its "
+                f"config: python train.py --task {cfg.task} --algo {cfg.algo} --config {run_dir / 'config.yaml'}"
+            )
+        return cfg, run_dir, read_checkpoint(checkpoint_path)
 
     if not args.task or not args.algo:
         raise UserError("--task and --algo are required (or --resume RUN_DIR); see python train.py --help")
@@ -173,9 +178,9 @@ def main(argv: list[str] | None = None) -> dict[str, float] | None:
         save_config(cfg, run_dir / "config.yaml")
     print(f"run dir: {run_dir}  ({dataset.num_transitions} transitions from {dataset.source})", flush=True)
 
-    # Resuming drops what the interrupted process logged after its last checkpoint (all of it if it saved none).
-    resume_step = checkpoint["global_step"] if checkpoint else (0 if args.resume else None)
-    logger = RunLogger(run_dir, resume_step=resume_step)
+    # Resuming drops what the interrupted process logged after its last checkpoint, and keeps all it logged before.
+    resume_step = checkpoint["global_step"] if checkpoint else None
+    logger = RunLogger(run_dir, resume_step, resume_events=checkpoint.get("num_events") if checkpoint else None)
     try:
         dynamics = None
         if hasattr(cfg, "dynamics"):

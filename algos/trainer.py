@@ -126,6 +126,7 @@ class OfflineTrainer:
 
     # ------------------------------------------------------------------------------------------------ checkpoint
     def save_checkpoint(self) -> None:
+        self.logger.flush()  # the events counted below must be on disk before the checkpoint says they are
         state = {
             "format": CHECKPOINT_FORMAT,
             "task": self.cfg.task,
@@ -133,6 +134,7 @@ class OfflineTrainer:
             "epoch": self.epoch,
             "global_step": self.global_step,
             "wall_time": self.wall_time,
+            "num_events": self.logger.num_events,  # TensorBoard scalars logged so far; a resume keeps exactly these
             "last_eval": self.last_eval,
             "algo_state": self.algo.training_state(),
             "fake_buffer": None if self.fake_buffer is None else self.fake_buffer.state_dict(),

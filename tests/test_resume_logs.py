@@ -1,0 +1,134 @@
+"""Resume keeps TensorBoard whole: every scalar logged up to the checkpoint survives, nothing after it is kept, and
+nothing is duplicated; `--resume` of a run without a checkpoint says so (and its suggested fix works)."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import pytest
+
+import train
+from utils.errors import run_cli
+from utils.logger import RunLogger
+
+TASK = "hopper-random-gen"
+TINY = [
+    "steps_per_epoch=40",
+    "batch_size=32",
+    "rollout_freq=40",
+    "rollout_batch_size=50",
+    "rollout_length=2",
+    "eval_episodes=1",
+    "save_every=2",
+    "dynamics.num_ensemble=3",
+    "dynamics.num_elites=2",
+    "dynamics.hidden_dims=[16,16]",
+    "dynamics.weight_decay=[2.5e-5,5e-5,1e-4]",
+    "dynamics.max_epochs=2",
+    "sac.hidden_dims=[16,16]",
+]
+
+
+class Killed(Exception):
+    """Stands for a kill after some events were written past the last checkpoint."""
+
+
+@pytest.fixture(autouse=True)
+def dataset(tiny_dataset_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("D4RL_DATASET_DIR", str(tiny_dataset_dir))
+
+
+def args(log_dir: Path, epochs: int = 4) -> list[str]:
+    return ["--task", TASK, "--algo", "mopo", "--seed", "1", "--log-dir", str(log_dir), "--no-progress", "--set",
+            f"epochs={epochs}", *TINY]  # fmt: skip
+
+
+def run_dir_of(log_dir: Path) -> Path:
+    (run_dir,) = (log_dir / TASK / "mopo").iterdir()
+    return run_dir
+
+
+def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar event per tag in the order TensorBoard reads it (duplicates and all)."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    from utils.logger import _event_files
+
+    out: dict[str, list[tuple[int, float]]] = {}
+    for path in _event_files(run_dir):
+        for event in EventFileLoader(str(path)).Load():
+            for value in event.summary.value:
+                out.setdefault(value.tag, []).append((event.step, value.simple_value))
+    return out
+
+
+def test_resumed_run_logs_every_scalar_once_as_an_uninterrupted_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    train.main(args(tmp_path / "whole"))
+    expected = scalars(run_dir_of(tmp_path / "whole"))
+
+    original = RunLogger.evaluation
+
+    def evaluation_then_die(self: RunLogger, epoch: int, *rest: object) -> None:
+        original(self, epoch, *rest)  # type: ignore[arg-type]
+        if epoch == 3:  # the checkpoint is at epoch 2: epoch 3's rollout, losses and evaluation are past it
+            raise Killed
+
+    with monkeypatch.context() as patch, pytest.raises(Killed):
+        patch.setattr(RunLogger, "evaluation", evaluation_then_die)
+        train.main(args(tmp_path / "cut"))
+    run_dir = run_dir_of(tmp_path / "cut")
+    before = scalars(run_dir)
+    assert max(step for step, _ in before["eval/episode_reward"]) == 120  # events past the checkpoint are on disk
+
+    train.main(["--resume", str(run_dir), "--no-progress"])
+    resumed = scalars(run_dir)
+    assert resumed.keys() == expected.keys()
+    for tag, points in expected.items():
+        assert [step for step, _ in resumed[tag]] == [step for step, _ in points], tag
+        assert resumed[tag] == points, tag  # bit-identical on CPU
+    # The evaluation at the checkpoint's own step (80) survived, once.
+    assert [step for step, _ in resumed["eval/normalized_episode_reward"]] == [40, 80, 120, 160]
+    assert len(list(run_dir.glob("events.out.tfevents.*"))) == 2  # the rewritten file and the resumed segment's
+
+
+def test_plot_reads_a_resumed_run_without_out_of_order_events(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    original = RunLogger.evaluation
+
+    def evaluation_then_die(self: RunLogger, epoch: int, *rest: object) -> None:
+        original(self, epoch, *rest)  # type: ignore[arg-type]
+        if epoch == 3:
+            raise Killed
+
+    with monkeypatch.context() as patch, pytest.raises(Killed):
+        patch.setattr(RunLogger, "evaluation", evaluation_then_die)
+        train.main(args(tmp_path))
+    run_dir = run_dir_of(tmp_path)
+    train.main(["--resume", str(run_dir), "--no-progress"])
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    accumulator = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    accumulator.Reload()
+    for tag in ("loss/critic", "eval/episode_reward", "rollout_info/reward_mean"):
+        steps = [event.step for event in accumulator.Scalars(tag)]
+        assert steps == sorted(set(steps)), tag
+
+
+def test_resume_without_a_checkpoint_says_so_and_its_fix_works(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    train.main(args(tmp_path, epochs=1))
+    run_dir = run_dir_of(tmp_path)
+    (run_dir / "checkpoints" / "checkpoint.pt").unlink()
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(lambda: train.main(["--resume", str(run_dir), "--no-progress"]))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "no checkpoint" in err
+    suggested = shlex.split(err.split("start it afresh with its config: ", 1)[1])
+    assert suggested[:2] == ["python", "train.py"]
+    result = train.main([*suggested[2:], "--no-progress"])  # the suggested command is accepted and runs
+    assert result is not None
+    assert len(list((tmp_path / TASK / "mopo").iterdir())) == 2
