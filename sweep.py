@@ -15,11 +15,12 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
+import shlex
 import sys
 from pathlib import Path
 
 from utils.errors import UserError, run_cli
-from utils.launch import RunRequest, plan, run_local, run_ray, summary, threads_per_run
+from utils.launch import RunRequest, check_threads, check_workers, plan, run_local, run_ray, summary, threads_per_run
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -35,6 +36,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--backend", choices=("local", "ray"), default="local")
     parser.add_argument(
         "--workers", type=int, default=os.cpu_count() or 1, help="local: concurrent runs (default: cores)"
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="torch/BLAS threads per run (default: the user's OMP_NUM_THREADS if set, else local: cores / concurrent "
+        "runs, ray: --cpus-per-run)",
     )
     parser.add_argument("--address", help="ray: cluster address (default: start a local Ray instance)")
     parser.add_argument("--cpus-per-run", type=int, default=1, help="ray: CPUs reserved (and threads) per run")
@@ -77,8 +84,8 @@ def build_requests(args: argparse.Namespace) -> list[RunRequest]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.backend == "local" and args.workers < 1:
-        raise UserError(f"--workers must be at least 1, got {args.workers}")
+    check_workers(args.workers)
+    check_threads(args.threads)
     if args.backend == "ray":
         try:
             import ray  # noqa: F401
@@ -99,12 +106,16 @@ def main(argv: list[str] | None = None) -> int:
     if not to_run:
         print(summary(finished))
         return 0
-    if args.backend == "local":
-        threads = threads_per_run(min(args.workers, max(len(to_run), 1)))
-        print(f"local pool: {args.workers} concurrent runs, {threads} threads each", flush=True)
-        done = run_local(to_run, args.workers)
-    else:
-        done = run_ray(to_run, args.address, args.cpus_per_run)
+    try:
+        if args.backend == "local":
+            threads = threads_per_run(min(args.workers, max(len(to_run), 1)), args.threads)
+            print(f"local pool: {args.workers} concurrent runs, {threads} threads each", flush=True)
+            done = run_local(to_run, args.workers, threads)
+        else:
+            done = run_ray(to_run, args.address, args.cpus_per_run, args.threads)
+    except KeyboardInterrupt:
+        again = shlex.join(["python", "sweep.py", *(sys.argv[1:] if argv is None else argv)])
+        raise UserError(f"interrupted; finished runs are kept, continue with: {again}") from None
     print(summary([*finished, *done]))
     failed = [job for job in done if job.outcome.startswith("failed")]
     if failed:

@@ -26,7 +26,7 @@ from envs import Evaluator, get_task, get_termination_fn, list_tasks, load_datas
 from models.dynamics import EnsembleDynamics
 from utils.checkpoint import seed_everything
 from utils.errors import UserError, run_cli
-from utils.launch import Job, RunRequest, run_local, summary
+from utils.launch import Job, RunRequest, check_threads, check_workers, run_local, summary
 from utils.logger import RunLogger
 
 
@@ -37,6 +37,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, help="random seed (default 0)")
     parser.add_argument("--seeds", type=int, nargs="+", help="several seeds, each its own run (in parallel processes)")
     parser.add_argument("--workers", type=int, help="with --seeds: concurrent runs (default: the number of cores)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="torch/BLAS threads of this run (of each run with --seeds). Default: the user's OMP_NUM_THREADS if set, "
+        "else PyTorch's default (one per physical core) for one run, and the cores split between runs with --seeds",
+    )
     parser.add_argument("--config", help="extra YAML file (or preset name in configs/<algo>/) applied after the task's")
     parser.add_argument(
         "--set",
@@ -139,7 +145,8 @@ def train_seeds(args: argparse.Namespace) -> None:
         raise UserError("--seeds starts one new run per seed; it cannot be combined with --seed or --resume")
     if not args.task or not args.algo:
         raise UserError("--seeds needs --task and --algo")
-    workers = args.workers or os.cpu_count() or 1
+    check_workers(args.workers)
+    workers = args.workers if args.workers is not None else os.cpu_count() or 1
     log_dir = args.log_dir or OfflineConfig.log_dir
     requests = [
         RunRequest(args.task, args.algo, seed, log_dir, tuple(args.overrides), args.config, args.device)
@@ -147,7 +154,7 @@ def train_seeds(args: argparse.Namespace) -> None:
     ]
     for request in requests:
         request.resolved_config()  # a bad key or value stops everything before any run starts
-    jobs = run_local([Job(request, None) for request in requests], workers)
+    jobs = run_local([Job(request, None) for request in requests], workers, args.threads)
     print(summary(jobs))
     failed = [job for job in jobs if not job.outcome.startswith("finished")]
     if failed:
@@ -156,6 +163,7 @@ def train_seeds(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> dict[str, float] | None:
     args = parse_args(argv)
+    check_threads(args.threads)
     if args.list_tasks:
         print("\n".join(list_tasks()))
         return None
@@ -168,6 +176,8 @@ def main(argv: list[str] | None = None) -> dict[str, float] | None:
     spec = get_task(cfg.task)
     device = resolve_device(cfg.device)
     progress = not args.no_progress and sys.stderr.isatty()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     seed_everything(cfg.seed)
 
     dataset = load_dataset(spec, cfg.dataset_path, cfg.dataset_backend, cfg.download)
@@ -176,7 +186,11 @@ def main(argv: list[str] | None = None) -> dict[str, float] | None:
     run_dir.mkdir(parents=True, exist_ok=True)
     if not args.resume:
         save_config(cfg, run_dir / "config.yaml")
-    print(f"run dir: {run_dir}  ({dataset.num_transitions} transitions from {dataset.source})", flush=True)
+    print(
+        f"run dir: {run_dir}  ({dataset.num_transitions} transitions from {dataset.source}; "
+        f"{torch.get_num_threads()} threads)",
+        flush=True,
+    )
 
     # Resuming drops what the interrupted process logged after its last checkpoint, and keeps all it logged before.
     resume_step = checkpoint["global_step"] if checkpoint else None

@@ -7,6 +7,7 @@ resumed from its run directory, which makes re-running a sweep after a kill the 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -35,6 +36,7 @@ class RunRequest:
     overrides: tuple[str, ...] = ()
     config: str | None = None
     device: str | None = None
+    threads: int | None = None  # torch/BLAS threads of the run's process (None: see threads_per_run)
 
     @property
     def label(self) -> str:
@@ -61,8 +63,10 @@ class RunRequest:
     def command(self, resume: Path | None) -> list[str]:
         train = [sys.executable, str(REPO / "train.py"), "--no-progress"]
         if resume is not None:
-            return [*train, "--resume", str(resume)]
+            return [*train, "--resume", str(resume), *(["--threads", str(self.threads)] if self.threads else [])]
         argv = [*train, "--task", self.task, "--algo", self.algo, "--seed", str(self.seed), "--log-dir", self.log_dir]
+        if self.threads:
+            argv += ["--threads", str(self.threads)]
         if self.config:
             argv += ["--config", self.config]
         if self.device:
@@ -122,15 +126,33 @@ def last_score(run_dir: Path) -> float | None:
     return float(last[header.index("normalized_score_mean")])
 
 
-def threads_per_run(workers: int) -> int:
-    return max(1, (os.cpu_count() or 1) // workers)
+def user_threads() -> int | None:
+    """The thread count the user asked for through OMP_NUM_THREADS, if any (a positive integer)."""
+    value = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else None
+
+
+def threads_per_run(workers: int, requested: int | None = None) -> int:
+    """Threads of each of `workers` concurrent runs: `--threads` if given, else the user's OMP_NUM_THREADS, else the
+    machine's cores split evenly between the runs (so concurrent runs do not oversubscribe the cores)."""
+    return requested or user_threads() or max(1, (os.cpu_count() or 1) // workers)
+
+
+def check_threads(threads: int | None) -> None:
+    if threads is not None and threads < 1:
+        raise UserError(f"--threads must be at least 1, got {threads}; omit it to use the default")
+
+
+def check_workers(workers: int | None) -> None:
+    if workers is not None and workers < 1:
+        raise UserError(f"--workers must be at least 1, got {workers}; omit it to run as many runs as cores at once")
 
 
 def execute(job: Job, threads: int, echo: Callable[[str], None]) -> Job:
-    """Run one job as a child process, echoing its lines prefixed with the run's label."""
+    """Run one job as a child process with `threads` threads, echoing its lines prefixed with the run's label."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     process = subprocess.Popen(
-        job.request.command(job.resume),
+        dataclasses.replace(job.request, threads=threads).command(job.resume),
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,
@@ -154,24 +176,27 @@ def execute(job: Job, threads: int, echo: Callable[[str], None]) -> Job:
     return job
 
 
-def run_local(jobs: Sequence[Job], workers: int) -> list[Job]:
-    """Run jobs in a pool of `workers` concurrent processes on this machine."""
-    if workers < 1:
-        raise UserError(f"--workers must be at least 1, got {workers}")
+def run_local(jobs: Sequence[Job], workers: int, threads: int | None = None) -> list[Job]:
+    """Run jobs in a pool of `workers` concurrent processes on this machine, `threads` threads each (None: see
+    threads_per_run)."""
+    check_workers(workers)
+    check_threads(threads)
     lock = threading.Lock()
 
     def echo(line: str) -> None:
         with lock:
             print(line, flush=True)
 
-    threads = threads_per_run(min(workers, max(len(jobs), 1)))
+    threads = threads_per_run(min(workers, max(len(jobs), 1)), threads)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         return list(pool.map(lambda job: execute(job, threads, echo), jobs))
 
 
-def run_ray(jobs: Sequence[Job], address: str | None, cpus_per_run: int) -> list[Job]:
-    """Run jobs as Ray tasks (one CPU-reserving task per run). The cluster's nodes must see this repository and the
-    log directory at the same paths (a shared filesystem), since runs write there."""
+def run_ray(jobs: Sequence[Job], address: str | None, cpus_per_run: int, threads: int | None = None) -> list[Job]:
+    """Run jobs as Ray tasks (one task reserving `cpus_per_run` CPUs per run, `threads` threads each, default as many
+    as it reserves). The cluster's nodes must see this repository and the log directory at the same paths (a shared
+    filesystem), since runs write there."""
+    check_threads(threads)
     try:
         import ray
     except ImportError:
@@ -184,7 +209,7 @@ def run_ray(jobs: Sequence[Job], address: str | None, cpus_per_run: int) -> list
 
         @ray.remote(num_cpus=cpus_per_run)
         def remote_execute(job: Job) -> Job:
-            return execute(job, cpus_per_run, lambda line: None)
+            return execute(job, threads or cpus_per_run, lambda line: None)
 
         return ray.get([remote_execute.remote(job) for job in jobs])
     finally:
