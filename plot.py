@@ -1,14 +1,20 @@
-"""Learning curves over seeds: one PNG per task, one line per algorithm (mean ± std over seeds).
+"""Learning curves over seeds: one PNG per task, one line per group (mean ± std over seeds).
 
 python plot.py log/                                         # every run below log/, normalized score
 python plot.py "log/hopper-*/*/seed*" --metric loss/critic --smooth 1
 python plot.py log/ --task hopper-medium-v2 --algo mopo --algo micro --out figures/
+python plot.py log/ --group-by penalty_coef            # one line per penalty_coef, whatever else differs
+python plot.py log/ --ignore "dynamics.*" eval_episodes   # these never split lines
 
 Runs are run directories, roots to search (every directory below holding config.yaml and progress.csv) or globs of
 either. `--metric` is a progress.csv column (default normalized_score_mean) or any TensorBoard scalar tag; the x axis
-is the step it was logged at. Runs are grouped by (task, algo). Each seed is smoothed with a trailing moving average
-over `--smooth` evaluations (1: none), the seeds are aligned on the steps they all logged (intersection, nothing
-interpolated: the curve stops where the shortest seed stops), and the line is their mean with a ±std band.
+is the step it was logged at. Runs are grouped by task, algorithm and the config keys whose values differ between
+the runs of that task and algorithm (run bookkeeping such as log_dir, device and save_every aside), each line
+labelled `mopo penalty_coef=0.5`; `--group-by KEY...` groups by exactly those keys instead, `--ignore KEY...` leaves
+keys out (dotted keys, blocks such as `dynamics`, or shell patterns). A label has one colour in every figure. Each
+seed is smoothed with a trailing moving average over `--smooth` evaluations (1: none), the seeds are aligned on the
+steps they all logged (intersection, nothing interpolated: the curve stops where the shortest seed stops), and the
+line is their mean with a ±std band.
 """
 
 from __future__ import annotations
@@ -19,8 +25,19 @@ import sys
 from pathlib import Path
 
 from utils.errors import UserError, run_cli
-from utils.plotting import BandCurve, curves_with_bands
-from utils.runs import DEFAULT_METRIC, describe, filter_runs, find_runs, learning_curves, metric_series
+from utils.plotting import BandCurve, curves_with_bands, group_styles
+from utils.runs import (
+    DEFAULT_METRIC,
+    averaged_over,
+    describe,
+    filter_runs,
+    find_runs,
+    group_runs,
+    learning_curves,
+    metric_series,
+    resolve_keys,
+    settings_order,
+)
 
 AXIS_LABELS = {
     "normalized_score_mean": "Normalized score",
@@ -44,6 +61,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--task", action="append", default=[], help="only these tasks (name or shell pattern)")
     parser.add_argument("--algo", action="append", default=[], help="only these algorithms (name or shell pattern)")
+    parser.add_argument(
+        "--group-by",
+        nargs="+",
+        action="extend",
+        metavar="KEY",
+        help="group by exactly these config keys (and task, algo) instead of every key that differs",
+    )
+    parser.add_argument(
+        "--ignore", nargs="+", action="extend", default=[], metavar="KEY", help="config keys that never split groups"
+    )
     parser.add_argument("--single-figure", action="store_true", help="all runs in one figure (they must share a task)")
     parser.add_argument("--out", default="plots", help="output directory, or a .png file for a single figure")
     return parser.parse_args(argv)
@@ -62,6 +89,8 @@ def main(argv: list[str] | None = None) -> list[Path]:
     if args.smooth < 1:
         raise UserError(f"--smooth is a window of evaluations, at least 1 (1: no smoothing); got {args.smooth}")
     runs = filter_runs(find_runs(args.runs), args.task, args.algo)
+    resolve_keys(args.group_by or [], runs, "--group-by")  # a misspelt key fails before any file is read
+    resolve_keys(args.ignore, runs, "--ignore")
     out = Path(args.out)
     tasks = sorted({run.task for run in runs})
     if (args.single_figure or out.suffix.lower() == ".png") and len(tasks) > 1:
@@ -73,15 +102,21 @@ def main(argv: list[str] | None = None) -> list[Path]:
     series, skipped = metric_series(runs, args.metric)
     if skipped:
         print(f"note: left out {len(skipped)} runs with no {args.metric}: {describe(skipped)}", file=sys.stderr)
-    curves = learning_curves(series, args.smooth)
-    colors = {algo: f"C{i % 10}" for i, algo in enumerate(sorted({c.algo for c in curves}))}
+    groups = group_runs(series, args.group_by, args.ignore)
+    mixed = averaged_over(groups)
+    if mixed:
+        print(f"note: each line averages runs that differ in {', '.join(mixed)} (not grouped on)", file=sys.stderr)
+    curves = learning_curves(series, args.smooth, groups)
+    # Labels sorted by algorithm then settings (numbers numerically) over every task: one style per label per call.
+    ordered = sorted(curves, key=lambda c: settings_order(c.algo, c.settings))
+    styles = group_styles([(c.algo, c.label) for c in ordered])
     xlabel = "Dynamics model epochs" if args.metric.startswith("dynamics/") else "Gradient steps"
     ylabel = AXIS_LABELS.get(args.metric, args.metric)
     written = []
     for task in sorted({c.task for c in curves}):
         lines = [
             BandCurve(
-                f"{c.algo} ({c.num_seeds} seed{'s' * (c.num_seeds != 1)})", c.steps, c.mean, c.std, colors[c.algo]
+                f"{c.label} ({c.num_seeds} seed{'s' * (c.num_seeds != 1)})", c.steps, c.mean, c.std, *styles[c.label]
             )
             for c in curves
             if c.task == task

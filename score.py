@@ -1,12 +1,16 @@
-"""Final-score table over tasks x algorithms: mean ± std over seeds of each seed's mean of its last K evaluations.
+"""Final-score table over tasks x groups: mean ± std over seeds of each seed's mean of its last K evaluations.
 
 python score.py log/                                   # D4RL normalized scores, last evaluation of each seed
 python score.py "log/*-medium-v2/*/seed*" --last 10    # mean of each seed's last 10 evaluations
 python score.py log/ --raw --out results/returns.md    # raw returns instead of normalized scores
+python score.py log/ --group-by penalty_coef            # one column per algo and penalty_coef
 
 Never the maximum over training. Cells read `72.3 ± 4.1 (3)`: mean ± std (numpy's, ddof=0) over seeds, and the seed
-count. The Markdown table goes to stdout and to --out (.md); a CSV beside it (same name, .csv) has one row per
-task x algo with mean, std, n_seeds and the per-seed values.
+count. Runs are grouped as plot.py groups them: by task, algorithm and the config keys whose values differ between
+the runs of that task and algorithm (run bookkeeping aside), or exactly `--group-by KEY...`, less `--ignore KEY...`;
+each group is a column labelled `mopo penalty_coef=0.5`. The Markdown table goes to stdout and to --out (.md); a CSV
+beside it (same name, .csv) has one row per group with a column per grouping key, mean, std, n_seeds and the
+per-seed values.
 """
 
 from __future__ import annotations
@@ -21,12 +25,15 @@ from utils.runs import (
     DEFAULT_METRIC,
     RAW_METRIC,
     Score,
+    averaged_over,
     describe,
     filter_runs,
     final_scores,
     find_runs,
+    group_runs,
     markdown_table,
     metric_series,
+    resolve_keys,
     scores_csv,
     unfinished,
 )
@@ -39,6 +46,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--raw", action="store_true", help="raw returns (return_mean) instead of normalized scores")
     parser.add_argument("--task", action="append", default=[], help="only these tasks (name or shell pattern)")
     parser.add_argument("--algo", action="append", default=[], help="only these algorithms (name or shell pattern)")
+    parser.add_argument(
+        "--group-by",
+        nargs="+",
+        action="extend",
+        metavar="KEY",
+        help="group by exactly these config keys (and task, algo) instead of every key that differs",
+    )
+    parser.add_argument(
+        "--ignore", nargs="+", action="extend", default=[], metavar="KEY", help="config keys that never split groups"
+    )
     parser.add_argument("--out", default="plots/scores.md", help="Markdown file; the CSV goes beside it")
     return parser.parse_args(argv)
 
@@ -51,6 +68,8 @@ def main(argv: list[str] | None = None) -> list[Score]:
     if args.last < 1:
         raise UserError(f"--last is a number of evaluations, at least 1; got {args.last}")
     runs = filter_runs(find_runs(args.runs), args.task, args.algo)
+    resolve_keys(args.group_by or [], runs, "--group-by")  # a misspelt key fails before any file is read
+    resolve_keys(args.ignore, runs, "--ignore")
     metric = RAW_METRIC if args.raw else DEFAULT_METRIC
     series, skipped = metric_series(runs, metric)
     if skipped:
@@ -62,7 +81,11 @@ def main(argv: list[str] | None = None) -> list[Score]:
             file=sys.stderr,
         )
 
-    scores = final_scores(series, args.last)
+    groups = group_runs(series, args.group_by, args.ignore)
+    mixed = averaged_over(groups)
+    if mixed:
+        print(f"note: each column averages runs that differ in {', '.join(mixed)} (not grouped on)", file=sys.stderr)
+    scores = final_scores(series, args.last, groups)
     what = "Return" if args.raw else "D4RL normalized score"
     last = "last evaluation" if args.last == 1 else f"mean over its last {args.last} evaluations"
     table = markdown_table(scores, f"{what}: mean ± std over seeds (seed count) of each seed's {last}.")

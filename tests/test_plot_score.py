@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -11,9 +13,20 @@ import yaml
 
 import plot
 import score
-from utils.errors import run_cli
+from config import config_classes, config_to_dict
+from utils.errors import UserError, run_cli
 from utils.logger import PROGRESS_COLUMNS
-from utils.runs import Series, find_runs, group_curve, learning_curves, metric_series, smooth
+from utils.runs import (
+    Series,
+    averaged_over,
+    find_runs,
+    format_value,
+    group_curve,
+    group_runs,
+    learning_curves,
+    metric_series,
+    smooth,
+)
 
 TASKS = ("hopper-medium-v2", "walker2d-medium-v2")
 ALGOS = ("micro", "mopo")
@@ -250,3 +263,293 @@ def test_bad_input(cli, log_root: Path, tmp_path: Path, capsys: pytest.CaptureFi
         assert "5 evaluations, fewer than --last 6" in err
         err = cli_error(score, [str(log_root), "--out", str(tmp_path / "scores.txt")], capsys)
         assert "must end in .md" in err
+
+
+# --------------------------------------------------------------------------------------- grouping by what differs
+
+
+def write_full_run(
+    root: Path,
+    task: str,
+    algo: str,
+    seed: int,
+    score_value: float,
+    settings: dict[str, Any] | None = None,
+    drop: tuple[str, ...] = (),
+) -> Path:
+    """A run as train.py, `--seeds` and sweep.py write it: the full merged config (nested blocks, log_dir = root) and
+    five evaluations of constant score, so every final score is `score_value`. `settings` are dotted overrides,
+    `drop` dotted keys removed (a config.yaml from before those options existed)."""
+    config = config_to_dict(config_classes()[algo]())
+    config |= {"task": task, "algo": algo, "seed": seed, "log_dir": str(root), "epochs": len(STEPS)}
+    config["steps_per_epoch"] = 1000
+    for dotted, value in (settings or {}).items():
+        *blocks, leaf = dotted.split(".")
+        node = config
+        for block in blocks:
+            node = node[block]
+        node[leaf] = value
+    for dotted in drop:
+        *blocks, leaf = dotted.split(".")
+        node = config
+        for block in blocks:
+            node = node[block]
+        del node[leaf]
+    run = write_run(root, task, algo, seed, values=[score_value] * len(STEPS))
+    (run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return run
+
+
+def sweep_point(log: Path, **point: Any) -> Path:
+    """sweep.py's log root of a grid point: `<log-dir>/<k=v_...>` (values as given on the command line)."""
+    return log / "_".join(f"{key}={value}" for key, value in point.items())
+
+
+def scores_by_label(argv: list[str]) -> dict[tuple[str, str], tuple[tuple[int, ...], tuple[float, ...]]]:
+    return {(s.task, s.label): (s.seeds, s.values) for s in score.main(argv)}
+
+
+def test_value_formatting() -> None:
+    assert [format_value(v) for v in (0.5, 1.0, 3e-4, 2.5e-5, 10, True, False, None)] == [
+        "0.5", "1", "0.0003", "2.5e-05", "10", "true", "false", "null",
+    ]  # fmt: skip
+    assert format_value(1 / 3) == repr(1 / 3)  # %g would lose digits and could merge two groups' labels
+    assert format_value((200, 200)) == "[200,200]" and format_value("aleatoric") == "aleatoric"
+    assert format_value("1") == "'1'"  # a string that reads as a number stays distinguishable from 1
+
+
+def test_sweep_grid_points_are_separate_groups(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    log = tmp_path / "log"
+    task = "hopper-medium-v2"
+    for coef in (0.5, 2.0, 10.0):  # numeric order 0.5 < 2 < 10, unlike the strings' "10" < "2"
+        for seed in (0, 1):
+            # save_every differs between seeds: run bookkeeping, never a group of its own
+            settings = {"penalty_coef": coef, "save_every": 5 + seed, "dynamics.max_epochs": 3}
+            write_full_run(sweep_point(log, penalty_coef=f"{coef:g}"), task, "mopo", seed, coef + seed, settings)
+    out = tmp_path / "scores.md"
+    scores = score.main([str(log), "--out", str(out)])
+    assert [s.label for s in scores] == ["mopo penalty_coef=0.5", "mopo penalty_coef=2", "mopo penalty_coef=10"]
+    assert [s.settings for s in scores] == [(("penalty_coef", c),) for c in (0.5, 2.0, 10.0)]
+    for s, coef in zip(scores, (0.5, 2.0, 10.0)):
+        assert s.seeds == (0, 1) and s.values == pytest.approx([coef, coef + 1])
+    lines = out.read_text().splitlines()
+    assert lines[2] == "| task | mopo penalty_coef=0.5 | mopo penalty_coef=2 | mopo penalty_coef=10 |"
+    assert lines[4] == f"| {task} | 1.0 ± 0.5 (2) | 2.5 ± 0.5 (2) | 10.5 ± 0.5 (2) |"
+    rows = read_csv(out.with_suffix(".csv"))
+    assert list(rows[0])[:4] == ["task", "algo", "penalty_coef", "metric"]
+    assert [(r["algo"], r["penalty_coef"], r["seeds"], r["values"]) for r in rows] == [
+        ("mopo", "0.5", "0;1", "0.5;1.5"),
+        ("mopo", "2", "0;1", "2;3"),
+        ("mopo", "10", "0;1", "10;11"),
+    ]
+    assert "note:" not in capsys.readouterr().err  # nothing averaged over but bookkeeping
+
+
+def test_runs_differing_only_in_seed_and_bookkeeping_are_one_group(tmp_path: Path) -> None:
+    task = "walker2d-medium-v2"
+    bookkeeping = [
+        {"device": "cpu", "save_every": 10, "dataset_path": None},
+        {"device": "cuda", "save_every": 50, "dataset_path": "/data/walker.hdf5", "download": False},
+        {"dynamics_path": "/shared/dynamics-seed2.pt"},
+    ]
+    for seed, settings in enumerate(bookkeeping):  # each seed in its own log root, as after three train.py calls
+        write_full_run(tmp_path / f"root{seed}", task, "micro", seed, 40.0 + seed, settings)
+    runs = find_runs([str(tmp_path)])
+    groups = group_runs(runs)
+    assert [(g.task, g.algo, g.settings, g.label) for g in groups] == [(task, "micro", (), "micro")]
+    assert [r.seed for r in next(iter(groups.values()))] == [0, 1, 2] and averaged_over(groups) == []
+    scores = score.main([str(tmp_path), "--out", str(tmp_path / "s.md")])
+    assert len(scores) == 1 and scores[0].values == pytest.approx([40.0, 41.0, 42.0])
+
+
+def grid_2x2(log: Path, seeds_of: dict[tuple[float, int], tuple[int, ...]]) -> None:
+    """mopo on hopper at penalty_coef x rollout_length points, with the given seeds; score 10 coef + rl + seed/10."""
+    for (coef, length), seeds in seeds_of.items():
+        root = sweep_point(log, penalty_coef=f"{coef:g}", rollout_length=length)
+        for seed in seeds:
+            settings = {"penalty_coef": coef, "rollout_length": length}
+            write_full_run(root, "hopper-medium-v2", "mopo", seed, 10 * coef + length + seed / 10, settings)
+
+
+def test_group_by_and_ignore_average_knowingly(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    log = tmp_path / "log"
+    # rollout_length 5 was run with other seeds, so pooling it with rollout_length 1 is legitimate.
+    grid_2x2(log, {(0.5, 1): (0, 1), (0.5, 5): (2, 3), (1.0, 1): (0, 1)})
+    out = ["--out", str(tmp_path / "s.md")]
+    task = "hopper-medium-v2"
+    auto = scores_by_label([str(log), *out])
+    assert list(auto) == [
+        (task, "mopo penalty_coef=0.5 rollout_length=1"),
+        (task, "mopo penalty_coef=0.5 rollout_length=5"),
+        (task, "mopo penalty_coef=1 rollout_length=1"),
+    ]
+    assert "note:" not in capsys.readouterr().err
+
+    pooled = scores_by_label([str(log), "--group-by", "penalty_coef", *out])
+    assert pooled == {
+        (task, "mopo penalty_coef=0.5"): ((0, 1, 2, 3), pytest.approx([6.0, 6.1, 10.2, 10.3])),
+        (task, "mopo penalty_coef=1"): ((0, 1), pytest.approx([11.0, 11.1])),
+    }
+    assert "averages runs that differ in rollout_length" in capsys.readouterr().err
+
+    ignored = scores_by_label([str(log), "--ignore", "rollout_length", *out])
+    assert ignored == pooled
+    assert "averages runs that differ in rollout_length" in capsys.readouterr().err
+
+    # A named --group-by key stays in the label even where it does not differ; a block only where it differs.
+    half = [str(log / "penalty_coef=0.5_rollout_length=1"), str(log / "penalty_coef=0.5_rollout_length=5")]
+    assert list(scores_by_label([*half, *out])) == [(task, "mopo rollout_length=1"), (task, "mopo rollout_length=5")]
+    named = scores_by_label([*half, "--group-by", "penalty_coef,rollout_length", "--group-by", "dynamics", *out])
+    assert list(named) == [
+        (task, "mopo penalty_coef=0.5 rollout_length=1"),
+        (task, "mopo penalty_coef=0.5 rollout_length=5"),
+    ]
+    assert named[task, "mopo penalty_coef=0.5 rollout_length=5"] == ((2, 3), pytest.approx([10.2, 10.3]))
+    # Shell patterns and blocks in --ignore.
+    pooled_all = scores_by_label([*half, "--ignore", "penalty_*", "rollout_*", *out])
+    assert pooled_all == {(task, "mopo"): ((0, 1, 2, 3), pytest.approx([6.0, 6.1, 10.2, 10.3]))}
+    capsys.readouterr()
+    settings = {"penalty_coef": 1.0, "rollout_length": 1, "dynamics.max_epochs": 3}
+    write_full_run(sweep_point(log, penalty_coef=1, rollout_length=1), task, "mopo", 2, 11.2, settings)
+    split = scores_by_label([str(log), *out])
+    assert list(split) == [
+        (task, "mopo dynamics.max_epochs=null penalty_coef=0.5 rollout_length=1"),
+        (task, "mopo dynamics.max_epochs=null penalty_coef=0.5 rollout_length=5"),
+        (task, "mopo dynamics.max_epochs=null penalty_coef=1 rollout_length=1"),
+        (task, "mopo dynamics.max_epochs=3 penalty_coef=1 rollout_length=1"),
+    ]
+    merged = scores_by_label([str(log), "--ignore", "dynamics", *out])
+    assert list(merged) == list(auto)
+    assert merged[task, "mopo penalty_coef=1 rollout_length=1"] == ((0, 1, 2), pytest.approx([11.0, 11.1, 11.2]))
+    assert "averages runs that differ in dynamics.max_epochs" in capsys.readouterr().err
+
+
+def suggested_group_by(message: str) -> list[str]:
+    found = re.search(r"pass --group-by (.+?) to show them apart", message)
+    assert found, message
+    return found.group(1).split()
+
+
+@pytest.mark.parametrize("cli", [plot, score], ids=["plot", "score"])
+def test_repeated_seed_names_differing_keys_and_a_fix_that_works(
+    cli, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log = tmp_path / "log"
+    grid_2x2(log, {(0.5, 1): (0, 1), (0.5, 5): (0, 1), (1.0, 1): (0, 1), (1.0, 5): (0, 1)})
+    out = ["--out", str(tmp_path / ("s.md" if cli is score else "plots"))]
+    err = cli_error(cli, [str(log), "--group-by", "penalty_coef", *out], capsys)
+    assert "seed 0 in 2 runs" in err and "differ in rollout_length (1, 5)" in err
+    assert suggested_group_by(err) == ["penalty_coef", "rollout_length"]
+    assert len(cli.main([str(log), "--group-by", *suggested_group_by(err), *out])) == (4 if cli is score else 1)
+    capsys.readouterr()
+
+    err = cli_error(cli, [str(log), "--ignore", "rollout_length", *out], capsys)
+    assert "differ in rollout_length (1, 5; --ignore)" in err
+    fix = ["--group-by", *suggested_group_by(err)]
+    assert fix == ["--group-by", "penalty_coef", "rollout_length"]
+    cli.main([str(log), "--ignore", "rollout_length", *fix, *out])  # --group-by wins over --ignore: not refused
+    capsys.readouterr()
+
+    # The same config run into two log roots differs only in bookkeeping (log_dir): named, and --group-by fixes it.
+    other = write_full_run(tmp_path / "log2", "walker2d-medium-v2", "bc", 0, 30.0)
+    first = write_full_run(tmp_path / "log1", "walker2d-medium-v2", "bc", 0, 20.0)
+    err = cli_error(cli, [str(first), str(other), *out], capsys)
+    assert f"differ in log_dir ({tmp_path / 'log1'}, {tmp_path / 'log2'}; ignored by default)" in err
+    assert suggested_group_by(err) == ["log_dir"]
+    if cli is score:
+        fixed = scores_by_label([str(first), str(other), "--group-by", "log_dir", *out])
+        assert fixed == {
+            ("walker2d-medium-v2", f"bc log_dir={tmp_path / 'log1'}"): ((0,), pytest.approx([20.0])),
+            ("walker2d-medium-v2", f"bc log_dir={tmp_path / 'log2'}"): ((0,), pytest.approx([30.0])),
+        }
+
+
+@pytest.mark.parametrize("cli", [plot, score], ids=["plot", "score"])
+def test_bad_grouping_keys(cli, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    log = tmp_path / "log"
+    grid_2x2(log, {(0.5, 1): (0, 1), (1.0, 1): (0, 1)})
+    out = ["--out", str(tmp_path / ("s.md" if cli is score else "plots"))]
+    err = cli_error(cli, [str(log), "--ignore", "max_epochs", *out], capsys)
+    assert err.startswith("error: --ignore max_epochs: no run config has this key") and "dynamics.max_epochs" in err
+    err = cli_error(cli, [str(log), "--group-by", "penalty_cof", *out], capsys)
+    assert "--group-by penalty_cof" in err and "penalty_coef" in err
+    err = cli_error(cli, [str(log), "--group-by", "sac.*_rate", *out], capsys)
+    assert "--group-by sac.*_rate: no run config has this key" in err
+    err = cli_error(cli, [str(log), "--group-by", "seed", *out], capsys)
+    assert "seed is what each group averages over" in err
+    err = cli_error(cli, [str(log), "--ignore", "algo", *out], capsys)
+    assert "--ignore algo" in err and "--algo" in err
+
+
+def test_colours_fixed_per_label_across_figures(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    log = tmp_path / "log"
+    for coef in (0.5, 1.0):
+        for seed in (0, 1):
+            for task in TASKS:
+                write_full_run(sweep_point(log, penalty_coef=coef), task, "mopo", seed, coef, {"penalty_coef": coef})
+    for seed in (0, 1):  # micro only on hopper: per-figure colours would shift mopo's between the two figures
+        write_full_run(log, "hopper-medium-v2", "micro", seed, 5.0)
+    figures: dict[str, list[Any]] = {}
+    monkeypatch.setattr(plot, "curves_with_bands", lambda path, lines, *rest: figures.setdefault(rest[-1], lines))
+    plot.main([str(log), "--out", str(tmp_path / "plots")])
+    styles = {task: {line.label: (line.color, line.linestyle) for line in lines} for task, lines in figures.items()}
+    assert list(styles["hopper-medium-v2"]) == [
+        "micro (2 seeds)",
+        "mopo penalty_coef=0.5 (2 seeds)",
+        "mopo penalty_coef=1 (2 seeds)",
+    ]
+    assert list(styles["walker2d-medium-v2"]) == ["mopo penalty_coef=0.5 (2 seeds)", "mopo penalty_coef=1 (2 seeds)"]
+    for label, style in styles["walker2d-medium-v2"].items():
+        assert styles["hopper-medium-v2"][label] == style
+    colours = [colour for colour, _ in styles["hopper-medium-v2"].values()]
+    assert len(set(colours)) == 3 and all(re.fullmatch(r"#[0-9a-f]{6}", c) for c in colours)
+    # Two algorithms with several configurations each: one line style per algorithm keeps them apart.
+    assert [style for _, style in styles["hopper-medium-v2"].values()] == ["-", "--", "--"]
+
+
+def test_plot_and_score_over_train_seeds_and_sweep_layouts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    log = tmp_path / "log"
+    task = "hopper-medium-v2"
+    # train.py --seed 0, then train.py --seeds 1 2 (same layout); seed 0 from before dynamics.precision and the
+    # termination block existed, which must read as their defaults.
+    write_full_run(log, task, "mopo", 0, 60.0, {"penalty_coef": 2.5}, drop=("dynamics.precision", "termination"))
+    for seed in (1, 2):
+        write_full_run(log, task, "mopo", seed, 60.0 + seed, {"penalty_coef": 2.5, "save_every": 1})
+    write_full_run(log, task, "bc", 0, 30.0)  # another algorithm, no penalty_coef at all
+    # sweep.py --grid penalty_coef=0.5 --seeds 0 1 (the same seeds as the train.py runs), and a sweep without --grid.
+    for seed in (0, 1):
+        write_full_run(sweep_point(log, penalty_coef=0.5), task, "mopo", seed, 50.0 + seed, {"penalty_coef": 0.5})
+        write_full_run(log, "walker2d-medium-v2", "mopo", seed, 70.0 + seed)
+    out = tmp_path / "scores.md"
+    scores = {(s.task, s.label): (s.seeds, s.values) for s in score.main([str(log), "--out", str(out)])}
+    assert scores == {
+        (task, "bc"): ((0,), pytest.approx([30.0])),
+        (task, "mopo penalty_coef=0.5"): ((0, 1), pytest.approx([50.0, 51.0])),
+        (task, "mopo penalty_coef=2.5"): ((0, 1, 2), pytest.approx([60.0, 61.0, 62.0])),
+        ("walker2d-medium-v2", "mopo"): ((0, 1), pytest.approx([70.0, 71.0])),
+    }
+    lines = out.read_text().splitlines()
+    assert lines[2] == "| task | bc | mopo | mopo penalty_coef=0.5 | mopo penalty_coef=2.5 |"
+    assert lines[4] == f"| {task} | 30.0 ± 0.0 (1) | – | 50.5 ± 0.5 (2) | 61.0 ± 0.8 (3) |"
+    assert lines[5] == "| walker2d-medium-v2 | – | 70.5 ± 0.5 (2) | – | – |"
+    rows = read_csv(out.with_suffix(".csv"))
+    assert [(r["task"], r["algo"], r["penalty_coef"]) for r in rows] == [
+        (task, "bc", ""),
+        (task, "mopo", "0.5"),
+        (task, "mopo", "2.5"),
+        ("walker2d-medium-v2", "mopo", ""),
+    ]
+
+    figures = plot.main([str(log), "--out", str(tmp_path / "plots")])
+    assert [p.name for p in figures] == [f"{t}.png" for t in TASKS] and all(p.is_file() for p in figures)
+    series, _ = metric_series(find_runs([str(log)]), "normalized_score_mean")
+    curves = {(c.task, c.label): c for c in learning_curves(series, window=1)}
+    assert curves[task, "mopo penalty_coef=2.5"].mean == pytest.approx(np.full(5, 61.0))
+    assert curves[task, "mopo penalty_coef=2.5"].num_seeds == 3
+    assert "note:" not in capsys.readouterr().err
+
+
+def test_group_runs_rejects_unknown_keys_directly(log_root: Path) -> None:
+    runs = find_runs([str(log_root)])
+    with pytest.raises(UserError, match="--group-by rollout_lenght: no run config has this key.*rollout_length"):
+        group_runs(runs, group_by=["rollout_lenght"])

@@ -8,7 +8,20 @@ is a progress.csv column (`normalized_score_mean`, `return_mean`, ...) or any Te
 `dynamics/holdout_loss`, ...); its x axis is the step it was logged at (gradient steps; model epochs for
 `dynamics/*`).
 
-Seeds of one (task, algo) group are averaged as follows: each seed's curve is smoothed over its own evaluations
+Runs are grouped by task, algorithm and the config keys that differ between them, so two sweep grid points or two
+configs of one algorithm are two groups (labelled `mopo penalty_coef=0.5`) and the runs of one group differ only in
+seed. Configs are flattened to dotted keys (`dynamics.max_epochs`, `sac.actor_lr`; keys a run's config.yaml lacks take
+the defaults of config.py, as `--resume` reads them). Within each (task, algo), among the runs being grouped (those
+that logged the metric), every key whose value is not the same in all of them is a grouping key, except run
+bookkeeping that never changes what a run learns or how it is measured: `seed` (what a group averages over),
+`log_dir`, `device`, `save_every`, `dataset_path`, `download` and `dynamics_path` (DEFAULT_IGNORED; `dynamics_path`
+names where a shared model file lies, typically one per seed). `eval_every` and `eval_episodes` do count: they change
+which evaluations last-K averages and how noisy each one is. `ignore` drops more keys (dotted names or shell patterns,
+`dynamics` meaning `dynamics.*`); `group_by` replaces the automatic keys by exactly the keys it names (ignored or not),
+averaging over whatever else differs (`averaged_over` names it). Two runs of one seed in one group are refused, naming
+the keys they differ in and a `--group-by` that separates them.
+
+Seeds of one group are averaged as follows: each seed's curve is smoothed over its own evaluations
 (trailing moving average), then the seeds are aligned on the steps that every seed logged (the intersection, no
 interpolation: seeds of one config evaluate at the same steps, so this only cuts the curve where the shortest seed
 stops), and the mean and std over seeds are taken at each of those steps. Std is numpy's population std (ddof=0),
@@ -19,19 +32,21 @@ over training.
 from __future__ import annotations
 
 import csv
+import difflib
 import fnmatch
 import glob
 import io
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import reduce
+from functools import cache, cached_property, reduce
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import yaml
 
+from config import config_classes, config_to_dict
 from utils.errors import UserError
 from utils.logger import PROGRESS_COLUMNS
 
@@ -41,6 +56,21 @@ DEFAULT_METRIC = "normalized_score_mean"
 RAW_METRIC = "return_mean"
 # Subdirectories of a run that never hold runs themselves (eval.py outputs, checkpoints).
 _NOT_RUNS = {"eval", "checkpoints", "__pycache__", "node_modules"}
+# Keys that always separate groups (task, algo) or are what a group averages over (seed).
+STRUCTURAL_KEYS = ("task", "algo", "seed")
+# Run bookkeeping: config keys that never change what a run learns or how it is measured, so runs differing only in
+# them are seeds of one group unless `group_by` names them. dynamics_path is where a shared model file lies.
+DEFAULT_IGNORED = ("seed", "log_dir", "device", "save_every", "dataset_path", "download", "dynamics_path")
+
+
+class _Unset:
+    """The value of a key a run's config lacks (an algorithm without it, or a config from an older version)."""
+
+    def __repr__(self) -> str:
+        return "(unset)"
+
+
+UNSET: Any = _Unset()
 
 
 @dataclass(frozen=True)
@@ -62,6 +92,112 @@ class Run:
         """The step the run ends at when it completes (epochs x steps_per_epoch), if the config says."""
         epochs, steps = self.config.get("epochs"), self.config.get("steps_per_epoch")
         return epochs * steps if isinstance(epochs, int) and isinstance(steps, int) else None
+
+    @cached_property
+    def settings(self) -> dict[str, Hashable]:
+        """The config flattened to dotted keys with hashable values; keys the file lacks take config.py's defaults."""
+        return {**_default_settings(self.algo), **flatten_config(self.config)}
+
+
+def _hashable(value: Any) -> Hashable:
+    """Lists as tuples and mappings as sorted item tuples, so config values can be compared and used as keys."""
+    if isinstance(value, Mapping):
+        return tuple(sorted((str(k), _hashable(v)) for k, v in value.items()))
+    if isinstance(value, (list, tuple)):
+        return tuple(_hashable(v) for v in value)
+    return value
+
+
+def flatten_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, Hashable]:
+    """`{"dynamics": {"lr": 1e-3}}` -> `{"dynamics.lr": 1e-3}`: the dotted keys `--set` uses, lists as tuples."""
+    flat: dict[str, Hashable] = {}
+    for key, value in config.items():
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten_config(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = _hashable(value)
+    return flat
+
+
+@cache
+def _default_settings(algo: str) -> dict[str, Hashable]:
+    """config.py's defaults of an algorithm this code knows (none for others), flattened."""
+    cls = config_classes().get(algo)
+    return flatten_config(config_to_dict(cls())) if cls is not None else {}
+
+
+def _known_keys() -> set[str]:
+    """Every dotted key of every algorithm config.py knows, and its block names."""
+    keys = {key for algo in config_classes() for key in _default_settings(algo)}
+    return keys | {key.rsplit(".", 1)[0] for key in keys if "." in key}
+
+
+def format_value(value: Any) -> str:
+    """A config value as `--set` spells it, short but lossless: 0.5, 3e-05, true, null, [200,200]."""
+    if value is UNSET:
+        return repr(value)
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        short = f"{value:g}"
+        return short if float(short) == value else repr(value)
+    if isinstance(value, tuple):
+        return "[" + ",".join(format_value(v) for v in value) + "]"
+    if isinstance(value, str):
+        try:  # a string YAML would read as something else ("1", "true") is quoted, so labels never collide
+            plain = yaml.safe_load(value) == value
+        except yaml.YAMLError:
+            plain = False
+        return value if plain and value else repr(value)
+    return str(value)
+
+
+def _value_order(value: Any) -> tuple[Any, ...]:
+    """Sort key over mixed config values: unset, null, numbers (numerically), strings, lists."""
+    if value is UNSET:
+        return (0,)
+    if value is None:
+        return (1,)
+    if isinstance(value, (bool, int, float)):
+        return (2, float(value))
+    if isinstance(value, str):
+        return (3, value)
+    if isinstance(value, tuple):
+        return (4, tuple(_value_order(v) for v in value))
+    return (5, repr(value))
+
+
+Settings = tuple[tuple[str, Hashable], ...]
+
+
+def settings_label(algo: str, settings: Settings) -> str:
+    """`mopo` alone, or `mopo penalty_coef=0.5 rollout_length=5` with the settings that tell the group apart."""
+    return " ".join([algo, *(f"{key}={format_value(value)}" for key, value in settings)])
+
+
+def settings_order(algo: str, settings: Settings) -> tuple[Any, ...]:
+    """Sort key of a group within a task: by algorithm, then by its settings with numbers in numeric order."""
+    return algo, tuple((key, _value_order(value)) for key, value in settings)
+
+
+@dataclass(frozen=True)
+class Group:
+    """What one line of a figure or one column of a table averages: runs of a task and algorithm that share the
+    values of `settings` (the grouping keys of that task and algorithm) and differ only in seed."""
+
+    task: str
+    algo: str
+    settings: Settings = ()
+
+    @property
+    def label(self) -> str:
+        return settings_label(self.algo, self.settings)
+
+    @property
+    def order(self) -> tuple[Any, ...]:
+        return self.task, *settings_order(self.algo, self.settings)
 
 
 @dataclass(frozen=True)
@@ -85,6 +221,12 @@ class Curve:
     mean: np.ndarray
     std: np.ndarray
     num_seeds: int
+    settings: Settings = ()
+
+    @property
+    def label(self) -> str:
+        """`algo` or `algo key=value ...`: the same text for the same configuration in every figure."""
+        return settings_label(self.algo, self.settings)
 
 
 @dataclass(frozen=True)
@@ -95,6 +237,11 @@ class Score:
     algo: str
     seeds: tuple[int, ...]
     values: tuple[float, ...]
+    settings: Settings = ()
+
+    @property
+    def label(self) -> str:
+        return settings_label(self.algo, self.settings)
 
     @property
     def mean(self) -> float:
@@ -193,22 +340,154 @@ def filter_runs(runs: Sequence[Run], tasks: Sequence[str] = (), algos: Sequence[
     return list(runs)
 
 
-def group_runs(runs: Iterable[Run]) -> dict[tuple[str, str], list[Run]]:
-    """Runs by (task, algo), sorted; one seed appearing twice in a group is refused (it would count twice)."""
-    groups: dict[tuple[str, str], list[Run]] = {}
+def _close_keys(pattern: str, keys: Sequence[str]) -> str:
+    """' (did you mean a, b?)' from keys spelled alike or ending in the same component (`max_epochs`)."""
+    tail = pattern.rsplit(".", 1)[-1]
+    same_tail = [k for k in keys if k.rsplit(".", 1)[-1] == tail]
+    picks = list(dict.fromkeys(same_tail + difflib.get_close_matches(pattern, keys, n=3, cutoff=0.6)))[:3]
+    return f" (did you mean {', '.join(picks)}?)" if picks else ""
+
+
+def _key_matches(key: str, pattern: str) -> bool:
+    """A key named exactly, as part of a block (`dynamics` covers `dynamics.lr`) or by a shell pattern."""
+    return key == pattern or key.startswith(pattern + ".") or fnmatch.fnmatchcase(key, pattern)
+
+
+def resolve_keys(patterns: Sequence[str], runs: Iterable[Run], flag: str) -> list[str]:
+    """The dotted keys of the runs' configs that `--group-by`/`--ignore` items name, in order.
+
+    An item is a key, a block (`dynamics`: all its keys), a shell pattern (`sac.*_lr`) or several of them joined by
+    commas. One that names no key of any run nor of any config.py algorithm is a UserError suggesting close keys.
+    task and algo always separate groups and seed is what a group averages over, so `--ignore task|algo` and
+    `--group-by seed` are refused; the other combinations of those names change nothing.
+    """
+    present = list(dict.fromkeys(key for run in runs for key in run.settings))
+    known = sorted(set(present) | _known_keys())
+    resolved: list[str] = []
+    for item in patterns:
+        for pattern in (p.strip() for p in item.split(",")):
+            if not pattern:
+                raise UserError(f"{flag} takes config keys such as penalty_coef or dynamics.max_epochs, got {item!r}")
+            if pattern in STRUCTURAL_KEYS:
+                if flag == "--ignore" and pattern != "seed":
+                    raise UserError(
+                        f"--ignore {pattern}: runs of different {pattern}s are never averaged together; "
+                        f"choose runs with --{pattern} instead"
+                    )
+                if flag == "--group-by" and pattern == "seed":
+                    raise UserError("--group-by seed: seed is what each group averages over, so it cannot split them")
+                continue
+            if not any(_key_matches(key, pattern) for key in known):
+                raise UserError(f"{flag} {pattern}: no run config has this key{_close_keys(pattern, known)}")
+            resolved.extend(key for key in present if _key_matches(key, pattern) and key not in STRUCTURAL_KEYS)
+    return list(dict.fromkeys(resolved))
+
+
+def _named_keys(patterns: Sequence[str]) -> list[str]:
+    """The items of `--group-by`, commas split; those spelled out as keys (not blocks or patterns) are always shown."""
+    return list(dict.fromkeys(p.strip() for item in patterns for p in item.split(",")))
+
+
+def _differing(runs: Sequence[Run], keys: Iterable[str]) -> list[str]:
+    """The keys whose value is not the same in all the runs (a key a run lacks counts as its own value)."""
+    return [key for key in keys if len({run.settings.get(key, UNSET) for run in runs}) > 1]
+
+
+def group_runs(
+    runs: Iterable[Run], group_by: Sequence[str] | None = None, ignore: Sequence[str] = ()
+) -> dict[Group, list[Run]]:
+    """Runs by task, algo and the config values that tell them apart, groups and seeds sorted.
+
+    Without `group_by`, the grouping keys of each (task, algo) are the keys whose values differ among its runs, less
+    DEFAULT_IGNORED and `ignore`. With `group_by`, exactly its keys, named ones always shown in the label and those
+    from blocks or patterns only where they differ. One seed twice in a group is refused (it would count twice).
+    """
+    runs = list(runs)
+    user_ignored = resolve_keys(ignore, runs, "--ignore")
+    chosen = None if group_by is None else resolve_keys(group_by, runs, "--group-by")
+    named = _named_keys(group_by or ())
+    skip = set(DEFAULT_IGNORED) | set(user_ignored) | set(STRUCTURAL_KEYS)
+    by_pair: dict[tuple[str, str], list[Run]] = {}
     for run in runs:
-        groups.setdefault(run.group, []).append(run)
-    for (task, algo), members in groups.items():
+        by_pair.setdefault(run.group, []).append(run)
+    groups: dict[Group, list[Run]] = {}
+    for (task, algo), members in by_pair.items():
+        present = list(dict.fromkeys(key for run in members for key in run.settings))
+        differing = _differing(members, present)
+        if chosen is None:
+            keys = sorted(key for key in differing if key not in skip)
+        else:
+            keys = [key for key in chosen if key in present and (key in named or key in differing)]
+        for run in members:
+            settings = tuple((key, run.settings.get(key, UNSET)) for key in keys)
+            groups.setdefault(Group(task, algo, settings), []).append(run)
+    ordered = {group: sorted(groups[group], key=lambda r: r.seed) for group in sorted(groups, key=lambda g: g.order)}
+    # A fix for a repeated seed keeps the --group-by items as given (blocks, patterns), else the automatic keys.
+    base = [p for p in _named_keys(group_by) if p] if group_by is not None else []
+    base = base or sorted({key for group in ordered for key, _ in group.settings})
+    _refuse_repeated_seeds(ordered, base, set(user_ignored))
+    return ordered
+
+
+def _refuse_repeated_seeds(groups: Mapping[Group, Sequence[Run]], base: Sequence[str], user_ignored: set[str]) -> None:
+    """A UserError for a seed found twice in a group, naming the keys those runs differ in and a fix that works.
+
+    Runs with identical configs are reported first (no grouping tells them apart); otherwise the suggested
+    `--group-by` adds the differing keys of every repeated seed at once, so running it is not refused again.
+    """
+    repeats = []
+    for group, members in groups.items():
         by_seed: dict[int, list[Run]] = {}
         for run in members:
             by_seed.setdefault(run.seed, []).append(run)
-        for seed, same in by_seed.items():
-            if len(same) > 1:
-                raise UserError(
-                    f"{task} / {algo} has seed {seed} in {len(same)} runs ({', '.join(str(r.path) for r in same)}); "
-                    "reruns or other settings would count as extra seeds: pass the run directories to compare"
-                )
-    return {key: sorted(groups[key], key=lambda r: r.seed) for key in sorted(groups)}
+        repeats += [(group, seed, same) for seed, same in by_seed.items() if len(same) > 1]
+    if not repeats:
+        return
+
+    def config_of(run: Run) -> tuple[tuple[str, Hashable], ...]:
+        return tuple(sorted((k, v) for k, v in run.settings.items() if k not in STRUCTURAL_KEYS))
+
+    def where(group: Group, seed: int, same: Sequence[Run]) -> str:
+        paths = ", ".join(str(r.path) for r in same)
+        return f"{group.task} / {group.label} has seed {seed} in {len(same)} runs ({paths})"
+
+    for group, seed, same in repeats:
+        configs: dict[tuple[tuple[str, Hashable], ...], list[Run]] = {}
+        for run in same:
+            configs.setdefault(config_of(run), []).append(run)
+        twins = next((runs for runs in configs.values() if len(runs) > 1), None)
+        if twins is not None:
+            raise UserError(
+                f"{where(group, seed, same)}; {' and '.join(str(r.path) for r in twins)} have identical configs "
+                "(a rerun?): remove or move all but one of them, or pass only the run directories to compare"
+            )
+    keys_of = []  # per repeat: the keys they differ in, experiment settings before bookkeeping
+    needed: list[str] = []  # the fewest of those (settings first) that tell every repeat's runs apart
+    for _, _, same in repeats:
+        differing = _differing(same, dict.fromkeys(k for r in same for k in r.settings if k not in STRUCTURAL_KEYS))
+        keys_of.append(sorted(differing, key=lambda k: k in DEFAULT_IGNORED))
+        settings = [k for k in differing if k not in DEFAULT_IGNORED]
+        apart = len({tuple(r.settings.get(k, UNSET) for k in settings) for r in same}) == len(same)
+        needed += settings if apart else differing
+    suggest = list(dict.fromkeys([*base, *needed]))
+    group, seed, same = repeats[0]
+
+    def why(key: str) -> str:
+        values = ", ".join(sorted({format_value(r.settings.get(key, UNSET)) for r in same}))
+        reason = "; ignored by default" if key in DEFAULT_IGNORED else "; --ignore" if key in user_ignored else ""
+        return f"{key} ({values}{reason})"
+
+    raise UserError(
+        f"{where(group, seed, same)} that differ in {', '.join(why(k) for k in keys_of[0])}, which the grouping leaves "
+        f"out: pass --group-by {' '.join(suggest)} to show them apart, or remove the runs you do not want"
+    )
+
+
+def averaged_over(groups: Mapping[Group, Sequence[Run]]) -> list[str]:
+    """Experiment settings (not DEFAULT_IGNORED) that differ inside a group: what `--group-by`/`--ignore` average."""
+    skip = set(DEFAULT_IGNORED) | set(STRUCTURAL_KEYS)
+    keys = {key for members in groups.values() for key in _differing(members, {k for r in members for k in r.settings})}
+    return sorted(keys - skip)
 
 
 # ----------------------------------------------------------------------------------------------------------- reading
@@ -315,22 +594,26 @@ def align(series: Sequence[Series]) -> tuple[np.ndarray, np.ndarray]:
     return common, values if values is not None else np.empty((len(series), 0))
 
 
-def group_curve(task: str, algo: str, series: Sequence[Series], window: int) -> Curve:
+def group_curve(task: str, algo: str, series: Sequence[Series], window: int, settings: Settings = ()) -> Curve:
     """Mean and std over seeds: each seed smoothed over its own evaluations, then aligned on the common steps."""
     smoothed = [Series(s.steps, smooth(s.values, window)) for s in series]
     steps, values = align(smoothed)
     if not len(steps):
         raise UserError(
-            f"the {len(series)} seeds of {task} / {algo} share no logged step; were they run with different eval_every?"
+            f"the {len(series)} seeds of {task} / {settings_label(algo, settings)} share no logged step; "
+            "were they run with different eval_every?"
         )
-    return Curve(task, algo, steps, values.mean(axis=0), values.std(axis=0), len(series))
+    return Curve(task, algo, steps, values.mean(axis=0), values.std(axis=0), len(series), settings)
 
 
-def learning_curves(series: dict[Run, Series], window: int) -> list[Curve]:
-    """One curve per (task, algo) group of the runs that have the metric."""
+def learning_curves(
+    series: Mapping[Run, Series], window: int, groups: Mapping[Group, Sequence[Run]] | None = None
+) -> list[Curve]:
+    """One curve per group of the runs that have the metric (`groups` from group_runs; default: its automatic ones)."""
+    groups = group_runs(series) if groups is None else groups
     return [
-        group_curve(task, algo, [series[run] for run in members], window)
-        for (task, algo), members in group_runs(series).items()
+        group_curve(group.task, group.algo, [series[run] for run in members], window, group.settings)
+        for group, members in groups.items()
     ]
 
 
@@ -343,11 +626,20 @@ def last_k_mean(run: Run, series: Series, last: int) -> float:
     return float(series.values[-last:].mean())
 
 
-def final_scores(series: dict[Run, Series], last: int) -> list[Score]:
-    """One Score per (task, algo) group: the mean of each seed's last `last` evaluations."""
+def final_scores(
+    series: Mapping[Run, Series], last: int, groups: Mapping[Group, Sequence[Run]] | None = None
+) -> list[Score]:
+    """One Score per group (default: group_runs' automatic ones): the mean of each seed's last `last` evaluations."""
+    groups = group_runs(series) if groups is None else groups
     return [
-        Score(task, algo, tuple(r.seed for r in members), tuple(last_k_mean(r, series[r], last) for r in members))
-        for (task, algo), members in group_runs(series).items()
+        Score(
+            group.task,
+            group.algo,
+            tuple(r.seed for r in members),
+            tuple(last_k_mean(r, series[r], last) for r in members),
+            group.settings,
+        )
+        for group, members in groups.items()
     ]
 
 
@@ -378,13 +670,15 @@ def format_cell(score: Score | None, digits: int = 1) -> str:
 
 
 def markdown_table(scores: Sequence[Score], caption: str, digits: int = 1) -> str:
-    """Tasks as rows, algorithms as columns, a caption line above."""
+    """Tasks as rows, one column per group label (`mopo`, `mopo penalty_coef=0.5`), a caption line above."""
     tasks = sorted({s.task for s in scores})
-    algos = sorted({s.algo for s in scores})
-    cells = {(s.task, s.algo): s for s in scores}
-    lines = [caption, "", "| task | " + " | ".join(algos) + " |", "|---|" + "---:|" * len(algos)]
+    order = {s.label: settings_order(s.algo, s.settings) for s in scores}
+    labels = sorted(order, key=lambda label: order[label])
+    cells = {(s.task, s.label): s for s in scores}
+    header = " | ".join(label.replace("|", "\\|") for label in labels)
+    lines = [caption, "", f"| task | {header} |", "|---|" + "---:|" * len(labels)]
     for task in tasks:
-        lines.append(f"| {task} | " + " | ".join(format_cell(cells.get((task, a)), digits) for a in algos) + " |")
+        lines.append(f"| {task} | " + " | ".join(format_cell(cells.get((task, a)), digits) for a in labels) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -392,15 +686,20 @@ SCORE_CSV_COLUMNS = ("task", "algo", "metric", "last_k", "mean", "std", "n_seeds
 
 
 def scores_csv(scores: Sequence[Score], metric: str, last: int) -> str:
-    """One row per (task, algo); `seeds` and `values` list the per-seed numbers, `;`-separated, in the same order."""
+    """One row per group; after `algo`, one column per grouping key (empty where a group lacks it); `seeds` and
+    `values` list the per-seed numbers, `;`-separated, in the same order."""
+    keys = list(dict.fromkeys(key for s in scores for key, _ in s.settings))
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(SCORE_CSV_COLUMNS)
+    names = [f"config.{key}" if key in SCORE_CSV_COLUMNS else key for key in keys]
+    writer.writerow([*SCORE_CSV_COLUMNS[:2], *names, *SCORE_CSV_COLUMNS[2:]])
     for s in scores:
+        values = dict(s.settings)
         writer.writerow(
             [
                 s.task,
                 s.algo,
+                *(format_value(values[key]) if key in values else "" for key in keys),
                 metric,
                 last,
                 f"{s.mean:.6g}",
