@@ -1,4 +1,4 @@
-"""BC (ALGORITHMS.md §6.1) and BCQ (§6.2): networks, losses, the soft-clipped target, action selection, and both
+"""BC (docs/bc.md) and BCQ (docs/bcq.md): networks, losses, the soft-clipped target, action selection, and both
 end to end through train.py and eval.py, with exact resume."""
 
 from __future__ import annotations
@@ -346,7 +346,7 @@ def test_run_layout_and_clean_eval_reproduces_the_last_training_evaluation(runs:
 def test_sim2real_runs(runs: dict[str, Path], algo: str) -> None:
     rows = run_eval(runs[algo], "--choice", "sim2real", "--episodes", "1", "--physics", "friction=0.5,1.5")
     assert [r["friction"] for r in rows] == [0.5, 1.5]
-    assert (runs[algo] / "eval" / "sim2real.csv").is_file()
+    assert (runs[algo] / "eval" / "sim2real_friction=0.5,1.5_ep1.csv").is_file()
 
 
 def test_bcq_min_q_attack_and_zero_budget_is_clean(runs: dict[str, Path], data_env: None) -> None:
@@ -357,12 +357,12 @@ def test_bcq_min_q_attack_and_zero_budget_is_clean(runs: dict[str, Path], data_e
     clean = run_eval(runs["bcq"], "--choice", "clean", "--episodes", "2")[0]
     assert [r["epsilon"] for r in rows] == [0.0, 0.2]
     assert rows[0]["return_mean"] == clean["return_mean"]
-    assert (runs["bcq"] / "eval" / "attack-min_Q.csv").is_file()
+    assert (runs["bcq"] / "eval" / "attack-min_Q_eps=0,0.2_cand5_ep2.csv").is_file()
     run_eval(
         runs["bcq"], "--choice", "attack", "--attack-mode", "min_Q", "--attack-steps", "1", "--epsilons", "0.1",
         "--episodes", "1", "--num-candidates", "3",
     )  # fmt: skip
-    assert (runs["bcq"] / "eval" / "attack-min_Q-pgd1.csv").is_file()
+    assert (runs["bcq"] / "eval" / "attack-min_Q_eps=0.1_cand3_pgd1_ep1.csv").is_file()
 
 
 def test_unsupported_attacks_fail_in_one_line(runs: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:

@@ -43,6 +43,28 @@ class BandCurve:
     mean: Sequence[float]
     std: Sequence[float]
     color: str | None = None
+    linestyle: str = "-"
+
+
+# Line styles that tell algorithms apart when each has several colour-coded configurations.
+_LINESTYLES = ("-", "--", "-.", ":")
+
+
+def group_styles(groups: Sequence[tuple[str, str]]) -> dict[str, tuple[str, str]]:
+    """A (colour, line style) per label of `(algorithm, label)` pairs in display order, fixed for the whole call so
+    the same label looks the same in every figure: distinct colours in order (tab10, tab20 beyond 10 labels, evenly
+    spaced turbo beyond 20), and, when several algorithms each have several labels, one line style per algorithm."""
+    labels = list(dict.fromkeys(label for _, label in groups))
+    if len(labels) <= 20:
+        palette = plt.get_cmap("tab10" if len(labels) <= 10 else "tab20").colors
+        colors = [matplotlib.colors.to_hex(palette[i]) for i in range(len(labels))]
+    else:
+        turbo = plt.get_cmap("turbo")
+        colors = [matplotlib.colors.to_hex(turbo(0.05 + 0.9 * i / (len(labels) - 1))) for i in range(len(labels))]
+    algos = list(dict.fromkeys(algo for algo, _ in groups))
+    variants = len(labels) > len(algos) > 1
+    style_of = {label: _LINESTYLES[algos.index(algo) % len(_LINESTYLES)] if variants else "-" for algo, label in groups}
+    return {label: (color, style_of[label]) for label, color in zip(labels, colors)}
 
 
 def _step_label(value: float, _position: object = None) -> str:
@@ -67,7 +89,7 @@ def curves_with_bands(
     for curve in curves:
         x, mean, std = (np.asarray(v, dtype=float) for v in (curve.x, curve.mean, curve.std))
         style = {"marker": "o", "markersize": 3} if markers or len(x) == 1 else {"linewidth": 1.8}
-        (line,) = ax.plot(x, mean, color=curve.color, label=curve.label or None, **style)
+        (line,) = ax.plot(x, mean, color=curve.color, linestyle=curve.linestyle, label=curve.label or None, **style)
         ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2, linewidth=0)
     if max((np.max(np.abs(c.x)) for c in curves if len(c.x)), default=0) >= 1e4:
         ax.xaxis.set_major_formatter(FuncFormatter(_step_label))
@@ -80,6 +102,9 @@ def curves_with_bands(
     _save(fig, path)
 
 
+MAX_HEATMAP_COLUMNS = 3  # panels per figure row; more wrap onto further rows
+
+
 def heatmaps(
     path: str | Path,
     grids: Sequence[np.ndarray],
@@ -90,26 +115,46 @@ def heatmaps(
     panel_titles: Sequence[str],
     title: str,
     value_label: str,
-) -> None:
-    """One annotated heatmap per grid [rows, cols], side by side on a shared colour scale."""
-    vmin = min(float(np.nanmin(g)) for g in grids)
-    vmax = max(float(np.nanmax(g)) for g in grids)
+    vmin: float | None = None,
+    vmax: float | None = None,
+) -> tuple[float, float]:
+    """One annotated heatmap per grid [rows, cols] on one colour range shared by every panel, stated on the colour
+    bar, so panels (and, with fixed `vmin`/`vmax`, separate figures) compare by colour. The range defaults to the
+    data's minimum and maximum over all panels; values outside a given range get the end colours and the bar an arrow.
+    Returns the range used."""
+    data_min = min(float(np.nanmin(g)) for g in grids)
+    data_max = max(float(np.nanmax(g)) for g in grids)
+    low = data_min if vmin is None else float(vmin)
+    high = data_max if vmax is None else float(vmax)
+    if vmin is None:
+        low = min(low, high)
+    if vmax is None:
+        high = max(low, high)
+    extend = {(False, False): "neither", (True, False): "min", (False, True): "max", (True, True): "both"}[
+        (data_min < low, data_max > high)
+    ]
     cell = 0.55
     width = max(4.0, cell * len(col_values) + 1.5)
-    fig, axes = plt.subplots(
-        1, len(grids), figsize=(width * len(grids), max(3.0, cell * len(row_values) + 1.2)), squeeze=False
-    )
-    for ax, grid, panel_title in zip(axes[0], grids, panel_titles):
-        image = ax.imshow(grid, origin="lower", cmap="viridis", vmin=vmin, vmax=vmax, aspect="auto")
+    height = max(3.0, cell * len(row_values) + 1.2)
+    ncols = min(len(grids), MAX_HEATMAP_COLUMNS)
+    nrows = -(-len(grids) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False, layout="constrained")
+    used = list(axes.ravel()[: len(grids)])
+    for ax in axes.ravel()[len(grids) :]:
+        ax.remove()
+    for ax, grid, panel_title in zip(used, grids, panel_titles):
+        image = ax.imshow(grid, origin="lower", cmap="viridis", vmin=low, vmax=high, aspect="auto")
         ax.set_xticks(range(len(col_values)), [f"{v:.2g}" for v in col_values], rotation=45)
         ax.set_yticks(range(len(row_values)), [f"{v:.2g}" for v in row_values])
         ax.set(xlabel=col_label, ylabel=row_label, title=panel_title)
         if grid.size <= 400:
-            middle = (vmin + vmax) / 2
             for (i, j), value in np.ndenumerate(grid):
                 text = f"{value:.0f}" if abs(value) >= 100 else f"{value:.1f}"
-                color = "black" if value > middle else "white"  # readable on viridis' light and dark ends
+                color = "black" if image.norm(value) > 0.5 else "white"  # readable on viridis' light and dark ends
                 ax.text(j, i, text, ha="center", va="center", fontsize=7, color=color)
-    fig.colorbar(image, ax=axes[0].tolist(), label=value_label)
+    shared = "\nshared by all panels" if len(grids) > 1 else ""
+    bar = fig.colorbar(image, ax=used, extend=extend)
+    bar.set_label(f"{value_label}\ncolour range {low:.3g} to {high:.3g}{shared}", fontsize=9)
     fig.suptitle(title)
     _save(fig, path)
+    return low, high
