@@ -1,4 +1,4 @@
-"""Behaviour cloning, OfflineRL-Kit's BC (ALGORITHMS.md §6.1; KIT offlinerlkit/policy/model_free/bc.py).
+"""Behaviour cloning, OfflineRL-Kit's BC (docs/bc.md; KIT offlinerlkit/policy/model_free/bc.py).
 
 A deterministic policy π(s) = max_action · tanh(f(s)) regresses the dataset's actions:
 
@@ -25,7 +25,7 @@ from models.actor_critic import DeterministicActor
 @register_config("bc")
 @dataclass
 class BCConfig(OfflineConfig):
-    """Behaviour cloning (ALGORITHMS.md §6.1, OfflineRL-Kit's BC): deterministic tanh policy fitted to the dataset's
+    """Behaviour cloning (docs/bc.md, OfflineRL-Kit's BC): deterministic tanh policy fitted to the dataset's
     actions by mean squared error. Defaults are OfflineRL-Kit's run_bc.py."""
 
     rules: ClassVar[dict[str, Rule]] = {"hidden_dims": all_positive, "actor_lr": positive}

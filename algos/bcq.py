@@ -1,4 +1,4 @@
-"""BCQ: Batch-Constrained deep Q-learning (Fujimoto, Meger & Precup, ICML 2019; ALGORITHMS.md §6.2), continuous
+"""BCQ: Batch-Constrained deep Q-learning (Fujimoto, Meger & Precup, ICML 2019; docs/bcq.md), continuous
 version as in the official code (sfujim/BCQ, continuous_BCQ/BCQ.py).
 
 Extrapolation error comes from bootstrapping on actions the data never shows, so BCQ only evaluates actions that look
@@ -50,7 +50,7 @@ from models.bcq import ConditionalVAE, PerturbationActor
 @register_config("bcq")
 @dataclass
 class BCQConfig(OfflineConfig):
-    """BCQ (ALGORITHMS.md §6.2, Fujimoto et al.'s continuous BCQ). Defaults are the official code's: one epoch is
+    """BCQ (docs/bcq.md, Fujimoto et al.'s continuous BCQ). Defaults are the official code's: one epoch is
     its evaluation period (5e3 iterations), 200 of them its 1e6 iterations."""
 
     rules: ClassVar[dict[str, Rule]] = {

@@ -1,4 +1,4 @@
-"""MICRO: model-based offline RL with a conservative Bellman operator (Liu et al., IJCAI 2024; ALGORITHMS.md §3).
+"""MICRO: model-based offline RL with a conservative Bellman operator (Liu et al., IJCAI 2024; docs/micro.md).
 
 Same pipeline as MOPO (ensemble model, short rollouts, SAC on real + model data), but model rewards are stored
 unpenalised and conservatism enters the critic target instead. For a transition (s, a, r, s', d):
@@ -30,7 +30,7 @@ MAX_Q_BACKUP_ACTIONS = 10  # sampled next actions per state for `max_q_backup` (
 @register_config("micro")
 @dataclass
 class MICROConfig(ModelBasedConfig):
-    """MICRO (ALGORITHMS.md §3): conservative Bellman operator over the model's next-state uncertainty set.
+    """MICRO (docs/micro.md): conservative Bellman operator over the model's next-state uncertainty set.
 
     The critic ensemble size (MICRO's `num_q_ensemble`) is `sac.num_critics`.
     """

@@ -1,4 +1,4 @@
-"""MOPO: Model-based Offline Policy Optimization (Yu et al., NeurIPS 2020; ALGORITHMS.md §1).
+"""MOPO: Model-based Offline Policy Optimization (Yu et al., NeurIPS 2020; docs/mopo.md).
 
 1. Fit a probabilistic ensemble p̂(s', r | s, a) to the offline data (models/dynamics.py).
 2. Every `rollout_freq` steps, branch `rollout_batch_size` short rollouts (h = `rollout_length`) from dataset states
@@ -26,7 +26,7 @@ from config import ModelBasedConfig, Rule, one_of, register_config
 @register_config("mopo")
 @dataclass
 class MOPOConfig(ModelBasedConfig):
-    """MOPO (ALGORITHMS.md §1): reward penalised by lambda * u(s, a)."""
+    """MOPO (docs/mopo.md): reward penalised by lambda * u(s, a)."""
 
     rules: ClassVar[dict[str, Rule]] = {"penalty_type": one_of("aleatoric", "pairwise_diff", "ensemble_std")}
 

@@ -1,4 +1,4 @@
-"""Soft Actor-Critic, the policy core every model-based algorithm here extends (ALGORITHMS.md §0.2).
+"""Soft Actor-Critic, the policy core every model-based algorithm here extends (docs/sac.md).
 
 Subclasses change what is genuinely theirs by overriding a hook: `critic_target` / `next_value` (MICRO's conservative
 operator and backup variants), `model_reward` (MOPO's penalty on model rewards).

@@ -1,4 +1,4 @@
-"""Observation attacks for robustness evaluation (MICRO's `robust/attacker.py`, ALGORITHMS.md §3, plus PGD).
+"""Observation attacks for robustness evaluation (MICRO's `robust/attacker.py`, docs/micro.md, plus PGD).
 
 The policy sees s + δ with δ inside the box |δ_i| ≤ ε σ_i (σ: per-dimension std of the run's dataset observations);
 the environment state is untouched. Each step, every attacked observation gets its own δ:

@@ -18,7 +18,7 @@ from utils.errors import UserError
 
 PHYSICS_AXES = ("friction", "gravity", "mass")
 # MICRO's shipped hopper.xml and walker2d.xml have no gravity attribute, so its gravity axis changed nothing there
-# (ALGORITHMS.md §3); `gravity_quirk=True` reproduces that.
+# (docs/micro.md#robustness-decisions); `gravity_quirk=True` reproduces that.
 FAMILIES_WITHOUT_XML_GRAVITY = frozenset({"hopper", "walker2d"})
 
 

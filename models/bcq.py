@@ -1,4 +1,4 @@
-"""BCQ's own networks (Fujimoto et al., 2019; ALGORITHMS.md §6.2): the conditional VAE G_ω(s) that models the
+"""BCQ's own networks (Fujimoto et al., 2019; docs/bcq.md): the conditional VAE G_ω(s) that models the
 behaviour policy, and the perturbation network ξ_φ(s, a). Its twin critics are `models.actor_critic.CriticEnsemble`.
 
 Both take inputs with any leading dimensions ([..., obs_dim]), so several candidate actions per state are one call.

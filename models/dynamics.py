@@ -1,4 +1,4 @@
-"""Probabilistic ensemble dynamics (ALGORITHMS.md §0.1), shared by MOPO, MICRO, WMOPO and the NPG family.
+"""Probabilistic ensemble dynamics (docs/dynamics.md), shared by MOPO, MICRO, WMOPO and the NPG family.
 
 Targets are [Δs, r] (reward last, as OfflineRL-Kit/MICRO). Inputs [s, a] are standardised with the training split's
 statistics; targets are not. One batched network holds all members, so a forward pass is one matmul per layer.

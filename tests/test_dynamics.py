@@ -1,4 +1,4 @@
-"""Ensemble dynamics (ALGORITHMS.md §0.1): batched layers, MOPO penalties by hand, fitting, elites, persistence."""
+"""Ensemble dynamics (docs/dynamics.md): batched layers, MOPO penalties by hand, fitting, elites, persistence."""
 
 from __future__ import annotations
 
@@ -275,7 +275,7 @@ def _loss_inputs(model: EnsembleDynamics, batch: int = 16) -> tuple[torch.Tensor
 
 
 def _nll_data_terms(model: EnsembleDynamics, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Per member: mean_{b,d} (μ−y)² e^{−logvar} + mean_{b,d} logvar, with the soft-clamped logvar (§0.1)."""
+    """Per member: mean_{b,d} (μ−y)² e^{−logvar} + mean_{b,d} logvar, with soft-clamped logvar (docs/dynamics.md)."""
     out = model.net(x)
     mean, raw_logvar = out[..., : OBS_DIM + 1], out[..., OBS_DIM + 1 :]
     logvar = model.max_logvar - torch.nn.functional.softplus(model.max_logvar - raw_logvar)
@@ -286,7 +286,7 @@ def _nll_data_terms(model: EnsembleDynamics, x: torch.Tensor, y: torch.Tensor) -
 
 
 def test_nll_training_loss_matches_the_formula() -> None:
-    """§0.1: Σ_i [mean (μ−y)² e^{−logvar} + mean logvar] + Σ_l wd_l ½‖W_l‖² + 0.01 (Σ max_logvar − Σ min_logvar)."""
+    """Σ_i [mean (μ−y)² e^{−logvar} + mean logvar] + Σ_l wd_l ½‖W_l‖² + 0.01 (Σ max_logvar − Σ min_logvar)."""
     model = _random_model()
     with torch.no_grad():
         model.max_logvar.add_(torch.tensor([0.1, -0.2, 0.3]))

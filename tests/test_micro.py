@@ -1,4 +1,4 @@
-"""MICRO's conservative Bellman operator (ALGORITHMS.md §3) on tiny networks."""
+"""MICRO's conservative Bellman operator (docs/micro.md#equations-as-implemented) on tiny networks."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SAC core (ALGORITHMS.md §0.2) and MOPO's reward penalty (§1), on tiny networks."""
+"""SAC core (docs/sac.md) and MOPO's reward penalty (docs/mopo.md), on tiny networks."""
 
 from __future__ import annotations
 
