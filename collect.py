@@ -2,7 +2,7 @@
 
 python collect.py train --env hopper [--steps 1000000]          # behaviour SAC; rerun to continue
 python collect.py policies --env hopper                          # pick medium/expert, export medium-replay log
-python collect.py dataset --task hopper-medium-gen [--overwrite] # write one dataset (see envs/generate.py)
+python collect.py dataset --task hopper-medium-gen [--overwrite] # write one dataset (--help: all flags)
 python collect.py dataset --env hopper                           # every level of one env
 """
 
@@ -56,15 +56,21 @@ def policies(args: argparse.Namespace) -> None:
         )
 
 
-def dataset(args: argparse.Namespace, rest: list[str]) -> None:
+def dataset(args: argparse.Namespace) -> list[Path]:
     tasks = [f"{env_spec(args.env).family}-{level}-gen" for level in GENERATED_LEVELS] if args.env else args.task
     if not tasks:
-        raise UserError("dataset needs --task TASK or --env ENV")
-    for task in tasks:
-        generate.main(["--task", task, *rest])
+        raise UserError(
+            "dataset needs --task TASK or --env ENV; e.g. python collect.py dataset --task hopper-medium-gen"
+        )
+    if args.out is not None and len(tasks) > 1:
+        raise UserError(f"--out names one file but {len(tasks)} datasets are asked for; drop --out or give one --task")
+    return [
+        generate.write_dataset(task, args.transitions, args.seed, args.max_episode_steps, args.out, args.overwrite)
+        for task in tasks
+    ]
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> list[Path] | None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     train_parser = commands.add_parser("train", help="train (or continue training) a behaviour SAC online")
@@ -83,18 +89,22 @@ def main(argv: list[str] | None = None) -> None:
         default=1 / 3,
         help="medium = earliest snapshot with normalized score >= 100 x this",
     )
-    dataset_parser = commands.add_parser("dataset", help="write generated datasets (other flags: envs/generate.py)")
+    dataset_parser = commands.add_parser(
+        "dataset",
+        help="write generated datasets",
+        description="Write D4RL-layout datasets generated from the committed behaviour policies.",
+    )
     dataset_parser.add_argument("--task", nargs="+", default=[], help="generated task names, e.g. hopper-medium-gen")
-    dataset_parser.add_argument("--env", help="every generated level of this env")
-    args, rest = parser.parse_known_args(argv)
+    dataset_parser.add_argument("--env", help=f"every generated level of this env ({', '.join(ENVS)})")
+    generate.add_dataset_arguments(dataset_parser)
+    args = parser.parse_args(argv)
     if args.command == "dataset":
-        dataset(args, rest)
-    elif rest:
-        parser.error(f"unrecognized arguments: {' '.join(rest)}")
-    elif args.command == "train":
+        return dataset(args)
+    if args.command == "train":
         train(args)
     else:
         policies(args)
+    return None
 
 
 if __name__ == "__main__":

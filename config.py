@@ -38,7 +38,7 @@ class TerminationConfig:
 
 @dataclass
 class DynamicsConfig:
-    """Probabilistic ensemble dynamics (ALGORITHMS.md §0.1)."""
+    """Probabilistic ensemble dynamics (docs/dynamics.md)."""
 
     num_ensemble: int = 7
     num_elites: int = 5
@@ -65,7 +65,7 @@ class DynamicsConfig:
 
 @dataclass
 class SACConfig:
-    """SAC core (ALGORITHMS.md §0.2). Defaults are OfflineRL-Kit's; configs/mopo/mopo_tf.yaml holds MOPO-TF's."""
+    """SAC core (docs/sac.md). Defaults are OfflineRL-Kit's; configs/mopo/mopo_tf.yaml holds MOPO-TF's."""
 
     hidden_dims: list[int] = field(default_factory=lambda: [256, 256])
     actor_lr: float = 1e-4
@@ -89,6 +89,9 @@ class OfflineConfig:
 
     task: str = ""
     algo: str = ""
+    # A user's own task: its task file (docs/custom_tasks.md). Set from --task FILE.yaml; resume, eval.py and sweeps
+    # read the task back from it.
+    task_file: str | None = None
     seed: int = 0
     device: str = "cpu"
     log_dir: str = "log"
@@ -510,6 +513,21 @@ def load_config(
     return cfg
 
 
+def load_task_config(
+    algo: str,
+    task: str,
+    config_file: str | None = None,
+    overrides: Sequence[str] = (),
+    cli: Mapping[str, Any] | None = None,
+) -> OfflineConfig:
+    """`load_config` for a task as the command line names it: a registered name or a task file, which is read
+    first so the run records the task's name and its file."""
+    from envs.tasks import get_task  # envs never imports config, so this cannot cycle
+
+    spec = get_task(task)
+    return load_config(algo, spec.name, config_file, overrides, {**(cli or {}), "task_file": spec.source_file})
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Validation
 
@@ -684,4 +702,12 @@ def load_run_config(path: str | os.PathLike[str]) -> OfflineConfig:
     origins: dict[str, str] = {}
     _apply(cfg, data, _display(path), origins)
     _validate(cfg, origins)
+    if cfg.task_file is not None:  # a user's own task: make its name known again from the file the run recorded
+        from envs.tasks import load_task_file
+
+        if not Path(cfg.task_file).is_file():
+            raise UserError(
+                f"{_display(path)} was trained on the task file {cfg.task_file}, which is missing; put it back there"
+            )
+        load_task_file(cfg.task_file)
     return cfg

@@ -21,8 +21,18 @@ import torch
 from algos import ALGORITHMS, build_algorithm
 from algos.trainer import OfflineTrainer, read_checkpoint
 from buffers.replay import ReplayBuffer
-from config import OfflineConfig, load_config, load_run_config, save_config
-from envs import Evaluator, get_task, get_termination_fn, list_tasks, load_dataset
+from config import OfflineConfig, load_run_config, load_task_config, save_config
+from envs import (
+    Evaluator,
+    OfflineDataset,
+    TaskSpec,
+    get_task,
+    list_tasks,
+    load_dataset,
+    normalized_score,
+    termination_for,
+)
+from envs.generate import behaviour_policy_score
 from models.dynamics import EnsembleDynamics
 from utils.checkpoint import seed_everything
 from utils.errors import UserError, run_cli
@@ -84,14 +94,14 @@ def resolve_config(args: argparse.Namespace) -> tuple[OfflineConfig, Path, dict[
 
     if not args.task or not args.algo:
         raise UserError("--task and --algo are required (or --resume RUN_DIR); see python train.py --help")
-    spec = get_task(args.task)
-    cfg = load_config(
+    cfg = load_task_config(
         args.algo,
-        spec.name,
+        args.task,
         args.config,
         args.overrides,
         {"seed": args.seed, "device": args.device, "log_dir": args.log_dir},
     )
+    spec = get_task(cfg.task)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     run_dir = Path(cfg.log_dir) / spec.name / cfg.algo / f"seed{cfg.seed}-{stamp}"
     suffix = 1
@@ -117,7 +127,7 @@ def prepare_dynamics(
     progress: bool,
 ) -> EnsembleDynamics:
     """The run's own model file if it has one (resume), else a given `dynamics_path`, else a freshly fitted one."""
-    termination = get_termination_fn(spec.family, cfg.termination.strict)
+    termination = termination_for(spec, cfg.termination.strict)
     own_file = run_dir / "dynamics.pt"
     if own_file.exists():
         return EnsembleDynamics.load(own_file, spec.obs_dim, spec.act_dim, termination, device)
@@ -218,11 +228,29 @@ def main(argv: list[str] | None = None) -> dict[str, float] | None:
     finally:
         logger.close()
     if result is not None:
-        print(
-            f"final normalized score {result['normalized_mean']:.1f} ± {result['normalized_std']:.1f} "
-            f"(return {result['return_mean']:.1f}) | run dir {run_dir} | tensorboard --logdir {run_dir}"
-        )
+        print(final_line(result, spec, dataset, run_dir))
     return result
+
+
+def final_line(result: dict[str, float], spec: TaskSpec, dataset: OfflineDataset, run_dir: Path) -> str:
+    """The run's score next to what it learned from: the dataset's mean episode and, for generated medium/expert
+    data, the behaviour policy; then where the curves are."""
+    dataset_return = float(dataset.episode_returns().mean())
+    if spec.normalizable:
+        score = (
+            f"final normalized score {result['normalized_mean']:.1f} ± {result['normalized_std']:.1f} "
+            f"(return {result['return_mean']:.1f})"
+        )
+        behaviour = behaviour_policy_score(spec, dataset.metadata)
+        context = f"dataset episodes {float(normalized_score(spec, dataset_return)):.1f}"
+        context += "" if behaviour is None else f", behaviour policy {behaviour:.1f}"
+    else:  # a task file without reference returns: returns only
+        score = f"final return {result['return_mean']:.1f} ± {result['return_std']:.1f}"
+        context = f"dataset episodes {dataset_return:.1f}"
+    return (
+        f"{score} | {context} | curves: tensorboard --logdir {run_dir} "
+        f"(progress.csv there; python plot.py {run_dir})"
+    )
 
 
 if __name__ == "__main__":

@@ -20,8 +20,7 @@ import train  # noqa: E402
 from envs import get_task  # noqa: E402
 from envs.behaviour import load_behaviour_policy  # noqa: E402
 from envs.datasets import find_dataset  # noqa: E402
-from envs.generate import BEHAVIOUR_ROOT  # noqa: E402
-from envs.generate import main as generate  # noqa: E402
+from envs.generate import BEHAVIOUR_ROOT, write_dataset  # noqa: E402
 from utils.errors import run_cli  # noqa: E402
 
 
@@ -38,7 +37,7 @@ def main() -> None:
 
     spec = get_task(args.task)
     if find_dataset(spec, None) is None:
-        generate(["--task", spec.name, "--transitions", str(args.transitions)])
+        write_dataset(spec.name, args.transitions)
     sets = [f"epochs={args.epochs}", f"dynamics.max_epochs={args.dynamics_epochs}", f"save_every={args.epochs}"]
     if args.dynamics_path:
         sets.append(f"dynamics_path={args.dynamics_path}")

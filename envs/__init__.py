@@ -2,8 +2,8 @@
 
 from envs.datasets import OfflineDataset, load_dataset
 from envs.evaluation import Evaluator
-from envs.tasks import TaskSpec, get_task, list_tasks, make_env, normalized_score
-from envs.termination import get_termination_fn
+from envs.tasks import TaskSpec, get_task, list_tasks, load_task_file, make_env, normalized_score
+from envs.termination import get_termination_fn, termination_for
 
 __all__ = [
     "Evaluator",
@@ -11,7 +11,9 @@ __all__ = [
     "TaskSpec",
     "get_task",
     "get_termination_fn",
+    "termination_for",
     "list_tasks",
+    "load_task_file",
     "load_dataset",
     "make_env",
     "normalized_score",

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-from envs.tasks import TaskSpec, make_env, normalized_score
+from envs.tasks import TaskSpec, make_env, normalized_score, normalized_std
 from utils.errors import UserError
 
 
@@ -79,15 +79,13 @@ class Evaluator:
                     returns[i] += reward
                     lengths[i] += 1
                     alive[i] = not (terminated or truncated)
-        scale = 100.0 / (self.spec.ref_max_score - self.spec.ref_min_score)
         return {
             "return_mean": float(returns.mean()),
             "return_std": float(returns.std()),
             "length_mean": float(lengths.mean()),
             "length_std": float(lengths.std()),
             "normalized_mean": float(normalized_score(self.spec, float(returns.mean()))),
-            # The std of returns scales by 100 / (max - min); the -min offset of the mean does not apply to it.
-            "normalized_std": float(returns.std() * scale),
+            "normalized_std": normalized_std(self.spec, float(returns.std())),
         }
 
     def close(self) -> None:

@@ -1,7 +1,6 @@
 """Generate D4RL-layout datasets from gymnasium MuJoCo envs, so the project runs without D4RL's servers.
 
     python collect.py dataset --task hopper-medium-gen [--transitions 1000000] [--seed 0] [--out PATH] [--overwrite]
-    python -m envs.generate --task hopper-random-gen        # the same command
 
 Levels, as D4RL defined them: `random` (uniform actions), `medium` and `expert` (stochastic actions of the committed
 behaviour policies behaviour/<env>/{medium,expert}.pt), `medium-replay` (the behaviour SAC's own training
@@ -26,7 +25,7 @@ from envs.behaviour import InteractionLog, load_behaviour_policy, replay_log_epi
 from envs.datasets import default_dataset_dirs, find_dataset, write_d4rl_hdf5
 from envs.tasks import TaskSpec, get_task, list_tasks, make_env, normalized_score, physics_state
 from models.actor_critic import TanhGaussianActor
-from utils.errors import UserError, run_cli
+from utils.errors import UserError
 
 # Maps a batch of one observation [1, obs_dim] to (actions [1, act_dim], log-probabilities [1]).
 BehaviourPolicy = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
@@ -179,6 +178,7 @@ def build_dataset(
             **metadata,
             "behaviour_policy": f"{spec.level}.pt",
             "policy_env_steps": info["env_steps"],
+            "policy_normalized_score": info["evaluation"]["normalized_mean"],
             **weights,
         }
     if spec.level == "medium-replay":
@@ -221,40 +221,54 @@ def _existing_or_built(
     return build_dataset(spec, num_transitions, seed, max_episode_steps, policies_dir)[0]
 
 
-def main(argv: list[str] | None = None) -> Path:
-    """CLI entry point; returns the path written."""
-    generated = [name for name in list_tasks() if get_task(name).url is None]
-    parser = argparse.ArgumentParser(prog="python -m envs.generate", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--task", required=True, help=f"one of: {', '.join(generated)}")
+def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of `collect.py dataset` that shape the data (defined here, next to what they control)."""
     parser.add_argument(
         "--transitions",
         type=int,
         default=DEFAULT_TRANSITIONS,
-        help=f"number of environment steps (default: {DEFAULT_TRANSITIONS:_}, as D4RL random sets)",
+        help=f"environment steps per level (default: {DEFAULT_TRANSITIONS:_}, as D4RL's sets; medium-expert is "
+        "medium then expert, twice as many; medium-replay is the behaviour SAC's replay log, whatever its size)",
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of resets and action noise (default 0)")
     parser.add_argument(
-        "--max-episode-steps", type=int, help="default: the env's own limit (1000 MuJoCo, 200 Pendulum)"
+        "--max-episode-steps", type=int, help="episode limit (default: the env's own, 1000 MuJoCo, 200 Pendulum)"
     )
     parser.add_argument(
         "--out",
         type=Path,
         default=None,
-        help="output file (default: $D4RL_DATASET_DIR or ~/.d4rl/datasets, under the task's file name)",
+        help="output file, with one --task only (default: $D4RL_DATASET_DIR or ~/.d4rl/datasets, under the task's "
+        "file name, where train.py looks)",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing file")
-    args = parser.parse_args(argv)
 
-    spec = get_task(args.task)
+
+def write_dataset(
+    task: str,
+    transitions: int = DEFAULT_TRANSITIONS,
+    seed: int = 0,
+    max_episode_steps: int | None = None,
+    out: Path | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Generate one task's dataset and write it where train.py looks (or to `out`); returns the path written."""
+    spec = get_task(task)
     if spec.url is not None:
+        generated = [name for name in list_tasks() if get_task(name).version == "gen"]
+        twin = f"{spec.family}-{spec.level}-gen"
+        suggestion = twin if twin in generated else f"{spec.family}-medium-gen"
         raise UserError(
-            f"{spec.name} is a D4RL task, its data must come from D4RL; generate one of: {', '.join(generated)}"
+            f"{spec.name} is a D4RL task, its data must come from D4RL; generate its stand-in instead: "
+            f"python collect.py dataset --task {suggestion} (generated tasks: python train.py --list-tasks)"
         )
-    out = args.out.expanduser() if args.out else default_dataset_dirs()[0] / spec.dataset_file
-    if out.exists() and not args.overwrite:
+    if spec.version != "gen":
+        raise UserError(f"{spec.name} brings its own dataset (a task file); only -gen tasks are generated here")
+    out = out.expanduser() if out else default_dataset_dirs()[0] / spec.dataset_file
+    if out.exists() and not overwrite:
         raise UserError(f"{out} already exists; pass --overwrite to replace it or --out to write elsewhere")
 
-    data, metadata = build_dataset(spec, args.transitions, args.seed, args.max_episode_steps)
+    data, metadata = build_dataset(spec, transitions, seed, max_episode_steps)
     write_d4rl_hdf5(out, data, metadata)
     returns = episode_returns(data["rewards"], data["terminals"], data["timeouts"])
     print(
@@ -264,5 +278,15 @@ def main(argv: list[str] | None = None) -> Path:
     return out
 
 
-if __name__ == "__main__":
-    run_cli(main)
+def behaviour_policy_score(spec: TaskSpec, metadata: dict[str, object]) -> float | None:
+    """Normalized score of the policy that generated a medium or expert dataset (its deterministic evaluation when
+    it was chosen), from the file's metadata, or from the committed policy file when that is the same snapshot."""
+    if "policy_normalized_score" in metadata:
+        return float(metadata["policy_normalized_score"])  # type: ignore[arg-type]
+    if spec.version != "gen" or spec.level not in ("medium", "expert") or "policy_env_steps" not in metadata:
+        return None
+    path = BEHAVIOUR_ROOT / spec.family / f"{spec.level}.pt"
+    if not path.is_file():
+        return None
+    _, info = load_behaviour_policy(path, spec)
+    return float(info["evaluation"]["normalized_mean"]) if info["env_steps"] == metadata["policy_env_steps"] else None

@@ -13,11 +13,14 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import gymnasium as gym
 import mujoco
 import numpy as np
 
+from envs.task_files import import_env_module, is_task_file, load_task_file_spec, task_files_on_path
 from utils.errors import UserError
 
 
@@ -34,9 +37,21 @@ class TaskSpec:
     act_dim: int
     dataset_file: str
     url: str | None
-    ref_min_score: float
-    ref_max_score: float
+    ref_min_score: float | None  # None (task files without reference returns): no normalized score
+    ref_max_score: float | None
     minari_id: str | None
+    # Task files (a user's own task, see load_task_file): where the spec came from, the module that registers the
+    # gymnasium id, keyword arguments of gym.make, the termination function's import path, and an episode limit.
+    source_file: str | None = None
+    env_module: str | None = None
+    env_kwargs: tuple[tuple[str, Any], ...] = ()
+    termination: str | None = None
+    max_episode_steps: int | None = None
+
+    @property
+    def normalizable(self) -> bool:
+        """Whether reference returns exist, so returns can be reported as D4RL-style normalized scores."""
+        return self.ref_min_score is not None and self.ref_max_score is not None
 
 
 @dataclass(frozen=True)
@@ -49,7 +64,7 @@ class _Family:
     v0_mixed_file: str | None  # D4RL's v0 medium-replay file (not named after the family for walker2d)
 
 
-# Reference scores from D4RL's infos.py; v1 and v2 reuse the -random-v0 values (ALGORITHMS.md §0.6).
+# Reference scores from D4RL's infos.py; v1 and v2 reuse the -random-v0 values (docs/datasets.md#normalised-score).
 _FAMILIES: dict[str, _Family] = {
     "hopper": _Family("Hopper-v4", 11, 3, -20.272305, 3234.3, "hopper_mixed.hdf5"),
     "walker2d": _Family("Walker2d-v4", 17, 6, 1.629008, 4592.3, "walker_mixed.hdf5"),
@@ -75,7 +90,7 @@ def register_task(spec: TaskSpec) -> None:
     """Add a task to the registry; names are unique so a typo cannot silently replace an existing task."""
     if spec.name in _REGISTRY or spec.name in _ALIASES:
         raise ValueError(f"task {spec.name!r} is already registered")
-    if spec.ref_max_score <= spec.ref_min_score:
+    if spec.normalizable and spec.ref_max_score <= spec.ref_min_score:  # type: ignore[operator]
         raise ValueError(f"task {spec.name!r}: ref_max_score must exceed ref_min_score")
     _REGISTRY[spec.name] = spec
 
@@ -131,27 +146,45 @@ _register_generated_tasks()
 
 
 def list_tasks() -> list[str]:
-    """Canonical names of all registered tasks, sorted."""
+    """Canonical names of all registered tasks (task files on TASKS_PATH_ENV included), sorted."""
+    register_task_path()
     return sorted(_REGISTRY)
 
 
 def get_task(name: str) -> TaskSpec:
-    """Resolve a task name (or a D4RL alias such as hopper-mixed-v0) to its spec."""
+    """Resolve a task name (or a D4RL alias such as hopper-mixed-v0), or the path of a task file, to its spec."""
+    if is_task_file(name):
+        return load_task_file(name)
     key = name.strip().lower()
     key = _ALIASES.get(key, key)
+    if key not in _REGISTRY:
+        register_task_path()
     if key in _REGISTRY:
         return _REGISTRY[key]
     suggestions = difflib.get_close_matches(key, list_tasks(), n=3, cutoff=0.6)
     hint = f"; did you mean: {', '.join(suggestions)}?" if suggestions else ""
-    raise UserError(f"unknown task {name!r}{hint} (list all with: python train.py --list-tasks)")
+    raise UserError(
+        f"unknown task {name!r}{hint} (list all with: python train.py --list-tasks; your own task: pass its task "
+        "file, see docs/custom_tasks.md)"
+    )
 
 
 def normalized_score(spec: TaskSpec, returns: float | np.ndarray) -> float | np.ndarray:
-    """D4RL normalized score in percent: 0 = random policy, 100 = D4RL's expert reference."""
-    scale = 100.0 / (spec.ref_max_score - spec.ref_min_score)
+    """D4RL normalized score in percent: 0 = random policy, 100 = D4RL's expert reference (NaN for a task without
+    reference returns)."""
+    if not spec.normalizable:
+        return float("nan") if np.isscalar(returns) else np.full(np.shape(returns), np.nan)
+    scale = 100.0 / (spec.ref_max_score - spec.ref_min_score)  # type: ignore[operator]
     if np.isscalar(returns):
         return float((returns - spec.ref_min_score) * scale)
     return (np.asarray(returns, dtype=np.float64) - spec.ref_min_score) * scale
+
+
+def normalized_std(spec: TaskSpec, return_std: float) -> float:
+    """Std of normalized scores: the std of returns scaled by 100 / (max - min) (the offset does not apply)."""
+    if not spec.normalizable:
+        return float("nan")
+    return float(return_std * 100.0 / (spec.ref_max_score - spec.ref_min_score))  # type: ignore[operator]
 
 
 @contextmanager
@@ -179,10 +212,23 @@ def _without_settotalmass_notice() -> Iterator[None]:
 
 def make_env(spec: TaskSpec, seed: int | None = None, max_episode_steps: int | None = None) -> gym.Env:
     """Build the evaluation environment; -v4 is deliberate (D4RL's physics), so its deprecation notices are noise."""
-    kwargs = {} if max_episode_steps is None else {"max_episode_steps": max_episode_steps}
+    kwargs: dict[str, Any] = dict(spec.env_kwargs)
+    limit = max_episode_steps or spec.max_episode_steps
+    if limit is not None:
+        kwargs["max_episode_steps"] = limit
+    if spec.env_module:
+        import_env_module(spec)
     with warnings.catch_warnings(), _without_settotalmass_notice():
         warnings.filterwarnings("ignore", message=r".*is out of date.*")
-        env = gym.make(spec.gym_id, **kwargs)
+        try:
+            env = gym.make(spec.gym_id, **kwargs)
+        except gym.error.Error as err:
+            if spec.source_file is None:
+                raise
+            raise UserError(
+                f"task file {spec.source_file}: gymnasium cannot make {spec.gym_id!r} ({' '.join(str(err).split())}); "
+                "name a registered env id, and the module that registers it as env_module"
+            ) from None
     space = env.action_space
     if not (np.all(space.low == -1.0) and np.all(space.high == 1.0)):
         # Every policy here acts in [-1, 1]^|A| (tanh); envs with other bounds (Pendulum: ±2) are rescaled.
@@ -201,3 +247,34 @@ def physics_state(env: gym.Env) -> tuple[np.ndarray, np.ndarray]:
         return unwrapped.data.qpos.copy(), unwrapped.data.qvel.copy()
     theta, theta_dot = unwrapped.state
     return np.array([theta]), np.array([theta_dot])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Task files: a user's own task without editing the package (envs/task_files.py reads them; docs/custom_tasks.md)
+
+_LOADED_FILES: dict[str, TaskSpec] = {}
+
+
+def load_task_file(path: str | Path) -> TaskSpec:
+    """Read a task file and register its task (once per file; another file claiming a known name is refused)."""
+    resolved = str(Path(path).expanduser().resolve())
+    if resolved in _LOADED_FILES:
+        return _LOADED_FILES[resolved]
+    fields = load_task_file_spec(resolved)
+    spec = TaskSpec(**fields)
+    known = _REGISTRY.get(spec.name) or _REGISTRY.get(_ALIASES.get(spec.name, ""))
+    if known is not None:
+        where = f"task file {known.source_file}" if known.source_file else "a built-in task"
+        raise UserError(
+            f"task file {resolved}: the name {spec.name!r} is already taken by {where}; set another `name:` there"
+        )
+    register_task(spec)
+    _LOADED_FILES[resolved] = spec
+    return spec
+
+
+def register_task_path() -> None:
+    """Register every task file named by ${TASKS_PATH_ENV} (files or directories of them), so their tasks can be
+    named like built-in ones (`--task my-task`), listed, and found again by child processes."""
+    for path in task_files_on_path():
+        load_task_file(path)

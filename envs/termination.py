@@ -1,4 +1,4 @@
-"""Termination functions applied to model-predicted next states during rollouts (ALGORITHMS.md §0.4).
+"""Termination functions applied to model-predicted next states during rollouts (docs/dynamics.md).
 
 All functions take `obs [..., obs_dim]`, `act [..., act_dim]`, `next_obs [..., obs_dim]` and return a bool tensor
 `[...]` (True = done) on the input's device, with no numpy and no Python loop over rows, so a whole rollout batch
@@ -11,10 +11,13 @@ obs[0] is the torso height and obs[1] the torso angle for hopper and walker2d.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from envs.task_files import resolve_termination
+from envs.tasks import TaskSpec
 from utils.errors import UserError
 
 TerminationFn = Callable[[Tensor, Tensor, Tensor], Tensor]
@@ -86,3 +89,31 @@ def get_termination_fn(family: str, strict: bool = False) -> TerminationFn:
         raise UserError(f"no termination function for env family {family!r}; known families: {known}")
     default, corrected = _TERMINATION_FNS[family]
     return corrected if strict else default
+
+
+def never_terminates(obs: Tensor, act: Tensor, next_obs: Tensor) -> Tensor:
+    """Task files without a termination function: episodes end only by time limit (and a diverged model
+    prediction still ends its rollout)."""
+    return ~_finite(next_obs)
+
+
+def termination_for(spec: TaskSpec, strict: bool = False) -> TerminationFn:
+    """The termination function of any task: its family's, or for a task file the function it names by import path
+    (checked to return one bool per row) or `never_terminates`."""
+    if spec.source_file is None:
+        return get_termination_fn(spec.family, strict)
+    if spec.termination is None:
+        return never_terminates
+    user_fn = resolve_termination(spec.termination, Path(spec.source_file).parent, spec.source_file)
+
+    def checked(obs: Tensor, act: Tensor, next_obs: Tensor) -> Tensor:
+        done = user_fn(obs, act, next_obs)
+        if not isinstance(done, Tensor) or done.shape != next_obs.shape[:-1]:
+            got = tuple(done.shape) if isinstance(done, Tensor) else type(done).__name__
+            raise UserError(
+                f"termination {spec.termination} (task file {spec.source_file}) returned {got}; it must return a "
+                f"bool tensor of shape {tuple(next_obs.shape[:-1])}, one flag per row of next_obs"
+            )
+        return done.bool() | ~_finite(next_obs)
+
+    return checked

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
+import collect
 from envs import get_task, load_dataset
 from envs.datasets import find_dataset, read_d4rl_hdf5, to_transitions, write_d4rl_hdf5
 from envs.generate import episode_returns, generate_dataset
-from envs.generate import main as generate_main
 from envs.termination import get_termination_fn
 from utils.errors import UserError
 
@@ -110,7 +110,7 @@ def test_missing_generated_dataset_says_how_to_generate(dataset_dirs) -> None:
     with pytest.raises(
         UserError,
         match=r"no dataset for hopper-random-gen \(looked in: .*home.*\); generate it with "
-        r"python -m envs.generate --task hopper-random-gen$",
+        r"python collect.py dataset --task hopper-random-gen$",
     ):
         load_dataset(HOPPER)
 
@@ -188,6 +188,12 @@ def test_generate_with_a_behaviour_policy() -> None:
     np.testing.assert_allclose(raw["infos/action_log_probs"], -1.5)
 
 
+def generate_main(argv: list[str]) -> Path:
+    """`python collect.py dataset ...` for one task: the path it wrote."""
+    (out,) = collect.main(["dataset", *argv])
+    return out
+
+
 def test_generate_cli(dataset_dirs, capsys: pytest.CaptureFixture[str]) -> None:
     out = generate_main(["--task", "hopper-random-gen", "--transitions", "60", "--seed", "2"])
     assert out == dataset_dirs.home_datasets / "hopper-random-gen.hdf5"
@@ -198,8 +204,20 @@ def test_generate_cli(dataset_dirs, capsys: pytest.CaptureFixture[str]) -> None:
         generate_main(["--task", "hopper-random-gen", "--transitions", "60"])
     generate_main(["--task", "hopper-random-gen", "--transitions", "30", "--overwrite"])
     assert load_dataset(HOPPER).num_transitions == 30
-    with pytest.raises(UserError, match="hopper-medium-v2 is a D4RL task"):
+    with pytest.raises(
+        UserError, match="hopper-medium-v2 is a D4RL task.*python collect.py dataset --task hopper-medium-gen"
+    ):
         generate_main(["--task", "hopper-medium-v2"])
+    with pytest.raises(UserError, match="--out names one file"):
+        collect.main(["dataset", "--env", "hopper", "--out", "x.hdf5"])
+
+
+def test_collect_dataset_help_lists_every_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        collect.main(["dataset", "--help"])
+    text = capsys.readouterr().out
+    for flag in ("--task", "--env", "--transitions", "--seed", "--max-episode-steps", "--out", "--overwrite"):
+        assert flag in text, flag
 
 
 def test_episode_returns_split_at_terminals_and_timeouts() -> None:

@@ -86,7 +86,7 @@ def test_failed_download_leaves_nothing_behind(server: str, tmp_path: Path, path
         download_file(f"{server}{path}", dest, timeout=5)
     message = str(err.value)
     assert f"could not download {server}{path}" in message and "\n" not in message
-    assert "D4RL_DATASET_DIR" in message and "--set dataset_path=" in message and "python -m envs.generate" in message
+    assert "D4RL_DATASET_DIR" in message and "--set dataset_path=" in message and "python collect.py dataset" in message
     assert _only_file(dest.parent) == []
 
 

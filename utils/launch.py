@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from config import OfflineConfig, config_to_dict, load_config, load_run_config
+from config import OfflineConfig, config_to_dict, load_run_config, load_task_config
 from utils.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,12 +46,12 @@ class RunRequest:
     def resolved_config(self) -> OfflineConfig:
         """The merged config train.py will run with (raises the one-line error of a bad key or value)."""
         cli = {"seed": self.seed, "device": self.device, "log_dir": self.log_dir}
-        return load_config(self.algo, self.task, self.config, self.overrides, cli)
+        return load_task_config(self.algo, self.task, self.config, self.overrides, cli)
 
     def existing_run(self) -> Path | None:
         """The newest run directory under the log root made with exactly this request's config, if any."""
-        parent = Path(self.log_dir) / self.task / self.algo
         wanted = config_to_dict(self.resolved_config())
+        parent = Path(self.log_dir) / wanted["task"] / self.algo
         for run_dir in sorted(parent.glob(f"seed{self.seed}-*"), reverse=True):
             try:
                 if config_to_dict(load_run_config(run_dir / "config.yaml")) == wanted:

@@ -107,10 +107,14 @@ class RunLogger:
             csv.DictWriter(handle, PROGRESS_COLUMNS, lineterminator="\n").writerow(row)
         self.writer.flush()
         if not self.quiet:
+            normalized = (  # tasks without reference returns (task files) have no normalized score
+                ""
+                if math.isnan(result["normalized_mean"])
+                else f"  normalized {result['normalized_mean']:6.1f} ± {result['normalized_std']:5.1f}"
+            )
             tqdm.write(
                 f"epoch {epoch:>5}  step {step:>8}  return {result['return_mean']:9.1f} ± {result['return_std']:7.1f}"
-                f"  normalized {result['normalized_mean']:6.1f} ± {result['normalized_std']:5.1f}"
-                f"  length {result['length_mean']:6.1f}  [{format_duration(wall_time)}]"
+                f"{normalized}  length {result['length_mean']:6.1f}  [{format_duration(wall_time)}]"
             )
 
     def close(self) -> None:
