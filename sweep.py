@@ -6,8 +6,9 @@ python sweep.py --tasks hopper-medium-gen --algos mopo --seeds 0 1 --grid penalt
 python sweep.py ... --backend ray --address auto       # on a Ray cluster (nodes share this repo and log dir)
 
 Runs of one grid point go under `<log-dir>/<key=value_...>/<task>/<algo>/seed<N>-<time>/` (directly under
-`<log-dir>` without `--grid`), so `plot.py` and `score.py` read each point like any other set of runs. A run is found
-again by its merged config: changing `--set` values starts new runs instead of resuming old ones.
+`<log-dir>` without `--grid`); `plot.py` and `score.py` show each grid point as its own group, labelled by the
+swept keys (`mopo penalty_coef=0.5`). A run is found again by its merged config: changing `--set` values starts new
+runs instead of resuming old ones.
 """
 
 from __future__ import annotations
