@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import pickle
+import sys
+import types
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
 import sweep
 import train
+from utils import launch
 from utils.errors import run_cli
 from utils.launch import RunRequest, plan
 
@@ -116,3 +122,106 @@ def test_ray_backend_on_a_local_instance(data_env: None, tmp_path: Path, capfd: 
         assert sweep.main(sweep_args(tmp_path, "--backend", "ray", "--seeds", "0")) == 0
     (run,) = run_dirs(tmp_path)
     assert (run / "checkpoints" / "checkpoint.pt").is_file()
+
+
+class StandInRay(types.ModuleType):
+    """The part of `ray` that utils/launch.run_ray uses: init, remote(num_cpus=...), f.remote(...), get, shutdown.
+
+    Records what it is given and really runs each task (in this process, when it is submitted). As with Ray, arguments
+    and results cross to and from the task by pickling, so a task that mutates its argument instead of returning the
+    result, or a job that cannot be pickled, fails here as it would on a cluster."""
+
+    def __init__(self) -> None:
+        super().__init__("ray")
+        self.init_calls: list[dict[str, Any]] = []
+        self.remote_options: list[dict[str, Any]] = []
+        self.submitted = 0
+        self.shutdowns = 0
+
+    def init(self, address: str | None = None, **kwargs: Any) -> None:
+        self.init_calls.append({"address": address, **kwargs})
+
+    def remote(self, *function: Callable[..., Any], **options: Any) -> Any:
+        """`@ray.remote(num_cpus=...)` or a bare `@ray.remote`."""
+        self.remote_options.append(options)
+        ray = self
+
+        def decorate(function: Callable[..., Any]) -> Any:
+            class RemoteFunction:
+                @staticmethod
+                def remote(*args: Any) -> bytes:
+                    ray.submitted += 1
+                    copies = pickle.loads(pickle.dumps(args))
+                    return pickle.dumps(function(*copies))  # the "object ref": the pickled result
+
+            return RemoteFunction()
+
+        return decorate(*function) if function else decorate
+
+    def get(self, refs: list[bytes]) -> list[Any]:
+        assert isinstance(refs, list), "ray.get of one ref per job, as a list"
+        return [pickle.loads(ref) for ref in refs]
+
+    def shutdown(self) -> None:
+        self.shutdowns += 1
+
+
+@pytest.fixture
+def stand_in_ray(monkeypatch: pytest.MonkeyPatch) -> StandInRay:
+    ray = StandInRay()
+    monkeypatch.setitem(sys.modules, "ray", ray)
+    return ray
+
+
+def test_ray_backend_with_a_stand_in_ray(
+    data_env: None,
+    tmp_path: Path,
+    stand_in_ray: StandInRay,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """CI has no Ray: this runs sweep.py --backend ray through run_ray's own code with real train.py processes."""
+    threads: list[int] = []
+    execute = launch.execute
+
+    def recorded_execute(job: launch.Job, threads_per_run: int, echo: Callable[[str], None]) -> launch.Job:
+        threads.append(threads_per_run)
+        return execute(job, threads_per_run, echo)
+
+    monkeypatch.setattr(launch, "execute", recorded_execute)
+    argv = sweep_args(tmp_path, "--backend", "ray", "--seeds", "0", "--cpus-per-run", "2")
+    assert sweep.main(argv) == 0
+    # A local instance: no address, no dashboard (minutes to start on a small machine), worker logs kept quiet.
+    assert stand_in_ray.init_calls == [
+        {"address": None, "ignore_reinit_error": True, "log_to_driver": False, "include_dashboard": False}
+    ]
+    assert stand_in_ray.remote_options == [{"num_cpus": 2}]  # each run reserves --cpus-per-run CPUs ...
+    assert threads == [2]  # ... and runs with that many threads
+    assert stand_in_ray.submitted == 1 and stand_in_ray.shutdowns == 1
+    (run,) = run_dirs(tmp_path)
+    assert run.name.startswith("seed0-") and (run / "checkpoints" / "checkpoint.pt").is_file()
+    out = capsys.readouterr().out
+    assert "0 already finished, 0 to resume, 1 to start (ray)" in out
+    assert out.count(": finished  normalized") == 1  # the result that came back through ray.get
+
+
+def test_ray_backend_joins_a_cluster_without_local_only_options(stand_in_ray: StandInRay) -> None:
+    """include_dashboard may only be given when Ray starts the instance; with an address it must be absent."""
+    assert launch.run_ray([], "ray://head:10001", cpus_per_run=3) == []
+    assert stand_in_ray.init_calls == [
+        {"address": "ray://head:10001", "ignore_reinit_error": True, "log_to_driver": False}
+    ]
+    assert stand_in_ray.remote_options == [{"num_cpus": 3}] and stand_in_ray.shutdowns == 1
+
+
+def test_ray_backend_shuts_ray_down_when_a_task_raises(
+    stand_in_ray: StandInRay, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken_execute(job: launch.Job, threads: int, echo: Callable[[str], None]) -> launch.Job:
+        raise RuntimeError("worker died")
+
+    monkeypatch.setattr(launch, "execute", broken_execute)
+    job = launch.Job(RunRequest(TASK, "mopo", 0, str(tmp_path), tuple(TINY)), None)
+    with pytest.raises(RuntimeError, match="worker died"):
+        launch.run_ray([job], None, cpus_per_run=1)
+    assert stand_in_ray.shutdowns == 1
