@@ -248,8 +248,7 @@ def final_line(result: dict[str, float], spec: TaskSpec, dataset: OfflineDataset
         score = f"final return {result['return_mean']:.1f} ± {result['return_std']:.1f}"
         context = f"dataset episodes {dataset_return:.1f}"
     return (
-        f"{score} | {context} | curves: tensorboard --logdir {run_dir} "
-        f"(progress.csv there; python plot.py {run_dir})"
+        f"{score} | {context} | curves: tensorboard --logdir {run_dir} (progress.csv there; python plot.py {run_dir})"
     )
 
 
