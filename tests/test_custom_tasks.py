@@ -53,6 +53,15 @@ def one_flag_too_few(obs, act, next_obs):
 _names = (f"car-{i}" for i in itertools.count())  # the task registry is per process: one name per task file
 
 
+@pytest.fixture(autouse=True)
+def isolated_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tasks registered from task files here do not leak into other tests' view of the registry."""
+    import envs.tasks
+
+    monkeypatch.setattr(envs.tasks, "_REGISTRY", dict(envs.tasks._REGISTRY))
+    monkeypatch.setattr(envs.tasks, "_LOADED_FILES", {})
+
+
 def write_dataset(path: Path, transitions: int = 400, seed: int = 0) -> None:
     """Uniform-random episodes of MountainCarContinuous in D4RL's layout, cut at EPISODE_STEPS."""
     env = gym.make(ENV_ID, max_episode_steps=EPISODE_STEPS)

@@ -57,7 +57,9 @@ def test_unknown_task_suggests_close_names() -> None:
         get_task("hoper-medium-v2")
     message = str(err.value)
     assert message.startswith("unknown task 'hoper-medium-v2'; did you mean: hopper-medium-v2, hopper-medium-v1")
-    assert message.endswith("(list all with: python train.py --list-tasks)")
+    assert message.endswith(
+        "(list all with: python train.py --list-tasks; your own task: pass its task file, see docs/custom_tasks.md)"
+    )
     assert "\n" not in message
     with pytest.raises(UserError, match=r"^unknown task 'pong' \(list all with"):
         get_task("pong")
