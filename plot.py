@@ -28,6 +28,7 @@ from utils.errors import UserError, run_cli
 from utils.plotting import BandCurve, curves_with_bands, group_styles
 from utils.runs import (
     DEFAULT_METRIC,
+    add_selection_arguments,
     averaged_over,
     describe,
     filter_runs,
@@ -59,18 +60,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=10,
         help="moving-average window in logged points, i.e. evaluations (default 10; 1: none)",
     )
-    parser.add_argument("--task", action="append", default=[], help="only these tasks (name or shell pattern)")
-    parser.add_argument("--algo", action="append", default=[], help="only these algorithms (name or shell pattern)")
-    parser.add_argument(
-        "--group-by",
-        nargs="+",
-        action="extend",
-        metavar="KEY",
-        help="group by exactly these config keys (and task, algo) instead of every key that differs",
-    )
-    parser.add_argument(
-        "--ignore", nargs="+", action="extend", default=[], metavar="KEY", help="config keys that never split groups"
-    )
+    add_selection_arguments(parser)
     parser.add_argument("--single-figure", action="store_true", help="all runs in one figure (they must share a task)")
     parser.add_argument("--out", default="plots", help="output directory, or a .png file for a single figure")
     return parser.parse_args(argv)

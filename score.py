@@ -25,6 +25,7 @@ from utils.runs import (
     DEFAULT_METRIC,
     RAW_METRIC,
     Score,
+    add_selection_arguments,
     averaged_over,
     describe,
     filter_runs,
@@ -44,18 +45,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("runs", nargs="+", metavar="RUN", help="run directories, roots to search, or globs of either")
     parser.add_argument("--last", type=int, default=1, metavar="K", help="mean of each seed's last K evaluations")
     parser.add_argument("--raw", action="store_true", help="raw returns (return_mean) instead of normalized scores")
-    parser.add_argument("--task", action="append", default=[], help="only these tasks (name or shell pattern)")
-    parser.add_argument("--algo", action="append", default=[], help="only these algorithms (name or shell pattern)")
-    parser.add_argument(
-        "--group-by",
-        nargs="+",
-        action="extend",
-        metavar="KEY",
-        help="group by exactly these config keys (and task, algo) instead of every key that differs",
-    )
-    parser.add_argument(
-        "--ignore", nargs="+", action="extend", default=[], metavar="KEY", help="config keys that never split groups"
-    )
+    add_selection_arguments(parser)
     parser.add_argument("--out", default="plots/scores.md", help="Markdown file; the CSV goes beside it")
     return parser.parse_args(argv)
 

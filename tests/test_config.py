@@ -19,7 +19,7 @@ from config import (
 from utils.errors import UserError
 
 MOPO_DIR = CONFIGS_DIR / "mopo"
-PRESETS = ("defaults", "mopo_tf", "quickstart")
+PRESETS = ("defaults", "mopo_tf", "quickstart", "demo")
 TASK_FILES = sorted(p.stem for p in MOPO_DIR.glob("*.yaml") if p.stem not in PRESETS)
 
 
@@ -96,6 +96,21 @@ def test_shipped_files_all_load() -> None:
     quick = load_config("mopo", "walker2d-medium-v2", config_file="quickstart")
     assert quick.epochs == 10 and quick.dynamics.max_epochs == 20
     assert (quick.rollout_length, quick.penalty_coef) == (5, 0.5)  # task values survive the preset
+
+
+def test_demo_preset_is_what_the_readme_says() -> None:
+    """The README's main command: halfcheetah-medium-gen's rollout length, a short budget, a stronger penalty."""
+    demo = load_config("mopo", "halfcheetah-medium-gen", config_file="demo")
+    assert (demo.epochs, demo.steps_per_epoch, demo.dynamics.max_epochs, demo.rollout_batch_size) == (
+        25,
+        1000,
+        20,
+        10000,
+    )
+    assert (demo.rollout_length, demo.penalty_coef) == (5, 5.0)
+    assert (demo.sac.actor_lr, demo.sac.lr_schedule) == (3e-4, "none")
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    assert "python train.py --task halfcheetah-medium-gen --algo mopo --config demo" in readme
 
 
 # ----------------------------------------------------------------------------------------------------------------

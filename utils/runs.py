@@ -31,6 +31,7 @@ over training.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import difflib
 import fnmatch
@@ -710,3 +711,20 @@ def scores_csv(scores: Sequence[Score], metric: str, last: int) -> str:
             ]
         )
     return text.getvalue()
+
+
+def add_selection_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags plot.py and score.py share: which runs to read and which config keys split them into groups."""
+    parser.add_argument("--task", action="append", default=[], help="only these tasks (name or shell pattern)")
+    parser.add_argument("--algo", action="append", default=[], help="only these algorithms (name or shell pattern)")
+    parser.add_argument(
+        "--group-by",
+        nargs="+",
+        action="extend",
+        metavar="KEY",
+        help="group by exactly these config keys (and task, algo) instead of every key that differs "
+        "(name the runs before --group-by and --ignore, which take every word after them)",
+    )
+    parser.add_argument(
+        "--ignore", nargs="+", action="extend", default=[], metavar="KEY", help="config keys that never split groups"
+    )
