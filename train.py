@@ -9,6 +9,7 @@ python train.py --task hopper-medium-gen --algo bc --seeds 0 1 2 --workers 2
 from __future__ import annotations
 
 import argparse
+import csv
 import os
 import shutil
 import sys
@@ -16,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from algos import ALGORITHMS, build_algorithm
@@ -232,20 +234,29 @@ def main(argv: list[str] | None = None) -> dict[str, float] | None:
     return result
 
 
+LAST_K = 5  # evaluations averaged in the final line next to the last one; one evaluation can catch a bad episode
+
+
 def final_line(result: dict[str, float], spec: TaskSpec, dataset: OfflineDataset, run_dir: Path) -> str:
-    """The run's score next to what it learned from: the dataset's mean episode and, for generated medium/expert
-    data, the behaviour policy; then where the curves are."""
+    """The run's score (last evaluation, and the mean of the last LAST_K as score.py --last reports it) next to what
+    it learned from: the dataset's mean episode and, for generated medium/expert data, the behaviour policy; then
+    where the curves are."""
     dataset_return = float(dataset.episode_returns().mean())
+    column = "normalized_score_mean" if spec.normalizable else "return_mean"
+    with open(run_dir / "progress.csv", newline="") as handle:
+        recent = [float(row[column]) for row in csv.DictReader(handle)][-LAST_K:]
+    last_k = f", mean of the last {len(recent)} evaluations {np.mean(recent):.1f}" if len(recent) > 1 else ""
     if spec.normalizable:
         score = (
             f"final normalized score {result['normalized_mean']:.1f} ± {result['normalized_std']:.1f} "
-            f"(return {result['return_mean']:.1f})"
+            f"(return {result['return_mean']:.1f}{last_k})"
         )
         behaviour = behaviour_policy_score(spec, dataset.metadata)
         context = f"dataset episodes {float(normalized_score(spec, dataset_return)):.1f}"
         context += "" if behaviour is None else f", behaviour policy {behaviour:.1f}"
     else:  # a task file without reference returns: returns only
-        score = f"final return {result['return_mean']:.1f} ± {result['return_std']:.1f}"
+        score = f"final return {result['return_mean']:.1f} ± {result['return_std']:.1f}{last_k.replace(', ', ' (', 1)}"
+        score += ")" if last_k else ""
         context = f"dataset episodes {dataset_return:.1f}"
     return (
         f"{score} | {context} | curves: tensorboard --logdir {run_dir} (progress.csv there; python plot.py {run_dir})"
