@@ -108,7 +108,7 @@ def test_demo_preset_is_what_the_readme_says() -> None:
         10000,
     )
     assert (demo.rollout_length, demo.penalty_coef) == (5, 5.0)
-    assert (demo.sac.actor_lr, demo.sac.lr_schedule) == (3e-4, "none")
+    assert (demo.sac.actor_lr, demo.sac.lr_schedule) == (1e-4, "none")
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
     assert "python train.py --task halfcheetah-medium-gen --algo mopo --config demo" in readme
 
