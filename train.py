@@ -245,18 +245,18 @@ def final_line(result: dict[str, float], spec: TaskSpec, dataset: OfflineDataset
     column = "normalized_score_mean" if spec.normalizable else "return_mean"
     with open(run_dir / "progress.csv", newline="") as handle:
         recent = [float(row[column]) for row in csv.DictReader(handle)][-LAST_K:]
-    last_k = f", mean of the last {len(recent)} evaluations {np.mean(recent):.1f}" if len(recent) > 1 else ""
+    recent_mean = f"mean of the last {len(recent)} evaluations {np.mean(recent):.1f}" if len(recent) > 1 else ""
     if spec.normalizable:
         score = (
             f"final normalized score {result['normalized_mean']:.1f} ± {result['normalized_std']:.1f} "
-            f"(return {result['return_mean']:.1f}{last_k})"
+            f"(return {result['return_mean']:.1f}{', ' + recent_mean if recent_mean else ''})"
         )
         behaviour = behaviour_policy_score(spec, dataset.metadata)
         context = f"dataset episodes {float(normalized_score(spec, dataset_return)):.1f}"
         context += "" if behaviour is None else f", behaviour policy {behaviour:.1f}"
     else:  # a task file without reference returns: returns only
-        score = f"final return {result['return_mean']:.1f} ± {result['return_std']:.1f}{last_k.replace(', ', ' (', 1)}"
-        score += ")" if last_k else ""
+        score = f"final return {result['return_mean']:.1f} ± {result['return_std']:.1f}"
+        score += f" ({recent_mean})" if recent_mean else ""
         context = f"dataset episodes {dataset_return:.1f}"
     return (
         f"{score} | {context} | curves: tensorboard --logdir {run_dir} (progress.csv there; python plot.py {run_dir})"
