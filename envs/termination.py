@@ -117,3 +117,81 @@ def termination_for(spec: TaskSpec, strict: bool = False) -> TerminationFn:
         return done.bool() | ~_finite(next_obs)
 
     return checked
+
+
+# gymnasium -v4's own `terminated` flag (kind "env"), and mjrl's hopper check (kind "mjrl", the PAL/MAL paper code).
+
+
+def hopper_termination_env(obs: Tensor, act: Tensor, next_obs: Tensor) -> Tensor:
+    """Hopper-v4's `terminated`: not (every entry of state_vector()[2:] in (-100, 100), height > 0.7, -0.2 < angle
+    < 0.2), all strict.
+
+    state_vector()[2:] is obs[1:] except that the observation clips qvel to +-10, so a real velocity beyond 100 that
+    ends an env episode is invisible here; a model's prediction beyond 100 is still done. This is the same check as
+    `hopper_termination_strict`.
+    """
+    return _hopper(next_obs, strict=True)
+
+
+def walker2d_termination_env(obs: Tensor, act: Tensor, next_obs: Tensor) -> Tensor:
+    """Walker2d-v4's `terminated`: not (0.8 < height < 2.0 and -1 < angle < 1). Unlike `walker2d_termination`
+    (OfflineRL-Kit, MICRO) there is no bound on the other components."""
+    height = next_obs[..., 0]
+    angle = next_obs[..., 1]
+    healthy = _finite(next_obs) & (height > 0.8) & (height < 2.0) & (angle > -1.0) & (angle < 1.0)
+    return ~healthy
+
+
+def halfcheetah_termination_env(obs: Tensor, act: Tensor, next_obs: Tensor) -> Tensor:
+    """HalfCheetah-v4 never terminates; only a non-finite prediction ends a model rollout."""
+    return ~_finite(next_obs)
+
+
+def hopper_termination_mjrl(obs: Tensor, act: Tensor, next_obs: Tensor) -> Tensor:
+    """mjrl's hopper check (the PAL/MAL code's gym_hopper.py): done unless all positions |x| < 10, all velocities
+    |v| < 500 (its bound 10 on velocities scaled by 0.02), height > 0.7 and |angle| < 0.2.
+
+    mjrl applies it to the state a step starts from and keeps that step; here it is applied to the predicted next
+    state like every termination function, so a path ends on the step that leads into the unhealthy state.
+    """
+    height = next_obs[..., 0]
+    angle = next_obs[..., 1]
+    bounds = torch.tensor([10.0] * 5 + [500.0] * 6, device=next_obs.device, dtype=next_obs.dtype)
+    bounded = (next_obs.abs() < bounds).all(dim=-1)
+    healthy = _finite(next_obs) & bounded & (height > 0.7) & (angle.abs() < 0.2)
+    return ~healthy
+
+
+_ENV_TERMINATION_FNS: dict[str, TerminationFn] = {
+    "hopper": hopper_termination_env,
+    "walker2d": walker2d_termination_env,
+    "halfcheetah": halfcheetah_termination_env,
+}
+
+TERMINATION_KINDS = ("env", "mopo", "mopo_strict", "mjrl")
+
+
+def env_termination_fn(family: str) -> TerminationFn:
+    """Termination exactly as gymnasium -v4's `terminated` flag, as far as the observation allows (non-finite next
+    states are always done), so model rollouts end where real episodes would."""
+    if family not in _ENV_TERMINATION_FNS:
+        known = ", ".join(_ENV_TERMINATION_FNS)
+        raise UserError(f"no env termination function for env family {family!r}; known families: {known}")
+    return _ENV_TERMINATION_FNS[family]
+
+
+def termination_fn_for_kind(family: str, kind: str) -> TerminationFn:
+    """Termination function by kind: "env" (gymnasium's flag), "mopo" (MOPO/OfflineRL-Kit as published),
+    "mopo_strict" (with hopper's lower bound fixed) or "mjrl" (hopper only, the PAL/MAL code's)."""
+    if kind == "env":
+        return env_termination_fn(family)
+    if kind == "mopo":
+        return get_termination_fn(family, strict=False)
+    if kind == "mopo_strict":
+        return get_termination_fn(family, strict=True)
+    if kind == "mjrl":
+        if family != "hopper":
+            raise UserError(f"termination kind 'mjrl' exists only for env family hopper, not {family!r}")
+        return hopper_termination_mjrl
+    valid = ", ".join(TERMINATION_KINDS)
+    raise UserError(f"unknown termination kind {kind!r}; valid kinds: {valid}")
