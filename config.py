@@ -1,10 +1,10 @@
 """Typed run configuration: dataclass defaults <- configs/<algo>/defaults.yaml <- configs/<algo>/<task>.yaml
 <- --config FILE.yaml <- --set key=value / CLI flags.
 
-This module holds the layering machinery and the blocks algorithms share (`OfflineConfig`, `ModelBasedConfig`,
-`dynamics`, `sac`, `termination`). Each algorithm's own dataclass lives beside it in algos/<algo>.py, registered
-by name with `@register_config("<algo>")` and validated by the shared rules plus its class's `rules`. Nested blocks
-are addressed with dotted keys (``--set dynamics.max_epochs=5``).
+This module holds the layering machinery and the blocks algorithms share (`RunConfig`, `OfflineConfig`,
+`ModelBasedConfig`, `dynamics`, `sac`, `npg`, `termination`). Each algorithm's own dataclass lives beside it in
+algos/<algo>.py, registered by name with `@register_config("<algo>")` and validated by the shared rules plus its
+class's `rules`. Nested blocks are addressed with dotted keys (``--set dynamics.max_epochs=5``).
 """
 
 from __future__ import annotations
@@ -56,6 +56,14 @@ class DynamicsConfig:
     # "nll": Gaussian NLL with learned variance (MOPO, MICRO); "mse": deterministic mean regression (PAL/MAL).
     loss: str = "nll"
     logvar_bound_coef: float = 0.01
+    # Network shape and scaling: MBPO's SiLU with truncated-normal init and standardised inputs; the NPG family's
+    # mjrl models use relu, torch's default ("uniform") init and "mad" scaling (mean and mean absolute deviation of
+    # inputs and of the Δs targets, dimensions whose targets never change predicted as unchanged).
+    activation: str = "silu"
+    init: str = "truncated_normal"
+    normalization: str = "standard"
+    # False: the model predicts Δs only and rewards come from the task's known reward function (PAL/MAL/MOReL).
+    predict_reward: bool = True
     # "bf16" runs the ensemble's matmuls under bfloat16 autocast (weights, optimiser and loss stay float32):
     # about 2x faster on CPUs with AVX512-BF16 and on GPUs; "fp32" is the bit-faithful reference.
     precision: str = "fp32"
@@ -84,8 +92,31 @@ class SACConfig:
 
 
 @dataclass
-class OfflineConfig:
-    """Keys every offline algorithm understands."""
+class NPGConfig:
+    """Natural policy gradient core (docs/npg.md): mjrl's Gaussian MLP policy, MLP baseline and NPG step."""
+
+    policy_hidden_dims: list[int] = field(default_factory=lambda: [64, 64])
+    init_log_std: float = 0.0
+    min_log_std: float = -2.5
+    max_log_std: float = 1.0
+    step_size: float = 0.05  # normalised step δ: the step moves the policy by about this mean KL
+    cg_iters: int = 25
+    cg_damping: float = 1e-3
+    # The PAL/MAL configs say 0.999; mjrl's run_model_based_npg.py never passes it, so its runs used 0.995.
+    gamma: float = 0.999
+    gae_lambda: float = 0.97
+    baseline_hidden_dims: list[int] = field(default_factory=lambda: [128, 128])
+    baseline_lr: float = 1e-3
+    baseline_weight_decay: float = 1e-3
+    baseline_batch_size: int = 128
+    baseline_epochs: int = 1
+
+
+@dataclass
+class RunConfig:
+    """Keys every algorithm understands, offline or online."""
+
+    online: typing.ClassVar[bool] = False  # True: learns from its own environment samples, on tasks without data
 
     task: str = ""
     algo: str = ""
@@ -95,18 +126,30 @@ class OfflineConfig:
     seed: int = 0
     device: str = "cpu"
     log_dir: str = "log"
-    epochs: int = 3000
-    steps_per_epoch: int = 1000
-    batch_size: int = 256
-    eval_every: int = 1
     eval_episodes: int = 10
     save_every: int = 10
+    termination: TerminationConfig = field(default_factory=TerminationConfig)
+
+
+@dataclass
+class DatasetConfig(RunConfig):
+    """Keys of every algorithm that learns from an offline dataset."""
+
     dataset_path: str | None = None
     # auto: local hdf5 (dataset_path, $D4RL_DATASET_DIR, ~/.d4rl/datasets), then the d4rl package if importable,
     # then download; "hdf5", "d4rl" and "minari" force one backend.
     dataset_backend: str = "auto"
     download: bool = True
-    termination: TerminationConfig = field(default_factory=TerminationConfig)
+
+
+@dataclass
+class OfflineConfig(DatasetConfig):
+    """Keys of the offline algorithms trained by epochs of minibatch updates (algos/trainer.py)."""
+
+    epochs: int = 3000
+    steps_per_epoch: int = 1000
+    batch_size: int = 256
+    eval_every: int = 1
 
 
 @dataclass
@@ -124,7 +167,52 @@ class ModelBasedConfig(OfflineConfig):
     sac: SACConfig = field(default_factory=SACConfig)
 
 
-CONFIG_CLASSES: dict[str, type[OfflineConfig]] = {}
+def _npg_dynamics() -> DynamicsConfig:
+    """mjrl's deterministic models: 4 members of 512x512 ReLU regressing Δs (scaled by mean absolute deviation),
+    Adam 1e-3 without weight decay, minibatches of 200."""
+    return DynamicsConfig(
+        num_ensemble=4,
+        num_elites=4,
+        hidden_dims=[512, 512],
+        weight_decay=[0.0, 0.0, 0.0],
+        lr=1e-3,
+        batch_size=200,
+        bootstrap=False,
+        loss="mse",
+        activation="relu",
+        init="uniform",
+        normalization="mad",
+        predict_reward=False,
+    )
+
+
+@dataclass
+class ModelBasedNPGConfig(RunConfig):
+    """Keys of model-based NPG (PAL, MAL, MOReL; docs/npg.md): iterations of model fitting and NPG steps on
+    rollouts of the policy in every ensemble member."""
+
+    num_iter: int = 50
+    inner_steps: int = 5  # NPG steps per iteration
+    update_paths: int = 50  # start states per NPG step; each is rolled out in every member
+    horizon: int = 500  # model rollout length (decisions)
+    start_state: str = "init"  # "init": first states of paths; "buffer": half of them from any stored state
+    buffer_frac: float = 0.5  # with start_state=buffer
+    fit_epochs: int = 25
+    fit_max_steps: int | None = 10_000  # gradient steps per fit, checked after each epoch (mjrl's max_steps)
+    refresh_fit: bool = False  # re-initialise the models before every fit instead of warm-starting them
+    act_repeat: int = 1  # environment steps per decision (rewards summed; model rewards scaled by it)
+    # Known reward and termination of model transitions: "env" = the gymnasium -v4 env's own; "mjrl" = the PAL/MAL
+    # code's hand-written hopper functions; termination "mopo" = the SAC family's (envs/termination.py).
+    reward_fn: str = "env"
+    termination_fn: str = "env"
+    state_bound: float = 100.0  # model states clamped to ±bound, as mjrl's rollouts do
+    eval_episodes: int = 5
+    save_every: int = 1
+    npg: NPGConfig = field(default_factory=NPGConfig)
+    dynamics: DynamicsConfig = field(default_factory=_npg_dynamics)
+
+
+CONFIG_CLASSES: dict[str, type[RunConfig]] = {}
 """Config class of every algorithm by its `--algo` name, filled by `register_config` as algos/ is imported."""
 
 C = typing.TypeVar("C", bound=type)
@@ -143,7 +231,7 @@ def register_config(algo: str) -> Callable[[C], C]:
     return register
 
 
-def config_classes() -> dict[str, type[OfflineConfig]]:
+def config_classes() -> dict[str, type[RunConfig]]:
     """Every registered algorithm's config class; importing the `algos` package registers the built-in ones."""
     importlib.import_module("algos")
     return CONFIG_CLASSES
@@ -445,7 +533,7 @@ def _split_override(item: str) -> tuple[str, str]:
     return key.strip(), value
 
 
-def _config_class(algo: str) -> type[OfflineConfig]:
+def _config_class(algo: str) -> type[RunConfig]:
     """The dataclass of an algorithm, or a UserError listing the known ones."""
     classes = config_classes()
     if algo not in classes:
@@ -474,7 +562,7 @@ def load_config(
     config_file: str | None = None,
     overrides: Sequence[str] = (),
     cli: Mapping[str, Any] | None = None,
-) -> OfflineConfig:
+) -> RunConfig:
     """Merge all configuration layers for one run (later wins) and validate the result.
 
     Layers: dataclass defaults <- configs/<algo>/defaults.yaml <- configs/<algo>/<task>.yaml (if present)
@@ -519,13 +607,40 @@ def load_task_config(
     config_file: str | None = None,
     overrides: Sequence[str] = (),
     cli: Mapping[str, Any] | None = None,
-) -> OfflineConfig:
+) -> RunConfig:
     """`load_config` for a task as the command line names it: a registered name or a task file, which is read
     first so the run records the task's name and its file."""
     from envs.tasks import get_task  # envs never imports config, so this cannot cycle
 
     spec = get_task(task)
-    return load_config(algo, spec.name, config_file, overrides, {**(cli or {}), "task_file": spec.source_file})
+    cfg = load_config(algo, spec.name, config_file, overrides, {**(cli or {}), "task_file": spec.source_file})
+    check_task_fits(cfg, spec)
+    return cfg
+
+
+def check_task_fits(cfg: RunConfig, spec: Any) -> None:
+    """Online algorithms need an environment task, offline ones a dataset task; an online buffer must hold a path."""
+    from envs.tasks import episode_limit
+
+    if spec.online and not cfg.online:
+        raise UserError(
+            f"{spec.name} is an online task (an environment without a dataset), which only pal and mal train on; "
+            f"for {cfg.algo} pick a dataset task such as {spec.family}-medium-gen"
+        )
+    if cfg.online and not spec.online:
+        raise UserError(
+            f"{cfg.algo} learns online from its own environment samples, so it needs a gymnasium env task such as "
+            f"{spec.gym_id} (python train.py --list-tasks); for the dataset {spec.name} use --algo morel"
+        )
+    limit = episode_limit(spec)
+    buffer_size = getattr(cfg, "buffer_size", None)
+    if cfg.online and limit is not None and buffer_size is not None:
+        path_length = -(-limit // cfg.act_repeat)  # type: ignore[attr-defined]
+        if buffer_size < path_length:
+            raise UserError(
+                f"buffer_size={buffer_size} cannot hold one {spec.name} episode ({path_length} decisions with "
+                f"act_repeat={cfg.act_repeat}); --set buffer_size={path_length} or more"  # type: ignore[attr-defined]
+            )
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -591,6 +706,9 @@ _RULES: dict[str, Rule] = {
     "dataset_backend": one_of("auto", "hdf5", "d4rl", "minari"),
     "dynamics.loss": one_of("nll", "mse"),
     "dynamics.precision": one_of("fp32", "bf16"),
+    "dynamics.activation": one_of("silu", "relu", "tanh"),
+    "dynamics.init": one_of("truncated_normal", "uniform"),
+    "dynamics.normalization": one_of("standard", "mad"),
     "sac.lr_schedule": one_of("cosine", "none"),
     **dict.fromkeys(
         (
@@ -604,6 +722,12 @@ _RULES: dict[str, Rule] = {
             "rollout_freq",
             "rollout_batch_size",
             "model_retain_epochs",
+            "num_iter",
+            "inner_steps",
+            "update_paths",
+            "fit_epochs",
+            "act_repeat",
+            "state_bound",
             "dynamics.num_ensemble",
             "dynamics.batch_size",
             "dynamics.max_holdout",
@@ -613,13 +737,28 @@ _RULES: dict[str, Rule] = {
             "sac.critic_lr",
             "sac.alpha_lr",
             "sac.num_critics",
+            "npg.step_size",
+            "npg.cg_iters",
+            "npg.baseline_lr",
+            "npg.baseline_batch_size",
+            "npg.baseline_epochs",
         ),
         positive,
     ),
     "dynamics.max_epochs": positive_or_none,
-    **dict.fromkeys(("dynamics.hidden_dims", "sac.hidden_dims"), all_positive),
+    **dict.fromkeys(
+        ("dynamics.hidden_dims", "sac.hidden_dims", "npg.policy_hidden_dims", "npg.baseline_hidden_dims"), all_positive
+    ),
+    **dict.fromkeys(("npg.cg_damping", "npg.baseline_weight_decay"), non_negative),
+    "npg.min_log_std": lambda value, cfg: None if value < cfg.npg.max_log_std else "< npg.max_log_std",
     "real_ratio": between(0, 1),
-    **dict.fromkeys(("sac.gamma", "sac.tau"), between(0, 1)),
+    "buffer_frac": between(0, 1),
+    "start_state": one_of("init", "buffer"),
+    "reward_fn": one_of("env", "mjrl"),
+    "termination_fn": one_of("env", "mjrl", "mopo", "mopo_strict"),
+    "fit_max_steps": positive_or_none,
+    "horizon": lambda value, cfg: None if value >= 5 else ">= 5 (model paths shorter than 5 steps are dropped)",
+    **dict.fromkeys(("sac.gamma", "sac.tau", "npg.gamma", "npg.gae_lambda"), between(0, 1)),
     "dynamics.holdout_ratio": between(0, 1, open_interval=True),
     "dynamics.num_elites": _elites,
     "dynamics.weight_decay": _weight_decay,
@@ -636,7 +775,7 @@ def _rules_of(cls: type) -> dict[str, Rule]:
     return rules
 
 
-def _validate(cfg: OfflineConfig, origins: Mapping[str, str]) -> None:
+def _validate(cfg: RunConfig, origins: Mapping[str, str]) -> None:
     """Raise one UserError listing every value that breaks a rule, with the source that set it."""
     keys = set(list_keys(type(cfg)))
     problems = []
@@ -656,12 +795,12 @@ def _validate(cfg: OfflineConfig, origins: Mapping[str, str]) -> None:
 # Saving and loading run configs
 
 
-def config_to_dict(cfg: OfflineConfig) -> dict[str, Any]:
+def config_to_dict(cfg: RunConfig) -> dict[str, Any]:
     """Plain nested dict (blocks become dicts, lists are copied) for YAML, logging and hyperparameter tables."""
     return dataclasses.asdict(cfg)
 
 
-def save_config(cfg: OfflineConfig, path: str | os.PathLike[str]) -> None:
+def save_config(cfg: RunConfig, path: str | os.PathLike[str]) -> None:
     """Write the merged config as YAML atomically, so a crash never leaves a half-written config.yaml behind."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -681,7 +820,7 @@ def save_config(cfg: OfflineConfig, path: str | os.PathLike[str]) -> None:
         raise
 
 
-def load_run_config(path: str | os.PathLike[str]) -> OfflineConfig:
+def load_run_config(path: str | os.PathLike[str]) -> RunConfig:
     """Read a saved run config back (class chosen by its `algo` key), as strictly as load_config reads YAML.
 
     Keys missing from the file keep their dataclass defaults, so run directories from before a new option was

@@ -4,6 +4,7 @@ python train.py --task hopper-medium-v2 --algo mopo --seed 0
 python train.py --task hopper-medium-v2 --algo mopo --set epochs=100 --set dynamics.max_epochs=50
 python train.py --resume log/hopper-medium-v2/mopo/seed0-20261121-120000
 python train.py --task hopper-medium-gen --algo bc --seeds 0 1 2 --workers 2
+python train.py --task Hopper-v4 --algo pal          # online: gymnasium ids are environment tasks
 """
 
 from __future__ import annotations
@@ -15,15 +16,17 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 
 from algos import ALGORITHMS, build_algorithm
+from algos.game import ModelBasedNPG
+from algos.npg_trainer import NPGTrainer
 from algos.trainer import OfflineTrainer, read_checkpoint
 from buffers.replay import ReplayBuffer
-from config import OfflineConfig, load_run_config, load_task_config, save_config
+from config import ModelBasedNPGConfig, OfflineConfig, RunConfig, load_run_config, load_task_config, save_config
 from envs import (
     Evaluator,
     OfflineDataset,
@@ -73,7 +76,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def resolve_config(args: argparse.Namespace) -> tuple[OfflineConfig, Path, dict[str, Any] | None]:
+def resolve_config(args: argparse.Namespace) -> tuple[RunConfig, Path, dict[str, Any] | None]:
     """The run's config, its directory, and the checkpoint to resume from (None for a fresh start)."""
     if args.resume:
         run_dir = Path(args.resume)
@@ -192,41 +195,48 @@ def main(argv: list[str] | None = None) -> dict[str, float] | None:
         torch.set_num_threads(args.threads)
     seed_everything(cfg.seed)
 
-    dataset = load_dataset(spec, cfg.dataset_path, cfg.dataset_backend, cfg.download)
-    dataset.validate(spec)
-    real_buffer = ReplayBuffer.from_dataset(dataset, device)
+    dataset = None
+    if not spec.online:
+        dataset = load_dataset(spec, cfg.dataset_path, cfg.dataset_backend, cfg.download)
+        dataset.validate(spec)
     run_dir.mkdir(parents=True, exist_ok=True)
     if not args.resume:
         save_config(cfg, run_dir / "config.yaml")
-    print(
-        f"run dir: {run_dir}  ({dataset.num_transitions} transitions from {dataset.source}; "
-        f"{torch.get_num_threads()} threads)",
-        flush=True,
-    )
+    source = "online" if dataset is None else f"{dataset.num_transitions} transitions from {dataset.source}"
+    print(f"run dir: {run_dir}  ({source}; {torch.get_num_threads()} threads)", flush=True)
 
     # Resuming drops what the interrupted process logged after its last checkpoint, and keeps all it logged before.
     resume_step = checkpoint["global_step"] if checkpoint else None
     logger = RunLogger(run_dir, resume_step, resume_events=checkpoint.get("num_events") if checkpoint else None)
     try:
-        dynamics = None
-        if hasattr(cfg, "dynamics"):
-            dynamics = prepare_dynamics(cfg, spec, real_buffer, run_dir, logger, device, progress)
-            if cfg.dynamics_only:
-                print(f"dynamics model saved; reuse it with --set dynamics_path={run_dir / 'dynamics.pt'}")
-                return None
-        algo = build_algorithm(cfg, spec.obs_dim, spec.act_dim, device, dynamics)
-        evaluator = Evaluator(spec, cfg.eval_episodes, cfg.seed, device)
-        trainer = OfflineTrainer(cfg, algo, real_buffer, evaluator, logger, run_dir, dynamics, progress)
+        evaluator = Evaluator(spec, cfg.eval_episodes, cfg.seed, device, getattr(cfg, "act_repeat", 1))
+        if isinstance(cfg, ModelBasedNPGConfig):
+            trainer: OfflineTrainer | NPGTrainer = npg_trainer(cfg, spec, dataset, evaluator, logger, run_dir, device)
+        else:
+            assert dataset is not None
+            real_buffer = ReplayBuffer.from_dataset(dataset, device)
+            dynamics = None
+            if hasattr(cfg, "dynamics"):
+                dynamics = prepare_dynamics(cfg, spec, real_buffer, run_dir, logger, device, progress)
+                if cfg.dynamics_only:
+                    print(f"dynamics model saved; reuse it with --set dynamics_path={run_dir / 'dynamics.pt'}")
+                    return None
+            algo = build_algorithm(cfg, spec.obs_dim, spec.act_dim, device, dynamics)
+            trainer = OfflineTrainer(cfg, algo, real_buffer, evaluator, logger, run_dir, dynamics, progress)
+        trainer.progress = progress
         if checkpoint is not None:
             trainer.load_state(checkpoint, source=run_dir)
-            print(f"resumed at epoch {trainer.epoch} (step {trainer.global_step})", flush=True)
-        else:  # an epoch-0 checkpoint: a run killed before its first save resumes on the same random stream
+            unit = "iteration" if isinstance(trainer, NPGTrainer) else "epoch"
+            print(f"resumed at {unit} {checkpoint['epoch']} (step {checkpoint['global_step']})", flush=True)
+        else:  # a checkpoint before any training: a run killed before its first save resumes on the same stream
             trainer.save_checkpoint()
         try:
             result = trainer.train()
         except KeyboardInterrupt:
             raise UserError(f"interrupted; continue with: python train.py --resume {run_dir}") from None
         evaluator.close()
+        if isinstance(trainer, NPGTrainer):
+            trainer.close()
     finally:
         logger.close()
     if result is not None:
@@ -234,30 +244,54 @@ def main(argv: list[str] | None = None) -> dict[str, float] | None:
     return result
 
 
+def npg_trainer(
+    cfg: ModelBasedNPGConfig,
+    spec: TaskSpec,
+    dataset: OfflineDataset | None,
+    evaluator: Evaluator,
+    logger: RunLogger,
+    run_dir: Path,
+    device: torch.device,
+) -> NPGTrainer:
+    """PAL/MAL learn online; MOReL from the dataset, its model rollouts starting from the episodes' first states."""
+    algo = cast(ModelBasedNPG, build_algorithm(cfg, spec.obs_dim, spec.act_dim, device))
+    if dataset is None:
+        return NPGTrainer(cfg, algo, spec, evaluator, logger, run_dir, device)
+    data = ReplayBuffer.from_dataset(dataset, device).storage
+    starts = torch.as_tensor(dataset.observations[np.asarray(dataset.episode_starts, dtype=bool)], device=device)
+    return NPGTrainer(cfg, algo, spec, evaluator, logger, run_dir, device, data, starts)
+
+
 LAST_K = 5  # evaluations averaged in the final line next to the last one; one evaluation can catch a bad episode
 
 
-def final_line(result: dict[str, float], spec: TaskSpec, dataset: OfflineDataset, run_dir: Path) -> str:
+def final_line(result: dict[str, float], spec: TaskSpec, dataset: OfflineDataset | None, run_dir: Path) -> str:
     """The run's score (last evaluation, and the mean of the last LAST_K as score.py --last reports it) next to what
-    it learned from: the dataset's mean episode and, for generated medium/expert data, the behaviour policy; then
-    where the curves are."""
-    dataset_return = float(dataset.episode_returns().mean())
+    it learned from: the dataset's mean episode and, for generated medium/expert data, the behaviour policy (online:
+    the environment steps taken); then where the curves are."""
     column = "normalized_score_mean" if spec.normalizable else "return_mean"
     with open(run_dir / "progress.csv", newline="") as handle:
-        recent = [float(row[column]) for row in csv.DictReader(handle)][-LAST_K:]
+        rows = list(csv.DictReader(handle))
+    recent = [float(row[column]) for row in rows][-LAST_K:]
     recent_mean = f"mean of the last {len(recent)} evaluations {np.mean(recent):.1f}" if len(recent) > 1 else ""
     if spec.normalizable:
         score = (
             f"final normalized score {result['normalized_mean']:.1f} ± {result['normalized_std']:.1f} "
             f"(return {result['return_mean']:.1f}{', ' + recent_mean if recent_mean else ''})"
         )
-        behaviour = behaviour_policy_score(spec, dataset.metadata)
-        context = f"dataset episodes {float(normalized_score(spec, dataset_return)):.1f}"
-        context += "" if behaviour is None else f", behaviour policy {behaviour:.1f}"
     else:  # a task file without reference returns: returns only
         score = f"final return {result['return_mean']:.1f} ± {result['return_std']:.1f}"
         score += f" ({recent_mean})" if recent_mean else ""
-        context = f"dataset episodes {dataset_return:.1f}"
+    if dataset is None:
+        context = f"online, {int(float(rows[-1]['step']))} environment steps"
+    else:
+        dataset_return = float(dataset.episode_returns().mean())
+        if spec.normalizable:
+            behaviour = behaviour_policy_score(spec, dataset.metadata)
+            context = f"dataset episodes {float(normalized_score(spec, dataset_return)):.1f}"
+            context += "" if behaviour is None else f", behaviour policy {behaviour:.1f}"
+        else:
+            context = f"dataset episodes {dataset_return:.1f}"
     return (
         f"{score} | {context} | curves: tensorboard --logdir {run_dir} (progress.csv there; python plot.py {run_dir})"
     )

@@ -9,20 +9,30 @@ import torch
 from algos.base import Algorithm
 from algos.bc import BC
 from algos.bcq import BCQ
+from algos.game import ModelBasedNPG
 from algos.micro import MICRO
 from algos.mopo import MOPO
+from algos.morel import MOReL
 from algos.sac import SAC
 from algos.trainer import read_checkpoint
-from config import OfflineConfig, load_run_config
+from config import RunConfig, load_run_config
 from envs.tasks import get_task
 from models.dynamics import EnsembleDynamics
 from utils.errors import UserError
 
-ALGORITHMS: dict[str, type[Algorithm]] = {"mopo": MOPO, "micro": MICRO, "bc": BC, "bcq": BCQ}
+ALGORITHMS: dict[str, type[Algorithm]] = {
+    "mopo": MOPO,
+    "micro": MICRO,
+    "bc": BC,
+    "bcq": BCQ,
+    "pal": ModelBasedNPG,  # PAL and MAL are one algorithm in two game settings (algos/game.py)
+    "mal": ModelBasedNPG,
+    "morel": MOReL,
+}
 
 
 def build_algorithm(
-    cfg: OfflineConfig,
+    cfg: RunConfig,
     obs_dim: int,
     act_dim: int,
     device: torch.device | str = "cpu",
@@ -39,7 +49,7 @@ def build_algorithm(
 
 def load_run(
     run_dir: str | Path, device: torch.device | str = "cpu", task: str | None = None
-) -> tuple[OfflineConfig, Algorithm]:
+) -> tuple[RunConfig, Algorithm]:
     """A trained run in one call: its config and its algorithm with the last checkpoint's weights (for acting and
     evaluation; the dynamics model is not loaded). `task`, if given, must be the run's task."""
     run_dir = Path(run_dir)
@@ -60,4 +70,16 @@ def load_run(
     return cfg, algo.eval()
 
 
-__all__ = ["ALGORITHMS", "BC", "BCQ", "MICRO", "MOPO", "SAC", "Algorithm", "build_algorithm", "load_run"]
+__all__ = [
+    "ALGORITHMS",
+    "BC",
+    "BCQ",
+    "MICRO",
+    "MOPO",
+    "MOReL",
+    "SAC",
+    "Algorithm",
+    "ModelBasedNPG",
+    "build_algorithm",
+    "load_run",
+]

@@ -42,10 +42,13 @@ class Evaluator:
     """Runs `episodes` environments side by side with one batched policy call per step.
 
     The environments are built once and reset with the same per-episode seeds on every call, so scores from
-    different epochs differ only because the policy changed.
+    different epochs differ only because the policy changed. With `act_repeat` each action is held for that many
+    environment steps (policies trained with mjrl's action repeat); returns are over all environment steps.
     """
 
-    def __init__(self, spec: TaskSpec, episodes: int, seed: int, device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self, spec: TaskSpec, episodes: int, seed: int, device: torch.device | str = "cpu", act_repeat: int = 1
+    ) -> None:
         if episodes < 1:
             raise UserError(f"evaluation needs at least 1 episode, got eval_episodes={episodes}")
         if seed < 0:
@@ -53,7 +56,7 @@ class Evaluator:
         self.spec = spec
         self.device = torch.device(device)
         self.reset_seeds = [episode_reset_seed(seed, i) for i in range(episodes)]
-        self.envs = [make_env(spec) for _ in range(episodes)]
+        self.envs = [make_env(spec, act_repeat=act_repeat) for _ in range(episodes)]
 
     def evaluate(self, act_fn: Callable[[torch.Tensor], torch.Tensor]) -> dict[str, float]:
         """Play one episode per environment; `act_fn` maps float32 [n_alive, obs_dim] to [n_alive, act_dim]."""

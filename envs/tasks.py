@@ -7,6 +7,7 @@ the same MuJoCo models as the v3-era gym envs the D4RL datasets were collected w
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import sys
 import warnings
@@ -47,6 +48,11 @@ class TaskSpec:
     env_kwargs: tuple[tuple[str, Any], ...] = ()
     termination: str | None = None
     max_episode_steps: int | None = None
+
+    @property
+    def online(self) -> bool:
+        """An environment without a dataset, for algorithms that collect their own samples (PAL, MAL)."""
+        return self.level == ONLINE_LEVEL
 
     @property
     def normalizable(self) -> bool:
@@ -141,8 +147,22 @@ def _register_generated_tasks() -> None:
             register_task(_family_spec(family, level, "gen", f"{family}-{level}-gen.hdf5", None))
 
 
+ONLINE_LEVEL = "online"
+
+
+def _register_online_tasks() -> None:
+    # Named by their gymnasium ids; the D4RL reference returns make their scores comparable with the offline tasks.
+    for family, info in _FAMILIES.items():
+        if info.v0_mixed_file is None:  # online model-based NPG needs a known reward (envs/rewards.py)
+            continue
+        spec = _family_spec(family, ONLINE_LEVEL, info.gym_id.rsplit("-", 1)[1], "", None)
+        register_task(dataclasses.replace(spec, name=info.gym_id))
+        _ALIASES[info.gym_id.lower()] = info.gym_id
+
+
 _register_d4rl_tasks()
 _register_generated_tasks()
+_register_online_tasks()
 
 
 def list_tasks() -> list[str]:
@@ -210,7 +230,27 @@ def _without_settotalmass_notice() -> Iterator[None]:
         mujoco.set_mju_user_warning(previous)
 
 
-def make_env(spec: TaskSpec, seed: int | None = None, max_episode_steps: int | None = None) -> gym.Env:
+class ActionRepeat(gym.Wrapper):
+    """Each decision is applied for `repeat` environment steps (stopping early at the episode's end); the rewards
+    are summed. mjrl's `act_repeat`: a 1000-step episode becomes 1000 / repeat decisions."""
+
+    def __init__(self, env: gym.Env, repeat: int) -> None:
+        super().__init__(env)
+        self.repeat = repeat
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+        total = 0.0
+        for _ in range(self.repeat):
+            obs, reward, terminated, truncated, info = self.env.step(action)
+            total += float(reward)
+            if terminated or truncated:
+                break
+        return obs, total, terminated, truncated, info
+
+
+def make_env(
+    spec: TaskSpec, seed: int | None = None, max_episode_steps: int | None = None, act_repeat: int = 1
+) -> gym.Env:
     """Build the evaluation environment; -v4 is deliberate (D4RL's physics), so its deprecation notices are noise."""
     kwargs: dict[str, Any] = dict(spec.env_kwargs)
     limit = max_episode_steps or spec.max_episode_steps
@@ -234,10 +274,24 @@ def make_env(spec: TaskSpec, seed: int | None = None, max_episode_steps: int | N
         # Every policy here acts in [-1, 1]^|A| (tanh); envs with other bounds (Pendulum: ±2) are rescaled.
         unit = np.ones(space.shape, np.float32)
         env = gym.wrappers.RescaleAction(env, -unit, unit)
+    if act_repeat > 1:
+        env = ActionRepeat(env, act_repeat)
     if seed is not None:
         env.reset(seed=seed)
         env.action_space.seed(seed)
     return env
+
+
+def episode_limit(spec: TaskSpec) -> int | None:
+    """Environment steps per episode before the time limit (the task's own, else gymnasium's registered one)."""
+    if spec.max_episode_steps is not None:
+        return spec.max_episode_steps
+    if spec.env_module:
+        import_env_module(spec)
+    try:
+        return gym.spec(spec.gym_id).max_episode_steps
+    except gym.error.Error:
+        return None
 
 
 def physics_state(env: gym.Env) -> tuple[np.ndarray, np.ndarray]:

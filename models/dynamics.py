@@ -29,20 +29,42 @@ PENALTY_TYPES = ("aleatoric", "pairwise_diff", "ensemble_std")
 
 
 class Standardizer(nn.Module):
-    """Per-dimension standardisation; its statistics are buffers so they travel with the model's state_dict."""
+    """Per-dimension scaling (x - shift) / scale; its statistics are buffers so they travel with the state_dict.
 
-    def __init__(self, dim: int) -> None:
+    kind "std": shift = mean, scale = std (1 where a dimension is constant), as MBPO/OfflineRL-Kit.
+    kind "mad": shift = mean, scale = mean absolute deviation (divided by scale + 1e-8), as mjrl's dynamics models.
+    """
+
+    def __init__(self, dim: int, kind: str = "std") -> None:
         super().__init__()
+        self.kind = kind
         self.register_buffer("mean", torch.zeros(dim))
         self.register_buffer("std", torch.ones(dim))
 
     def fit(self, x: torch.Tensor) -> None:
-        std = x.std(0, unbiased=False)
-        self.mean.copy_(x.mean(0))
-        self.std.copy_(torch.where(std < 1e-12, torch.ones_like(std), std))
+        mean = x.mean(0)
+        self.mean.copy_(mean)
+        if self.kind == "mad":
+            self.std.copy_((x - mean).abs().mean(0))
+        else:
+            std = x.std(0, unbiased=False)
+            self.std.copy_(torch.where(std < 1e-12, torch.ones_like(std), std))
+
+    @property
+    def scale(self) -> torch.Tensor:
+        return self.std + 1e-8 if self.kind == "mad" else self.std
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
+        return (x - self.mean) / self.scale
+
+    def inverse(self, y: torch.Tensor) -> torch.Tensor:
+        """Back to raw units; with kind "mad", dimensions that never varied (scale < 1e-8) come back as 0, so a
+        residual model predicts them unchanged (mjrl's output mask)."""
+        raw = y * self.scale + self.mean
+        return raw * (self.std >= 1e-8) if self.kind == "mad" else raw
+
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {"silu": nn.SiLU, "relu": nn.ReLU, "tanh": nn.Tanh}
 
 
 class EnsembleDynamics(nn.Module):
@@ -53,12 +75,17 @@ class EnsembleDynamics(nn.Module):
         if cfg.loss not in ("nll", "mse"):
             raise ValueError(f"unknown dynamics loss {cfg.loss!r}")
         self.obs_dim, self.act_dim, self.cfg = obs_dim, act_dim, cfg
-        self.target_dim = obs_dim + 1
+        self.target_dim = obs_dim + 1 if cfg.predict_reward else obs_dim
         self.probabilistic = cfg.loss == "nll"
         self.termination_fn = termination_fn
         out_dim = 2 * self.target_dim if self.probabilistic else self.target_dim
-        self.net = EnsembleMLP(cfg.num_ensemble, obs_dim + act_dim, out_dim, cfg.hidden_dims, nn.SiLU)
-        self.input_scaler = Standardizer(obs_dim + act_dim)
+        self.net = EnsembleMLP(
+            cfg.num_ensemble, obs_dim + act_dim, out_dim, cfg.hidden_dims, ACTIVATIONS[cfg.activation], cfg.init
+        )
+        mad = cfg.normalization == "mad"
+        self.input_scaler = Standardizer(obs_dim + act_dim, "mad" if mad else "std")
+        # mjrl scales the Δs targets too; MBPO-style models regress raw targets.
+        self.target_scaler = Standardizer(self.target_dim, "mad") if mad else None
         # Learned log-variance bounds shared by all members; soft clamping keeps gradients flowing.
         self.max_logvar = nn.Parameter(torch.full((self.target_dim,), cfg.max_logvar_init))
         self.min_logvar = nn.Parameter(torch.full((self.target_dim,), cfg.min_logvar_init))
@@ -90,16 +117,22 @@ class EnsembleDynamics(nn.Module):
         return mean, logvar
 
     def forward(self, obs: torch.Tensor, act: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Mean (of [Δs, r]) and log-variance of every member for a batch of (s, a): shapes [E, B, obs+1].
+        """Mean (of [Δs, r], or Δs alone without `predict_reward`) and log-variance of every member for a batch of
+        (s, a) [B, ...] (every member sees every row) or [E, B, ...] (member i sees rows [i]): shapes [E, B, out].
 
-        Without grad, large batches run in cache-sized chunks.
+        Without grad, large shared batches run in cache-sized chunks.
         """
         x = self.input_scaler(torch.cat([obs, act], dim=-1))
         chunk_rows = INFERENCE_CHUNK[self.cfg.precision] if self.device.type == "cpu" else x.shape[0]
-        if torch.is_grad_enabled() or x.shape[0] <= chunk_rows:
-            return self._forward_normalized(x)
-        means, logvars = zip(*(self._forward_normalized(chunk) for chunk in x.split(chunk_rows)))
-        return torch.cat(means, 1), None if logvars[0] is None else torch.cat(logvars, 1)
+        if torch.is_grad_enabled() or x.shape[0] <= chunk_rows or x.dim() == 3:
+            mean, logvar = self._forward_normalized(x)
+        else:
+            means, logvars = zip(*(self._forward_normalized(chunk) for chunk in x.split(chunk_rows)))
+            mean, logvar = torch.cat(means, 1), None if logvars[0] is None else torch.cat(logvars, 1)
+        if self.target_scaler is None:
+            return mean, logvar
+        scale_log = 2 * torch.log(self.target_scaler.scale)
+        return self.target_scaler.inverse(mean), None if logvar is None else logvar + scale_log
 
     def _decay_loss(self) -> torch.Tensor:
         return sum(wd * 0.5 * layer.weight.square().sum() for wd, layer in zip(self.cfg.weight_decay, self.net.layers))
@@ -161,7 +194,7 @@ class EnsembleDynamics(nn.Module):
         """
         cfg, device = self.cfg, self.device
         inputs = torch.cat([obs, act], dim=-1).to(device)
-        targets = torch.cat([next_obs - obs, rewards.reshape(-1, 1)], dim=-1).to(device)
+        targets = self._targets(obs, next_obs, rewards).to(device)
         n = inputs.shape[0]
         num_holdout = min(int(n * cfg.holdout_ratio), cfg.max_holdout)
         if n - num_holdout < cfg.batch_size:
@@ -172,6 +205,9 @@ class EnsembleDynamics(nn.Module):
         permutation = torch.randperm(n, device=device)
         train_idx, holdout_idx = permutation[num_holdout:], permutation[:num_holdout]
         self.input_scaler.fit(inputs[train_idx])
+        if self.target_scaler is not None:
+            self.target_scaler.fit(targets[train_idx])
+            targets = self.target_scaler(targets)
         x_train, y_train = self.input_scaler(inputs[train_idx]), targets[train_idx]
         x_holdout, y_holdout = self.input_scaler(inputs[holdout_idx]), targets[holdout_idx]
         w_train = None if weights is None else weights.to(device).reshape(-1)[train_idx]
@@ -236,6 +272,73 @@ class EnsembleDynamics(nn.Module):
             mask = improved.view(-1, *([1] * (value.dim() - 1)))
             best_state[name].copy_(torch.where(mask, value, best_state[name]))
 
+    def _targets(self, obs: torch.Tensor, next_obs: torch.Tensor, rewards: torch.Tensor | None) -> torch.Tensor:
+        delta = next_obs - obs
+        if not self.cfg.predict_reward:
+            return delta
+        assert rewards is not None, "a model with predict_reward needs rewards to fit"
+        return torch.cat([delta, rewards.reshape(-1, 1)], dim=-1)
+
+    def fit_epochs(
+        self,
+        obs: torch.Tensor,
+        act: torch.Tensor,
+        next_obs: torch.Tensor,
+        optimizer: torch.optim.Optimizer,
+        epochs: int,
+        max_steps: int | None = None,
+        rewards: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor | int]:
+        """mjrl's fit for the NPG family: `epochs` passes over all the data (no holdout, bootstrap or early stopping),
+        every member with its own shuffle and `cfg.batch_size` rows per step (the last partial batch dropped),
+        stopping after the first epoch that brings the gradient steps to `max_steps`.
+
+        Warm start: training continues from the current weights with `optimizer` (its moments persist between
+        calls); the input and target scalers are re-fitted to the data first, as mjrl does on every fit. Returns
+        the last epoch's mean loss per member [E] (in the scaled target space), the epochs and steps taken.
+        """
+        cfg = self.cfg
+        inputs, targets = torch.cat([obs, act], dim=-1), self._targets(obs, next_obs, rewards)
+        n, members = inputs.shape[0], cfg.num_ensemble
+        steps_per_epoch = n // cfg.batch_size
+        if steps_per_epoch == 0:
+            raise UserError(
+                f"{n} transitions are fewer than one dynamics batch ({cfg.batch_size}); collect more samples or "
+                "lower dynamics.batch_size"
+            )
+        self.input_scaler.fit(inputs)
+        if self.target_scaler is not None:
+            self.target_scaler.fit(targets)
+            targets = self.target_scaler(targets)
+        x = self.input_scaler(inputs)
+        losses = torch.zeros(members, device=x.device)
+        steps, epoch = 0, 0
+        while epoch < epochs and (max_steps is None or steps < max_steps):
+            epoch += 1
+            order = torch.rand(members, n, device=x.device).argsort(1)[:, : steps_per_epoch * cfg.batch_size]
+            losses = torch.zeros(members, device=x.device)
+            for rows in order.split(cfg.batch_size, dim=1):
+                per_member = self._sample_losses(x[rows], targets[rows]).mean(-1)
+                optimizer.zero_grad(set_to_none=True)
+                per_member.sum().backward()  # members share no weights: one backward trains each on its own loss
+                optimizer.step()
+                losses += per_member.detach()
+            losses /= steps_per_epoch
+            steps += steps_per_epoch
+        return {"loss": losses, "epochs": epoch, "steps": steps}
+
+    @torch.no_grad()
+    def prediction_error(self, obs: torch.Tensor, act: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:
+        """Mean squared error of each member's next-state prediction in raw units [E] (mjrl's `compute_loss`; on
+        samples the model has not been fitted to, its generalisation error)."""
+        return (self.next_obs_per_member(obs, act) - next_obs).square().mean(dim=(1, 2))
+
+    def next_obs_per_member(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        """Every member's mean next state [E, B, obs]: inputs [B, ·] go to every member, inputs [E, B, ·] give
+        member i the rows [i] (one batched call either way)."""
+        mean, _ = self(obs, act)
+        return obs + mean[..., : self.obs_dim]
+
     # ------------------------------------------------------------------------------------------------ prediction
     @torch.no_grad()
     def step(
@@ -246,6 +349,10 @@ class EnsembleDynamics(nn.Module):
         Returns next_obs [B, obs], reward [B], done [B] (termination function on the sampled next state) and
         info; with `penalty_type`, info["uncertainty"] [B] is MOPO's u(s, a), computed from all members.
         """
+        if not self.cfg.predict_reward:
+            raise UserError(
+                "this dynamics model predicts no reward (dynamics.predict_reward=false); set it true for the SAC family"
+            )
         mean, logvar = self(obs, act)
         mean[..., : self.obs_dim] += obs
         std = None if logvar is None else torch.exp(0.5 * logvar)

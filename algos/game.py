@@ -1,0 +1,157 @@
+"""Game-theoretic model-based RL: PAL and MAL (Rajeswaran, Mordatch and Kumar, ICML 2020; docs/pal_mal.md).
+
+Model-based RL as a two-player game. The policy player maximises its return in the learned model M̂,
+
+    max_π  J(π, M̂),
+
+the model player minimises its prediction error on the data the policy visits,
+
+    min_M̂  E_{(s, a, s') ~ d_π} ‖M̂(s, a) − s'‖².
+
+Played simultaneously with gradient steps both players chase a moving target; the game is stable when one of
+them leads (moves slowly) and the other follows (best-responds):
+
+- PAL, policy as leader: a few conservative NPG steps per iteration, while the model best-responds to the current
+  policy by fitting hard on a small buffer of its most recent data.
+- MAL, model as leader: the model learns conservatively on a buffer holding nearly all data with few epochs, while
+  the policy best-responds to it with many NPG steps.
+
+Both are one loop (algos/npg_trainer.py) with different settings: collect real samples with the stochastic policy,
+fit the deterministic ensemble (models/dynamics.py, mjrl's configuration), then `inner_steps` NPG steps
+(algos/npg.py) on paths rolled out in every ensemble member from start states of real paths. What is particular to
+the model-based policy player, the rollouts in the learned models, lives here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+
+from algos.npg import NPG
+from buffers.paths import PathBatch
+from config import ModelBasedNPGConfig, Rule, positive, register_config
+from envs.termination import TerminationFn
+from models.dynamics import EnsembleDynamics
+
+RewardFn = TerminationFn  # (obs, act, next_obs) -> [...], float rewards instead of done flags
+MIN_PATH_LENGTH = 5  # mjrl drops model paths with fewer steps before the NPG step
+
+
+@dataclass
+class OnlineNPGConfig(ModelBasedNPGConfig):
+    """The online loop's keys: real samples per iteration and the buffer the models are fitted to."""
+
+    online: ClassVar[bool] = True
+    rules: ClassVar[dict[str, Rule]] = {"init_samples": positive, "iter_samples": positive, "buffer_size": positive}
+
+    init_samples: int = 4000  # real decisions collected before the first fit
+    iter_samples: int = 1000  # real decisions collected in every later iteration
+    buffer_size: int = 10_000  # transitions kept for fitting; whole oldest paths are dropped
+
+
+@register_config("pal")
+@dataclass
+class PALConfig(OnlineNPGConfig):
+    """Policy as leader: mjrl's hopper_v3_pal (configs/pal/defaults.yaml states every value with its source)."""
+
+
+@register_config("mal")
+@dataclass
+class MALConfig(OnlineNPGConfig):
+    """Model as leader: mjrl's hopper_v3_mal (configs/mal/defaults.yaml)."""
+
+    num_iter: int = 25
+    inner_steps: int = 20
+    update_paths: int = 25
+    fit_epochs: int = 10
+    fit_max_steps: int | None = 100_000
+    init_samples: int = 10_000
+    iter_samples: int = 2000
+    buffer_size: int = 100_000
+
+
+class ModelBasedNPG(NPG):
+    """NPG whose paths come from rollouts of the stochastic policy in every member of a learned ensemble."""
+
+    needs_dynamics: ClassVar[bool] = False  # the trainer hands the models to each `train_step`
+    needs_disagreement: ClassVar[bool] = False  # MOReL also asks the rollout for the members' disagreement
+
+    def __init__(
+        self, obs_dim: int, act_dim: int, cfg: ModelBasedNPGConfig, device: torch.device | str = "cpu"
+    ) -> None:
+        super().__init__(obs_dim, act_dim, cfg.npg, device)
+        self.cfg = cfg
+
+    @torch.no_grad()
+    def model_paths(
+        self,
+        dynamics: EnsembleDynamics,
+        start_states: torch.Tensor,
+        reward_fn: RewardFn,
+        termination_fn: TerminationFn,
+    ) -> tuple[PathBatch, torch.Tensor | None]:
+        """Roll the stochastic policy for `horizon` steps from every start state [N, obs] in every member: paths
+        [E·N] (member-major). A path ends at the first step whose predicted next state the termination function
+        calls done (that step kept, the path terminated). Rewards are the known reward function's on the clipped
+        action times `act_repeat`; states are clamped to ±state_bound. With `needs_disagreement`, also the
+        members' pairwise disagreement max_{i<j} ‖f_i(s, a) − f_j(s, a)‖ at every step [E·N, T]."""
+        cfg, policy = self.cfg, self.actor
+        members, num_starts = dynamics.num_members, len(start_states)
+        obs = start_states.unsqueeze(0).expand(members, -1, -1)
+        steps: dict[str, list[torch.Tensor]] = {"obs": [], "act": [], "rew": [], "done": [], "disagreement": []}
+        for _ in range(cfg.horizon):
+            action = policy(obs)[0]
+            clipped = action.clamp(-1.0, 1.0)
+            if self.needs_disagreement:
+                flat_obs, flat_act = obs.reshape(members * num_starts, -1), clipped.reshape(members * num_starts, -1)
+                every = dynamics.next_obs_per_member(flat_obs, flat_act)  # [E, E·N, obs]: every member, every path
+                steps["disagreement"].append(pairwise_disagreement(every))
+                own = every.view(members, members, num_starts, -1).diagonal(dim1=0, dim2=1)  # [N, obs, E]
+                next_obs = own.permute(2, 0, 1)
+            else:
+                next_obs = dynamics.next_obs_per_member(obs, clipped)
+            next_obs = next_obs.clamp(-cfg.state_bound, cfg.state_bound)
+            steps["obs"].append(obs)
+            steps["act"].append(action)
+            steps["rew"].append(reward_fn(obs, clipped, next_obs) * cfg.act_repeat)
+            steps["done"].append(termination_fn(obs, clipped, next_obs))
+            obs = next_obs
+        stacked = {key: torch.stack(value, dim=2).flatten(0, 1) for key, value in steps.items() if value}
+        done = stacked["done"]
+        # Valid steps: those with no done before them; the path terminated if one of its valid steps is done.
+        mask = (done.cumsum(1) - done.long()) == 0
+        terminated = (done & mask).any(1)
+        paths = PathBatch(stacked["obs"], stacked["act"], stacked["rew"] * mask, mask, terminated)
+        return paths, stacked.get("disagreement")
+
+    def shape_paths(self, paths: PathBatch, disagreement: torch.Tensor | None) -> PathBatch:
+        """What an algorithm does to model paths before the NPG step (MOReL truncates); PAL/MAL use them as is."""
+        return paths
+
+    def train_step(
+        self,
+        dynamics: EnsembleDynamics,
+        start_states: torch.Tensor,
+        reward_fn: RewardFn,
+        termination_fn: TerminationFn,
+    ) -> dict[str, Any]:
+        """One NPG step of the policy player on fresh model paths from `start_states`."""
+        paths, disagreement = self.model_paths(dynamics, start_states, reward_fn, termination_fn)
+        long_enough = paths.lengths >= MIN_PATH_LENGTH
+        paths = self.shape_paths(paths.select(long_enough), None if disagreement is None else disagreement[long_enough])
+        metrics: dict[str, Any] = {
+            "rollout/paths_kept": float(long_enough.float().mean()),
+            "rollout/path_length": float(paths.lengths.float().mean()),
+            "rollout/terminated": float(paths.terminated.float().mean()),
+        }
+        if len(paths.obs) == 0:  # every path fell before 5 steps: nothing to learn from this time
+            return metrics
+        return {**metrics, **self.update_from_paths(paths)}
+
+
+def pairwise_disagreement(predictions: torch.Tensor) -> torch.Tensor:
+    """max_{i<j} ‖p_i − p_j‖₂ over members of predictions [E, B, obs] -> [B] (MOReL's δ(s, a))."""
+    distances = (predictions.unsqueeze(0) - predictions.unsqueeze(1)).norm(dim=-1)  # [E, E, B]
+    return distances.flatten(0, 1).amax(0)

@@ -1,0 +1,115 @@
+"""MOReL: Model-Based Offline Reinforcement Learning (Kidambi et al., NeurIPS 2020; docs/morel.md).
+
+From an offline dataset D, build a pessimistic MDP and optimise the policy in it:
+
+1. Fit an ensemble {f_i} of deterministic models to D (models/dynamics.py, mjrl's configuration).
+2. Unknown-state detector: the members' disagreement δ(s, a) = max_{i<j} ‖f_i(s, a) − f_j(s, a)‖₂, with the
+   threshold τ = max_{(s,a) ∈ D} δ(s, a) / pessimism_coef (no truncation when pessimism_coef is 0 or null).
+3. Pessimistic MDP: a model path reaching a step with δ(s_t, a_t) > τ enters the absorbing HALT state: the path is
+   cut after that step (kept at least 4 steps long), its last reward gets `truncate_reward` (the HALT penalty −κ),
+   and it ends there (terminated: no value beyond it).
+4. Policy: a Gaussian MLP initialised by behaviour cloning on D, improved by NPG steps on paths rolled out in every
+   member from the dataset's episode start states (algos/game.py, algos/npg.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+
+from algos.game import ModelBasedNPG, pairwise_disagreement
+from buffers.paths import PathBatch
+from config import DatasetConfig, ModelBasedNPGConfig, Rule, non_negative, positive, register_config
+from models.dynamics import EnsembleDynamics
+
+MIN_TRUNCATED_LENGTH = 4  # mjrl keeps truncated paths at least this long
+DISAGREEMENT_CHUNK = 50_000  # dataset rows per chunk when measuring δ over the whole dataset
+
+
+@register_config("morel")
+@dataclass
+class MOReLConfig(ModelBasedNPGConfig, DatasetConfig):
+    """MOReL (docs/morel.md). Defaults: mjrl's d4rl_hopper_medium config (configs/morel/defaults.yaml)."""
+
+    rules: ClassVar[dict[str, Rule]] = {
+        "pessimism_coef": lambda value, cfg: None if value is None or value >= 0 else ">= 0 or null",
+        "bc_epochs": non_negative,
+        "bc_batch_size": positive,
+        "bc_lr": positive,
+    }
+
+    num_iter: int = 500
+    inner_steps: int = 1
+    horizon: int = 700
+    fit_max_steps: int | None = None
+    eval_episodes: int = 10
+    pessimism_coef: float | None = 3.0  # τ = max_D δ / pessimism_coef; 0 or null: no truncation (naive MBRL)
+    truncate_reward: float = 0.0  # added to the last reward of a truncated path (MOReL's HALT penalty −κ)
+    # True: a truncated path is terminated (the HALT state is absorbing, as in the paper). False reproduces mjrl's
+    # code, which computes the flag after cutting the path, so every path (fallen ones included) ends unterminated.
+    halt_terminates: bool = True
+    bc_init: bool = True
+    bc_epochs: int = 5
+    bc_batch_size: int = 256
+    bc_lr: float = 1e-3
+
+
+class MOReL(ModelBasedNPG):
+    needs_disagreement: ClassVar[bool] = True
+
+    def __init__(self, obs_dim: int, act_dim: int, cfg: MOReLConfig, device: torch.device | str = "cpu") -> None:
+        super().__init__(obs_dim, act_dim, cfg, device)
+        self.cfg: MOReLConfig = cfg
+        self.register_buffer("threshold", torch.tensor(float("inf")))  # τ, set once the models are fitted
+
+    @torch.no_grad()
+    def set_threshold(self, dynamics: EnsembleDynamics, obs: torch.Tensor, act: torch.Tensor) -> dict[str, float]:
+        """τ = max over the dataset of δ(s, a) / pessimism_coef."""
+        largest = max(
+            float(pairwise_disagreement(dynamics.next_obs_per_member(o, a)).max())
+            for o, a in zip(obs.split(DISAGREEMENT_CHUNK), act.split(DISAGREEMENT_CHUNK))
+        )
+        coef = self.cfg.pessimism_coef
+        self.threshold.fill_(largest / coef if coef else float("inf"))
+        return {"morel/max_dataset_disagreement": largest, "morel/threshold": float(self.threshold)}
+
+    def shape_paths(self, paths: PathBatch, disagreement: torch.Tensor | None) -> PathBatch:
+        """Cut every path after its first step t < length − 1 with δ(s_t, a_t) > τ (mjrl checks every step but the
+        last), at least 4 steps kept; HALT penalty on its last reward."""
+        if disagreement is None or not bool(torch.isfinite(self.threshold)):
+            return paths
+        lengths = paths.lengths
+        steps = torch.arange(paths.mask.shape[1], device=lengths.device)
+        violation = (disagreement > self.threshold) & (steps < (lengths - 1).unsqueeze(1))
+        truncated = violation.any(1)
+        first = violation.float().argmax(1)  # first violating step (0 where none; masked by `truncated`)
+        new_lengths = torch.where(truncated, (first + 1).clamp(min=MIN_TRUNCATED_LENGTH), lengths)
+        mask = steps < new_lengths.unsqueeze(1)
+        rew = paths.rew * mask
+        rows = torch.arange(len(rew), device=rew.device)
+        rew[rows, new_lengths - 1] += truncated.to(rew.dtype) * self.cfg.truncate_reward
+        if self.cfg.halt_terminates:
+            terminated = paths.terminated & ~truncated | truncated
+        else:
+            terminated = torch.zeros_like(paths.terminated)
+        return PathBatch(paths.obs, paths.act, rew, mask, terminated)
+
+    def behaviour_cloning(self, obs: torch.Tensor, act: torch.Tensor) -> dict[str, Any]:
+        """mjrl's BC initialisation: observation scaling from the data, then `bc_epochs` epochs of Adam on the
+        mean squared error between the policy mean and the dataset action."""
+        cfg, policy = self.cfg, self.actor
+        policy.obs_shift.copy_(obs.mean(0))
+        policy.obs_scale.copy_(obs.std(0, unbiased=False))
+        optimizer = torch.optim.Adam(policy.mean_net.parameters(), lr=cfg.bc_lr)
+        loss = torch.zeros(())
+        for _ in range(cfg.bc_epochs):
+            for rows in torch.randperm(len(obs), device=obs.device).split(cfg.bc_batch_size):
+                loss = (policy.mean(obs[rows]) - act[rows]).square().mean()
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+        with torch.no_grad():
+            final = float((policy.mean(obs) - act).square().mean()) if len(obs) <= 200_000 else float(loss)
+        return {"morel/bc_loss": final}

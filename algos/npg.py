@@ -1,0 +1,184 @@
+"""Natural policy gradient, the policy player of PAL, MAL and MOReL (docs/npg.md; mjrl's `npg_cg.py`).
+
+Given paths from the current Gaussian policy π_θ:
+
+1. Baseline values b_t = V(s_t, t); TD residuals δ_t = r_t + γ b_{t+1} − b_t, where after a path's last step
+   b_T = 0 if the path terminated and b_T = b_{T−1} if it was cut off; GAE Â_t = Σ_k (γλ)^k δ_{t+k};
+   advantages whitened: Â ← (Â − mean Â) / (std Â + 1e-6).
+2. Vanilla gradient g = ∇_θ mean_t[π_θ(a_t|s_t) / π_old(a_t|s_t) · Â_t] at θ = θ_old.
+3. Natural direction x = (F + damping·I)⁻¹ g by `cg_iters` conjugate-gradient iterations, with Fisher-vector
+   products F v = ∇_θ(∇_θ KL̄ · v), KL̄ the mean KL(π_old ‖ π_θ) over the visited states.
+4. Step θ ← θ + α x with α = sqrt(δ / gᵀx): to second order the step moves the policy by mean KL δ
+   (the normalised step size); log σ is then clamped to its bounds.
+5. The baseline is refitted to the discounted returns Σ_k γ^k r_{t+k} (no bootstrap) by minibatch Adam.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch.nn.utils import parameters_to_vector, vector_to_parameters
+
+from algos.base import TrainableModule
+from buffers.paths import PathBatch
+from config import NPGConfig
+from models.npg import GaussianMLPPolicy, ValueBaseline
+
+
+def discounted_cumsum(x: torch.Tensor, factor: float) -> torch.Tensor:
+    """y_t = Σ_{k ≥ t} factor^(k−t) x_k along the last dim of x [N, T], as one matmul with the upper-triangular
+    matrix of discounts (in float64, so long horizons keep their small terms)."""
+    steps = torch.arange(x.shape[-1], device=x.device, dtype=torch.float64)
+    offsets = steps.unsqueeze(0) - steps.unsqueeze(1)  # [t, k] = k - t
+    discounts = torch.where(offsets >= 0, factor ** offsets.clamp(min=0), torch.zeros((), dtype=torch.float64))
+    return (x.to(torch.float64) @ discounts.T).to(x.dtype)
+
+
+def gae(
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    mask: torch.Tensor,
+    terminated: torch.Tensor,
+    gamma: float,
+    lam: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Advantages (GAE) and discounted returns [N, T] of padded paths (mjrl's `compute_advantages`/`_returns`).
+
+    The value after a path's last step is 0 when the path terminated and its last value when it was cut off.
+    Entries outside `mask` are 0.
+    """
+    rewards, values = rewards * mask, values * mask
+    rows = torch.arange(len(rewards), device=rewards.device)
+    last = mask.sum(1) - 1
+    next_values = torch.zeros_like(values)
+    next_values[:, :-1] = values[:, 1:]
+    next_values[rows, last] = torch.where(terminated, torch.zeros_like(last, dtype=values.dtype), values[rows, last])
+    deltas = (rewards + gamma * next_values - values) * mask
+    return discounted_cumsum(deltas, gamma * lam) * mask, discounted_cumsum(rewards, gamma) * mask
+
+
+def conjugate_gradient(
+    matvec: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, iters: int, residual_tol: float = 1e-10
+) -> torch.Tensor:
+    """Approximate A⁻¹ b for symmetric positive-definite A given as `matvec`, from x = 0 (mjrl's `cg_solve`)."""
+    x = torch.zeros_like(b)
+    r, p = b.clone(), b.clone()
+    rdotr = r @ r
+    for _ in range(iters):
+        z = matvec(p)
+        step = rdotr / (p @ z)
+        x += step * p
+        r -= step * z
+        new_rdotr = r @ r
+        p = r + (new_rdotr / rdotr) * p
+        rdotr = new_rdotr
+        if rdotr < residual_tol:
+            break
+    return x
+
+
+class NPG(TrainableModule):
+    """Gaussian MLP policy + MLP baseline trained by natural policy gradient on batches of paths."""
+
+    def __init__(self, obs_dim: int, act_dim: int, cfg: NPGConfig, device: torch.device | str = "cpu") -> None:
+        super().__init__()
+        self.npg_cfg = cfg
+        self.actor = GaussianMLPPolicy(
+            obs_dim, act_dim, cfg.policy_hidden_dims, cfg.init_log_std, cfg.min_log_std, cfg.max_log_std
+        ).to(device)
+        self.baseline = ValueBaseline(obs_dim, cfg.baseline_hidden_dims).to(device)
+        self.baseline_optim = torch.optim.Adam(
+            self.baseline.parameters(), lr=cfg.baseline_lr, weight_decay=cfg.baseline_weight_decay
+        )
+        self.register_buffer("running_score", torch.tensor(float("nan")))
+
+    def optimizers(self) -> dict[str, Any]:
+        return {"baseline_optim": self.baseline_optim}
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
+        return self.actor.act(obs, deterministic)
+
+    # ------------------------------------------------------------------------------------------------ NPG step
+    def update_from_paths(self, paths: PathBatch) -> dict[str, float]:
+        """One NPG step on `paths`, then one baseline fit; returns mjrl's diagnostics."""
+        cfg, policy = self.npg_cfg, self.actor
+        started = time.perf_counter()
+        with torch.no_grad():
+            values = self.baseline(paths.obs, paths.timesteps)
+        advantages, returns = gae(paths.rew, values, paths.mask, paths.terminated, cfg.gamma, cfg.gae_lambda)
+        mask = paths.mask
+        obs, act, adv = paths.obs[mask], paths.act[mask], advantages[mask]
+        adv = (adv - adv.mean()) / (adv.std(unbiased=False) + 1e-6)
+
+        with torch.no_grad():
+            old_mean, old_log_std = policy.distribution_params(obs)
+            old_log_prob = policy.log_prob(obs, act, old_mean)
+        params = list(policy.parameters())
+
+        def surrogate() -> torch.Tensor:
+            """mjrl's CPI surrogate: mean likelihood ratio times advantage."""
+            return ((policy.log_prob(obs, act) - old_log_prob).exp() * adv).mean()
+
+        surr_before = surrogate()
+        vpg = parameters_to_vector(torch.autograd.grad(surr_before, params))
+
+        def fisher_vector(v: torch.Tensor) -> torch.Tensor:
+            kl = policy.kl_from(obs, old_mean, old_log_std).mean()
+            grad = parameters_to_vector(torch.autograd.grad(kl, params, create_graph=True))
+            return parameters_to_vector(torch.autograd.grad(grad @ v, params)).detach() + cfg.cg_damping * v
+
+        direction = conjugate_gradient(fisher_vector, vpg, cfg.cg_iters)
+        alpha = torch.sqrt((cfg.step_size / (vpg @ direction + 1e-20)).abs())
+        with torch.no_grad():
+            vector_to_parameters(parameters_to_vector(params) + alpha * direction, params)
+            policy.clamp_log_std()
+            surr_after = surrogate()
+            kl = policy.kl_from(obs, old_mean, old_log_std).mean()
+        policy_seconds = time.perf_counter() - started
+
+        mean_return = float(paths.returns().mean())
+        previous = float(self.running_score)
+        self.running_score.fill_(mean_return if previous != previous else 0.9 * previous + 0.1 * mean_return)
+        started = time.perf_counter()
+        vf_before, vf_after = self.fit_baseline(paths.obs[mask], paths.timesteps[mask], returns[mask])
+        return {
+            "npg/alpha": float(alpha),
+            "npg/delta": cfg.step_size,
+            "npg/kl_dist": float(kl),
+            "npg/surr_improvement": float(surr_after - surr_before.detach()),
+            "npg/running_score": float(self.running_score),
+            "npg/path_return_mean": mean_return,
+            "npg/num_samples": int(mask.sum()),
+            "npg/log_std_mean": float(policy.log_std.mean()),
+            "npg/VF_error_before": vf_before,
+            "npg/VF_error_after": vf_after,
+            "time/npg_step": policy_seconds,
+            "time/baseline_fit": time.perf_counter() - started,
+        }
+
+    def fit_baseline(self, obs: torch.Tensor, timesteps: torch.Tensor, returns: torch.Tensor) -> tuple[float, float]:
+        """`baseline_epochs` passes of minibatch Adam on the squared error to the returns; the relative errors
+        Σ(R − V)² / ΣR² before and after (mjrl's VF_error_before/after). Like mjrl, an epoch runs
+        ⌊n / batch⌋ − 1 minibatches."""
+        cfg = self.npg_cfg
+        features = self.baseline.features(obs, timesteps)
+        net = self.baseline.net
+
+        def relative_error() -> float:
+            with torch.no_grad():
+                return float((returns - net(features).squeeze(-1)).square().sum() / (returns.square().sum() + 1e-8))
+
+        before = relative_error()
+        n, batch = len(returns), cfg.baseline_batch_size
+        for _ in range(cfg.baseline_epochs):
+            order = torch.randperm(n, device=returns.device)
+            for rows in order[: max(n // batch - 1, 0) * batch].split(batch):
+                loss = (net(features[rows]).squeeze(-1) - returns[rows]).square().mean()
+                self.baseline_optim.zero_grad(set_to_none=True)
+                loss.backward()
+                self.baseline_optim.step()
+        return before, relative_error()

@@ -1,0 +1,257 @@
+"""The model-based NPG loop of PAL/MAL (online) and MOReL (offline), with checkpoint and resume (docs/npg.md).
+
+Per iteration:
+1. Online: collect `init_samples` (first iteration) or `iter_samples` real decisions with the stochastic policy into
+   the path buffer; measure each model's error on them (its generalisation error), then fit the models on the
+   buffer (warm, or from scratch with `refresh_fit`). Offline: fit the models on the dataset once, set MOReL's
+   threshold and initialise the policy by behaviour cloning.
+2. `inner_steps` NPG steps, each on paths rolled out in every model from `update_paths` start states.
+3. Evaluate the mean action in the real environment; keep the best policy; checkpoint.
+
+The logger, the evaluator and the atomic checkpoint are the ones the offline trainer uses. Online runs log at the
+number of environment steps taken so far (decisions x act_repeat), offline runs at the iteration.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from algos.game import ModelBasedNPG
+from algos.morel import MOReL
+from buffers.paths import PathBuffer
+from buffers.replay import Batch
+from config import ModelBasedNPGConfig
+from envs.evaluation import Evaluator
+from envs.rewards import reward_fn_for
+from envs.sampling import sample_paths
+from envs.tasks import TaskSpec, make_env
+from envs.termination import termination_fn_for_kind
+from models.dynamics import EnsembleDynamics
+from utils.checkpoint import atomic_torch_save, capture_rng_state, restore_rng_state
+from utils.errors import UserError
+from utils.logger import RunLogger
+
+CHECKPOINT_FORMAT = "offline-mbrl-checkpoint/1"  # the same file format as the offline trainer's (read_checkpoint)
+
+
+class NPGTrainer:
+    def __init__(
+        self,
+        cfg: ModelBasedNPGConfig,
+        algo: ModelBasedNPG,
+        spec: TaskSpec,
+        evaluator: Evaluator,
+        logger: RunLogger,
+        run_dir: str | Path,
+        device: torch.device | str = "cpu",
+        dataset: Batch | None = None,
+        dataset_starts: torch.Tensor | None = None,
+        progress: bool = True,
+    ) -> None:
+        self.cfg, self.algo, self.spec, self.evaluator, self.logger = cfg, algo, spec, evaluator, logger
+        self.run_dir, self.device, self.progress = Path(run_dir), torch.device(device), progress
+        self.checkpoint_path = self.run_dir / "checkpoints" / "checkpoint.pt"
+        self.reward_fn = reward_fn_for(spec.family, cfg.reward_fn)
+        self.termination_fn = termination_fn_for_kind(spec.family, cfg.termination_fn)
+        self.online = dataset is None
+        self.dataset, self.dataset_starts = dataset, dataset_starts
+        self.env = make_env(spec, act_repeat=cfg.act_repeat) if self.online else None
+        self.buffer = PathBuffer(getattr(cfg, "buffer_size", 0), spec.obs_dim, spec.act_dim, device)
+        self.dynamics, self.dynamics_optim = self.new_models()
+        self.iteration = 0  # iterations completed
+        self.env_steps = 0
+        self.fitted = False
+        self.wall_time = 0.0
+        self.last_eval: dict[str, float] | None = None
+        self.best_score = -math.inf
+        self.best_policy = copy.deepcopy(algo.actor.state_dict())
+
+    def new_models(self) -> tuple[EnsembleDynamics, torch.optim.Optimizer]:
+        dynamics = EnsembleDynamics(self.spec.obs_dim, self.spec.act_dim, self.cfg.dynamics).to(self.device)
+        return dynamics, dynamics.optimizer()
+
+    @property
+    def step(self) -> int:
+        """The x axis of this run's curves: environment steps online, iterations offline."""
+        return self.env_steps if self.online else self.iteration
+
+    # ------------------------------------------------------------------------------------------------ phases
+    def collect(self) -> dict[str, float]:
+        """New real paths with the stochastic policy into the buffer (online)."""
+        cfg = self.cfg
+        wanted = cfg.init_samples if self.iteration == 0 else cfg.iter_samples
+        paths, returns = sample_paths(
+            self.env,
+            lambda obs: self.algo.act(obs, deterministic=False),
+            wanted,
+            cfg.seed + self.iteration,
+            self.device,
+        )
+        self.buffer.add_paths(paths)
+        decisions = sum(len(p.obs) for p in paths)
+        self.env_steps += decisions * cfg.act_repeat
+        return {
+            "train/rollout_score": sum(returns) / len(returns),
+            "train/iter_samples": decisions,
+            "train/num_paths": len(paths),
+            "train/buffer_transitions": len(self.buffer),
+        }
+
+    def fit_models(self, data: Batch, newest: int | None) -> dict[str, float]:
+        """Each model's error on the `newest` transitions before fitting (generalisation), then the fit."""
+        cfg, metrics = self.cfg, {}
+        if newest:
+            recent = Batch(*(field[-newest:] for field in data))
+            for i, error in enumerate(self.dynamics.prediction_error(recent.obs, recent.act, recent.next_obs).tolist()):
+                metrics[f"dynamics/loss_gen_{i}"] = error
+        if cfg.refresh_fit:
+            self.dynamics, self.dynamics_optim = self.new_models()
+        result = self.dynamics.fit_epochs(
+            data.obs, data.act, data.next_obs, self.dynamics_optim, cfg.fit_epochs, cfg.fit_max_steps
+        )
+        for i, loss in enumerate(result["loss"].tolist()):  # type: ignore[union-attr]
+            metrics[f"dynamics/loss_{i}"] = loss
+        metrics.update({"dynamics/epochs": result["epochs"], "dynamics/steps": result["steps"]})
+        return metrics
+
+    def start_states(self) -> torch.Tensor:
+        """`update_paths` start states: first states of real paths (start_state=init), or with start_state=buffer
+        ⌊n(1 − buffer_frac)⌋ + 1 of those and ⌊n·buffer_frac⌋ + 1 of any stored state (mjrl's mix)."""
+        cfg = self.cfg
+        pool = self.buffer.init_states if self.online else self.dataset_starts
+        states = self.buffer.data.obs if self.online else self.dataset.obs  # type: ignore[union-attr]
+        assert pool is not None
+        if cfg.start_state == "init":
+            return pool[torch.randint(len(pool), (cfg.update_paths,), device=pool.device)]
+        from_init = int(cfg.update_paths * (1 - cfg.buffer_frac)) + 1
+        from_buffer = int(cfg.update_paths * cfg.buffer_frac) + 1
+        return torch.cat(
+            [
+                pool[torch.randint(len(pool), (from_init,), device=pool.device)],
+                states[torch.randint(len(states), (from_buffer,), device=states.device)],
+            ]
+        )
+
+    def iterate(self) -> dict[str, float]:
+        """One iteration: data and models, NPG steps, evaluation."""
+        cfg, algo = self.cfg, self.algo
+        metrics: dict[str, float] = {}
+        started = time.perf_counter()
+        if self.online:
+            metrics.update(self.collect())
+            sampled = time.perf_counter()
+            metrics.update(self.fit_models(self.buffer.data, int(metrics["train/iter_samples"])))
+        else:
+            sampled = started
+            if not self.fitted:
+                data = self.dataset
+                assert data is not None
+                metrics.update(self.fit_models(data, None))
+                if isinstance(algo, MOReL):
+                    metrics.update(algo.set_threshold(self.dynamics, data.obs, data.act))
+                    if algo.cfg.bc_init:
+                        metrics.update(algo.behaviour_cloning(data.obs, data.act))
+        self.fitted = True
+        fitted = time.perf_counter()
+
+        step_metrics: dict[str, list[float]] = {}
+        for _ in range(cfg.inner_steps):
+            for key, value in algo.train_step(
+                self.dynamics, self.start_states(), self.reward_fn, self.termination_fn
+            ).items():
+                step_metrics.setdefault(key, []).append(value)
+        metrics.update({key: sum(values) / len(values) for key, values in step_metrics.items()})
+        optimised = time.perf_counter()
+
+        self.last_eval = self.evaluator.evaluate(algo.act)
+        if self.last_eval["return_mean"] > self.best_score:
+            self.best_score = self.last_eval["return_mean"]
+            self.best_policy = copy.deepcopy(algo.actor.state_dict())
+        done = time.perf_counter()
+        metrics.update(
+            {
+                "time/sampling": sampled - started,
+                "time/model_fit": fitted - sampled,
+                "time/npg": optimised - fitted,
+                "time/evaluation": done - optimised,
+                "time/iteration": done - started,
+                "eval/best_episode_reward": self.best_score,
+            }
+        )
+        return metrics
+
+    # ------------------------------------------------------------------------------------------------ training
+    def train(self) -> dict[str, float] | None:
+        """Run the remaining iterations; returns the last evaluation."""
+        cfg = self.cfg
+        bar = tqdm(
+            total=cfg.num_iter,
+            initial=self.iteration,
+            desc=f"{cfg.algo} {cfg.task}",
+            unit="iter",
+            disable=not self.progress,
+            dynamic_ncols=True,
+        )
+        while self.iteration < cfg.num_iter:
+            metrics = self.iterate()
+            self.iteration += 1
+            self.wall_time += metrics["time/iteration"]
+            self.logger.scalars(metrics, self.step)
+            assert self.last_eval is not None
+            self.logger.evaluation(self.iteration, self.step, self.last_eval, self.wall_time)
+            bar.update()
+            bar.set_postfix(score=f"{self.last_eval['normalized_mean']:.1f}")
+            if self.iteration % cfg.save_every == 0 or self.iteration == cfg.num_iter:
+                self.save_checkpoint()
+        bar.close()
+        return self.last_eval
+
+    # ------------------------------------------------------------------------------------------------ checkpoint
+    def save_checkpoint(self) -> None:
+        self.logger.flush()
+        state = {
+            "format": CHECKPOINT_FORMAT,
+            "task": self.cfg.task,
+            "algo": self.cfg.algo,
+            "epoch": self.iteration,
+            "global_step": self.step,
+            "env_steps": self.env_steps,
+            "fitted": self.fitted,
+            "wall_time": self.wall_time,
+            "num_events": self.logger.num_events,
+            "last_eval": self.last_eval,
+            "best_score": self.best_score,
+            "best_policy": self.best_policy,
+            "algo_state": self.algo.training_state(),
+            "dynamics": self.dynamics.state_dict(),
+            "dynamics_optim": self.dynamics_optim.state_dict(),
+            "path_buffer": self.buffer.state_dict(),
+            "rng": capture_rng_state(),
+        }
+        atomic_torch_save(state, self.checkpoint_path)
+
+    def load_state(self, state: dict[str, Any], source: str | Path = "checkpoint") -> None:
+        if (state["task"], state["algo"]) != (self.cfg.task, self.cfg.algo):
+            raise UserError(
+                f"checkpoint in {source} is from {state['algo']} on {state['task']}, not {self.cfg.algo} on "
+                f"{self.cfg.task}; resume it with its own run directory"
+            )
+        self.algo.load_training_state(state["algo_state"])
+        self.dynamics.load_state_dict(state["dynamics"])
+        self.dynamics_optim.load_state_dict(state["dynamics_optim"])
+        self.buffer.load_state_dict(state["path_buffer"])
+        self.iteration, self.env_steps, self.fitted = state["epoch"], state["env_steps"], state["fitted"]
+        self.wall_time, self.last_eval = state["wall_time"], state["last_eval"]
+        self.best_score, self.best_policy = state["best_score"], state["best_policy"]
+        restore_rng_state(state["rng"])
+
+    def close(self) -> None:
+        if self.env is not None:
+            self.env.close()
