@@ -93,14 +93,16 @@ class ModelBasedNPG(NPG):
         termination_fn: TerminationFn,
     ) -> tuple[PathBatch, torch.Tensor | None]:
         """Roll the stochastic policy for `horizon` steps from every start state [N, obs] in every member: paths
-        [E·N] (member-major). A path ends at the first step whose predicted next state the termination function
-        calls done (that step kept, the path terminated). Rewards are the known reward function's on the clipped
-        action times `act_repeat`; states are clamped to ±state_bound. With `needs_disagreement`, also the
-        members' pairwise disagreement max_{i<j} ‖f_i(s, a) − f_j(s, a)‖ at every step [E·N, T]."""
+        [E·N] (member-major), padded to the longest path. A path ends at the first step whose predicted next state
+        the termination function calls done (that step kept, the path terminated). Rewards are the known reward
+        function's on the clipped action times `act_repeat`; states are clamped to ±state_bound. With
+        `needs_disagreement`, also the members' pairwise disagreement max_{i<j} ‖f_i(s, a) − f_j(s, a)‖ at every
+        step [E·N, T]."""
         cfg, policy = self.cfg, self.actor
         members, num_starts = dynamics.num_members, len(start_states)
         obs = start_states.unsqueeze(0).expand(members, -1, -1)
         steps: dict[str, list[torch.Tensor]] = {"obs": [], "act": [], "rew": [], "done": [], "disagreement": []}
+        ended = torch.zeros(members, num_starts, dtype=torch.bool, device=obs.device)
         for _ in range(cfg.horizon):
             action = policy(obs)[0]
             clipped = action.clamp(-1.0, 1.0)
@@ -117,6 +119,9 @@ class ModelBasedNPG(NPG):
             steps["act"].append(action)
             steps["rew"].append(reward_fn(obs, clipped, next_obs) * cfg.act_repeat)
             steps["done"].append(termination_fn(obs, clipped, next_obs))
+            ended |= steps["done"][-1]
+            if bool(ended.all()):  # every path has ended: the remaining steps would all be masked out
+                break
             obs = next_obs
         stacked = {key: torch.stack(value, dim=2).flatten(0, 1) for key, value in steps.items() if value}
         done = stacked["done"]
