@@ -38,12 +38,14 @@ import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from algos import load_run
+from algos.trainer import read_checkpoint
 from envs import Evaluator, get_task, load_dataset
 from envs.attacks import ATTACK_MODES, ObservationAttack
 from envs.physics import PHYSICS_AXES, check_axes, effective_scales, scaled_physics
@@ -387,6 +389,16 @@ def sim2real_outputs(
     return f"{summary}\nheatmap colour range {low:.3g} to {high:.3g}" + (" (all panels)" if len(grids) > 1 else "")
 
 
+def observation_std(cfg: Any, spec: Any, run_dir: Path) -> torch.Tensor:
+    """Per-dimension std of the observations the policy learned from, the unit of attack budgets: the dataset's,
+    or for an online run (no dataset) the real samples in its last checkpoint's buffer."""
+    if spec.online:
+        observations = read_checkpoint(run_dir / "checkpoints" / "checkpoint.pt")["path_buffer"]["data"][0]
+        return observations.double().std(0, unbiased=False).float()
+    dataset = load_dataset(spec, cfg.dataset_path, cfg.dataset_backend, cfg.download)
+    return torch.as_tensor(np.asarray(dataset.observations, dtype=np.float64).std(0), dtype=torch.float32)
+
+
 def main(argv: list[str] | None = None) -> list[dict[str, object]]:
     """Run one evaluation; returns its CSV rows (settings, then results)."""
     args = parse_args(argv)
@@ -446,7 +458,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
     stem = evaluation.stem
     title = f"{name}\n{evaluation.caption}"
 
-    evaluator = Evaluator(spec, args.episodes, seed, device)
+    evaluator = Evaluator(spec, args.episodes, seed, device, getattr(cfg, "act_repeat", 1))
     try:
         if args.choice == "clean":
             rows = [evaluator.evaluate(algo.act)]
@@ -469,9 +481,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
             summary = sim2real_outputs(out_dir / f"{stem}.png", rows, axes, f"sim2real: {title}", args.vmin, args.vmax)
             written = f"{out_dir / stem}.csv and .png"
         else:
-            dataset = load_dataset(spec, cfg.dataset_path, cfg.dataset_backend, cfg.download)
-            obs_std = torch.as_tensor(np.asarray(dataset.observations, dtype=np.float64).std(0), dtype=torch.float32)
-            obs_std = obs_std.to(device)
+            obs_std = observation_std(cfg, spec, run_dir).to(device)
 
             def run_attack(setting: dict[str, float]) -> dict[str, float]:
                 attack = ObservationAttack(

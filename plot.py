@@ -24,6 +24,7 @@ import re
 import sys
 from pathlib import Path
 
+from envs.tasks import get_task
 from utils.errors import UserError, run_cli
 from utils.plotting import BandCurve, curves_with_bands, group_styles
 from utils.runs import (
@@ -74,6 +75,21 @@ def figure_path(out: Path, task: str, metric: str) -> Path:
     return out / f"{task}{suffix}.png"
 
 
+ITERATION_ALGOS = frozenset({"morel"})  # offline algorithms that log per iteration (one NPG step), not per update
+
+
+def x_label(task: str, algos: set[str], metric: str) -> str:
+    """What the logged step counts for a task's runs: environment samples for online tasks (PAL/MAL log at the
+    samples taken so far), iterations for MOReL, else gradient steps (dynamics epochs for the model fit's curves)."""
+    if get_task(task).online:
+        return "Environment samples"
+    if algos <= ITERATION_ALGOS:
+        return "Iterations"
+    if algos & ITERATION_ALGOS:
+        return "Gradient steps (MOReL: iterations)"
+    return "Dynamics model epochs" if metric.startswith("dynamics/") else "Gradient steps"
+
+
 def main(argv: list[str] | None = None) -> list[Path]:
     args = parse_args(argv)
     if args.smooth < 1:
@@ -100,7 +116,6 @@ def main(argv: list[str] | None = None) -> list[Path]:
     # Labels sorted by algorithm then settings (numbers numerically) over every task: one style per label per call.
     ordered = sorted(curves, key=lambda c: settings_order(c.algo, c.settings))
     styles = group_styles([(c.algo, c.label) for c in ordered])
-    xlabel = "Dynamics model epochs" if args.metric.startswith("dynamics/") else "Gradient steps"
     ylabel = AXIS_LABELS.get(args.metric, args.metric)
     written = []
     for task in sorted({c.task for c in curves}):
@@ -112,7 +127,9 @@ def main(argv: list[str] | None = None) -> list[Path]:
             if c.task == task
         ]
         path = figure_path(out, task, args.metric)
-        curves_with_bands(path, lines, xlabel, ylabel, task)
+        curves_with_bands(
+            path, lines, x_label(task, {c.algo for c in curves if c.task == task}, args.metric), ylabel, task
+        )
         written.append(path)
         print(path)
     return written

@@ -153,7 +153,7 @@ class NPG(TrainableModule):
             "npg/running_score": float(self.running_score),
             "npg/path_return_mean": mean_return,
             "npg/num_samples": int(mask.sum()),
-            "npg/log_std_mean": float(policy.log_std.mean()),
+            "npg/log_std_mean": float(policy.log_std.detach().mean()),
             "npg/VF_error_before": vf_before,
             "npg/VF_error_after": vf_after,
             "time/npg_step": policy_seconds,

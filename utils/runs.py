@@ -90,7 +90,13 @@ class Run:
 
     @property
     def final_step(self) -> int | None:
-        """The step the run ends at when it completes (epochs x steps_per_epoch), if the config says."""
+        """The step the run ends at when it completes (epochs x steps_per_epoch, or MOReL's iterations), if the
+        config says; online runs end at a number of samples known only when they get there."""
+        if getattr(config_classes().get(self.algo), "online", False):
+            return None
+        iterations = self.config.get("num_iter")
+        if isinstance(iterations, int):
+            return iterations
         epochs, steps = self.config.get("epochs"), self.config.get("steps_per_epoch")
         return epochs * steps if isinstance(epochs, int) and isinstance(steps, int) else None
 
@@ -596,15 +602,33 @@ def align(series: Sequence[Series]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def group_curve(task: str, algo: str, series: Sequence[Series], window: int, settings: Settings = ()) -> Curve:
-    """Mean and std over seeds: each seed smoothed over its own evaluations, then aligned on the common steps."""
+    """Mean and std over seeds: each seed smoothed over its own evaluations, then aligned on the common steps.
+
+    Online runs log at the environment samples taken so far, which differ between seeds (episodes end at different
+    steps); their seeds are aligned on the evaluation (iteration) index instead, at the seeds' mean sample count.
+    """
     smoothed = [Series(s.steps, smooth(s.values, window)) for s in series]
-    steps, values = align(smoothed)
+    if _is_online(task):
+        count = min(len(s) for s in smoothed)
+        steps = np.mean([s.steps[:count] for s in smoothed], axis=0)
+        values = np.stack([s.values[:count] for s in smoothed])
+    else:
+        steps, values = align(smoothed)
     if not len(steps):
         raise UserError(
             f"the {len(series)} seeds of {task} / {settings_label(algo, settings)} share no logged step; "
             "were they run with different eval_every?"
         )
     return Curve(task, algo, steps, values.mean(axis=0), values.std(axis=0), len(series), settings)
+
+
+def _is_online(task: str) -> bool:
+    from envs.tasks import get_task  # envs imports nothing from utils.runs; imported late to keep this module light
+
+    try:
+        return get_task(task).online
+    except UserError:  # a task file no longer on this machine: its runs are offline ones
+        return False
 
 
 def learning_curves(
