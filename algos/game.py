@@ -109,7 +109,7 @@ class ModelBasedNPG(NPG):
             if self.needs_disagreement:
                 flat_obs, flat_act = obs.reshape(members * num_starts, -1), clipped.reshape(members * num_starts, -1)
                 every = dynamics.next_obs_per_member(flat_obs, flat_act)  # [E, E·N, obs]: every member, every path
-                steps["disagreement"].append(pairwise_disagreement(every))
+                steps["disagreement"].append(pairwise_disagreement(every).view(members, num_starts))
                 own = every.view(members, members, num_starts, -1).diagonal(dim1=0, dim2=1)  # [N, obs, E]
                 next_obs = own.permute(2, 0, 1)
             else:
@@ -145,15 +145,17 @@ class ModelBasedNPG(NPG):
         """One NPG step of the policy player on fresh model paths from `start_states`."""
         paths, disagreement = self.model_paths(dynamics, start_states, reward_fn, termination_fn)
         long_enough = paths.lengths >= MIN_PATH_LENGTH
-        paths = self.shape_paths(paths.select(long_enough), None if disagreement is None else disagreement[long_enough])
-        metrics: dict[str, Any] = {
+        if not bool(long_enough.any()):  # every path fell before 5 steps: nothing to learn from this time
+            return {"rollout/paths_kept": 0.0}
+        paths = paths.select(long_enough)
+        shaped = self.shape_paths(paths, None if disagreement is None else disagreement[long_enough])
+        return {
             "rollout/paths_kept": float(long_enough.float().mean()),
-            "rollout/path_length": float(paths.lengths.float().mean()),
-            "rollout/terminated": float(paths.terminated.float().mean()),
+            "rollout/cut_by_shaping": float((shaped.lengths < paths.lengths).float().mean()),
+            "rollout/path_length": float(shaped.lengths.float().mean()),
+            "rollout/terminated": float(shaped.terminated.float().mean()),
+            **self.update_from_paths(shaped),
         }
-        if len(paths.obs) == 0:  # every path fell before 5 steps: nothing to learn from this time
-            return metrics
-        return {**metrics, **self.update_from_paths(paths)}
 
 
 def pairwise_disagreement(predictions: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,263 @@
+"""The NPG family end to end at toy scale: PAL (online, Hopper-v4) and MOReL (a tiny generated dataset) through
+train.py, a run killed after a checkpoint and resumed matching an uninterrupted one bit for bit, eval.py on both,
+and bad input at the command line."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+import eval as evaluate_cli
+import train
+from utils.errors import run_cli
+from utils.logger import RunLogger
+
+REPO = Path(__file__).resolve().parents[1]
+MOREL_TASK = "hopper-random-gen"  # conftest's tiny_dataset_dir holds 2000 transitions of it
+ITERATIONS = 3
+COMMON_TINY = [
+    f"num_iter={ITERATIONS}",
+    "save_every=1",
+    "fit_epochs=1",
+    "inner_steps=1",
+    "update_paths=4",
+    "horizon=10",
+    "eval_episodes=1",
+    "dynamics.hidden_dims=[32,32]",
+    "npg.policy_hidden_dims=[8,8]",
+    "npg.baseline_hidden_dims=[8,8]",
+]
+TINY = {
+    "pal": [*COMMON_TINY, "init_samples=300", "iter_samples=200", "buffer_size=1000"],
+    "morel": [*COMMON_TINY, "bc_epochs=1"],
+}
+TASK = {"pal": "Hopper-v4", "morel": MOREL_TASK}
+
+
+class Killed(Exception):
+    """Stands for a kill between an iteration's evaluation (logged) and its checkpoint."""
+
+
+def train_args(algo: str, log_dir: Path) -> list[str]:
+    return ["--task", TASK[algo], "--algo", algo, "--seed", "2", "--log-dir", str(log_dir), "--no-progress",
+            "--set", *TINY[algo]]  # fmt: skip
+
+
+def only_run_dir(log_dir: Path, algo: str) -> Path:
+    (run_dir,) = (log_dir / TASK[algo] / algo).iterdir()
+    return run_dir
+
+
+def progress_rows(run_dir: Path) -> list[dict[str, str]]:
+    with open(run_dir / "progress.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def checkpoint(run_dir: Path) -> dict[str, Any]:
+    return torch.load(run_dir / "checkpoints" / "checkpoint.pt", weights_only=False)
+
+
+def train_killed_then_resumed(algo: str, log_dir: Path) -> Path:
+    """Train, die right after the last iteration's evaluation is logged (its checkpoint never written, so the run
+    resumes from the previous iteration's), then `--resume` to the end; returns the run directory."""
+    original = RunLogger.evaluation
+
+    def evaluation_then_die(self: RunLogger, epoch: int, *rest: Any) -> None:
+        original(self, epoch, *rest)
+        if epoch == ITERATIONS:
+            raise Killed
+
+    with pytest.MonkeyPatch.context() as patch, pytest.raises(Killed):
+        patch.setattr(RunLogger, "evaluation", evaluation_then_die)
+        train.main(train_args(algo, log_dir))
+    run_dir = only_run_dir(log_dir, algo)
+    assert checkpoint(run_dir)["epoch"] == ITERATIONS - 1
+    assert len(progress_rows(run_dir)) == ITERATIONS  # the last row is past the checkpoint
+    train.main(["--resume", str(run_dir), "--no-progress"])
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_dataset_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Path]]:
+    """For PAL and MOReL: an uninterrupted run ("straight") and the same run killed and resumed ("resumed")."""
+    log_dir = tmp_path_factory.mktemp("npg_runs")
+    out: dict[str, dict[str, Path]] = {}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("D4RL_DATASET_DIR", str(tiny_dataset_dir))
+        for algo in ("pal", "morel"):
+            train.main(train_args(algo, log_dir / "straight"))
+            out[algo] = {
+                "straight": only_run_dir(log_dir / "straight", algo),
+                "resumed": train_killed_then_resumed(algo, log_dir / "resumed"),
+            }
+    return out
+
+
+@pytest.fixture
+def data_env(tiny_dataset_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("D4RL_DATASET_DIR", str(tiny_dataset_dir))
+
+
+def assert_same_tensors(expected: Any, actual: Any, where: str) -> None:
+    """Nested dicts/lists of tensors and plain values are equal, tensors bit for bit."""
+    if isinstance(expected, torch.Tensor):
+        assert isinstance(actual, torch.Tensor) and torch.equal(expected, actual), where
+    elif isinstance(expected, dict):
+        assert expected.keys() == actual.keys(), where
+        for key in expected:
+            assert_same_tensors(expected[key], actual[key], f"{where}.{key}")
+    elif isinstance(expected, (list, tuple)):
+        assert len(expected) == len(actual), where
+        for i, (e, a) in enumerate(zip(expected, actual)):
+            assert_same_tensors(e, a, f"{where}[{i}]")
+    else:
+        assert expected == actual, where
+
+
+@pytest.mark.parametrize("algo", ["pal", "morel"])
+def test_resumed_run_matches_the_uninterrupted_run_bit_for_bit(runs: dict[str, dict[str, Path]], algo: str) -> None:
+    """Killed after iteration 3's evaluation (checkpoint at 2) and resumed: the final policy, baseline, optimiser,
+    dynamics weights and optimiser, path buffer, best policy and every progress.csv value (but wall time) equal the
+    uninterrupted run's exactly (episodes are reset by per-episode seeds, and the checkpoint holds every RNG)."""
+    straight, resumed = checkpoint(runs[algo]["straight"]), checkpoint(runs[algo]["resumed"])
+    assert straight["epoch"] == resumed["epoch"] == ITERATIONS
+    for key in ("algo_state", "dynamics", "dynamics_optim", "path_buffer", "best_policy", "best_score", "env_steps",
+                "global_step", "last_eval"):  # fmt: skip
+        assert_same_tensors(straight[key], resumed[key], key)
+    straight_rows, resumed_rows = progress_rows(runs[algo]["straight"]), progress_rows(runs[algo]["resumed"])
+    assert [int(row["epoch"]) for row in resumed_rows] == list(range(1, ITERATIONS + 1))
+    for row in straight_rows + resumed_rows:
+        del row["wall_time"]
+    assert resumed_rows == straight_rows
+
+
+def scalar_tags(run_dir: Path) -> dict[str, list[float]]:
+    """Every TensorBoard scalar of a run by tag."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    out: dict[str, list[float]] = {}
+    for path in sorted(run_dir.glob("events.out.tfevents.*")):
+        for event in EventFileLoader(str(path)).Load():
+            for value in event.summary.value:
+                out.setdefault(value.tag, []).append(value.simple_value)
+    return out
+
+
+def test_runs_went_through_every_phase(runs: dict[str, dict[str, Path]]) -> None:
+    """The toy runs really ran every phase: PAL logs at environment steps (decisions x act_repeat 2, at least 300 +
+    2 x 200 decisions) and keeps whole paths within buffer_size; MOReL logs at iterations and set a finite threshold;
+    both took NPG steps (npg/kl_dist logged, positive)."""
+    pal = checkpoint(runs["pal"]["straight"])
+    assert pal["env_steps"] >= 2 * (300 + 2 * 200) and pal["env_steps"] % 2 == 0
+    assert int(progress_rows(runs["pal"]["straight"])[-1]["step"]) == pal["env_steps"]
+    buffer = pal["path_buffer"]
+    assert sum(buffer["path_lengths"]) == len(buffer["data"][0]) <= 1000
+    assert [int(row["step"]) for row in progress_rows(runs["morel"]["straight"])] == [1, 2, 3]
+    threshold = checkpoint(runs["morel"]["straight"])["algo_state"]["modules"]["threshold"]
+    assert 0 < float(threshold) < float("inf")
+    for algo in ("pal", "morel"):
+        tags = scalar_tags(runs[algo]["straight"])
+        assert tags.get("npg/kl_dist") and all(kl > 0 for kl in tags["npg/kl_dist"]), algo
+
+
+def run_eval(run_dir: Path, *args: str) -> list[dict[str, Any]]:
+    return evaluate_cli.main(["--run", str(run_dir), "--no-progress", *args])
+
+
+@pytest.mark.parametrize("algo", ["pal", "morel"])
+def test_clean_eval_reproduces_the_last_training_evaluation(
+    runs: dict[str, dict[str, Path]], algo: str, data_env: None
+) -> None:
+    """eval.py --choice clean with the run's seed and one episode replays training's last evaluation: the same
+    return and the same episode length in decisions, so the PAL run is evaluated with its act_repeat (2)."""
+    run_dir = runs[algo]["straight"]
+    (row,) = run_eval(run_dir, "--choice", "clean", "--episodes", "1")
+    last = progress_rows(run_dir)[-1]
+    assert row["return_mean"] == pytest.approx(float(last["return_mean"]), rel=1e-5)
+    assert row["length_mean"] == float(last["length_mean"])
+    assert (run_dir / "eval" / "clean_ep1.csv").is_file()
+
+
+def cli_error(main: Any, capsys: pytest.CaptureFixture[str]) -> str:
+    """Run a CLI entry point as its script would; return its single stderr line (exit code 2, no traceback)."""
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(main)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert "Traceback" not in err
+    return err
+
+
+@pytest.mark.parametrize("algo", ["pal", "morel"])
+def test_min_q_attack_is_refused_without_a_critic(
+    runs: dict[str, dict[str, Path]], algo: str, data_env: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The NPG policies have no critic: min_Q is refused in one line, as for BC, before any file is written."""
+    run_dir = runs[algo]["straight"]
+    argv = ["--run", str(run_dir), "--no-progress", "--choice", "attack", "--attack-mode", "min_Q", "--episodes", "1"]
+    err = cli_error(lambda: evaluate_cli.main(argv), capsys)
+    assert "min_Q" in err and "critic" in err
+    assert not list((run_dir / "eval").glob("attack-min_Q*")) if (run_dir / "eval").exists() else True
+
+
+@pytest.mark.parametrize("algo", ["pal", "morel"])
+def test_action_diff_attack_runs_on_the_gaussian_policy(
+    runs: dict[str, dict[str, Path]], algo: str, data_env: None
+) -> None:
+    """action_diff needs distribution_params, which the Gaussian MLP policy has: it runs, writes its CSV, and its
+    zero budget plays exactly the clean episode."""
+    run_dir = runs[algo]["straight"]
+    rows = run_eval(
+        run_dir, "--choice", "attack", "--attack-mode", "action_diff", "--epsilons", "0,0.1", "--num-candidates", "5",
+        "--episodes", "1",
+    )  # fmt: skip
+    assert [row["epsilon"] for row in rows] == [0.0, 0.1]
+    (clean,) = run_eval(run_dir, "--choice", "clean", "--episodes", "1")
+    assert rows[0]["return_mean"] == clean["return_mean"]
+    assert (run_dir / "eval" / "attack-action_diff_eps=0,0.1_cand5_ep1.csv").is_file()
+
+
+PAL_BASE = ["--task", "Hopper-v4", "--algo", "pal"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--task", "Hopper-v4", "--algo", "mopo"], ["Hopper-v4", "online task", "hopper-medium-gen"]),
+        (["--task", "hopper-medium-gen", "--algo", "pal"], ["pal", "Hopper-v4", "--algo morel"]),
+        (["--task", "Hoper-v4", "--algo", "pal"], ["'Hoper-v4'", "did you mean", "Hopper-v4"]),
+        ([*PAL_BASE, "--set", "act_repeat=0"], ["act_repeat=0", "> 0"]),
+        ([*PAL_BASE, "--set", "horizon=3"], ["horizon=3", ">= 5"]),
+        ([*PAL_BASE, "--set", "buffer_size=100"], ["buffer_size=100", "act_repeat=2", "buffer_size=500"]),
+        ([*PAL_BASE, "--set", "reward_fn=bogus"], ["reward_fn='bogus'", "env, mjrl"]),
+    ],
+    ids=["online-task-offline-algo", "offline-task-online-algo", "unknown-gym-id", "act-repeat-0", "horizon-3",
+         "buffer-below-one-episode", "unknown-reward-fn"],  # fmt: skip
+)
+def test_bad_input_is_one_line_exit_2_and_no_run_dir(
+    argv: list[str], expected: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each mistake is one clear stderr line naming the bad value and the fix, exit code 2, and no run directory."""
+    log_dir = tmp_path / "log"
+    err = cli_error(lambda: train.main([*argv, "--log-dir", str(log_dir), "--no-progress"]), capsys)
+    for text in expected:
+        assert text in err, (text, err)
+    assert not log_dir.exists()
+
+
+def test_list_tasks_names_the_online_tasks() -> None:
+    """python train.py --list-tasks lists the gymnasium ids PAL and MAL train on."""
+    result = subprocess.run(
+        [sys.executable, "train.py", "--list-tasks"], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    names = set(result.stdout.split())
+    assert {"Hopper-v4", "Walker2d-v4", "HalfCheetah-v4"} <= names
+    assert MOREL_TASK in names
