@@ -201,8 +201,9 @@ class ModelBasedNPGConfig(RunConfig):
     fit_max_steps: int | None = 10_000  # gradient steps per fit, checked after each epoch (mjrl's max_steps)
     refresh_fit: bool = False  # re-initialise the models before every fit instead of warm-starting them
     act_repeat: int = 1  # environment steps per decision (rewards summed; model rewards scaled by it)
-    # Known reward and termination of model transitions: "env" = the gymnasium -v4 env's own; "mjrl" = the PAL/MAL
-    # code's hand-written hopper functions; termination "mopo" = the SAC family's (envs/termination.py).
+    # Reward and termination of model transitions: "env" = the gymnasium -v4 env's own; "mjrl" = the PAL/MAL code's
+    # hand-written hopper functions; reward "learned" = mjrl's learned r(s, a, f(s, a)) per member, fitted with the
+    # models; termination "mopo" = the SAC family's (envs/termination.py).
     reward_fn: str = "env"
     termination_fn: str = "env"
     state_bound: float = 100.0  # model states clamped to ±bound, as mjrl's rollouts do
@@ -754,7 +755,7 @@ _RULES: dict[str, Rule] = {
     "real_ratio": between(0, 1),
     "buffer_frac": between(0, 1),
     "start_state": one_of("init", "buffer"),
-    "reward_fn": one_of("env", "mjrl"),
+    "reward_fn": one_of("env", "mjrl", "learned"),
     "termination_fn": one_of("env", "mjrl", "mopo", "mopo_strict"),
     "fit_max_steps": positive_or_none,
     "horizon": lambda value, cfg: None if value >= 5 else ">= 5 (model paths shorter than 5 steps are dropped)",

@@ -94,8 +94,9 @@ class ModelBasedNPG(NPG):
     ) -> tuple[PathBatch, torch.Tensor | None]:
         """Roll the stochastic policy for `horizon` steps from every start state [N, obs] in every member: paths
         [E·N] (member-major), padded to the longest path. A path ends at the first step whose predicted next state
-        the termination function calls done (that step kept, the path terminated). Rewards are the known reward
-        function's on the clipped action times `act_repeat`; states are clamped to ±state_bound. With
+        the termination function calls done (that step kept, the path terminated). Rewards are `reward_fn`'s on the
+        clipped action (the trainer's: a known reward times `act_repeat`, or the learned one); states are clamped to
+        ±state_bound. With
         `needs_disagreement`, also the members' pairwise disagreement max_{i<j} ‖f_i(s, a) − f_j(s, a)‖ at every
         step [E·N, T]."""
         cfg, policy = self.cfg, self.actor
@@ -117,7 +118,7 @@ class ModelBasedNPG(NPG):
             next_obs = next_obs.clamp(-cfg.state_bound, cfg.state_bound)
             steps["obs"].append(obs)
             steps["act"].append(action)
-            steps["rew"].append(reward_fn(obs, clipped, next_obs) * cfg.act_repeat)
+            steps["rew"].append(reward_fn(obs, clipped, next_obs))
             steps["done"].append(termination_fn(obs, clipped, next_obs))
             ended |= steps["done"][-1]
             if bool(ended.all()):  # every path has ended: the remaining steps would all be masked out

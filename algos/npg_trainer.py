@@ -29,11 +29,11 @@ from buffers.paths import PathBuffer
 from buffers.replay import Batch
 from config import ModelBasedNPGConfig
 from envs.evaluation import Evaluator
-from envs.rewards import reward_fn_for
+from envs.rewards import RewardFn, reward_fn_for
 from envs.sampling import sample_paths
 from envs.tasks import TaskSpec, make_env
 from envs.termination import termination_fn_for_kind
-from models.dynamics import EnsembleDynamics
+from models.dynamics import EnsembleDynamics, RewardModel
 from utils.checkpoint import atomic_torch_save, capture_rng_state, restore_rng_state
 from utils.errors import UserError
 from utils.logger import RunLogger
@@ -58,13 +58,19 @@ class NPGTrainer:
         self.cfg, self.algo, self.spec, self.evaluator, self.logger = cfg, algo, spec, evaluator, logger
         self.run_dir, self.device, self.progress = Path(run_dir), torch.device(device), progress
         self.checkpoint_path = self.run_dir / "checkpoints" / "checkpoint.pt"
-        self.reward_fn = reward_fn_for(spec.family, cfg.reward_fn)
+        self.learned_reward = cfg.reward_fn == "learned"
+        known_reward = None if self.learned_reward else reward_fn_for(spec.family, cfg.reward_fn)
+        self.reward_fn: RewardFn = (
+            (lambda obs, act, next_obs: self.reward_model(obs, act, next_obs))  # learned from summed real rewards
+            if known_reward is None
+            else (lambda obs, act, next_obs: known_reward(obs, act, next_obs) * cfg.act_repeat)
+        )
         self.termination_fn = termination_fn_for_kind(spec.family, cfg.termination_fn)
         self.online = dataset is None
         self.dataset, self.dataset_starts = dataset, dataset_starts
         self.env = make_env(spec, act_repeat=cfg.act_repeat) if self.online else None
         self.buffer = PathBuffer(getattr(cfg, "buffer_size", 0), spec.obs_dim, spec.act_dim, device)
-        self.dynamics, self.dynamics_optim = self.new_models()
+        self.new_models()
         self.iteration = 0  # iterations completed
         self.env_steps = 0
         self.fitted = False
@@ -73,9 +79,14 @@ class NPGTrainer:
         self.best_score = -math.inf
         self.best_policy = copy.deepcopy(algo.actor.state_dict())
 
-    def new_models(self) -> tuple[EnsembleDynamics, torch.optim.Optimizer]:
-        dynamics = EnsembleDynamics(self.spec.obs_dim, self.spec.act_dim, self.cfg.dynamics).to(self.device)
-        return dynamics, dynamics.optimizer()
+    def new_models(self) -> None:
+        """Freshly initialised models and their optimisers (and the learned reward's, with reward_fn=learned)."""
+        cfg, spec = self.cfg, self.spec
+        self.dynamics = EnsembleDynamics(spec.obs_dim, spec.act_dim, cfg.dynamics).to(self.device)
+        self.dynamics_optim = self.dynamics.optimizer()
+        if self.learned_reward:
+            self.reward_model = RewardModel(cfg.dynamics.num_ensemble, spec.obs_dim, spec.act_dim).to(self.device)
+            self.reward_optim = torch.optim.Adam(self.reward_model.parameters(), lr=cfg.dynamics.lr)
 
     @property
     def step(self) -> int:
@@ -112,12 +123,26 @@ class NPGTrainer:
             for i, error in enumerate(self.dynamics.prediction_error(recent.obs, recent.act, recent.next_obs).tolist()):
                 metrics[f"dynamics/loss_gen_{i}"] = error
         if cfg.refresh_fit:
-            self.dynamics, self.dynamics_optim = self.new_models()
+            self.new_models()
         result = self.dynamics.fit_epochs(
             data.obs, data.act, data.next_obs, self.dynamics_optim, cfg.fit_epochs, cfg.fit_max_steps
         )
         for i, loss in enumerate(result["loss"].tolist()):  # type: ignore[union-attr]
             metrics[f"dynamics/loss_{i}"] = loss
+        if self.learned_reward:  # mjrl's r(s, a, f_i(s, a)) on each member's own predictions
+            with torch.no_grad():
+                predicted = self.dynamics.next_obs_per_member(data.obs, data.act)
+            losses = self.reward_model.fit_epochs(
+                data.obs,
+                data.act,
+                predicted,
+                data.rew,
+                self.reward_optim,
+                cfg.fit_epochs,
+                cfg.dynamics.batch_size,
+                cfg.fit_max_steps,
+            )
+            metrics.update({f"reward/loss_{i}": loss for i, loss in enumerate(losses.tolist())})
         metrics.update({"dynamics/epochs": result["epochs"], "dynamics/steps": result["steps"]})
         return metrics
 
@@ -232,6 +257,8 @@ class NPGTrainer:
             "algo_state": self.algo.training_state(),
             "dynamics": self.dynamics.state_dict(),
             "dynamics_optim": self.dynamics_optim.state_dict(),
+            "reward_model": self.reward_model.state_dict() if self.learned_reward else None,
+            "reward_optim": self.reward_optim.state_dict() if self.learned_reward else None,
             "path_buffer": self.buffer.state_dict(),
             "rng": capture_rng_state(),
         }
@@ -246,6 +273,9 @@ class NPGTrainer:
         self.algo.load_training_state(state["algo_state"])
         self.dynamics.load_state_dict(state["dynamics"])
         self.dynamics_optim.load_state_dict(state["dynamics_optim"])
+        if self.learned_reward:
+            self.reward_model.load_state_dict(state["reward_model"])
+            self.reward_optim.load_state_dict(state["reward_optim"])
         self.buffer.load_state_dict(state["path_buffer"])
         self.iteration, self.env_steps, self.fitted = state["epoch"], state["env_steps"], state["fitted"]
         self.wall_time, self.last_eval = state["wall_time"], state["last_eval"]
