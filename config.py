@@ -99,7 +99,7 @@ class NPGConfig:
     init_log_std: float = 0.0
     min_log_std: float = -2.5
     max_log_std: float = 1.0
-    step_size: float = 0.05  # normalised step δ: the step moves the policy by about this mean KL
+    step_size: float = 0.05  # mjrl's normalised step δ = α² gᵀF⁻¹g: a step moves the policy by mean KL ≈ δ/2
     cg_iters: int = 25
     cg_damping: float = 1e-3
     # The PAL/MAL configs say 0.999; mjrl's run_model_based_npg.py never passes it, so its runs used 0.995.
@@ -206,7 +206,7 @@ class ModelBasedNPGConfig(RunConfig):
     # models; termination "mopo" = the SAC family's (envs/termination.py).
     reward_fn: str = "env"
     termination_fn: str = "env"
-    state_bound: float = 100.0  # model states clamped to ±bound, as mjrl's rollouts do
+    state_bound: float = 100.0  # model states clamped to ±bound, as mjrl's rollouts (on its velocity-scaled states)
     eval_episodes: int = 5
     save_every: int = 1
     npg: NPGConfig = field(default_factory=NPGConfig)

@@ -31,7 +31,7 @@ import torch
 
 from algos.npg import NPG
 from buffers.paths import PathBatch
-from config import ModelBasedNPGConfig, Rule, positive, register_config
+from config import ModelBasedNPGConfig, Rule, one_of, positive, register_config
 from envs.termination import TerminationFn
 from models.dynamics import EnsembleDynamics
 
@@ -44,8 +44,16 @@ class OnlineNPGConfig(ModelBasedNPGConfig):
     """The online loop's keys: real samples per iteration and the buffer the models are fitted to."""
 
     online: ClassVar[bool] = True
-    rules: ClassVar[dict[str, Rule]] = {"init_samples": positive, "iter_samples": positive, "buffer_size": positive}
+    rules: ClassVar[dict[str, Rule]] = {
+        "init_samples": positive,
+        "iter_samples": positive,
+        "buffer_size": positive,
+        "collection_seeds": one_of("mjrl", "independent"),
+    }
 
+    # Reset seeds of the real episodes: "mjrl" = run seed + iteration, as mjrl (neighbouring seeds share start
+    # states one iteration apart); "independent" = a separate stream per (seed, iteration) (envs/sampling.py).
+    collection_seeds: str = "mjrl"
     init_samples: int = 4000  # real decisions collected before the first fit
     iter_samples: int = 1000  # real decisions collected in every later iteration
     buffer_size: int = 10_000  # transitions kept for fitting; whole oldest paths are dropped

@@ -8,8 +8,8 @@ Given paths from the current Gaussian policy π_θ:
 2. Vanilla gradient g = ∇_θ mean_t[π_θ(a_t|s_t) / π_old(a_t|s_t) · Â_t] at θ = θ_old.
 3. Natural direction x = (F + damping·I)⁻¹ g by `cg_iters` conjugate-gradient iterations, with Fisher-vector
    products F v = ∇_θ(∇_θ KL̄ · v), KL̄ the mean KL(π_old ‖ π_θ) over the visited states.
-4. Step θ ← θ + α x with α = sqrt(δ / gᵀx): to second order the step moves the policy by mean KL δ
-   (the normalised step size); log σ is then clamped to its bounds.
+4. Step θ ← θ + α x with α = sqrt(δ / gᵀx), δ the normalised step size (mjrl's); in the quadratic model
+   KL ≈ ½ Δθᵀ F Δθ = ½ α² gᵀx the step moves the policy by mean KL ≈ δ/2. log σ is then clamped to its bounds.
 5. The baseline is refitted to the discounted returns Σ_k γ^k r_{t+k} (no bootstrap) by minibatch Adam.
 """
 

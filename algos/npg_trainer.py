@@ -30,7 +30,7 @@ from buffers.replay import Batch
 from config import ModelBasedNPGConfig
 from envs.evaluation import Evaluator
 from envs.rewards import RewardFn, reward_fn_for
-from envs.sampling import sample_paths
+from envs.sampling import collection_seed, sample_paths
 from envs.tasks import TaskSpec, make_env
 from envs.termination import termination_fn_for_kind
 from models.dynamics import EnsembleDynamics, RewardModel
@@ -98,16 +98,16 @@ class NPGTrainer:
         """New real paths with the stochastic policy into the buffer (online)."""
         cfg = self.cfg
         wanted = cfg.init_samples if self.iteration == 0 else cfg.iter_samples
-        paths, returns = sample_paths(
+        paths, returns, env_steps = sample_paths(
             self.env,
             lambda obs: self.algo.act(obs, deterministic=False),
             wanted,
-            cfg.seed + self.iteration,
+            collection_seed(cfg.seed, self.iteration, cfg.collection_seeds),
             self.device,
         )
         self.buffer.add_paths(paths)
         decisions = sum(len(p.obs) for p in paths)
-        self.env_steps += decisions * cfg.act_repeat
+        self.env_steps += env_steps
         return {
             "train/rollout_score": sum(returns) / len(returns),
             "train/iter_samples": decisions,

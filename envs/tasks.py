@@ -232,7 +232,8 @@ def _without_settotalmass_notice() -> Iterator[None]:
 
 class ActionRepeat(gym.Wrapper):
     """Each decision is applied for `repeat` environment steps (stopping early at the episode's end); the rewards
-    are summed. mjrl's `act_repeat`: a 1000-step episode becomes 1000 / repeat decisions."""
+    are summed and info["env_steps"] says how many steps were taken. mjrl's `act_repeat`: a 1000-step episode
+    becomes 1000 / repeat decisions."""
 
     def __init__(self, env: gym.Env, repeat: int) -> None:
         super().__init__(env)
@@ -240,12 +241,14 @@ class ActionRepeat(gym.Wrapper):
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
         total = 0.0
-        for _ in range(self.repeat):
+        taken = 0
+        while taken < self.repeat:
             obs, reward, terminated, truncated, info = self.env.step(action)
             total += float(reward)
+            taken += 1
             if terminated or truncated:
                 break
-        return obs, total, terminated, truncated, info
+        return obs, total, terminated, truncated, {**info, "env_steps": taken}
 
 
 def make_env(
