@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch.nn.utils import parameters_to_vector, vector_to_parameters
+from torch.nn.utils import parameters_to_vector
 
 from algos.base import TrainableModule
 from buffers.paths import PathBatch
@@ -134,7 +134,13 @@ class NPG(TrainableModule):
         direction = conjugate_gradient(fisher_vector, vpg, cfg.cg_iters)
         alpha = torch.sqrt((cfg.step_size / (vpg @ direction + 1e-20)).abs())
         with torch.no_grad():
-            vector_to_parameters(parameters_to_vector(params) + alpha * direction, params)
+            # In place, so every parameter keeps its own (aligned) storage: vector_to_parameters would rebind them
+            # to views of one flat vector, whose offsets change float results and break resume equality.
+            step = alpha * direction
+            offset = 0
+            for param in params:
+                param.add_(step[offset : offset + param.numel()].view_as(param))
+                offset += param.numel()
             policy.clamp_log_std()
             surr_after = surrogate()
             kl = policy.kl_from(obs, old_mean, old_log_std).mean()

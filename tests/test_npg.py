@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,9 +16,11 @@ from torch.nn.utils import parameters_to_vector
 from algos.game import MIN_PATH_LENGTH, ModelBasedNPG, PALConfig, pairwise_disagreement
 from algos.morel import MOReL, MOReLConfig
 from algos.npg import NPG, conjugate_gradient, discounted_cumsum, gae
+from algos.npg_trainer import NPGTrainer
 from buffers.paths import PathBatch, PathBuffer
 from buffers.replay import Batch
 from config import NPGConfig, _npg_dynamics
+from envs.rewards import reward_fn_for
 from envs.tasks import get_task, make_env
 from models.dynamics import EnsembleDynamics
 from models.npg import GaussianMLPPolicy, ValueBaseline
@@ -302,12 +305,12 @@ def test_model_paths_with_a_stub_ensemble(algo_class: type[ModelBasedNPG]) -> No
     """From start states with s[0] = 0 every path has 3 steps (0, 1, 2; the step leading into s[0] = 3 kept) and is
     terminated; a start with s[0] = 1.5 ends after 2 steps and is padded; the rollout stops once every path has
     ended (T = 3 < horizon). Paths are member-major (row e·N + i is start i in member e: its s[1] grows by e per
-    step); rewards are the reward function on the clipped action times act_repeat (0 on the padding); states are
-    clamped to ±state_bound. MOReL also gets the members' disagreement per path and step [E·N, T] (the stub's members
-    differ by 1)."""
+    step); rewards are the given reward function's on the clipped action (0 on the padding; the act_repeat factor
+    is the trainer's, see the next test); states are clamped to ±state_bound. MOReL also gets the members'
+    disagreement per path and step [E·N, T] (the stub's members differ by 1)."""
     torch.manual_seed(0)
-    horizon, act_repeat, bound = 6, 2, 4.5
-    common = {"npg": SMALL_NPG, "horizon": horizon, "act_repeat": act_repeat, "state_bound": bound}
+    horizon, bound = 6, 4.5
+    common = {"npg": SMALL_NPG, "horizon": horizon, "act_repeat": 2, "state_bound": bound}
     cfg = PALConfig(**common) if algo_class is ModelBasedNPG else MOReLConfig(**common)  # type: ignore[arg-type]
     algo = algo_class(3, 1, cfg)  # type: ignore[arg-type]
     with torch.no_grad():
@@ -333,7 +336,7 @@ def test_model_paths_with_a_stub_ensemble(algo_class: type[ModelBasedNPG]) -> No
     clipped = paths.act[..., 0].clamp(-1, 1)
     assert float(paths.act.abs().max()) > 1  # some actions were clipped before the model and the reward saw them
     next_first = paths.obs[..., 0] + 1
-    expected_rew = (next_first + 10 * clipped) * act_repeat * paths.mask
+    expected_rew = (next_first + 10 * clipped) * paths.mask
     torch.testing.assert_close(paths.rew, expected_rew)
     assert float(paths.rew[3, 2]) == 0.0 and float(paths.rew[7, 2]) == 0.0  # padding
     if algo_class is MOReL:
@@ -341,6 +344,22 @@ def test_model_paths_with_a_stub_ensemble(algo_class: type[ModelBasedNPG]) -> No
         torch.testing.assert_close(disagreement, torch.ones(2 * num, length))
     else:
         assert disagreement is None
+
+
+def test_trainer_scales_known_rewards_by_act_repeat(tmp_path: Path) -> None:
+    """A model step stands for act_repeat environment steps: the trainer hands model_paths the known reward times
+    act_repeat (here Hopper-v4's env reward, times 2)."""
+    spec = get_task("Hopper-v4")
+    cfg = PALConfig(npg=SMALL_NPG, act_repeat=2, reward_fn="env", task=spec.name, algo="pal")
+    trainer = NPGTrainer(cfg, ModelBasedNPG(spec.obs_dim, spec.act_dim, cfg), spec, None, None, tmp_path)  # type: ignore[arg-type]
+    try:
+        gen = torch.Generator().manual_seed(0)
+        obs, next_obs = torch.randn(5, spec.obs_dim, generator=gen), torch.randn(5, spec.obs_dim, generator=gen)
+        act = torch.rand(5, spec.act_dim, generator=gen) * 2 - 1
+        known = reward_fn_for(spec.family, "env")(obs, act, next_obs)
+        torch.testing.assert_close(trainer.reward_fn(obs, act, next_obs), 2 * known)
+    finally:
+        trainer.close()
 
 
 def test_train_step_drops_paths_shorter_than_five_steps() -> None:
@@ -483,7 +502,7 @@ def test_fit_epochs_refuses_fewer_transitions_than_one_batch() -> None:
 # ------------------------------------------------------------------------------------------------ action repeat
 def test_action_repeat_is_two_plain_env_steps() -> None:
     """With act_repeat 2 on Hopper-v4, each decision equals two steps of the plain env from the same reset seed (same
-    observation, summed reward), stopping at the step that ends the episode."""
+    observation, summed reward), stopping at the step that ends the episode; info["env_steps"] counts the steps."""
     spec = get_task("Hopper-v4")
     repeated, plain = make_env(spec, act_repeat=2), make_env(spec)
     try:
@@ -493,13 +512,15 @@ def test_action_repeat_is_two_plain_env_steps() -> None:
         rng = np.random.default_rng(0)
         for decision in range(200):
             action = rng.uniform(-1, 1, 3).astype(np.float32)
-            obs_r, reward_r, terminated_r, truncated_r, _ = repeated.step(action)
-            total, terminated_p, truncated_p = 0.0, False, False
+            obs_r, reward_r, terminated_r, truncated_r, info = repeated.step(action)
+            total, terminated_p, truncated_p, taken = 0.0, False, False, 0
             for _ in range(2):
                 obs_p, reward_p, terminated_p, truncated_p, _ = plain.step(action)
                 total += float(reward_p)
+                taken += 1
                 if terminated_p or truncated_p:
                     break
+            assert info["env_steps"] == taken, decision
             assert np.array_equal(obs_r, obs_p), decision
             assert reward_r == total, decision
             assert (terminated_r, truncated_r) == (terminated_p, truncated_p), decision
