@@ -15,7 +15,7 @@ from torch.nn.utils import parameters_to_vector
 
 from algos.game import MIN_PATH_LENGTH, ModelBasedNPG, PALConfig, pairwise_disagreement
 from algos.morel import MOReL, MOReLConfig
-from algos.npg import NPG, conjugate_gradient, discounted_cumsum, gae
+from algos.npg import NPG, conjugate_gradient, discounted_cumsum, fisher_vector_product, gae
 from algos.npg_trainer import NPGTrainer
 from buffers.paths import PathBatch, PathBuffer
 from buffers.replay import Batch
@@ -530,3 +530,25 @@ def test_action_repeat_is_two_plain_env_steps() -> None:
     finally:
         repeated.close()
         plain.close()
+
+
+def test_fisher_vector_product_equals_the_kl_hessian() -> None:
+    """The closed-form product equals differentiating the mean KL(π_old ‖ π_θ) twice at θ_old, on every parameter
+    (log σ first in the parameter order, then the mean network), with the observation scaling in place."""
+    torch.manual_seed(3)
+    policy = GaussianMLPPolicy(4, 2, (8, 8), init_log_std=-0.3)
+    policy.obs_shift.copy_(torch.randn(4))
+    policy.obs_scale.copy_(torch.rand(4) + 0.5)
+    with torch.no_grad():
+        policy.log_std.copy_(torch.tensor([-0.7, 0.2]))
+    obs = torch.randn(50, 4)
+    with torch.no_grad():
+        old_mean, old_log_std = policy.distribution_params(obs)
+    params = list(policy.parameters())
+    kl = policy.kl_from(obs, old_mean, old_log_std).mean()
+    grad = parameters_to_vector(torch.autograd.grad(kl, params, create_graph=True))
+    product = fisher_vector_product(policy, obs)
+    for _ in range(3):
+        v = torch.randn(grad.numel())
+        expected = parameters_to_vector(torch.autograd.grad(grad @ v, params, retain_graph=True))
+        torch.testing.assert_close(product(v), expected, rtol=1e-5, atol=1e-6)
