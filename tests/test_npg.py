@@ -552,3 +552,25 @@ def test_fisher_vector_product_equals_the_kl_hessian() -> None:
         v = torch.randn(grad.numel())
         expected = parameters_to_vector(torch.autograd.grad(grad @ v, params, retain_graph=True))
         torch.testing.assert_close(product(v), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_online_seeds_align_on_the_iteration() -> None:
+    """Online runs log at the samples taken, which differ between seeds: their curves align on the evaluation index,
+    drawn at the seeds' mean sample count (offline seeds with disjoint steps share nothing and are refused)."""
+    from utils.runs import Series, group_curve
+
+    a = Series(np.array([1000, 2010, 3005]), np.array([1.0, 2.0, 3.0]))
+    b = Series(np.array([1002, 2000]), np.array([3.0, 4.0]))
+    curve = group_curve("Hopper-v4", "pal", [a, b], window=1)
+    np.testing.assert_allclose(curve.steps, [1001.0, 2005.0])
+    np.testing.assert_allclose(curve.mean, [2.0, 3.0])
+    with pytest.raises(UserError, match="share no logged step"):
+        group_curve("hopper-medium-gen", "morel", [a, Series(np.array([7]), np.array([1.0]))], window=1)
+
+
+def test_plot_labels_online_axes_with_samples() -> None:
+    from plot import x_label
+
+    assert x_label("Hopper-v4", {"pal", "mal"}, "normalized_score_mean") == "Environment samples"
+    assert x_label("hopper-medium-gen", {"morel"}, "normalized_score_mean") == "Iterations"
+    assert x_label("hopper-medium-gen", {"mopo"}, "dynamics/holdout_loss") == "Dynamics model epochs"
