@@ -11,6 +11,7 @@ import pytest
 import train
 from utils.errors import run_cli
 from utils.logger import RunLogger
+from utils.runs import Run, read_tensorboard
 
 TASK = "hopper-random-gen"
 TINY = [
@@ -50,15 +51,19 @@ def run_dir_of(log_dir: Path) -> Path:
 
 
 def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
-    """Every scalar event per tag in the order TensorBoard reads it (duplicates and all)."""
-    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    """Every scalar event per tag in the order TensorBoard reads it (duplicates and all), as stored: the raw
+    records' simple values (a loader that migrates them to tensor summaries would read every value as 0)."""
+    from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
+    from tensorboard.compat.proto import event_pb2
 
     from utils.logger import _event_files
 
     out: dict[str, list[tuple[int, float]]] = {}
     for path in _event_files(run_dir):
-        for event in EventFileLoader(str(path)).Load():
+        for record in RawEventFileLoader(str(path)).Load():
+            event = event_pb2.Event.FromString(record)
             for value in event.summary.value:
+                assert value.HasField("simple_value"), f"{value.tag} is not stored as a scalar in {path.name}"
                 out.setdefault(value.tag, []).append((event.step, value.simple_value))
     return out
 
@@ -92,6 +97,11 @@ def test_resumed_run_logs_every_scalar_once_as_an_uninterrupted_run(
     # The evaluation at the checkpoint's own step (80) survived, once.
     assert [step for step, _ in resumed["eval/normalized_episode_reward"]] == [40, 80, 120, 160]
     assert len(list(run_dir.glob("events.out.tfevents.*"))) == 2  # the rewritten file and the resumed segment's
+    # What plot.py and score.py read (EventAccumulator scalars): every point, before the resume and after it.
+    read = read_tensorboard(Run(run_dir, TASK, "mopo", 1, {}))
+    assert read.keys() == expected.keys()
+    for tag, points in expected.items():
+        assert list(zip(read[tag].steps.tolist(), read[tag].values.tolist())) == points, tag
 
 
 def test_plot_reads_a_resumed_run_without_out_of_order_events(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

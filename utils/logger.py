@@ -139,19 +139,23 @@ def truncate_events(run_dir: Path, keep: int | None, max_step: int) -> int:
     The new file is written under a name TensorBoard ignores, synced, and renamed into place before the old files
     are removed, so an interruption never loses the events being kept.
     """
-    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
     from tensorboard.compat.proto import event_pb2
     from tensorboard.summary.writer.record_writer import RecordWriter
 
     files = _event_files(run_dir)
     if not files:
         return 0
-    kept, header, first_time = [], None, None
+    # Raw records, copied byte for byte: EventFileLoader would hand back events migrated to tensor summaries, which
+    # EventAccumulator.Scalars (plot.py, score.py) no longer sees as scalars.
+    kept: list[bytes] = []
+    header, first_time = None, None
     for path in files:
-        for event in EventFileLoader(str(path)).Load():
+        for record in RawEventFileLoader(str(path)).Load():
+            event = event_pb2.Event.FromString(record)
             first_time = event.wall_time if first_time is None else first_time
             if event.HasField("file_version"):
-                header = header or event
+                header = header or record
                 continue
             if not event.HasField("summary"):
                 continue
@@ -159,14 +163,14 @@ def truncate_events(run_dir: Path, keep: int | None, max_step: int) -> int:
                 continue
             if keep is not None and len(kept) >= keep:
                 break
-            kept.append(event)
+            kept.append(record)
     records = ([header] if header is not None else []) + kept
     target = run_dir / f"events.out.{EVENT_FILE_MARK}.{int(first_time or 0):010d}.resumed.{os.getpid()}"
     staging = run_dir / ".events-being-rewritten"
     with open(staging, "wb") as handle:
         writer = RecordWriter(handle)
         for event in records:
-            writer.write(event.SerializeToString() if isinstance(event, event_pb2.Event) else event)
+            writer.write(event)
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(staging, target)
