@@ -11,11 +11,12 @@ from torch import nn
 from models.ensemble import EnsembleMLP
 
 
-def mlp(in_dim: int, out_dim: int, hidden_dims: Sequence[int]) -> nn.Sequential:
+def mlp(in_dim: int, out_dim: int, hidden_dims: Sequence[int], activation: type[nn.Module] = nn.ReLU) -> nn.Sequential:
+    """Linear layers with `activation` between them and a linear output."""
     dims = [in_dim, *hidden_dims]
     layers: list[nn.Module] = []
     for a, b in zip(dims[:-1], dims[1:]):
-        layers += [nn.Linear(a, b), nn.ReLU()]
+        layers += [nn.Linear(a, b), activation()]
     layers.append(nn.Linear(dims[-1], out_dim))
     return nn.Sequential(*layers)
 

@@ -8,14 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-
-def tanh_mlp(in_dim: int, out_dim: int, hidden_dims: Sequence[int]) -> nn.Sequential:
-    dims = [in_dim, *hidden_dims]
-    layers: list[nn.Module] = []
-    for a, b in zip(dims[:-1], dims[1:]):
-        layers += [nn.Linear(a, b), nn.Tanh()]
-    layers.append(nn.Linear(dims[-1], out_dim))
-    return nn.Sequential(*layers)
+from models.actor_critic import mlp
 
 
 class GaussianMLPPolicy(nn.Module):
@@ -39,7 +32,7 @@ class GaussianMLPPolicy(nn.Module):
     ) -> None:
         super().__init__()
         self.act_dim, self.min_log_std, self.max_log_std = act_dim, min_log_std, max_log_std
-        self.mean_net = tanh_mlp(obs_dim, act_dim, hidden_dims)
+        self.mean_net = mlp(obs_dim, act_dim, hidden_dims, nn.Tanh)
         with torch.no_grad():
             self.mean_net[-1].weight.mul_(1e-2)
             self.mean_net[-1].bias.mul_(1e-2)
@@ -89,12 +82,7 @@ class ValueBaseline(nn.Module):
 
     def __init__(self, obs_dim: int, hidden_dims: Sequence[int] = (128, 128)) -> None:
         super().__init__()
-        dims = [obs_dim + 4, *hidden_dims]
-        layers: list[nn.Module] = []
-        for a, b in zip(dims[:-1], dims[1:]):
-            layers += [nn.Linear(a, b), nn.ReLU()]
-        layers.append(nn.Linear(dims[-1], 1))
-        self.net = nn.Sequential(*layers)
+        self.net = mlp(obs_dim + 4, 1, hidden_dims)
 
     @staticmethod
     def features(obs: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
