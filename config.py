@@ -633,6 +633,19 @@ def check_task_fits(cfg: RunConfig, spec: Any) -> None:
             f"{cfg.algo} learns online from its own environment samples, so it needs a gymnasium env task such as "
             f"{spec.gym_id} (python train.py --list-tasks); for the dataset {spec.name} use --algo morel"
         )
+    if isinstance(cfg, ModelBasedNPGConfig):  # the known functions model rollouts need, before anything is written
+        from envs.rewards import reward_fn_for
+        from envs.termination import termination_fn_for_kind
+
+        try:
+            if cfg.reward_fn != "learned":
+                reward_fn_for(spec.family, cfg.reward_fn)
+        except UserError as err:
+            raise UserError(f"{err}; or learn the reward with --set reward_fn=learned") from None
+        try:
+            termination_fn_for_kind(spec.family, cfg.termination_fn)
+        except UserError as err:
+            raise UserError(f"{err}; --set termination_fn=mopo uses the SAC family's (pendulum included)") from None
     limit = episode_limit(spec)
     buffer_size = getattr(cfg, "buffer_size", None)
     if cfg.online and limit is not None and buffer_size is not None:

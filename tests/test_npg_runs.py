@@ -241,6 +241,11 @@ PAL_BASE = ["--task", "Hopper-v4", "--algo", "pal"]
         ([*PAL_BASE, "--set", "horizon=3"], ["horizon=3", ">= 5"]),
         ([*PAL_BASE, "--set", "buffer_size=100"], ["buffer_size=100", "act_repeat=2", "buffer_size=500"]),
         ([*PAL_BASE, "--set", "reward_fn=bogus"], ["reward_fn='bogus'", "env, mjrl"]),
+        (["--task", "pendulum-medium-gen", "--algo", "morel"], ["'pendulum'", "reward_fn=learned"]),
+        (
+            ["--task", "pendulum-medium-gen", "--algo", "morel", "--set", "reward_fn=learned"],
+            ["'pendulum'", "termination_fn=mopo"],
+        ),
     ],
     ids=[
         "online-task-offline-algo",
@@ -250,6 +255,8 @@ PAL_BASE = ["--task", "Hopper-v4", "--algo", "pal"]
         "horizon-3",
         "buffer-below-one-episode",
         "unknown-reward-fn",
+        "no-known-reward",
+        "no-env-termination",
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_no_run_dir(
