@@ -230,7 +230,7 @@ class NPGTrainer:
             self.wall_time += metrics["time/iteration"]
             self.logger.scalars(metrics, self.step)
             assert self.last_eval is not None
-            self.logger.evaluation(self.iteration, self.step, self.last_eval, self.wall_time)
+            self.logger.evaluation(self.iteration, self.step, self.last_eval, self.wall_time, unit="iteration")
             bar.update()
             bar.set_postfix(score=f"{self.last_eval['normalized_mean']:.1f}")
             if self.iteration % cfg.save_every == 0 or self.iteration == cfg.num_iter:

@@ -69,8 +69,8 @@ def train_killed_then_resumed(algo: str, log_dir: Path) -> Path:
     resumes from the previous iteration's), then `--resume` to the end; returns the run directory."""
     original = RunLogger.evaluation
 
-    def evaluation_then_die(self: RunLogger, epoch: int, *rest: Any) -> None:
-        original(self, epoch, *rest)
+    def evaluation_then_die(self: RunLogger, epoch: int, *rest: Any, **named: Any) -> None:
+        original(self, epoch, *rest, **named)
         if epoch == ITERATIONS:
             raise Killed
 

@@ -81,8 +81,11 @@ class RunLogger:
         """Put every logged scalar on disk; a checkpoint's `num_events` must count only events that are there."""
         self.writer.flush()
 
-    def evaluation(self, epoch: int, step: int, result: Mapping[str, float], wall_time: float) -> None:
-        """Record one evaluation: TensorBoard (OfflineRL-Kit's eval/* names), a CSV row and a summary line."""
+    def evaluation(
+        self, epoch: int, step: int, result: Mapping[str, float], wall_time: float, unit: str = "epoch"
+    ) -> None:
+        """Record one evaluation: TensorBoard (OfflineRL-Kit's eval/* names), a CSV row and a summary line whose
+        counter is named `unit` (the NPG family's loop counts iterations; the CSV column stays `epoch`)."""
         self.scalars(
             {
                 "eval/normalized_episode_reward": result["normalized_mean"],
@@ -113,7 +116,7 @@ class RunLogger:
                 else f"  normalized {result['normalized_mean']:6.1f} ± {result['normalized_std']:5.1f}"
             )
             tqdm.write(
-                f"epoch {epoch:>5}  step {step:>8}  return {result['return_mean']:9.1f} ± {result['return_std']:7.1f}"
+                f"{unit} {epoch:>5}  step {step:>8}  return {result['return_mean']:9.1f} ± {result['return_std']:7.1f}"
                 f"{normalized}  length {result['length_mean']:6.1f}  [{format_duration(wall_time)}]"
             )
 
