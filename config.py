@@ -47,18 +47,35 @@ class DynamicsConfig:
     weight_decay: list[float] = field(default_factory=lambda: [2.5e-5, 5e-5, 7.5e-5, 7.5e-5, 1e-4])
     lr: float = 1e-3
     batch_size: int = 256
+    # holdout_ratio 0: no holdout, no early stopping, exactly max_epochs epochs (PMDB/MAGO).
     holdout_ratio: float = 0.2
     max_holdout: int = 1000
     max_epochs: int | None = None
     max_epochs_since_update: int = 5
     improvement_threshold: float = 0.01
     bootstrap: bool = True
-    # "nll": Gaussian NLL with learned variance (MOPO, MICRO); "mse": deterministic mean regression (PAL/MAL).
+    bootstrap_every_epoch: bool = False  # fresh bootstrap rows every epoch (PMDB/MAGO) instead of once per fit
+    # "nll": Gaussian NLL with learned variance (MOPO, MICRO); "mse": deterministic mean regression (PAL/MAL);
+    # "beta_nll": the full Gaussian NLL per element weighted by stopgrad(σ)^(2·nll_beta) / its batch mean (MAGO).
     loss: str = "nll"
+    nll_beta: float = 0.5
     logvar_bound_coef: float = 0.01
+    # What the learned soft bounds clamp: log σ² (MBPO/OfflineRL-Kit) or log σ (PMDB/MAGO); max_logvar_init and
+    # min_logvar_init are then bounds on log σ.
+    variance_bounds: str = "logvar"
+    # "adam": Adam with the per-layer coupled L2 of `weight_decay` (MBPO); "adamw": AdamW whose decoupled decay
+    # `adamw_weight_decay` acts on every parameter (PMDB/MAGO; `weight_decay` must then be zeros).
+    optimizer: str = "adam"
+    adamw_weight_decay: float = 7.5e-5
+    grad_clip: float | None = None  # max global gradient norm over all members per step (PMDB/MAGO: 10)
+    # Rewards regressed as (r − shift) / scale with shift = r_min − 0.05 (r_max − r_min), scale = 1.1 (r_max − r_min),
+    # so dataset rewards fall in ≈[0.045, 0.955] (PMDB/MAGO); predictions come back in raw units either way.
+    reward_normalization: bool = False
     # Network shape and scaling: MBPO's SiLU with truncated-normal init and standardised inputs; the NPG family's
     # mjrl models use relu, torch's default ("uniform") init and "mad" scaling (mean and mean absolute deviation of
-    # inputs and of the Δs targets, dimensions whose targets never change predicted as unchanged).
+    # inputs and of the Δs targets, dimensions whose targets never change predicted as unchanged); "scaled_targets"
+    # standardises inputs and divides the targets by their std without shifting them (PMDB/MAGO: μ = net_μ · std,
+    # log σ = net_log σ + log std).
     activation: str = "silu"
     init: str = "truncated_normal"
     normalization: str = "standard"
@@ -153,17 +170,23 @@ class OfflineConfig(DatasetConfig):
 
 
 @dataclass
-class ModelBasedConfig(OfflineConfig):
-    """Keys of the offline model-based (MBPO-style) family."""
+class LearnedModelConfig(OfflineConfig):
+    """Keys of every offline algorithm that fits (or loads) an ensemble dynamics model before training."""
+
+    dynamics_path: str | None = None
+    dynamics_only: bool = False
+    dynamics: DynamicsConfig = field(default_factory=DynamicsConfig)
+
+
+@dataclass
+class ModelBasedConfig(LearnedModelConfig):
+    """Keys of the offline model-based (MBPO-style) family: SAC on real data plus short branched model rollouts."""
 
     rollout_length: int = 1
     rollout_batch_size: int = 50_000
     rollout_freq: int = 1000
     model_retain_epochs: int = 5
     real_ratio: float = 0.05
-    dynamics_path: str | None = None
-    dynamics_only: bool = False
-    dynamics: DynamicsConfig = field(default_factory=DynamicsConfig)
     sac: SACConfig = field(default_factory=SACConfig)
 
 
@@ -708,21 +731,38 @@ def _elites(value: Any, cfg: Any) -> str | None:
 
 
 def _weight_decay(value: Any, cfg: Any) -> str | None:
-    """One decay per linear layer, which changes with the number of hidden layers."""
+    """One decay per linear layer, which changes with the number of hidden layers; AdamW decays every parameter
+    itself (`adamw_weight_decay`), and stacking a coupled L2 on it is nobody's published model."""
     wanted = len(cfg.dynamics.hidden_dims) + 1
-    if len(value) == wanted:
-        return None
-    return f"a list of {wanted} numbers, one per hidden layer of dynamics.hidden_dims plus the output layer"
+    if len(value) != wanted:
+        return f"a list of {wanted} numbers, one per hidden layer of dynamics.hidden_dims plus the output layer"
+    if cfg.dynamics.optimizer == "adamw" and any(value):
+        return "all zeros with dynamics.optimizer=adamw (its decay is dynamics.adamw_weight_decay)"
+    return None
+
+
+def _holdout_ratio(value: Any, cfg: Any) -> str | None:
+    """0 trains a fixed number of epochs without a holdout, which needs that number."""
+    if not 0 <= value < 1:
+        return "in [0, 1)"
+    if value == 0 and cfg.dynamics.max_epochs is None:
+        return "0 only with dynamics.max_epochs set (without a holdout nothing stops the fit)"
+    return None
 
 
 _RULES: dict[str, Rule] = {
     "device": _device,
     "dataset_backend": one_of("auto", "hdf5", "d4rl", "minari"),
-    "dynamics.loss": one_of("nll", "mse"),
+    "dynamics.loss": one_of("nll", "mse", "beta_nll"),
+    "dynamics.variance_bounds": one_of("logvar", "logstd"),
+    "dynamics.optimizer": one_of("adam", "adamw"),
+    "dynamics.nll_beta": lambda value, cfg: None if 0 <= value <= 1 else "between 0 and 1",
+    "dynamics.adamw_weight_decay": lambda value, cfg: None if value >= 0 else ">= 0",
+    "dynamics.grad_clip": lambda value, cfg: None if value is None or value > 0 else "> 0 (or null for no clipping)",
     "dynamics.precision": one_of("fp32", "bf16"),
     "dynamics.activation": one_of("silu", "relu", "tanh"),
     "dynamics.init": one_of("truncated_normal", "uniform"),
-    "dynamics.normalization": one_of("standard", "mad"),
+    "dynamics.normalization": one_of("standard", "mad", "scaled_targets"),
     "sac.lr_schedule": one_of("cosine", "none"),
     **dict.fromkeys(
         (
@@ -773,7 +813,7 @@ _RULES: dict[str, Rule] = {
     "fit_max_steps": positive_or_none,
     "horizon": lambda value, cfg: None if value >= 5 else ">= 5 (model paths shorter than 5 steps are dropped)",
     **dict.fromkeys(("sac.gamma", "sac.tau", "npg.gamma", "npg.gae_lambda"), between(0, 1)),
-    "dynamics.holdout_ratio": between(0, 1, open_interval=True),
+    "dynamics.holdout_ratio": _holdout_ratio,
     "dynamics.num_elites": _elites,
     "dynamics.weight_decay": _weight_decay,
 }

@@ -5,16 +5,19 @@ python plot.py "log/hopper-*/*/seed*" --metric loss/critic --smooth 1
 python plot.py log/ --task hopper-medium-v2 --algo mopo --algo micro --out figures/
 python plot.py log/ --group-by penalty_coef            # one line per penalty_coef, whatever else differs
 python plot.py log/ --ignore "dynamics.*" eval_episodes   # these never split lines
+python plot.py log/ --algo mago --figures mago               # MAGO's README figures: adv-q, ensemble-std, reward
 
 Runs are run directories, roots to search (every directory below holding config.yaml and progress.csv) or globs of
-either. `--metric` is a progress.csv column (default normalized_score_mean) or any TensorBoard scalar tag; the x axis
-is the step it was logged at. Runs are grouped by task, algorithm and the config keys whose values differ between
-the runs of that task and algorithm (run bookkeeping such as log_dir, device and save_every aside), each line
-labelled `mopo penalty_coef=0.5`; `--group-by KEY...` groups by exactly those keys instead, `--ignore KEY...` leaves
-keys out (dotted keys, blocks such as `dynamics`, or shell patterns). A label has one colour in every figure. Each
-seed is smoothed with a trailing moving average over `--smooth` evaluations (1: none), the seeds are aligned on the
-steps they all logged (intersection, nothing interpolated: the curve stops where the shortest seed stops), and the
-line is their mean with a ±std band.
+either. `--metric` is a progress.csv column (default normalized_score_mean) or any TensorBoard scalar tag (several
+give one figure each); the x axis is the step it was logged at. `--figures mago` draws MAGO's three figures per
+task: nature's value in the evaluation rollouts (monitor/adv_q_target/mean), the log ensemble std of its draws
+(monitor/ensemble_std/mean) and the normalized score. Runs are grouped by task, algorithm and the config keys whose
+values differ between the runs of that task and algorithm (run bookkeeping such as log_dir, device and save_every
+aside), each line labelled `mopo penalty_coef=0.5`; `--group-by KEY...` groups by exactly those keys instead,
+`--ignore KEY...` leaves keys out (dotted keys, blocks such as `dynamics`, or shell patterns). A label has one
+colour in every figure. Each seed is smoothed with a trailing moving average over `--smooth` evaluations (1: none),
+the seeds are aligned on the steps they all logged (intersection, nothing interpolated: the curve stops where the
+shortest seed stops), and the line is their mean with a ±std band.
 """
 
 from __future__ import annotations
@@ -54,7 +57,10 @@ AXIS_LABELS = {
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", metavar="RUN", help="run directories, roots to search, or globs of either")
-    parser.add_argument("--metric", default=DEFAULT_METRIC, help="progress.csv column or TensorBoard scalar tag")
+    parser.add_argument(
+        "--metric", nargs="+", default=[DEFAULT_METRIC], help="progress.csv column(s) or TensorBoard scalar tag(s)"
+    )
+    parser.add_argument("--figures", choices=sorted(FIGURE_SETS), help="a named set of metrics (replaces --metric)")
     parser.add_argument(
         "--smooth",
         type=int,
@@ -67,11 +73,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def figure_path(out: Path, task: str, metric: str) -> Path:
-    """`<out>/<task>.png` for the default metric, `<out>/<task>_<metric>.png` otherwise (`/` becomes `_`)."""
+# Named metric sets and the file names of their figures (MAGO's README: log/<env>/<data>/{adv-q,ensemble-std,reward}).
+FIGURE_SETS = {
+    "mago": {
+        "monitor/adv_q_target/mean": "adv-q",
+        "monitor/ensemble_std/mean": "ensemble-std",
+        DEFAULT_METRIC: "reward",
+    }
+}
+FIGURE_NAMES = {metric: name for names in FIGURE_SETS.values() for metric, name in names.items() if name != "reward"}
+AXIS_LABELS |= {
+    "monitor/adv_q_target/mean": "Adversarial Q (target critics)",
+    "monitor/ensemble_std/mean": "log ensemble std",
+}
+
+
+def figure_path(out: Path, task: str, metric: str, name: str | None = None) -> Path:
+    """`<out>/<task>.png` for the default metric, `<out>/<task>_<metric>.png` otherwise (`/` becomes `_`), or
+    `<out>/<task>_<name>.png` for a named figure."""
     if out.suffix.lower() == ".png":
         return out
-    suffix = "" if metric == DEFAULT_METRIC else "_" + re.sub(r"[^A-Za-z0-9_.-]+", "_", metric)
+    if name is not None:
+        return out / f"{task}_{name}.png"
+    suffix = (
+        "" if metric == DEFAULT_METRIC else "_" + re.sub(r"[^A-Za-z0-9_.-]+", "_", FIGURE_NAMES.get(metric, metric))
+    )
     return out / f"{task}{suffix}.png"
 
 
@@ -105,9 +131,22 @@ def main(argv: list[str] | None = None) -> list[Path]:
             f"{why} would mix runs of different tasks into one figure: {', '.join(tasks)}; pick one with --task"
         )
 
-    series, skipped = metric_series(runs, args.metric)
+    names = FIGURE_SETS[args.figures] if args.figures else dict.fromkeys(args.metric)
+    if out.suffix.lower() == ".png" and len(names) > 1:
+        raise UserError(
+            f"--out {out} is one file, but {len(names)} metrics make {len(names)} figures; pass a directory"
+        )
+    written = []
+    for metric, name in names.items():
+        written += plot_metric(runs, metric, name, args, out)
+    return written
+
+
+def plot_metric(runs: list, metric: str, name: str | None, args: argparse.Namespace, out: Path) -> list[Path]:
+    """One figure per task for one metric."""
+    series, skipped = metric_series(runs, metric)
     if skipped:
-        print(f"note: left out {len(skipped)} runs with no {args.metric}: {describe(skipped)}", file=sys.stderr)
+        print(f"note: left out {len(skipped)} runs with no {metric}: {describe(skipped)}", file=sys.stderr)
     groups = group_runs(series, args.group_by, args.ignore)
     mixed = averaged_over(groups)
     if mixed:
@@ -116,7 +155,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
     # Labels sorted by algorithm then settings (numbers numerically) over every task: one style per label per call.
     ordered = sorted(curves, key=lambda c: settings_order(c.algo, c.settings))
     styles = group_styles([(c.algo, c.label) for c in ordered])
-    ylabel = AXIS_LABELS.get(args.metric, args.metric)
+    ylabel = AXIS_LABELS.get(metric, metric)
     written = []
     for task in sorted({c.task for c in curves}):
         lines = [
@@ -126,10 +165,8 @@ def main(argv: list[str] | None = None) -> list[Path]:
             for c in curves
             if c.task == task
         ]
-        path = figure_path(out, task, args.metric)
-        curves_with_bands(
-            path, lines, x_label(task, {c.algo for c in curves if c.task == task}, args.metric), ylabel, task
-        )
+        path = figure_path(out, task, metric, name)
+        curves_with_bands(path, lines, x_label(task, {c.algo for c in curves if c.task == task}, metric), ylabel, task)
         written.append(path)
         print(path)
     return written

@@ -26,7 +26,15 @@ from algos.game import ModelBasedNPG
 from algos.npg_trainer import NPGTrainer
 from algos.trainer import OfflineTrainer, read_checkpoint
 from buffers.replay import ReplayBuffer
-from config import ModelBasedNPGConfig, OfflineConfig, RunConfig, load_run_config, load_task_config, save_config
+from config import (
+    ModelBasedConfig,
+    ModelBasedNPGConfig,
+    OfflineConfig,
+    RunConfig,
+    load_run_config,
+    load_task_config,
+    save_config,
+)
 from envs import (
     Evaluator,
     OfflineDataset,
@@ -146,11 +154,13 @@ def prepare_dynamics(
         data.obs, data.act, data.next_obs, data.rew, log_fn=lambda m, epoch: logger.scalars(m, epoch), progress=progress
     )
     dynamics.save(own_file, task=spec.name)
-    print(
-        f"dynamics: {metrics['dynamics/epochs']} epochs, elite holdout MSE "
-        f"{metrics['dynamics/elite_holdout_loss']:.4f}, saved to {own_file}",
-        flush=True,
+    holdout = metrics["dynamics/elite_holdout_loss"]
+    quality = (  # a fit without holdout (fixed epochs) has no holdout error to report
+        f"elite holdout MSE {holdout:.4f}"
+        if np.isfinite(holdout)
+        else f"last loss {metrics['dynamics/train_loss']:.4f}"
     )
+    print(f"dynamics: {metrics['dynamics/epochs']} epochs, {quality}, saved to {own_file}", flush=True)
     return dynamics
 
 
@@ -221,8 +231,9 @@ def main(argv: list[str] | None = None) -> dict[str, float] | None:
                 if cfg.dynamics_only:
                     print(f"dynamics model saved; reuse it with --set dynamics_path={run_dir / 'dynamics.pt'}")
                     return None
-            algo = build_algorithm(cfg, spec.obs_dim, spec.act_dim, device, dynamics)
-            trainer = OfflineTrainer(cfg, algo, real_buffer, evaluator, logger, run_dir, dynamics, progress)
+            algo = build_algorithm(cfg, spec.obs_dim, spec.act_dim, device, dynamics, dataset)
+            rollouts = dynamics if isinstance(cfg, ModelBasedConfig) else None  # MAGO plays its own game instead
+            trainer = OfflineTrainer(cfg, algo, real_buffer, evaluator, logger, run_dir, rollouts, progress)
         trainer.progress = progress
         if checkpoint is not None:
             trainer.load_state(checkpoint, source=run_dir)

@@ -10,12 +10,14 @@ from algos.base import Algorithm
 from algos.bc import BC
 from algos.bcq import BCQ
 from algos.game import ModelBasedNPG
+from algos.mago import MAGO
 from algos.micro import MICRO
 from algos.mopo import MOPO
 from algos.morel import MOReL
 from algos.sac import SAC
 from algos.trainer import read_checkpoint
 from config import RunConfig, load_run_config
+from envs.datasets import OfflineDataset
 from envs.tasks import get_task
 from models.dynamics import EnsembleDynamics
 from utils.errors import UserError
@@ -28,6 +30,7 @@ ALGORITHMS: dict[str, type[Algorithm]] = {
     "pal": ModelBasedNPG,  # PAL and MAL are one algorithm in two game settings (algos/game.py)
     "mal": ModelBasedNPG,
     "morel": MOReL,
+    "mago": MAGO,
 }
 
 
@@ -37,11 +40,15 @@ def build_algorithm(
     act_dim: int,
     device: torch.device | str = "cpu",
     dynamics: EnsembleDynamics | None = None,
+    dataset: OfflineDataset | None = None,
 ) -> Algorithm:
-    """The algorithm named by `cfg.algo`; `dynamics` is handed to those whose updates query the model."""
+    """The algorithm named by `cfg.algo`; `dynamics` is handed to those whose updates query the model, `dataset` to
+    those that also draw states from the data themselves (MAGO's game)."""
     if cfg.algo not in ALGORITHMS:
         raise UserError(f"unknown algorithm {cfg.algo!r}; choose one of: {', '.join(sorted(ALGORITHMS))}")
     cls = ALGORITHMS[cfg.algo]
+    if getattr(cls, "needs_dataset", False):
+        return cls(obs_dim, act_dim, cfg, device, dynamics=dynamics, dataset=dataset)
     if cls.needs_dynamics:
         return cls(obs_dim, act_dim, cfg, device, dynamics=dynamics)
     return cls(obs_dim, act_dim, cfg, device)
@@ -74,6 +81,7 @@ __all__ = [
     "ALGORITHMS",
     "BC",
     "BCQ",
+    "MAGO",
     "MICRO",
     "MOPO",
     "MOReL",

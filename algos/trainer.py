@@ -114,6 +114,10 @@ class OfflineTrainer:
             self.logger.scalars({k: float(torch.stack(v).mean()) for k, v in epoch_metrics.items()}, self.global_step)
             if self.epoch % cfg.eval_every == 0 or self.epoch == cfg.epochs:
                 self.last_eval = self.evaluator.evaluate(self.algo.act)
+                monitor = getattr(self.algo, "monitor_evaluation", None)  # an algorithm's own evaluation extras
+                if monitor is not None:
+                    self.last_eval, extras = monitor(self.last_eval, self.evaluator.spec)
+                    self.logger.scalars(extras, self.global_step)
                 self.wall_time += time.perf_counter() - started
                 started = time.perf_counter()
                 self.logger.evaluation(self.epoch, self.global_step, self.last_eval, self.wall_time)

@@ -14,7 +14,7 @@ from utils.errors import UserError
 
 
 @contextmanager
-def _isolated_global_rngs(device: torch.device) -> Iterator[None]:
+def isolated_global_rngs(device: torch.device) -> Iterator[None]:
     """Restore torch, numpy and Python global RNG states afterwards.
 
     A policy that samples would otherwise advance the training RNG streams, and training must be
@@ -65,7 +65,7 @@ class Evaluator:
         returns = np.zeros(n)
         lengths = np.zeros(n, dtype=np.int64)
         alive = np.ones(n, dtype=bool)
-        with _isolated_global_rngs(self.device), torch.no_grad():
+        with isolated_global_rngs(self.device), torch.no_grad():
             while alive.any():
                 alive_idx = np.flatnonzero(alive)
                 obs_batch = torch.as_tensor(observations[alive_idx], dtype=torch.float32, device=self.device)

@@ -7,16 +7,16 @@ statistics; targets are not. One batched network holds all members, so a forward
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
 from config import DynamicsConfig
-from models.ensemble import EnsembleMLP
+from models.ensemble import EnsembleMLP, soft_clamp
 from utils.checkpoint import atomic_torch_save, load_project_file
 from utils.errors import UserError
 
@@ -33,6 +33,7 @@ class Standardizer(nn.Module):
 
     kind "std": shift = mean, scale = std (1 where a dimension is constant), as MBPO/OfflineRL-Kit.
     kind "mad": shift = mean, scale = mean absolute deviation (divided by scale + 1e-8), as mjrl's dynamics models.
+    kind "scale": shift = 0, scale = std (1 where constant), PMDB/MAGO's target scaling.
     """
 
     def __init__(self, dim: int, kind: str = "std") -> None:
@@ -43,7 +44,7 @@ class Standardizer(nn.Module):
 
     def fit(self, x: torch.Tensor) -> None:
         mean = x.mean(0)
-        self.mean.copy_(mean)
+        self.mean.copy_(torch.zeros_like(mean) if self.kind == "scale" else mean)
         if self.kind == "mad":
             self.std.copy_((x - mean).abs().mean(0))
         else:
@@ -72,11 +73,11 @@ class EnsembleDynamics(nn.Module):
 
     def __init__(self, obs_dim: int, act_dim: int, cfg: DynamicsConfig, termination_fn: TerminationFn | None = None):
         super().__init__()
-        if cfg.loss not in ("nll", "mse"):
+        if cfg.loss not in ("nll", "mse", "beta_nll"):
             raise ValueError(f"unknown dynamics loss {cfg.loss!r}")
         self.obs_dim, self.act_dim, self.cfg = obs_dim, act_dim, cfg
         self.target_dim = obs_dim + 1 if cfg.predict_reward else obs_dim
-        self.probabilistic = cfg.loss == "nll"
+        self.probabilistic = cfg.loss != "mse"
         self.termination_fn = termination_fn
         out_dim = 2 * self.target_dim if self.probabilistic else self.target_dim
         self.net = EnsembleMLP(
@@ -84,8 +85,13 @@ class EnsembleDynamics(nn.Module):
         )
         mad = cfg.normalization == "mad"
         self.input_scaler = Standardizer(obs_dim + act_dim, "mad" if mad else "std")
-        # mjrl scales the Δs targets too; MBPO-style models regress raw targets.
-        self.target_scaler = Standardizer(self.target_dim, "mad") if mad else None
+        # mjrl scales the Δs targets (mean/MAD), PMDB/MAGO divides them by their std; MBPO-style models regress raw
+        # targets.
+        target_kind = {"mad": "mad", "scaled_targets": "scale"}.get(cfg.normalization)
+        self.target_scaler = None if target_kind is None else Standardizer(self.target_dim, target_kind)
+        # Reward normalisation (r − shift) / scale of PMDB/MAGO; identity otherwise.
+        self.register_buffer("reward_shift", torch.zeros(()))
+        self.register_buffer("reward_scale", torch.ones(()))
         # Learned log-variance bounds shared by all members; soft clamping keeps gradients flowing.
         self.max_logvar = nn.Parameter(torch.full((self.target_dim,), cfg.max_logvar_init))
         self.min_logvar = nn.Parameter(torch.full((self.target_dim,), cfg.min_logvar_init))
@@ -104,44 +110,82 @@ class EnsembleDynamics(nn.Module):
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.precision == "bf16")
 
     # ------------------------------------------------------------------------------------------------ forward
-    def _forward_normalized(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """x: standardised inputs [B, in] (shared) or [E, B, in]. Returns mean [E, B, out], log-variance or None."""
+    def _forward_normalized(
+        self, x: torch.Tensor, members: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x: standardised inputs [B, in] (shared) or [E, B, in]. Returns mean [E, B, out], log-variance or None
+        (for `members` only, if given), in the scaled target space."""
         with self._autocast():
-            out = self.net(x)
+            out = self.net(x, members)
         out = out.float()
         if not self.probabilistic:
             return out, None
-        mean, logvar = out.split(self.target_dim, dim=-1)
-        logvar = self.max_logvar - F.softplus(self.max_logvar - logvar)
-        logvar = self.min_logvar + F.softplus(logvar - self.min_logvar)
-        return mean, logvar
+        mean, raw = out.split(self.target_dim, dim=-1)
+        if self.cfg.variance_bounds == "logstd":  # PMDB/MAGO bound log σ
+            return mean, 2 * soft_clamp(raw, self.min_logvar, self.max_logvar)
+        return mean, soft_clamp(raw, self.min_logvar, self.max_logvar)
 
-    def forward(self, obs: torch.Tensor, act: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(
+        self, obs: torch.Tensor, act: torch.Tensor, members: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Mean (of [Δs, r], or Δs alone without `predict_reward`) and log-variance of every member for a batch of
         (s, a) [B, ...] (every member sees every row) or [E, B, ...] (member i sees rows [i]): shapes [E, B, out].
+        `members` (indices into the ensemble) evaluates only those: [M, B, out]. Rewards are in raw units.
 
         Without grad, large shared batches run in cache-sized chunks.
         """
         x = self.input_scaler(torch.cat([obs, act], dim=-1))
         chunk_rows = INFERENCE_CHUNK[self.cfg.precision] if self.device.type == "cpu" else x.shape[0]
         if torch.is_grad_enabled() or x.shape[0] <= chunk_rows or x.dim() == 3:
-            mean, logvar = self._forward_normalized(x)
+            mean, logvar = self._forward_normalized(x, members)
         else:
-            means, logvars = zip(*(self._forward_normalized(chunk) for chunk in x.split(chunk_rows)))
+            means, logvars = zip(*(self._forward_normalized(chunk, members) for chunk in x.split(chunk_rows)))
             mean, logvar = torch.cat(means, 1), None if logvars[0] is None else torch.cat(logvars, 1)
-        if self.target_scaler is None:
-            return mean, logvar
-        scale_log = 2 * torch.log(self.target_scaler.scale)
-        return self.target_scaler.inverse(mean), None if logvar is None else logvar + scale_log
+        if self.target_scaler is not None:
+            mean = self.target_scaler.inverse(mean)
+            logvar = None if logvar is None else logvar + 2 * torch.log(self.target_scaler.scale)
+        if self.cfg.reward_normalization:
+            mean, logvar = self._raw_reward_units(mean, logvar)
+        return mean, logvar
+
+    def _raw_reward_units(
+        self, mean: torch.Tensor, logvar: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The reward output (last) from normalised back to raw units: r = r_norm · scale + shift."""
+        mean = torch.cat([mean[..., :-1], self.denormalize_reward(mean[..., -1:])], dim=-1)
+        if logvar is not None:
+            logvar = torch.cat([logvar[..., :-1], logvar[..., -1:] + 2 * torch.log(self.reward_scale)], dim=-1)
+        return mean, logvar
+
+    def normalize_reward(self, reward: torch.Tensor) -> torch.Tensor:
+        """(r − shift) / scale: dataset rewards land in ≈[0.045, 0.955] (identity without reward_normalization)."""
+        return (reward - self.reward_shift) / self.reward_scale
+
+    def denormalize_reward(self, reward: torch.Tensor) -> torch.Tensor:
+        return reward * self.reward_scale + self.reward_shift
+
+    def _fit_reward_normalization(self, rewards: torch.Tensor) -> None:
+        low, high = rewards.min(), rewards.max()
+        self.reward_shift.copy_(low - 0.05 * (high - low))
+        self.reward_scale.copy_(1.1 * (high - low) if high > low else torch.ones_like(high))
 
     def _decay_loss(self) -> torch.Tensor:
         return sum(wd * 0.5 * layer.weight.square().sum() for wd, layer in zip(self.cfg.weight_decay, self.net.layers))
 
     def _sample_losses(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Per-member, per-sample loss [E, B] (means over output dims; no ½ on the NLL, as MBPO/MOPO)."""
+        """Per-member, per-sample loss [E, B] (means over output dims; no ½ on the NLL, as MBPO/MOPO).
+
+        beta_nll: −log N(y | μ, σ) per element times w = stopgrad(σ)^{2β} / mean over the batch of it (PMDB/MAGO;
+        β = 0 is the plain NLL with its ½ and log 2π). In the scaled target space this differs from the loss in raw
+        units by a constant only: the scales cancel in w.
+        """
         mean, logvar = self._forward_normalized(x)
         if logvar is None:
             return (mean - y).square().mean(-1)
+        if self.cfg.loss == "beta_nll":
+            nll = 0.5 * ((mean - y).square() * torch.exp(-logvar) + logvar + math.log(2 * math.pi))
+            weight = torch.exp(self.cfg.nll_beta * logvar.detach())  # σ^{2β}
+            return (nll * weight / weight.mean(-2, keepdim=True)).mean(-1)
         return ((mean - y).square() * torch.exp(-logvar) + logvar).mean(-1)
 
     def training_loss(
@@ -162,9 +206,14 @@ class EnsembleDynamics(nn.Module):
             loss = loss + self.cfg.logvar_bound_coef * (self.max_logvar.sum() - self.min_logvar.sum())
         return loss
 
-    def optimizer(self) -> torch.optim.Adam:
+    def optimizer(self) -> torch.optim.Optimizer:
         """Adam whose per-layer weight_decay adds wd·W to each weight's gradient before the moment updates: the
-        gradient of wd·½‖W‖² in the loss (coupled L2, as MBPO/MOPO; not AdamW), in one fused kernel."""
+        gradient of wd·½‖W‖² in the loss (coupled L2, as MBPO/MOPO; not AdamW), in one fused kernel. With
+        optimizer=adamw: AdamW decaying every parameter by `adamw_weight_decay` (PMDB/MAGO)."""
+        if self.cfg.optimizer == "adamw":
+            return torch.optim.AdamW(
+                self.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.adamw_weight_decay, fused=True
+            )
         layer_weights = [layer.weight for layer in self.net.layers]
         others = [p for p in self.parameters() if all(p is not w for w in layer_weights)]
         groups = [{"params": [w], "weight_decay": wd} for w, wd in zip(layer_weights, self.cfg.weight_decay)]
@@ -187,13 +236,17 @@ class EnsembleDynamics(nn.Module):
         log_fn: Callable[[dict[str, float], int], None] | None = None,
         progress: bool = True,
     ) -> dict[str, float]:
-        """Fit all members with bootstrapped data, holdout early stopping and elite selection.
+        """Fit all members with bootstrapped data, holdout early stopping and elite selection; with holdout_ratio 0,
+        exactly `max_epochs` epochs and the last weights (PMDB/MAGO), the first `num_elites` members as elites.
 
         `weights` (one per transition, e.g. WMOPO's density ratios) turn the loss into a weighted MLE.
         Returns the final metrics; `log_fn(metrics, epoch)` is called after every epoch.
         """
         cfg, device = self.cfg, self.device
         inputs = torch.cat([obs, act], dim=-1).to(device)
+        if cfg.reward_normalization:
+            assert rewards is not None, "reward normalisation needs the rewards"
+            self._fit_reward_normalization(rewards.to(device))
         targets = self._targets(obs, next_obs, rewards).to(device)
         n = inputs.shape[0]
         num_holdout = min(int(n * cfg.holdout_ratio), cfg.max_holdout)
@@ -212,11 +265,13 @@ class EnsembleDynamics(nn.Module):
         x_holdout, y_holdout = self.input_scaler(inputs[holdout_idx]), targets[holdout_idx]
         w_train = None if weights is None else weights.to(device).reshape(-1)[train_idx]
         num_train, members = x_train.shape[0], cfg.num_ensemble
-        if cfg.bootstrap:
-            member_rows = torch.randint(num_train, (members, num_train), device=device)
-        else:
-            member_rows = torch.arange(num_train, device=device).expand(members, num_train)
 
+        def draw_rows() -> torch.Tensor:
+            if cfg.bootstrap:
+                return torch.randint(num_train, (members, num_train), device=device)
+            return torch.arange(num_train, device=device).expand(members, num_train)
+
+        member_rows = draw_rows()
         optimizer = self.optimizer()
         best_losses = torch.full((members,), float("inf"), device=device)
         best_state = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
@@ -225,7 +280,10 @@ class EnsembleDynamics(nn.Module):
         bar = tqdm(desc="dynamics", unit="epoch", disable=not progress, dynamic_ncols=True)
         while True:
             epoch += 1
-            member_rows = member_rows.gather(1, torch.rand(members, num_train, device=device).argsort(1))
+            if cfg.bootstrap and cfg.bootstrap_every_epoch:
+                member_rows = draw_rows()  # i.i.d. rows: already in random order
+            else:
+                member_rows = member_rows.gather(1, torch.rand(members, num_train, device=device).argsort(1))
             train_loss_sum = torch.zeros((), device=device)
             num_batches = 0
             for rows in member_rows.split(cfg.batch_size, dim=1):
@@ -233,9 +291,20 @@ class EnsembleDynamics(nn.Module):
                 loss = self.training_loss(x_train[rows], y_train[rows], batch_weights, include_decay=False)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                if cfg.grad_clip is not None:
+                    nn.utils.clip_grad_norm_(self.parameters(), cfg.grad_clip)
                 optimizer.step()
                 train_loss_sum += loss.detach()
                 num_batches += 1
+            if num_holdout == 0:  # fixed epochs: nothing to select on
+                metrics = {"dynamics/train_loss": float(train_loss_sum) / num_batches}
+                if log_fn is not None:
+                    log_fn(metrics, epoch)
+                bar.update()
+                bar.set_postfix(loss=f"{metrics['dynamics/train_loss']:.4f}")
+                if epoch >= cfg.max_epochs:
+                    break
+                continue
             holdout = self.holdout_mse(x_holdout, y_holdout)
             # Relative improvement > 1 % per member (MBPO/MOPO); the first epoch always counts.
             improved = best_losses.isinf() | ((best_losses - holdout) / best_losses > cfg.improvement_threshold)
@@ -257,6 +326,9 @@ class EnsembleDynamics(nn.Module):
             if epochs_since_update >= cfg.max_epochs_since_update or (cfg.max_epochs and epoch >= cfg.max_epochs):
                 break
         bar.close()
+        if num_holdout == 0:
+            self.elites.copy_(torch.arange(cfg.num_elites, device=device))
+            return {**metrics, "dynamics/epochs": epoch, "dynamics/elite_holdout_loss": float("nan")}
         self.net.load_state_dict(best_state)
         self.holdout_losses.copy_(best_losses)
         self.elites.copy_(best_losses.argsort()[: cfg.num_elites])
@@ -277,7 +349,7 @@ class EnsembleDynamics(nn.Module):
         if not self.cfg.predict_reward:
             return delta
         assert rewards is not None, "a model with predict_reward needs rewards to fit"
-        return torch.cat([delta, rewards.reshape(-1, 1)], dim=-1)
+        return torch.cat([delta, self.normalize_reward(rewards.reshape(-1, 1))], dim=-1)
 
     def fit_epochs(
         self,

@@ -6,13 +6,22 @@ import math
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+
+def soft_clamp(x: torch.Tensor, low: torch.Tensor | float, high: torch.Tensor | float) -> torch.Tensor:
+    """Clamp to about [low, high] with softplus edges, so values outside still get a gradient (and learned bounds
+    too): high − softplus(high − x), then low + softplus(· − low)."""
+    x = high - F.softplus(high - x)
+    return low + F.softplus(x - low)
 
 
 class EnsembleLinear(nn.Module):
     """E independent linear layers computed as one batched matmul with weight [E, in, out].
 
-    Input [E, B, in] gives [E, B, out]; input [B, in] is shared by all members (broadcast, no copy).
+    Input [E, B, in] gives [E, B, out]; input [B, in] is shared by all members (broadcast, no copy). `members`
+    (indices, possibly a subset) evaluates only those members: input [M, B, in] or shared [B, in] gives [M, B, out].
     """
 
     def __init__(self, num_members: int, in_features: int, out_features: int, init: str = "truncated_normal") -> None:
@@ -29,13 +38,18 @@ class EnsembleLinear(nn.Module):
             bound = 1.0 / math.sqrt(in_features)
             nn.init.uniform_(self.weight, -bound, bound)
             nn.init.uniform_(self.bias, -bound, bound)
+        elif init == "xavier_uniform":
+            # Glorot uniform per member, zero bias (the SAC networks of PMDB/MAGO).
+            bound = math.sqrt(6.0 / (in_features + out_features))
+            nn.init.uniform_(self.weight, -bound, bound)
         else:
             raise ValueError(f"unknown init {init!r}")
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, members: torch.Tensor | None = None) -> torch.Tensor:
+        weight, bias = (self.weight, self.bias) if members is None else (self.weight[members], self.bias[members])
         if x.dim() == 2:
-            return torch.matmul(x, self.weight) + self.bias
-        return torch.baddbmm(self.bias, x, self.weight)
+            return torch.matmul(x, weight) + bias
+        return torch.baddbmm(bias, x, weight)
 
     def extra_repr(self) -> str:
         return f"members={self.num_members}, in={self.in_features}, out={self.out_features}"
@@ -63,7 +77,8 @@ class EnsembleMLP(nn.Module):
     def layers(self) -> list[EnsembleLinear]:
         return [*self.hidden, self.output]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, members: torch.Tensor | None = None) -> torch.Tensor:
+        """All members, or only `members` (see EnsembleLinear)."""
         for layer in self.hidden:
-            x = self.activation(layer(x))
-        return self.output(x)
+            x = self.activation(layer(x, members))
+        return self.output(x, members)

@@ -288,7 +288,8 @@ def test_config_file_for_another_algo_is_rejected(tmp_path: Path) -> None:
         ("dynamics.num_elites=8", "must be between 1 and dynamics.num_ensemble (7)"),
         ("dynamics.num_ensemble=4", "dynamics.num_elites=5 (from"),
         ("dynamics.hidden_dims=200,200", "dynamics.weight_decay=[2.5e-05"),
-        ("dynamics.holdout_ratio=1", "must be strictly between 0 and 1"),
+        ("dynamics.holdout_ratio=1", "must be in [0, 1)"),
+        ("dynamics.holdout_ratio=0", "0 only with dynamics.max_epochs set"),
     ],
 )
 def test_validation_errors(item: str, fragment: str) -> None:

@@ -1,0 +1,513 @@
+"""MAGO: offline Model-based Adversarial Game for policy Optimization (docs/mago.md; the PMDB code lineage).
+
+Offline RL as an alternating Markov game between the policy and "nature", who picks the dynamics at every step:
+
+1. Model player. For the current batch of game states s and actions a, draw N members of a large ensemble with
+   replacement (members come with counts). Each member i gives K sampled next states ŝ' and its candidate value
+
+       Q_i(s, a) = mean_K [ r_i − φ + γ (1 − p_done(s, a, ŝ')) V(ŝ') ],   r_i = clip(r̂_norm, 0, 1),
+
+   where p_done = max(termination(s, a, ŝ'), 1 − Π_j c_j(ŝ'_j)) softly ends states that leave the data's range and
+   φ = `factor` · mean ensemble std (the differential penalty; 0 is the "MAGO-no factor" ablation). Nature plays
+   the k-th smallest candidate counting multiplicity (k = 2 of N = 10: pessimistic, not worst-case).
+2. Policy player. A KL-regularised soft policy against a slowly moving reference π_ref (Polyak τ = 1e-5):
+   V(s) = α(s) [logsumexp_i(Q(s, a_i)/α(s) + ℓ_i) − logsumexp_i ℓ_i] by self-normalised importance sampling over
+   M actions (half from π with ℓ = log π_ref − log π, half from π_ref with ℓ = 0), α(s) set per state so that the
+   Boltzmann policy π_ref·exp(Q/α) sits `target_kld` nats from π_ref.
+3. Critics regress 128 dataset rows on r_norm + γ(1 − d) V_target(s') and 128 game rows on nature's value (both
+   clipped to [0, 1/(1 − γ)]); π fits the Boltzmann policy by weighted maximum likelihood.
+
+The ensemble is the shared one configured as PMDB's (models/dynamics.py); the losses and the game are MAGO's own.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, NamedTuple
+
+import numpy as np
+import torch
+
+from algos.base import TrainableModule
+from algos.sac import adam
+from buffers.replay import Batch
+from config import DynamicsConfig, LearnedModelConfig, Rule, between, positive, register_config
+from envs.evaluation import isolated_global_rngs
+from envs.tasks import TaskSpec, normalized_score
+from models.actor_critic import CriticEnsemble, TanhGaussianActor, tanh_log_det
+from models.dynamics import EnsembleDynamics
+
+ALPHA_FLOOR = 1e-3  # α(s) >= this; also the temperature of the "max_a Q" estimate inside α(s)
+OOD_SHARPNESS = 12.0  # the continue probability's sigmoid spans ±6 between the inner and the outer band
+
+
+def _mago_dynamics() -> DynamicsConfig:
+    """PMDB/MAGO's ensemble: 100 members of 4 x 256 SiLU, log-σ soft bounds (init 1 and −5), β-NLL with β = 0.5,
+    targets [Δs, r_norm] divided by their std, AdamW 1e-4 (decay 7.5e-5) with gradient-norm clipping at 10, 1000
+    epochs without holdout, fresh bootstrap rows every epoch."""
+    return DynamicsConfig(
+        num_ensemble=100,
+        num_elites=100,
+        hidden_dims=[256, 256, 256, 256],
+        weight_decay=[0.0] * 5,
+        lr=1e-4,
+        batch_size=256,
+        holdout_ratio=0.0,
+        max_epochs=1000,
+        bootstrap=True,
+        bootstrap_every_epoch=True,
+        loss="beta_nll",
+        nll_beta=0.5,
+        variance_bounds="logstd",
+        max_logvar_init=1.0,
+        min_logvar_init=-5.0,
+        optimizer="adamw",
+        adamw_weight_decay=7.5e-5,
+        grad_clip=10.0,
+        normalization="scaled_targets",
+        reward_normalization=True,
+    )
+
+
+def _order_statistic_rule(value: Any, cfg: Any) -> str | None:
+    return None if 1 <= value <= cfg.num_models else f"between 1 and num_models ({cfg.num_models})"
+
+
+@register_config("mago")
+@dataclass
+class MAGOConfig(LearnedModelConfig):
+    """MAGO (docs/mago.md); defaults are MAGO's config.py (1e6 updates, an evaluation every 1000)."""
+
+    rules: ClassVar[dict[str, Rule]] = {
+        **dict.fromkeys(
+            (
+                "adv_batch_size",
+                "num_models",
+                "num_state_samples",
+                "num_action_samples",
+                "adv_horizon",
+                "target_kld",
+                "actor_lr",
+                "critic_lr",
+                "alpha",
+                "proposal_std",
+                "monitor_rollouts",
+                "monitor_horizon",
+            ),
+            positive,
+        ),
+        "order_statistic": _order_statistic_rule,
+        "num_action_samples": lambda value, cfg: None if value >= 2 else ">= 2 (half from π, half from π_ref)",
+        **dict.fromkeys(("gamma", "tau_value", "tau_policy", "adv_explore_ratio", "explore_ratio"), between(0, 1)),
+        **dict.fromkeys(
+            ("factor", "eval_penalty_coef", "policy_beta", "ood_inner"), lambda v, c: None if v >= 0 else ">= 0"
+        ),
+        "ood_outer": lambda value, cfg: None if value > cfg.ood_inner else "> ood_inner",
+    }
+
+    epochs: int = 1000
+    steps_per_epoch: int = 1000
+    batch_size: int = 128  # dataset rows per update (real_batch_size)
+    adv_batch_size: int = 128  # game states, each advanced one step per update
+    gamma: float = 0.99
+    tau_value: float = 5e-3  # critic targets
+    tau_policy: float = 1e-5  # reference policy π_ref ← π
+    actor_lr: float = 3e-5
+    critic_lr: float = 3e-4
+    hidden_dims: list[int] = field(default_factory=lambda: [256, 256, 256])
+    log_std_min: float = -4.0  # policy log-std soft-clamped to [min, max]
+    log_std_max: float = 2.0
+    auto_alpha: bool = True  # α(s) from target_kld; false: fixed `alpha`
+    target_kld: float = 5.0
+    alpha: float = 0.1
+    num_action_samples: int = 20  # M, for V(s), the policy loss and game actions
+    proposal_std: float = 0.1  # pre-tanh std of the proposals around dataset actions in the policy loss
+    policy_beta: float = 0.5  # β of the β-weighted log-likelihood of the policy loss
+    explore_ratio: float = 0.0  # game actions taken from π instead of the Boltzmann policy
+    # Model player.
+    num_models: int = 10  # N members drawn with replacement per step
+    order_statistic: int = 2  # k: nature plays the k-th smallest candidate value, counting multiplicity
+    num_state_samples: int = 10  # K next states per drawn member
+    adv_explore_ratio: float = 0.1  # per step, with this probability nature draws members ∝ counts instead
+    adv_horizon: int = 1000  # game states are restarted from the data after this many steps
+    ood_inner: float = 5.5  # continue probability 1 within midpoint ± ood_inner · range of the data's next states
+    ood_outer: float = 10.5  # ... and ≈ 0 beyond midpoint ± ood_outer · range
+    # Differential penalty φ = factor · mean ensemble std of the drawn members' next-state means (MAGO/MORAL);
+    # factor_in_training=false applies it only in the evaluation rollouts (MORAL's code), factor=0 removes it.
+    factor: float = 0.5
+    factor_in_training: bool = True
+    # Evaluation monitor: model rollouts from dataset start states with π_ref's mean (adv-q and ensemble-std figures),
+    # and MAGO's reported return, real return − eval_penalty_coef · mean ensemble std, logged as test/reward_penalized;
+    # report_penalized_return=true puts that in progress.csv too (MAGO's README numbers; default the plain return).
+    monitor_rollouts: int = 10
+    monitor_horizon: int = 1000
+    eval_penalty_coef: float = 1.0
+    report_penalized_return: bool = False
+    dynamics: DynamicsConfig = field(default_factory=_mago_dynamics)
+
+
+# ---------------------------------------------------------------------------------------------------- the equations
+def kl_temperature(q: torch.Tensor, log_ratio: torch.Tensor, target_kld: float) -> torch.Tensor:
+    """α(s) = max(1e-3, [E_{softmax(ℓ + Q/1e-3)} Q − E_{softmax(ℓ)} Q] / ε): the gap between the best sampled value
+    and the value under π_ref, spread over ε nats. q, log_ratio: [M, B] over the M sampled actions; returns [B]."""
+    best = (q * torch.softmax(log_ratio + q / ALPHA_FLOOR, dim=0)).sum(0)
+    reference = (q * torch.softmax(log_ratio, dim=0)).sum(0)
+    return ((best - reference) / target_kld).clamp(min=ALPHA_FLOOR)
+
+
+def soft_value(q: torch.Tensor, log_ratio: torch.Tensor, alpha: torch.Tensor | float) -> torch.Tensor:
+    """V(s) = α [logsumexp_i(Q_i/α + ℓ_i) − logsumexp_i ℓ_i]: α log E_{π_ref}[exp(Q/α)] by self-normalised importance
+    sampling. q, log_ratio: [M, B]; alpha: [B] or a number; returns [B]."""
+    return alpha * (torch.logsumexp(q / alpha + log_ratio, dim=0) - torch.logsumexp(log_ratio, dim=0))
+
+
+def order_statistic(values: torch.Tensor, counts: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k-th smallest of the candidate values [U, B] when candidate u occurs counts[u] times: the first candidate
+    in ascending order whose cumulative count reaches k. Returns its index [B] and value [B]."""
+    order = values.argsort(dim=0)
+    cumulative = counts[order].cumsum(dim=0)  # [U, B]
+    position = (cumulative >= k).float().argmax(dim=0)  # first True
+    chosen = order.gather(0, position.unsqueeze(0)).squeeze(0)
+    return chosen, values.gather(0, chosen.unsqueeze(0)).squeeze(0)
+
+
+def continue_probability(next_obs: torch.Tensor, low: torch.Tensor, high: torch.Tensor, inner: float, outer: float):
+    """Π_j c_j: each dimension's c_j is 1 within midpoint ± inner·range of the data's next states [low, high] and
+    falls as a sigmoid to ≈ 0 at midpoint ± outer·range (σ(∓6) at the two bands, renormalised by σ(6), capped at 1)."""
+    middle, spread = (low + high) / 2, high - low
+    inner_low, outer_low = middle - inner * spread, middle - outer * spread
+    inner_high, outer_high = middle + inner * spread, middle + outer * spread
+    scale = OOD_SHARPNESS / 2
+    below = torch.sigmoid((next_obs - (inner_low + outer_low) / 2) * (2 * scale / (inner_low - outer_low)))
+    above = torch.sigmoid((next_obs - (inner_high + outer_high) / 2) * (2 * scale / (inner_high - outer_high)))
+    per_dim = (torch.minimum(below, above) / torch.sigmoid(torch.tensor(scale))).clamp(max=1.0)
+    return per_dim.prod(-1)
+
+
+class GameStep(NamedTuple):
+    """Nature's move for a batch of game states."""
+
+    target_value: torch.Tensor  # [B] k-th candidate value under the target critics: the critic's regression target
+    online_value: torch.Tensor  # [B] the value of the played candidate under the online critics
+    next_obs: torch.Tensor  # [B, obs] first sampled next state of the played member
+    reward: torch.Tensor  # [B] its normalised reward (before the penalty)
+    done_prob: torch.Tensor  # [B]
+    ensemble_std: torch.Tensor  # [B] sqrt(Σ_dims Var over the N draws of the next-state means)
+
+
+# ---------------------------------------------------------------------------------------------------- the agent
+class MAGO(TrainableModule):
+    needs_dynamics: ClassVar[bool] = True
+    needs_dataset: ClassVar[bool] = True
+    penalty_type: ClassVar[str | None] = None
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        cfg: MAGOConfig,
+        device: torch.device | str = "cpu",
+        dynamics: EnsembleDynamics | None = None,
+        dataset: Any = None,
+    ) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.value_max = 1.0 / (1.0 - cfg.gamma)  # rewards in [0, 1] bound every value
+        self.policy = TanhGaussianActor(
+            obs_dim, act_dim, cfg.hidden_dims, 1.0, cfg.log_std_min, cfg.log_std_max, "soft", "xavier_uniform"
+        )
+        self.reference_policy = copy.deepcopy(self.policy).requires_grad_(False)
+        self.critics = CriticEnsemble(obs_dim, act_dim, cfg.hidden_dims, 2, init="xavier_uniform")
+        self.target_critics = copy.deepcopy(self.critics).requires_grad_(False)
+        # The game's current states and their step counts: buffers, so checkpoints carry them.
+        self.register_buffer("game_obs", torch.zeros(cfg.adv_batch_size, obs_dim))
+        self.register_buffer("game_steps", torch.zeros(cfg.adv_batch_size, dtype=torch.long))
+        self.to(device)
+        self._critic_pairs = (list(self.target_critics.parameters()), list(self.critics.parameters()))
+        self._policy_pairs = (list(self.reference_policy.parameters()), list(self.policy.parameters()))
+        self.actor_optim = adam(self.policy.parameters(), cfg.actor_lr)
+        self.critic_optim = adam(self.critics.parameters(), cfg.critic_lr)
+        # Without a model (loaded for evaluation) the agent acts but cannot train.
+        self.dynamics = None if dynamics is None else [dynamics]  # a list: not a submodule, not in checkpoints
+        if dynamics is not None and dataset is not None:
+            self._attach_data(dataset, torch.device(device))
+
+    def _attach_data(self, dataset: Any, device: torch.device) -> None:
+        """The state pool the game restarts from (all dataset states and the non-terminal next states), the data's
+        next-state range for the soft termination, and the episodes' first states for the evaluation monitor."""
+        obs = torch.as_tensor(np.asarray(dataset.observations, dtype=np.float32), device=device)
+        next_obs = torch.as_tensor(np.asarray(dataset.next_observations, dtype=np.float32), device=device)
+        terminal = torch.as_tensor(np.asarray(dataset.terminals, dtype=bool), device=device)
+        self.state_pool = torch.cat([obs, next_obs[~terminal]])
+        self.next_obs_low, self.next_obs_high = next_obs.amin(0), next_obs.amax(0)
+        self.start_states = obs[torch.as_tensor(np.asarray(dataset.episode_starts, dtype=bool), device=device)]
+        self.game_obs.copy_(self._pool_sample(self.cfg.adv_batch_size))
+
+    def _pool_sample(self, n: int) -> torch.Tensor:
+        return self.state_pool[torch.randint(len(self.state_pool), (n,), device=self.state_pool.device)]
+
+    @property
+    def actor(self) -> TanhGaussianActor:
+        """The policy that is evaluated (MAGO's mode 1, "reported in paper"): π_ref, acting with its mean."""
+        return self.reference_policy
+
+    @property
+    def model(self) -> EnsembleDynamics:
+        if self.dynamics is None:
+            raise RuntimeError("MAGO needs its dynamics model to train; pass dynamics= to the constructor")
+        return self.dynamics[0]
+
+    # ------------------------------------------------------------------------------------------------ values
+    def _min_q(self, critics: CriticEnsemble, obs: torch.Tensor, actions: torch.Tensor, clip: bool) -> torch.Tensor:
+        """min over the two critics of Q(s, a_i) for actions [M, B, A] at states [B, S] (one batched call): [M, B]."""
+        repeated = obs.expand(actions.shape[0], *obs.shape)
+        q = critics(repeated.reshape(-1, obs.shape[-1]), actions.reshape(-1, actions.shape[-1])).amin(0)
+        q = q.view(actions.shape[:-1])
+        return q.clamp(0.0, self.value_max) if clip else q
+
+    def _sampled_actions(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """M actions per state, the first M//2 from π and the rest from π_ref, with their log importance ratios
+        ℓ = log π_ref − log π (π's samples) and 0 (π_ref's): [M, B, A], [M, B]."""
+        num_policy = self.cfg.num_action_samples // 2
+        policy_actions, policy_log_prob = self.policy.sample_n(obs, num_policy)
+        ref_actions, _ = self.reference_policy.sample_n(obs, self.cfg.num_action_samples - num_policy)
+        ratio = self.reference_policy.log_prob(obs, policy_actions) - policy_log_prob
+        return torch.cat([policy_actions, ref_actions]), torch.cat(
+            [ratio, ref_actions.new_zeros(ref_actions.shape[:-1])]
+        )
+
+    def _temperature(self, q: torch.Tensor, log_ratio: torch.Tensor) -> torch.Tensor | float:
+        return kl_temperature(q, log_ratio, self.cfg.target_kld) if self.cfg.auto_alpha else self.cfg.alpha
+
+    @torch.no_grad()
+    def state_values(self, obs: torch.Tensor, online: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """V(s) under the target critics and (if `online`) the online critics, on the same sampled actions: [B]."""
+        actions, log_ratio = self._sampled_actions(obs)
+        values = []
+        for critics in (self.target_critics, self.critics) if online else (self.target_critics,):
+            q = self._min_q(critics, obs, actions, clip=True)
+            values.append(soft_value(q, log_ratio, self._temperature(q, log_ratio)))
+        return values[0], values[1] if online else None
+
+    # ------------------------------------------------------------------------------------------------ acting
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
+        """Deterministic: tanh of π_ref's mean (evaluation). Otherwise a game action: one of the M sampled actions
+        drawn with probability ∝ π_ref(a) exp(Q(s, a)/α(s)) (online critics, unclipped, as MAGO)."""
+        if deterministic:
+            return self.reference_policy.act(obs, deterministic=True)
+        actions, log_ratio = self._sampled_actions(obs)
+        q = self._min_q(self.critics, obs, actions, clip=False)
+        logits = q / self._temperature(q, log_ratio) + log_ratio
+        index = torch.multinomial(torch.softmax(logits.t(), dim=1), 1).squeeze(1)
+        chosen = actions[index, torch.arange(obs.shape[0], device=obs.device)]
+        if self.cfg.explore_ratio > 0:
+            explore = torch.rand(obs.shape[0], device=obs.device) < self.cfg.explore_ratio
+            chosen = torch.where(explore.unsqueeze(-1), actions[0], chosen)
+        return chosen
+
+    # ------------------------------------------------------------------------------------------------ the model player
+    @torch.no_grad()
+    def play_nature(self, obs: torch.Tensor, act: torch.Tensor, explore: bool, penalize: bool) -> GameStep:
+        """Nature's move (see the module docstring): all drawn members x K samples x M actions in one batched pass."""
+        cfg, model = self.cfg, self.model
+        drawn = torch.randint(model.num_members, (cfg.num_models,), device=obs.device)
+        members, counts = drawn.unique(return_counts=True)
+        mean, logvar = model(obs, act, members=members)  # [U, B, S + 1], raw units
+        assert logvar is not None, "MAGO needs a probabilistic dynamics model"
+        next_mean, reward_mean = obs + mean[..., :-1], mean[..., -1]
+        std = torch.exp(0.5 * logvar[..., :-1])
+        samples = next_mean + std * torch.randn(cfg.num_state_samples, *next_mean.shape, device=obs.device)  # [K,U,B,S]
+        reward = model.normalize_reward(reward_mean).clamp(0.0, 1.0)  # [U, B], the member's mean reward
+        flat = samples.reshape(-1, samples.shape[-1])  # termination functions see plain [rows, dim] batches
+        repeats = len(flat) // len(obs)
+        done = model.termination_fn(obs.repeat(repeats, 1), act.repeat(repeats, 1), flat).view(samples.shape[:-1])
+        alive = continue_probability(samples, self.next_obs_low, self.next_obs_high, cfg.ood_inner, cfg.ood_outer)
+        done_prob = torch.maximum(done.float(), 1.0 - alive)  # [K, U, B]
+
+        draws = next_mean.repeat_interleave(counts, dim=0)  # one row per draw, repeats included
+        ensemble_std = draws.var(0, correction=1 if len(draws) > 1 else 0).sum(-1).sqrt()  # [B]
+        penalty = cfg.factor * ensemble_std.mean() if penalize else 0.0
+        v_target, v_online = self.state_values(flat)
+        assert v_online is not None
+        continuing = cfg.gamma * (1.0 - done_prob)
+        q_target = (reward - penalty + continuing * v_target.view(done_prob.shape)).mean(0)  # [U, B]
+        q_online = (reward - penalty + continuing * v_online.view(done_prob.shape)).mean(0)
+
+        _, target_value = order_statistic(q_target, counts, cfg.order_statistic)
+        if explore:  # nature explores: one member per state drawn ∝ its count
+            played = torch.multinomial(counts.float().expand(obs.shape[0], -1), 1).squeeze(1)
+            online_value = q_online.gather(0, played.unsqueeze(0)).squeeze(0)
+        else:
+            played, online_value = order_statistic(q_online, counts, cfg.order_statistic)
+        rows = torch.arange(obs.shape[0], device=obs.device)
+        return GameStep(
+            target_value=target_value,
+            online_value=online_value,
+            next_obs=samples[0, played, rows],
+            reward=reward[played, rows],
+            done_prob=done_prob[0, played, rows],
+            ensemble_std=ensemble_std,
+        )
+
+    @torch.no_grad()
+    def advance_game(self, step: GameStep) -> torch.Tensor:
+        """Move the game states on; ended ones (done drawn from p_done, or past `adv_horizon`) restart from the data."""
+        done = torch.bernoulli(step.done_prob).bool()
+        self.game_steps += 1
+        ended = done | (self.game_steps > self.cfg.adv_horizon)
+        self.game_obs.copy_(torch.where(ended.unsqueeze(-1), self._pool_sample(len(ended)), step.next_obs))
+        self.game_steps.masked_fill_(ended, 0)
+        return ended
+
+    # ------------------------------------------------------------------------------------------------ learning
+    def update(self, batch: Batch, num_real: int = 0) -> dict[str, torch.Tensor]:
+        """One round: the policy acts in the game, nature answers, then one critic and one policy step on the
+        dataset rows and the game rows (half the weight each), and the Polyak updates."""
+        cfg = self.cfg
+        game_obs = self.game_obs.clone()
+        game_act = self.act(game_obs, deterministic=False)
+        explore = bool(torch.rand(()) < cfg.adv_explore_ratio)
+        step = self.play_nature(game_obs, game_act, explore, penalize=cfg.factor_in_training)
+
+        with torch.no_grad():  # dataset rows: r_norm + γ(1 − d) V_target(s'), rewards in the model's normalised units
+            real_target = (
+                self.model.normalize_reward(batch.rew)
+                + cfg.gamma * (1.0 - batch.done) * self.state_values(batch.next_obs, online=False)[0]
+            )
+        critic_loss = self.critic_loss(batch.obs, batch.act, real_target, game_obs, game_act, step.target_value)
+        self.critic_optim.zero_grad(set_to_none=True)
+        critic_loss.backward()
+        self.critic_optim.step()
+
+        policy_loss, alpha = self.policy_loss(batch.obs, batch.act, game_obs)
+        self.actor_optim.zero_grad(set_to_none=True)
+        policy_loss.backward()
+        self.actor_optim.step()
+
+        with torch.no_grad():
+            torch._foreach_lerp_(*self._critic_pairs, cfg.tau_value)
+            torch._foreach_lerp_(*self._policy_pairs, cfg.tau_policy)
+        ended = self.advance_game(step)
+        return {
+            "loss/critic": critic_loss.detach(),
+            "loss/policy": policy_loss.detach(),
+            "alpha": alpha.mean(),
+            "game/adv_q_target": step.target_value.mean(),
+            "game/adv_q": step.online_value.mean(),
+            "game/ensemble_std": step.ensemble_std.mean(),
+            "game/reward": step.reward.mean(),
+            "game/restarts": ended.float().mean(),
+        }
+
+    def critic_loss(
+        self,
+        real_obs: torch.Tensor,
+        real_act: torch.Tensor,
+        real_target: torch.Tensor,
+        game_obs: torch.Tensor,
+        game_act: torch.Tensor,
+        game_target: torch.Tensor,
+    ) -> torch.Tensor:
+        """½ MSE on the dataset rows + ½ MSE on the game rows, each summed over the two critics; targets clipped to
+        [0, 1/(1 − γ)]."""
+        q_real = self.critics(real_obs, real_act)  # [2, B]
+        q_game = self.critics(game_obs, game_act)
+        real = (q_real - real_target.clamp(0.0, self.value_max)).square().mean(1).sum()
+        game = (q_game - game_target.clamp(0.0, self.value_max)).square().mean(1).sum()
+        return 0.5 * real + 0.5 * game
+
+    def policy_loss(
+        self, real_obs: torch.Tensor, real_act: torch.Tensor, game_obs: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Weighted maximum likelihood toward π_ref·exp(Q/α): per state M candidates (M/2 from π_ref; M/2 proposals:
+        tanh-normal around the dataset action with pre-tanh std `proposal_std` on dataset rows, π's samples on game
+        rows), weights w = softmax(Q/α + ℓ), loss −Σ w log π_β(a|s); ½ dataset rows + ½ game rows. Returns the loss
+        and α(s)."""
+        cfg = self.cfg
+        obs = torch.cat([real_obs, game_obs])
+        with torch.no_grad():
+            num_proposals = cfg.num_action_samples // 2
+            near_data, near_data_log_prob = tanh_normal_around(real_act, cfg.proposal_std, num_proposals)
+            from_policy, from_policy_log_prob = self.policy.sample_n(game_obs, num_proposals)
+            proposals = torch.cat([near_data, from_policy], dim=1)
+            proposal_log_prob = torch.cat([near_data_log_prob, from_policy_log_prob], dim=1)
+            ref_actions, _ = self.reference_policy.sample_n(obs, cfg.num_action_samples - num_proposals)
+            ratio = self.reference_policy.log_prob(obs, proposals) - proposal_log_prob
+            actions = torch.cat([proposals, ref_actions])
+            log_ratio = torch.cat([ratio, ref_actions.new_zeros(ref_actions.shape[:-1])])
+            q = self._min_q(self.critics, obs, actions, clip=True)
+            alpha = self._temperature(q, log_ratio)
+            weights = torch.softmax(q / alpha + log_ratio, dim=0)  # [M, B]
+        per_state = -(weights * self.policy.log_prob(obs, actions, beta=cfg.policy_beta)).sum(0)
+        num_real = len(real_obs)
+        loss = 0.5 * per_state[:num_real].mean() + 0.5 * per_state[num_real:].mean()
+        return loss, torch.as_tensor(alpha)
+
+    def end_epoch(self) -> None:
+        """No schedules."""
+
+    # ------------------------------------------------------------------------------------------------ evaluation
+    def monitor_evaluation(self, result: dict[str, float], spec: TaskSpec) -> tuple[dict[str, float], dict[str, float]]:
+        """MAGO's evaluator beside the real episodes: `monitor_rollouts` game rollouts from dataset start states with
+        π_ref's mean, nature playing without exploration (a rollout leaves when it ends); the statistics of nature's
+        values and of the log ensemble std (the README's adv-q and ensemble-std figures), the model return, and the
+        real return minus eval_penalty_coef · mean ensemble std (MAGO's reported number).
+
+        Returns the evaluation (with the penalised return if report_penalized_return) and the scalars to log. The
+        global RNG streams are left as they were, so training does not depend on how often it is evaluated.
+        """
+        cfg = self.cfg
+        if self.dynamics is None:
+            return result, {}
+        with isolated_global_rngs(self.game_obs.device):
+            rollouts = self.monitor_rollouts()
+        penalized = result["return_mean"] - cfg.eval_penalty_coef * rollouts.pop("mean_ensemble_std")
+        scalars = {**rollouts, "test/reward": result["return_mean"], "test/reward_penalized": penalized}
+        if cfg.report_penalized_return:
+            result = {**result, "return_mean": penalized, "normalized_mean": float(normalized_score(spec, penalized))}
+        return result, scalars
+
+    @torch.no_grad()
+    def monitor_rollouts(self) -> dict[str, float]:
+        cfg = self.cfg
+        chosen = torch.randint(len(self.start_states), (cfg.monitor_rollouts,), device=self.start_states.device)
+        obs, returns = self.start_states[chosen], torch.zeros(cfg.monitor_rollouts, device=self.start_states.device)
+        index = torch.arange(cfg.monitor_rollouts, device=obs.device)
+        targets, onlines, log_stds, step_stds = [], [], [], []
+        for _ in range(cfg.monitor_horizon):
+            step = self.play_nature(obs, self.act(obs, deterministic=True), explore=False, penalize=cfg.factor > 0)
+            returns[index] += self.model.denormalize_reward(step.reward)
+            targets.append(step.target_value)
+            onlines.append(step.online_value)
+            log_stds.append(step.ensemble_std.clamp_min(1e-12).log())  # all draws one member: std 0
+            step_stds.append(step.ensemble_std.mean())
+            alive = ~torch.bernoulli(step.done_prob).bool()
+            obs, index = step.next_obs[alive], index[alive]
+            if len(obs) == 0:
+                break
+        scalars = {
+            "test/model_return": float(returns.mean()),
+            "mean_ensemble_std": float(torch.stack(step_stds).mean()),
+        }
+        for name, values in (("adv_q_target", targets), ("adv_q", onlines), ("ensemble_std", log_stds)):
+            flat = torch.cat(values)
+            mean, std = float(flat.mean()), float(flat.std(unbiased=False))
+            scalars |= {f"monitor/{name}/mean": mean, f"monitor/{name}/upper": mean + std}
+            scalars[f"monitor/{name}/lower"] = mean - std
+        return scalars
+
+    # ------------------------------------------------------------------------------------------------ checkpoint
+    def optimizers(self) -> dict[str, Any]:
+        return {"actor_optim": self.actor_optim, "critic_optim": self.critic_optim}
+
+
+def tanh_normal_around(actions: torch.Tensor, std: float, num: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`num` samples tanh(atanh(a) + std·ε) around each action [B, A] and their log-densities: [num, B, A], [num, B]."""
+    centre = torch.atanh(actions.clamp(-1.0 + 1e-6, 1.0 - 1e-6))
+    noise = torch.randn(num, *actions.shape, device=actions.device)
+    pre_tanh = centre + std * noise
+    gaussian = -0.5 * noise.square() - math.log(std) - 0.5 * math.log(2 * math.pi)
+    return torch.tanh(pre_tanh), (gaussian - tanh_log_det(pre_tanh)).sum(-1)
