@@ -3,6 +3,7 @@ whole update (game action, nature's move over 10 draws x 10 next states x 20 act
 policy steps), and one epoch of the 100-member 4 x 256 ensemble's fit.
 
     python bench/mago_speed.py --device cpu [--updates 20] [--dynamics-steps 20] [--transitions 1000000]
+    python bench/mago_speed.py --config cpu          # the CPU learning-check preset
 
 The dynamics figure times `--dynamics-steps` gradient steps of batch 256 (after one warm-up step) and scales them
 to one epoch over `--transitions` rows (D4RL hopper-medium-v2 has about 1e6), since a full CPU epoch takes minutes;
@@ -56,10 +57,11 @@ def main() -> None:
     parser.add_argument("--dynamics-steps", type=int, default=20, help="timed dynamics gradient steps")
     parser.add_argument("--transitions", type=int, default=1_000_000, help="rows of the epoch the steps scale to")
     parser.add_argument("--full-epoch", action="store_true", help="time one whole epoch over the synthetic data")
+    parser.add_argument("--config", help="a preset in configs/mago/ (e.g. cpu) applied over the defaults")
     args = parser.parse_args()
     device = torch.device(args.device)
     torch.manual_seed(0)
-    cfg = load_config("mago", "hopper-medium-v2", cli={"device": args.device})
+    cfg = load_config("mago", "hopper-medium-v2", config_file=args.config, cli={"device": args.device})
     print(
         f"device {device} | threads {torch.get_num_threads()} | torch {torch.__version__} | ensemble "
         f"{cfg.dynamics.num_ensemble} x {cfg.dynamics.hidden_dims} | game {cfg.adv_batch_size} states x "
