@@ -1,0 +1,93 @@
+"""The pendulum of Hishinuma and Senda's WMOPO study (docs/wmopo.md#the-pendulum-of-the-study), batched in torch.
+
+State (θ, θ̇) with θ = 0 upright; one step of dt = 0.1 with g = 10, m = l = 1, torque u ∈ [−2.5, 2.5] and a viscous
+term:
+
+    θ̇' = θ̇ + (−3g/(2l) sin(θ + π) − 0.01 · 3/(ml²) · θ̇ + 3/(ml²) · u) · dt,    θ' = θ + θ̇' · dt,
+
+with walls at θ = ±4π that stop the pendulum (θ' clamped, θ̇' = 0). The reward of a step is −(1 − exp(−θ²)) of the
+state it starts from (no angle wrapping: only the upright position at θ = 0 pays). Episodes last 200 steps and
+never terminate. The offline data come from uniformly random torques with episodes started uniformly in
+[−3π, 3π] × [−15, 15] shifted by (π, 0); the target policy is evaluated from N((π, 0), 1²·I) (real) and
+N((π, 0), 0.5²·I) (model), as the original scripts do.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+DT, GRAVITY, MASS, LENGTH = 0.1, 10.0, 1.0, 1.0
+MAX_TORQUE = 2.5
+WALL = 4 * math.pi
+VISCOSITY = 0.01
+EPISODE_STEPS = 200
+GAMMA = 0.99
+HANGING = (math.pi, 0.0)  # the state episodes start around
+DATA_RESET_HALF_WIDTH = (3 * math.pi, 15.0)
+REAL_EVAL_RESET_STD = 1.0
+MODEL_EVAL_RESET_STD = 0.5
+
+
+def step(state: torch.Tensor, torque: torch.Tensor) -> torch.Tensor:
+    """Next states [..., 2] for states [..., 2] and torques [..., 1] (clipped to ±2.5)."""
+    theta, theta_dot = state[..., 0], state[..., 1]
+    u = torque[..., 0].clamp(-MAX_TORQUE, MAX_TORQUE)
+    inertia = 3.0 / (MASS * LENGTH**2)
+    acceleration = -3 * GRAVITY / (2 * LENGTH) * torch.sin(theta + math.pi) - VISCOSITY * inertia * theta_dot
+    new_theta_dot = theta_dot + (acceleration + inertia * u) * DT
+    new_theta = theta + new_theta_dot * DT
+    at_wall = new_theta.abs() > WALL
+    new_theta = new_theta.clamp(-WALL, WALL)
+    new_theta_dot = torch.where(at_wall, torch.zeros_like(new_theta_dot), new_theta_dot)
+    return torch.stack([new_theta, new_theta_dot], dim=-1)
+
+
+def reward(state: torch.Tensor) -> torch.Tensor:
+    """−(1 − exp(−θ²)) of the state a step starts from: [...]."""
+    return -(1.0 - torch.exp(-state[..., 0].square()))
+
+
+def data_reset(num: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Start states of the offline data's episodes: uniform in [−3π, 3π] × [−15, 15] around (π, 0)."""
+    half_width = torch.tensor(DATA_RESET_HALF_WIDTH)
+    return (torch.rand(num, 2, generator=generator) * 2 - 1) * half_width + torch.tensor(HANGING)
+
+
+def evaluation_reset(num: int, std: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Start states for evaluating the target policy: N((π, 0), std²·I)."""
+    return torch.randn(num, 2, generator=generator) * std + torch.tensor(HANGING)
+
+
+def random_data(
+    num_transitions: int = 1000, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The study's offline data: uniformly random torques, episodes of 200 steps from `data_reset`
+    (1000 transitions = 5 episodes). Returns states [N, 2], actions [N, 1], next states [N, 2]."""
+    states, actions, next_states = [], [], []
+    state = data_reset(1, generator)[0]
+    for index in range(num_transitions):
+        if index > 0 and index % EPISODE_STEPS == 0:
+            state = data_reset(1, generator)[0]
+        action = (torch.rand(1, generator=generator) * 2 - 1) * MAX_TORQUE
+        next_state = step(state, action)
+        states.append(state)
+        actions.append(action)
+        next_states.append(next_state)
+        state = next_state
+    return torch.stack(states), torch.stack(actions), torch.stack(next_states)
+
+
+def discounted_returns(
+    policy, start_states: torch.Tensor, transition=step, gamma: float = GAMMA, steps: int = EPISODE_STEPS
+) -> torch.Tensor:
+    """Σ_t γ^t r(s_t) of `policy` (states [B, 2] -> torques [B, 1]) from each start state over `steps` steps, all
+    episodes side by side; `transition` is the real `step` or a model's (states, actions -> next states)."""
+    state, total, discount = start_states, torch.zeros(len(start_states)), 1.0
+    for _ in range(steps):
+        action = policy(state)
+        total = total + discount * reward(state)
+        state = transition(state, action)
+        discount *= gamma
+    return total
