@@ -89,9 +89,11 @@ class EnsembleDynamics(nn.Module):
         # targets.
         target_kind = {"mad": "mad", "scaled_targets": "scale"}.get(cfg.normalization)
         self.target_scaler = None if target_kind is None else Standardizer(self.target_dim, target_kind)
-        # Reward normalisation (r − shift) / scale of PMDB/MAGO; identity otherwise.
-        self.register_buffer("reward_shift", torch.zeros(()))
-        self.register_buffer("reward_scale", torch.ones(()))
+        # Reward normalisation (r − shift) / scale of PMDB/MAGO. Only such models carry the two buffers, so models and
+        # checkpoints saved before the option existed still load.
+        if cfg.reward_normalization:
+            self.register_buffer("reward_shift", torch.zeros(()))
+            self.register_buffer("reward_scale", torch.ones(()))
         # Learned log-variance bounds shared by all members; soft clamping keeps gradients flowing.
         self.max_logvar = nn.Parameter(torch.full((self.target_dim,), cfg.max_logvar_init))
         self.min_logvar = nn.Parameter(torch.full((self.target_dim,), cfg.min_logvar_init))
@@ -159,9 +161,13 @@ class EnsembleDynamics(nn.Module):
 
     def normalize_reward(self, reward: torch.Tensor) -> torch.Tensor:
         """(r − shift) / scale: dataset rewards land in ≈[0.045, 0.955] (identity without reward_normalization)."""
+        if not self.cfg.reward_normalization:
+            return reward
         return (reward - self.reward_shift) / self.reward_scale
 
     def denormalize_reward(self, reward: torch.Tensor) -> torch.Tensor:
+        if not self.cfg.reward_normalization:
+            return reward
         return reward * self.reward_scale + self.reward_shift
 
     def _fit_reward_normalization(self, rewards: torch.Tensor) -> None:

@@ -500,3 +500,16 @@ def test_optimizer_weight_decay_equals_decay_in_the_loss() -> None:
     decaying_adam.step()
     for (name, a), b in zip(with_loss.named_parameters(), with_optimizer.parameters()):
         torch.testing.assert_close(a, b, msg=name)
+
+
+def test_default_models_keep_the_state_dict_keys_of_saved_files() -> None:
+    """Models and checkpoints saved before a new option existed must still load (strict load_state_dict): the default
+    (MBPO) model's keys are exactly these; options add keys only to the models that use them (PMDB/MAGO's reward
+    normalisation carries its shift and scale)."""
+    cfg = DynamicsConfig(num_ensemble=2, num_elites=1, hidden_dims=[4], weight_decay=[0.0, 0.0])
+    keys = set(EnsembleDynamics(3, 1, cfg).state_dict())
+    layers = {f"net.{name}.{p}" for name in ("hidden.0", "output") for p in ("weight", "bias")}
+    expected = layers | {"input_scaler.mean", "input_scaler.std", "max_logvar", "min_logvar", "elites", "holdout_losses"}
+    assert keys == expected
+    cfg.reward_normalization = True
+    assert set(EnsembleDynamics(3, 1, cfg).state_dict()) == expected | {"reward_shift", "reward_scale"}
