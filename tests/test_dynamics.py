@@ -509,7 +509,8 @@ def test_default_models_keep_the_state_dict_keys_of_saved_files() -> None:
     cfg = DynamicsConfig(num_ensemble=2, num_elites=1, hidden_dims=[4], weight_decay=[0.0, 0.0])
     keys = set(EnsembleDynamics(3, 1, cfg).state_dict())
     layers = {f"net.{name}.{p}" for name in ("hidden.0", "output") for p in ("weight", "bias")}
-    expected = layers | {"input_scaler.mean", "input_scaler.std", "max_logvar", "min_logvar", "elites", "holdout_losses"}
+    others = {"input_scaler.mean", "input_scaler.std", "max_logvar", "min_logvar", "elites", "holdout_losses"}
+    expected = layers | others
     assert keys == expected
     cfg.reward_normalization = True
     assert set(EnsembleDynamics(3, 1, cfg).state_dict()) == expected | {"reward_shift", "reward_scale"}
