@@ -46,11 +46,13 @@ from envs import (
     termination_for,
 )
 from envs.generate import behaviour_policy_score
-from models.dynamics import EnsembleDynamics
+from models.dynamics import EnsembleDynamics, read_fit_progress
 from utils.checkpoint import seed_everything
 from utils.errors import UserError, run_cli
 from utils.launch import Job, RunRequest, check_threads, check_workers, run_local, summary
 from utils.logger import RunLogger
+
+FIT_PROGRESS = "dynamics_fit.pt"  # an interrupted dynamics fit's state, in the run directory
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -98,6 +100,8 @@ def resolve_config(args: argparse.Namespace) -> tuple[RunConfig, Path, dict[str,
             if given is not None and str(given) != str(getattr(cfg, flag)):
                 raise UserError(f"--{flag} {given} does not match the run being resumed ({getattr(cfg, flag)})")
         checkpoint_path = run_dir / "checkpoints" / "checkpoint.pt"
+        if not checkpoint_path.exists() and (run_dir / FIT_PROGRESS).exists():
+            return cfg, run_dir, None  # killed while fitting its dynamics model: the fit continues (prepare_dynamics)
         if not checkpoint_path.exists():
             raise UserError(
                 f"{run_dir} has no checkpoint to resume (it stopped before saving one); start it afresh with its "
@@ -139,7 +143,9 @@ def prepare_dynamics(
     device: torch.device,
     progress: bool,
 ) -> EnsembleDynamics:
-    """The run's own model file if it has one (resume), else a given `dynamics_path`, else a freshly fitted one."""
+    """The run's own model file if it has one (resume), else a given `dynamics_path`, else a freshly fitted one. The
+    fit writes its progress to FIT_PROGRESS every couple of minutes, so a run killed while fitting continues the fit
+    where it was (`--resume`); the file goes once the model is saved."""
     termination = termination_for(spec, cfg.termination.strict)
     own_file = run_dir / "dynamics.pt"
     if own_file.exists():
@@ -150,10 +156,26 @@ def prepare_dynamics(
         return dynamics
     dynamics = EnsembleDynamics(spec.obs_dim, spec.act_dim, cfg.dynamics, termination).to(device)
     data = buffer.storage
+    progress_file = run_dir / FIT_PROGRESS
+    if progress_file.exists():
+        print(f"continuing the dynamics fit saved in {progress_file}", flush=True)
+
+    def logger_state() -> dict[str, int]:
+        logger.flush()  # the scalars counted must be on disk, as for a checkpoint
+        return {"num_events": logger.num_events}
+
     metrics = dynamics.fit(
-        data.obs, data.act, data.next_obs, data.rew, log_fn=lambda m, epoch: logger.scalars(m, epoch), progress=progress
+        data.obs,
+        data.act,
+        data.next_obs,
+        data.rew,
+        log_fn=lambda m, epoch: logger.scalars(m, epoch),
+        progress=progress,
+        progress_file=progress_file,
+        extra_state=logger_state,
     )
     dynamics.save(own_file, task=spec.name)
+    progress_file.unlink(missing_ok=True)
     holdout = metrics["dynamics/elite_holdout_loss"]
     quality = (  # a fit without holdout (fixed epochs) has no holdout error to report
         f"elite holdout MSE {holdout:.4f}"
@@ -215,9 +237,15 @@ def main(argv: list[str] | None = None) -> dict[str, float] | None:
     source = "online" if dataset is None else f"{dataset.num_transitions} transitions from {dataset.source}"
     print(f"run dir: {run_dir}  ({source}; {torch.get_num_threads()} threads)", flush=True)
 
-    # Resuming drops what the interrupted process logged after its last checkpoint, and keeps all it logged before.
-    resume_step = checkpoint["global_step"] if checkpoint else None
-    logger = RunLogger(run_dir, resume_step, resume_events=checkpoint.get("num_events") if checkpoint else None)
+    # Resuming drops what the interrupted process logged after its last checkpoint (or dynamics-fit save), and keeps
+    # all it logged before.
+    resume_step, resume_events = None, None
+    if checkpoint:
+        resume_step, resume_events = checkpoint["global_step"], checkpoint.get("num_events")
+    elif args.resume:
+        fit = read_fit_progress(run_dir / FIT_PROGRESS)
+        resume_step, resume_events = fit["epoch"], fit["num_events"]
+    logger = RunLogger(run_dir, resume_step, resume_events=resume_events)
     try:
         evaluator = Evaluator(spec, cfg.eval_episodes, cfg.seed, device, getattr(cfg, "act_repeat", 1))
         if isinstance(cfg, ModelBasedNPGConfig):

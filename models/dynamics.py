@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -17,7 +19,7 @@ from tqdm.auto import tqdm
 
 from config import DynamicsConfig
 from models.ensemble import EnsembleMLP, soft_clamp
-from utils.checkpoint import atomic_torch_save, load_project_file
+from utils.checkpoint import atomic_torch_save, capture_rng_state, load_project_file, restore_rng_state
 from utils.errors import UserError
 
 TerminationFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -26,6 +28,23 @@ FORMAT = "offline-mbrl-dynamics/1"
 # (fp32 0.9 s vs 2.3 s unchunked for a 50k-row forward pass of the 7 x 4 x 200 ensemble).
 INFERENCE_CHUNK = {"fp32": 512, "bf16": 2048}
 PENALTY_TYPES = ("aleatoric", "pairwise_diff", "ensemble_std")
+
+
+FIT_FORMAT = "offline-mbrl-dynamics-fit/1"
+FIT_SAVE_SECONDS = 120.0  # default interval between writes of a fit's progress file
+
+
+def read_fit_progress(path: str | Path, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """The state of an interrupted dynamics fit (`EnsembleDynamics.fit(progress_file=...)`), with a one-line error
+    if it is unreadable or not ours."""
+    return load_project_file(
+        path,
+        FIT_FORMAT,
+        missing=f"no dynamics fit in progress at {path}",
+        unreadable=f"the dynamics fit state {path} cannot be read; delete it to start the fit afresh",
+        foreign=f"{path} is not a dynamics fit state written by this project; delete it to start the fit afresh",
+        map_location=device,
+    )
 
 
 class Standardizer(nn.Module):
@@ -241,12 +260,21 @@ class EnsembleDynamics(nn.Module):
         weights: torch.Tensor | None = None,
         log_fn: Callable[[dict[str, float], int], None] | None = None,
         progress: bool = True,
+        progress_file: str | Path | None = None,
+        save_seconds: float | None = None,
+        extra_state: Callable[[], dict[str, Any]] | None = None,
     ) -> dict[str, float]:
         """Fit all members with bootstrapped data, holdout early stopping and elite selection; with holdout_ratio 0,
         exactly `max_epochs` epochs and the last weights (PMDB/MAGO), the first `num_elites` members as elites.
 
         `weights` (one per transition, e.g. WMOPO's density ratios) turn the loss into a weighted MLE.
         Returns the final metrics; `log_fn(metrics, epoch)` is called after every epoch.
+
+        With `progress_file`, the fit's whole state (weights, optimiser, data split, bootstrap rows, best snapshot,
+        patience counter, RNG states, and `extra_state()`) is written there at the end of an epoch once `save_seconds`
+        (default FIT_SAVE_SECONDS) have passed since the last write, and a fit that finds the file continues from it
+        exactly: a long fit (MAGO's 1000 epochs) survives a kill. The caller removes the file once the model is
+        saved.
         """
         cfg, device = self.cfg, self.device
         inputs = torch.cat([obs, act], dim=-1).to(device)
@@ -261,7 +289,15 @@ class EnsembleDynamics(nn.Module):
                 f"dataset has {n} transitions, too few to fit the dynamics model with batch size "
                 f"{cfg.batch_size}; use more data or --set dynamics.batch_size=..."
             )
-        permutation = torch.randperm(n, device=device)
+        resume = None
+        if progress_file is not None and Path(progress_file).exists():
+            resume = read_fit_progress(progress_file, device)
+            if resume["rows"] != n:
+                raise UserError(
+                    f"the dynamics fit saved in {progress_file} was on {resume['rows']} transitions, this data has "
+                    f"{n}; delete that file to start the fit afresh"
+                )
+        permutation = torch.randperm(n, device=device) if resume is None else resume["permutation"].to(device)
         train_idx, holdout_idx = permutation[num_holdout:], permutation[:num_holdout]
         self.input_scaler.fit(inputs[train_idx])
         if self.target_scaler is not None:
@@ -283,10 +319,42 @@ class EnsembleDynamics(nn.Module):
         best_state = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
         epochs_since_update, epoch = 0, 0
         metrics: dict[str, float] = {}
-        bar = tqdm(desc="dynamics", unit="epoch", disable=not progress, dynamic_ncols=True)
-        while True:
+        fresh_rows_each_epoch = cfg.bootstrap and cfg.bootstrap_every_epoch
+        if resume is not None:
+            self.load_state_dict(resume["model"])
+            optimizer.load_state_dict(resume["optimizer"])
+            if not fresh_rows_each_epoch:
+                member_rows = resume["member_rows"].to(device)
+            if num_holdout:
+                best_state = {k: v.to(device) for k, v in resume["best_state"].items()}
+                best_losses = resume["best_losses"].to(device)
+            epochs_since_update, epoch, metrics = resume["epochs_since_update"], resume["epoch"], resume["metrics"]
+            restore_rng_state(resume["rng"])
+        last_save = time.monotonic()
+        save_seconds = FIT_SAVE_SECONDS if save_seconds is None else save_seconds
+
+        def save_progress() -> None:
+            state = {
+                "format": FIT_FORMAT,
+                "rows": n,
+                "epoch": epoch,
+                "model": self.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "permutation": permutation.cpu(),
+                "member_rows": None if fresh_rows_each_epoch else member_rows.cpu(),
+                "best_state": best_state if num_holdout else None,
+                "best_losses": best_losses,
+                "epochs_since_update": epochs_since_update,
+                "metrics": metrics,
+                "rng": capture_rng_state(),
+                **(extra_state() if extra_state is not None else {}),
+            }
+            atomic_torch_save(state, progress_file)
+
+        bar = tqdm(desc="dynamics", unit="epoch", initial=epoch, disable=not progress, dynamic_ncols=True)
+        while not self._fit_done(epoch, epochs_since_update, num_holdout):
             epoch += 1
-            if cfg.bootstrap and cfg.bootstrap_every_epoch:
+            if fresh_rows_each_epoch:
                 member_rows = draw_rows()  # i.i.d. rows: already in random order
             else:
                 member_rows = member_rows.gather(1, torch.rand(members, num_train, device=device).argsort(1))
@@ -308,29 +376,29 @@ class EnsembleDynamics(nn.Module):
                     log_fn(metrics, epoch)
                 bar.update()
                 bar.set_postfix(loss=f"{metrics['dynamics/train_loss']:.4f}")
-                if epoch >= cfg.max_epochs:
-                    break
-                continue
-            holdout = self.holdout_mse(x_holdout, y_holdout)
-            # Relative improvement > 1 % per member (MBPO/MOPO); the first epoch always counts.
-            improved = best_losses.isinf() | ((best_losses - holdout) / best_losses > cfg.improvement_threshold)
-            if bool(improved.any()):
-                self._snapshot(best_state, improved)
-                best_losses = torch.where(improved, holdout, best_losses)
-                epochs_since_update = 0
             else:
-                epochs_since_update += 1
-            metrics = {
-                "dynamics/train_loss": float(train_loss_sum) / num_batches,
-                # KIT's figure: mean holdout MSE of the best num_elites members this epoch.
-                "dynamics/holdout_loss": float(holdout.sort().values[: cfg.num_elites].mean()),
-            }
-            if log_fn is not None:
-                log_fn(metrics, epoch)
-            bar.update()
-            bar.set_postfix(holdout=f"{metrics['dynamics/holdout_loss']:.4f}", stale=epochs_since_update)
-            if epochs_since_update >= cfg.max_epochs_since_update or (cfg.max_epochs and epoch >= cfg.max_epochs):
-                break
+                holdout = self.holdout_mse(x_holdout, y_holdout)
+                # Relative improvement > 1 % per member (MBPO/MOPO); the first epoch always counts.
+                improved = best_losses.isinf() | ((best_losses - holdout) / best_losses > cfg.improvement_threshold)
+                if bool(improved.any()):
+                    self._snapshot(best_state, improved)
+                    best_losses = torch.where(improved, holdout, best_losses)
+                    epochs_since_update = 0
+                else:
+                    epochs_since_update += 1
+                metrics = {
+                    "dynamics/train_loss": float(train_loss_sum) / num_batches,
+                    # KIT's figure: mean holdout MSE of the best num_elites members this epoch.
+                    "dynamics/holdout_loss": float(holdout.sort().values[: cfg.num_elites].mean()),
+                }
+                if log_fn is not None:
+                    log_fn(metrics, epoch)
+                bar.update()
+                bar.set_postfix(holdout=f"{metrics['dynamics/holdout_loss']:.4f}", stale=epochs_since_update)
+            due = time.monotonic() - last_save >= save_seconds
+            if progress_file is not None and due and not self._fit_done(epoch, epochs_since_update, num_holdout):
+                save_progress()
+                last_save = time.monotonic()
         bar.close()
         if num_holdout == 0:
             self.elites.copy_(torch.arange(cfg.num_elites, device=device))
@@ -342,6 +410,16 @@ class EnsembleDynamics(nn.Module):
             {"dynamics/epochs": epoch, "dynamics/elite_holdout_loss": float(best_losses[self.elites].mean())}
         )
         return metrics
+
+    def _fit_done(self, epoch: int, epochs_since_update: int, num_holdout: int) -> bool:
+        """Without a holdout: after max_epochs. With one: after max_epochs_since_update epochs without a >1 %
+        improvement of any member, or at max_epochs if set."""
+        cfg = self.cfg
+        if epoch == 0:
+            return False
+        if num_holdout == 0:
+            return epoch >= cfg.max_epochs
+        return epochs_since_update >= cfg.max_epochs_since_update or bool(cfg.max_epochs and epoch >= cfg.max_epochs)
 
     @torch.no_grad()
     def _snapshot(self, best_state: dict[str, torch.Tensor], improved: torch.Tensor) -> None:

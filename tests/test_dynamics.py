@@ -514,3 +514,51 @@ def test_default_models_keep_the_state_dict_keys_of_saved_files() -> None:
     assert keys == expected
     cfg.reward_normalization = True
     assert set(EnsembleDynamics(3, 1, cfg).state_dict()) == expected | {"reward_shift", "reward_scale"}
+
+
+class _Killed(Exception):
+    """Stands for a kill in the middle of a dynamics fit."""
+
+
+@pytest.mark.parametrize("setting", ["mbpo", "pmdb"])
+def test_an_interrupted_fit_resumes_exactly(setting: str, tmp_path: Path) -> None:
+    """Killed during epoch 4 (its progress file from epoch 3), a fresh model (other init, other RNG) fitting with the
+    same progress file ends bit-identical to the uninterrupted fit: MBPO's holdout, fixed bootstrap rows and best
+    snapshots, and PMDB's fixed epochs with fresh bootstrap rows per epoch, AdamW and gradient clipping."""
+    if setting == "mbpo":
+        cfg = DynamicsConfig(num_ensemble=3, num_elites=2, hidden_dims=[8], weight_decay=[1e-4, 1e-4], batch_size=64)
+        cfg.max_epochs, cfg.max_epochs_since_update = 6, 100
+    else:
+        from algos.mago import MAGOConfig
+
+        cfg = MAGOConfig().dynamics
+        cfg.num_ensemble, cfg.num_elites, cfg.hidden_dims, cfg.weight_decay = 3, 3, [8], [0.0, 0.0]
+        cfg.max_epochs, cfg.batch_size = 6, 64
+    generator = torch.Generator().manual_seed(0)
+    obs, act = torch.randn(400, 3, generator=generator), torch.rand(400, 2, generator=generator)
+    next_obs, rewards = obs + 0.1 * torch.randn(400, 3, generator=generator), torch.randn(400, generator=generator)
+    torch.manual_seed(1)
+    straight = EnsembleDynamics(3, 2, cfg)
+    straight.fit(obs, act, next_obs, rewards, progress=False)
+
+    progress_file = tmp_path / "fit.pt"
+
+    def die_in_epoch_4(metrics: dict[str, float], epoch: int) -> None:
+        if epoch == 4:
+            raise _Killed
+
+    torch.manual_seed(1)
+    with pytest.raises(_Killed):
+        EnsembleDynamics(3, 2, cfg).fit(
+            obs, act, next_obs, rewards, log_fn=die_in_epoch_4, progress=False, progress_file=progress_file,
+            save_seconds=0.0, extra_state=lambda: {"num_events": 7},
+        )  # fmt: skip
+    saved = torch.load(progress_file, weights_only=False)
+    assert saved["epoch"] == 3 and saved["num_events"] == 7
+    torch.manual_seed(99)
+    resumed = EnsembleDynamics(3, 2, cfg)
+    metrics = resumed.fit(obs, act, next_obs, rewards, progress=False, progress_file=progress_file)
+    assert metrics["dynamics/epochs"] == 6
+    expected = straight.state_dict()
+    for name, value in resumed.state_dict().items():
+        assert torch.equal(value, expected[name]), name

@@ -259,3 +259,47 @@ def test_cli_exits_2_with_one_line_in_a_real_process(tmp_path: Path) -> None:
     assert completed.returncode == 2
     assert completed.stderr.strip().count("\n") == 0
     assert "did you mean" in completed.stderr
+
+
+class _KilledInFit(Exception):
+    """Stands for a kill while the dynamics model is being fitted."""
+
+
+def test_a_run_killed_while_fitting_its_model_resumes_the_fit(
+    env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed in dynamics epoch 3 (progress saved after epoch 2, before any checkpoint), `--resume` continues the fit
+    and the run: its model, final parameters and curves equal an uninterrupted run's, the dynamics curve has each
+    epoch once, and the progress file is gone."""
+    import models.dynamics
+    from utils.logger import RunLogger
+
+    monkeypatch.setattr(models.dynamics, "FIT_SAVE_SECONDS", 0.0)
+    fit = ["dynamics.max_epochs=4", "dynamics.max_epochs_since_update=50"]
+    train.main(train_args(tmp_path / "straight", 1, *fit))
+    original = RunLogger.scalars
+
+    def die_in_fit_epoch_3(self: RunLogger, metrics: dict, step: int) -> None:
+        if "dynamics/train_loss" in metrics and step == 3:
+            raise _KilledInFit
+        original(self, metrics, step)
+
+    with monkeypatch.context() as kill, pytest.raises(_KilledInFit):
+        kill.setattr(RunLogger, "scalars", die_in_fit_epoch_3)
+        train.main(train_args(tmp_path / "killed", 1, *fit))
+    run_dir = only_run_dir(tmp_path / "killed")
+    assert (run_dir / train.FIT_PROGRESS).is_file() and not (run_dir / "checkpoints").exists()
+    train.main(["--resume", str(run_dir), "--no-progress"])
+    straight = only_run_dir(tmp_path / "straight")
+    assert not (run_dir / train.FIT_PROGRESS).exists()
+    for name, value in torch.load(straight / "dynamics.pt", weights_only=False)["state_dict"].items():
+        assert torch.equal(value, torch.load(run_dir / "dynamics.pt", weights_only=False)["state_dict"][name]), name
+    expected = final_parameters(straight)
+    for name, value in final_parameters(run_dir).items():
+        assert torch.equal(value, expected[name]), name
+    assert [r["return_mean"] for r in progress_rows(run_dir)] == [r["return_mean"] for r in progress_rows(straight)]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    accumulator = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    accumulator.Reload()
+    assert [event.step for event in accumulator.Scalars("dynamics/train_loss")] == [1, 2, 3, 4]
