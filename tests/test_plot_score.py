@@ -205,6 +205,13 @@ def test_tensorboard_metric(log_root: Path, tmp_path: Path) -> None:
     written = plot.main([str(log_root), "--metric", "loss/critic", "--out", str(tmp_path / "plots")])
     assert [p.name for p in written] == ["hopper-medium-v2_loss_critic.png"]
 
+    # Several metrics: one figure each; one .png for several is refused.
+    hopper = [str(log_root), "--task", "hopper-medium-v2"]
+    written = plot.main([*hopper, "--metric", "loss/critic", "return_mean", "--out", str(tmp_path / "two")])
+    assert [p.name for p in written] == ["hopper-medium-v2_loss_critic.png", "hopper-medium-v2_return_mean.png"]
+    with pytest.raises(UserError, match="pass a directory"):
+        plot.main([*hopper, "--metric", "loss/critic", "return_mean", "--out", str(tmp_path / "one.png")])
+
 
 def cli_error(cli, argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
     with pytest.raises(SystemExit) as exit_info:
