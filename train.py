@@ -100,13 +100,10 @@ def resolve_config(args: argparse.Namespace) -> tuple[RunConfig, Path, dict[str,
             if given is not None and str(given) != str(getattr(cfg, flag)):
                 raise UserError(f"--{flag} {given} does not match the run being resumed ({getattr(cfg, flag)})")
         checkpoint_path = run_dir / "checkpoints" / "checkpoint.pt"
-        if not checkpoint_path.exists() and (run_dir / FIT_PROGRESS).exists():
-            return cfg, run_dir, None  # killed while fitting its dynamics model: the fit continues (prepare_dynamics)
         if not checkpoint_path.exists():
-            raise UserError(
-                f"{run_dir} has no checkpoint to resume (it stopped before saving one); start it afresh with its "
-                f"config: python train.py --task {cfg.task} --algo {cfg.algo} --config {run_dir / 'config.yaml'}"
-            )
+            # Killed before its first checkpoint: a fit in progress continues (prepare_dynamics); otherwise nothing
+            # was trained yet and the run starts over in its directory with its saved config.
+            return cfg, run_dir, None
         return cfg, run_dir, read_checkpoint(checkpoint_path)
 
     if not args.task or not args.algo:
@@ -242,9 +239,12 @@ def main(argv: list[str] | None = None) -> dict[str, float] | None:
     resume_step, resume_events = None, None
     if checkpoint:
         resume_step, resume_events = checkpoint["global_step"], checkpoint.get("num_events")
-    elif args.resume:
+    elif args.resume and (run_dir / FIT_PROGRESS).exists():
         fit = read_fit_progress(run_dir / FIT_PROGRESS)
         resume_step, resume_events = fit["epoch"], fit["num_events"]
+    elif args.resume:  # no checkpoint and no fit in progress: start over, dropping what the first attempt logged
+        print(f"{run_dir} has no checkpoint yet; starting it from the beginning with its saved config", flush=True)
+        resume_step, resume_events = 0, 0
     logger = RunLogger(run_dir, resume_step, resume_events=resume_events)
     try:
         evaluator = Evaluator(spec, cfg.eval_episodes, cfg.seed, device, getattr(cfg, "act_repeat", 1))

@@ -303,3 +303,26 @@ def test_a_run_killed_while_fitting_its_model_resumes_the_fit(
     accumulator = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
     accumulator.Reload()
     assert [event.step for event in accumulator.Scalars("dynamics/train_loss")] == [1, 2, 3, 4]
+
+
+def test_resuming_a_run_killed_before_its_first_checkpoint_starts_it_over(
+    env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run that died after fitting its model but before its first checkpoint (and with no fit in progress) is
+    started over in its own directory by --resume, reusing its model file; what it logged before is dropped."""
+    from algos.trainer import OfflineTrainer
+
+    def die(self: OfflineTrainer) -> None:
+        raise _KilledInFit
+
+    with monkeypatch.context() as kill, pytest.raises(_KilledInFit):
+        kill.setattr(OfflineTrainer, "save_checkpoint", die)
+        train.main(train_args(tmp_path, 2))
+    run_dir = only_run_dir(tmp_path)
+    assert (run_dir / "dynamics.pt").is_file() and not (run_dir / "checkpoints").exists()
+    model_bytes = (run_dir / "dynamics.pt").read_bytes()
+    train.main(["--resume", str(run_dir), "--no-progress"])
+    assert "starting it from the beginning" in capsys.readouterr().out
+    assert checkpointed_epoch(run_dir) == 2
+    assert [int(row["epoch"]) for row in progress_rows(run_dir)] == [1, 2]
+    assert (run_dir / "dynamics.pt").read_bytes() == model_bytes
