@@ -3,13 +3,12 @@ nothing is duplicated; `--resume` of a run without a checkpoint says so (and its
 
 from __future__ import annotations
 
-import shlex
+import csv
 from pathlib import Path
 
 import pytest
 
 import train
-from utils.errors import run_cli
 from utils.logger import RunLogger
 from utils.runs import Run, read_tensorboard
 
@@ -126,19 +125,15 @@ def test_plot_reads_a_resumed_run_without_out_of_order_events(tmp_path: Path, mo
         assert steps == sorted(set(steps)), tag
 
 
-def test_resume_without_a_checkpoint_says_so_and_its_fix_works(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_resume_without_a_checkpoint_starts_over_in_place(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A run directory whose checkpoint is gone (nothing to continue) is started over by --resume in the same
+    directory with its saved config: its old progress rows are dropped, not duplicated, and no second run appears."""
     train.main(args(tmp_path, epochs=1))
     run_dir = run_dir_of(tmp_path)
     (run_dir / "checkpoints" / "checkpoint.pt").unlink()
-    with pytest.raises(SystemExit) as exit_info:
-        run_cli(lambda: train.main(["--resume", str(run_dir), "--no-progress"]))
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "no checkpoint" in err
-    suggested = shlex.split(err.split("start it afresh with its config: ", 1)[1])
-    assert suggested[:2] == ["python", "train.py"]
-    result = train.main([*suggested[2:], "--no-progress"])  # the suggested command is accepted and runs
+    result = train.main(["--resume", str(run_dir), "--no-progress"])
     assert result is not None
-    assert len(list((tmp_path / TASK / "mopo").iterdir())) == 2
+    assert "starting it from the beginning" in capsys.readouterr().out
+    with open(run_dir / "progress.csv", newline="") as handle:
+        assert [row["epoch"] for row in csv.DictReader(handle)] == ["1"]
+    assert len(list((tmp_path / TASK / "mopo").iterdir())) == 1
