@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -83,3 +84,28 @@ def tiny_dataset_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     data = generate_dataset(spec, num_transitions=2000, seed=0, max_episode_steps=200)
     write_d4rl_hdf5(directory / spec.dataset_file, data)
     return directory
+
+
+def assert_same_tensors(expected: Any, actual: Any, where: str = "checkpoint") -> None:
+    """Nested dicts/lists of tensors, arrays and plain values are equal, tensors and arrays bit for bit (resume
+    equality of whole checkpoints)."""
+    if isinstance(expected, torch.Tensor):
+        assert isinstance(actual, torch.Tensor) and torch.equal(expected, actual), where
+    elif isinstance(expected, np.ndarray):
+        assert np.array_equal(expected, actual), where
+    elif isinstance(expected, dict):
+        assert expected.keys() == actual.keys(), where
+        for key in expected:
+            assert_same_tensors(expected[key], actual[key], f"{where}.{key}")
+    elif isinstance(expected, (list, tuple)):
+        assert len(expected) == len(actual), where
+        for i, (e, a) in enumerate(zip(expected, actual)):
+            assert_same_tensors(e, a, f"{where}[{i}]")
+    else:
+        assert expected == actual, where
+
+
+@pytest.fixture(scope="session")
+def same_tensors():
+    """assert_same_tensors, as a fixture so test modules need no import path tricks."""
+    return assert_same_tensors

@@ -10,7 +10,6 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import torch
 
@@ -306,26 +305,10 @@ def runs(tiny_dataset_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> di
     return {"straight": _run_dir(log_dir / "straight"), "resumed": resumed}
 
 
-def _assert_same(expected: Any, actual: Any, where: str) -> None:
-    if isinstance(expected, torch.Tensor):
-        assert torch.equal(expected, actual), where
-    elif isinstance(expected, np.ndarray):
-        assert np.array_equal(expected, actual), where
-    elif isinstance(expected, dict):
-        assert expected.keys() == actual.keys(), where
-        for key in expected:
-            _assert_same(expected[key], actual[key], f"{where}.{key}")
-    elif isinstance(expected, (list, tuple)):
-        for i, (e, a) in enumerate(zip(expected, actual, strict=True)):
-            _assert_same(e, a, f"{where}[{i}]")
-    else:
-        assert expected == actual, where
-
-
-def test_resumed_run_matches_the_uninterrupted_run(runs: dict[str, Path]) -> None:
+def test_resumed_run_matches_the_uninterrupted_run(runs: dict[str, Path], same_tensors: Any) -> None:
     """Killed after epoch 3's evaluation (checkpoint at 2), resumed: the final checkpoint (π, π_ref, critics, targets,
     optimisers, the game's states and step counts, RNG states) and progress.csv equal the uninterrupted run's."""
-    _assert_same(_checkpoint(runs["straight"]), _checkpoint(runs["resumed"]), "checkpoint")
+    same_tensors(_checkpoint(runs["straight"]), _checkpoint(runs["resumed"]), "checkpoint")
     assert _rows(runs["straight"]) == _rows(runs["resumed"])
     assert [int(row["epoch"]) for row in _rows(runs["resumed"])] == list(range(1, EPOCHS + 1))
 

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import torch
 
@@ -105,26 +104,10 @@ def data_env(tiny_dataset_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("D4RL_DATASET_DIR", str(tiny_dataset_dir))
 
 
-def assert_same_tensors(expected: Any, actual: Any, where: str) -> None:
-    """Nested dicts/lists of tensors and plain values are equal, tensors bit for bit."""
-    if isinstance(expected, torch.Tensor):
-        assert isinstance(actual, torch.Tensor) and torch.equal(expected, actual), where
-    elif isinstance(expected, np.ndarray):
-        assert np.array_equal(expected, actual), where
-    elif isinstance(expected, dict):
-        assert expected.keys() == actual.keys(), where
-        for key in expected:
-            assert_same_tensors(expected[key], actual[key], f"{where}.{key}")
-    elif isinstance(expected, (list, tuple)):
-        assert len(expected) == len(actual), where
-        for i, (e, a) in enumerate(zip(expected, actual)):
-            assert_same_tensors(e, a, f"{where}[{i}]")
-    else:
-        assert expected == actual, where
-
-
 @pytest.mark.parametrize("algo", ["pal", "morel"])
-def test_resumed_run_matches_the_uninterrupted_run_bit_for_bit(runs: dict[str, dict[str, Path]], algo: str) -> None:
+def test_resumed_run_matches_the_uninterrupted_run_bit_for_bit(
+    runs: dict[str, dict[str, Path]], algo: str, same_tensors: Any
+) -> None:
     """Killed after iteration 3's evaluation (checkpoint at 2) and resumed: the final checkpoint (policy, baseline,
     dynamics and their optimisers, path buffer, best policy, RNG states; all but wall time) and every progress.csv
     value (but wall time) equal the uninterrupted run's exactly (episodes are reset by per-episode seeds, and the
@@ -132,7 +115,7 @@ def test_resumed_run_matches_the_uninterrupted_run_bit_for_bit(runs: dict[str, d
     straight, resumed = checkpoint(runs[algo]["straight"]), checkpoint(runs[algo]["resumed"])
     assert straight["epoch"] == resumed["epoch"] == ITERATIONS
     del straight["wall_time"], resumed["wall_time"]
-    assert_same_tensors(straight, resumed, "checkpoint")  # weights, optimisers, buffer, best policy, RNG states...
+    same_tensors(straight, resumed, "checkpoint")  # weights, optimisers, buffer, best policy, RNG states...
     straight_rows, resumed_rows = progress_rows(runs[algo]["straight"]), progress_rows(runs[algo]["resumed"])
     assert [int(row["epoch"]) for row in resumed_rows] == list(range(1, ITERATIONS + 1))
     for row in straight_rows + resumed_rows:
