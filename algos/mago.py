@@ -105,6 +105,9 @@ class MAGOConfig(LearnedModelConfig):
             ("factor", "eval_penalty_coef", "policy_beta", "ood_inner"), lambda v, c: None if v >= 0 else ">= 0"
         ),
         "ood_outer": lambda value, cfg: None if value > cfg.ood_inner else "> ood_inner",
+        # Nature values candidates with each member's reward and samples next states from its Gaussian.
+        "dynamics.predict_reward": lambda value, cfg: None if value else "true for MAGO (nature needs the rewards)",
+        "dynamics.loss": lambda value, cfg: None if value != "mse" else "nll or beta_nll for MAGO (a Gaussian model)",
     }
 
     epochs: int = 1000

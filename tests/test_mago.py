@@ -349,6 +349,8 @@ def test_clean_and_attack_eval_on_a_mago_run(
         ("num_action_samples=1", ">= 2"),
         ("ood_outer=1", "> ood_inner"),
         ("dynamics.weight_decay=[1e-4,0,0,0,0]", "all zeros with dynamics.optimizer=adamw"),
+        ("dynamics.predict_reward=false", "nature needs the rewards"),
+        ("dynamics.loss=mse", "a Gaussian model"),
     ],
 )
 def test_bad_input_is_one_line(item: str, fragment: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
