@@ -19,7 +19,7 @@ from envs.behaviour import export_policies
 from envs.tasks import GENERATED_LEVELS, TaskSpec, get_task
 from utils.errors import UserError, run_cli
 
-ENVS = ("hopper", "walker2d", "halfcheetah", "pendulum")
+ENVS = ("hopper", "walker2d", "halfcheetah", "pendulum", "custom_pendulum")
 
 
 def env_spec(env: str) -> TaskSpec:

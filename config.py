@@ -52,6 +52,9 @@ class DynamicsConfig:
     max_holdout: int = 1000
     max_epochs: int | None = None
     max_epochs_since_update: int = 5
+    # Without a holdout: stop once this many epochs passed without a lower training loss, keeping the last weights
+    # (the WMOPO Pendulum study: 21); null runs exactly max_epochs.
+    train_loss_patience: int | None = None
     improvement_threshold: float = 0.01
     bootstrap: bool = True
     bootstrap_every_epoch: bool = False  # fresh bootstrap rows every epoch (PMDB/MAGO) instead of once per fit
@@ -63,10 +66,16 @@ class DynamicsConfig:
     # What the learned soft bounds clamp: log σ² (MBPO/OfflineRL-Kit) or log σ (PMDB/MAGO); max_logvar_init and
     # min_logvar_init are then bounds on log σ.
     variance_bounds: str = "logvar"
+    # "network": the network outputs log σ² for every input, inside the learned soft bounds (MBPO); "state_independent":
+    # one free log σ² per member and output, initialised at 0 and unbounded (the WMOPO Pendulum study's model).
+    variance_model: str = "network"
     # "adam": Adam with the per-layer coupled L2 of `weight_decay` (MBPO); "adamw": AdamW whose decoupled decay
     # `adamw_weight_decay` acts on every parameter (PMDB/MAGO; `weight_decay` must then be zeros).
+    # "adam_l2": Adam with the coupled L2 `param_weight_decay` on every parameter, torch Adam's weight_decay (the WMOPO
+    # Pendulum study's model; `weight_decay` must then be zeros).
     optimizer: str = "adam"
     adamw_weight_decay: float = 7.5e-5
+    param_weight_decay: float = 1e-4
     grad_clip: float | None = None  # max global gradient norm over all members per step (PMDB/MAGO: 10)
     # Rewards regressed as (r − shift) / scale with shift = r_min − 0.05 (r_max − r_min), scale = 1.1 (r_max − r_min),
     # so dataset rewards fall in ≈[0.045, 0.955] (PMDB/MAGO); predictions come back in raw units either way.
@@ -75,7 +84,7 @@ class DynamicsConfig:
     # mjrl models use relu, torch's default ("uniform") init and "mad" scaling (mean and mean absolute deviation of
     # inputs and of the Δs targets, dimensions whose targets never change predicted as unchanged); "scaled_targets"
     # standardises inputs and divides the targets by their std without shifting them (PMDB/MAGO: μ = net_μ · std,
-    # log σ = net_log σ + log std).
+    # log σ = net_log σ + log std); "none" feeds raw inputs and regresses raw targets (the WMOPO Pendulum study).
     activation: str = "silu"
     init: str = "truncated_normal"
     normalization: str = "standard"
@@ -134,6 +143,7 @@ class RunConfig:
     """Keys every algorithm understands, offline or online."""
 
     online: typing.ClassVar[bool] = False  # True: learns from its own environment samples, on tasks without data
+    families: typing.ClassVar[tuple[str, ...] | None] = None  # the env families it runs on (None: any)
 
     task: str = ""
     algo: str = ""
@@ -648,9 +658,20 @@ def check_task_fits(cfg: RunConfig, spec: Any) -> None:
 
     if spec.online and not cfg.online:
         raise UserError(
-            f"{spec.name} is an online task (an environment without a dataset), which only pal and mal train on; "
-            f"for {cfg.algo} pick a dataset task such as {spec.family}-medium-gen"
+            f"{spec.name} is an online task (an environment without a dataset), which only pal, mal and the WMOPO "
+            f"Pendulum study (wmopo-erm, wmopo-alg1, wmopo-alg2) use; for {cfg.algo} pick a dataset task such as "
+            f"{spec.family}-medium-gen"
         )
+    if cfg.families is not None and spec.family not in cfg.families:
+        from envs.tasks import get_task, list_tasks
+
+        fitting = [
+            name
+            for name in list_tasks()
+            if get_task(name).family in cfg.families and get_task(name).online == cfg.online
+        ]
+        example = f"; e.g. --task {fitting[0]}" if fitting else ""
+        raise UserError(f"{cfg.algo} runs on {' or '.join(cfg.families)} tasks only, not {spec.name}{example}")
     if cfg.online and not spec.online:
         raise UserError(
             f"{cfg.algo} learns online from its own environment samples, so it needs a gymnasium env task such as "
@@ -738,6 +759,8 @@ def _weight_decay(value: Any, cfg: Any) -> str | None:
         return f"a list of {wanted} numbers, one per hidden layer of dynamics.hidden_dims plus the output layer"
     if cfg.dynamics.optimizer == "adamw" and any(value):
         return "all zeros with dynamics.optimizer=adamw (its decay is dynamics.adamw_weight_decay)"
+    if cfg.dynamics.optimizer == "adam_l2" and any(value):
+        return "all zeros with dynamics.optimizer=adam_l2 (its decay is dynamics.param_weight_decay)"
     return None
 
 
@@ -755,14 +778,17 @@ _RULES: dict[str, Rule] = {
     "dataset_backend": one_of("auto", "hdf5", "d4rl", "minari"),
     "dynamics.loss": one_of("nll", "mse", "beta_nll"),
     "dynamics.variance_bounds": one_of("logvar", "logstd"),
-    "dynamics.optimizer": one_of("adam", "adamw"),
+    "dynamics.optimizer": one_of("adam", "adamw", "adam_l2"),
+    "dynamics.variance_model": one_of("network", "state_independent"),
+    "dynamics.param_weight_decay": lambda value, cfg: None if value >= 0 else ">= 0",
+    "dynamics.train_loss_patience": lambda value, cfg: None if value is None or value > 0 else "> 0 (or null)",
     "dynamics.nll_beta": lambda value, cfg: None if 0 <= value <= 1 else "between 0 and 1",
     "dynamics.adamw_weight_decay": lambda value, cfg: None if value >= 0 else ">= 0",
     "dynamics.grad_clip": lambda value, cfg: None if value is None or value > 0 else "> 0 (or null for no clipping)",
     "dynamics.precision": one_of("fp32", "bf16"),
     "dynamics.activation": one_of("silu", "relu", "tanh"),
     "dynamics.init": one_of("truncated_normal", "uniform"),
-    "dynamics.normalization": one_of("standard", "mad", "scaled_targets"),
+    "dynamics.normalization": one_of("standard", "mad", "scaled_targets", "none"),
     "sac.lr_schedule": one_of("cosine", "none"),
     **dict.fromkeys(
         (

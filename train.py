@@ -25,6 +25,7 @@ from algos import ALGORITHMS, build_algorithm
 from algos.game import ModelBasedNPG
 from algos.npg_trainer import NPGTrainer
 from algos.trainer import OfflineTrainer, read_checkpoint
+from algos.wmopo_study import PendulumStudy, PendulumStudyConfig
 from buffers.replay import ReplayBuffer
 from config import (
     ModelBasedConfig,
@@ -246,6 +247,8 @@ def main(argv: list[str] | None = None) -> dict[str, float] | None:
         print(f"{run_dir} has no checkpoint yet; starting it from the beginning with its saved config", flush=True)
         resume_step, resume_events = 0, 0
     logger = RunLogger(run_dir, resume_step, resume_events=resume_events)
+    if isinstance(cfg, PendulumStudyConfig):
+        return run_study(cfg, spec, logger, run_dir, checkpoint)
     try:
         evaluator = Evaluator(spec, cfg.eval_episodes, cfg.seed, device, getattr(cfg, "act_repeat", 1))
         if isinstance(cfg, ModelBasedNPGConfig):
@@ -280,6 +283,31 @@ def main(argv: list[str] | None = None) -> dict[str, float] | None:
         logger.close()
     if result is not None:
         print(final_line(result, spec, dataset, run_dir))
+    return result
+
+
+def run_study(
+    cfg: PendulumStudyConfig, spec: TaskSpec, logger: RunLogger, run_dir: Path, checkpoint: dict[str, Any] | None
+) -> dict[str, float]:
+    """The WMOPO Pendulum study: fit and score models of the pendulum, then report how well the chosen one evaluates
+    the target policy."""
+    try:
+        study = PendulumStudy(cfg, spec, logger, run_dir)
+        if checkpoint is not None:
+            study.load_state(checkpoint, source=run_dir)
+            print(f"resumed at iteration {checkpoint['epoch']} ({checkpoint['phase']})", flush=True)
+        try:
+            result = study.train()
+        except KeyboardInterrupt:
+            raise UserError(f"interrupted; continue with: python train.py --resume {run_dir}") from None
+    finally:
+        logger.close()
+    print(
+        f"target policy's discounted return: real {result['real_return']:.2f} ± {result['real_return_std']:.2f}, "
+        f"in the chosen model (iteration {int(result['chosen_iteration'])}) {result['sim_return']:.2f} ± "
+        f"{result['sim_return_std']:.2f} | evaluation error {result['evaluation_error']:.2f} | curves: tensorboard "
+        f"--logdir {run_dir}"
+    )
     return result
 
 

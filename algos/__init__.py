@@ -16,6 +16,7 @@ from algos.mopo import MOPO
 from algos.morel import MOReL
 from algos.sac import SAC
 from algos.trainer import read_checkpoint
+from algos.wmopo_study import PendulumStudyConfig
 from config import RunConfig, load_run_config
 from envs.datasets import OfflineDataset
 from envs.tasks import get_task
@@ -63,6 +64,11 @@ def load_run(
     if not (run_dir / "config.yaml").is_file():
         raise UserError(f"{run_dir} is not a run directory (no config.yaml); pass a directory under log/")
     cfg = load_run_config(run_dir / "config.yaml")
+    if isinstance(cfg, PendulumStudyConfig):
+        raise UserError(
+            f"{run_dir} is a WMOPO Pendulum study run ({cfg.algo}): it fits models to evaluate a fixed policy and "
+            "trains none; its results are in its progress.csv and TensorBoard logs (python score.py, plot.py)"
+        )
     if task is not None and task != cfg.task:
         raise UserError(f"run {run_dir} was trained on {cfg.task}, not {task}; drop --task or pick a {task} run")
     state = read_checkpoint(run_dir / "checkpoints" / "checkpoint.pt")

@@ -10,12 +10,19 @@ state it starts from (no angle wrapping: only the upright position at θ = 0 pay
 never terminate. The offline data come from uniformly random torques with episodes started uniformly in
 [−3π, 3π] × [−15, 15] shifted by (π, 0); the target policy is evaluated from N((π, 0), 1²·I) (real) and
 N((π, 0), 0.5²·I) (model), as the original scripts do.
+
+`CustomPendulumEnv` is the same pendulum as a gymnasium env (registered as CustomPendulum-v0, 200-step episodes,
+starts from N((π, 0), 1²·I)), so the project's behaviour SAC trains the study's target policy on it
+(`python collect.py train --env custom_pendulum`).
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
+import gymnasium as gym
+import numpy as np
 import torch
 
 DT, GRAVITY, MASS, LENGTH = 0.1, 10.0, 1.0, 1.0
@@ -91,3 +98,35 @@ def discounted_returns(
         state = transition(state, action)
         discount *= gamma
     return total
+
+
+GYM_ID = "CustomPendulum-v0"
+
+
+class CustomPendulumEnv(gym.Env):
+    """The study's pendulum for online training and evaluation: observation (θ, θ̇), torque in [−2.5, 2.5], reward
+    of the state a step starts from; episodes start from N((π, 0), 1²·I) (the real evaluation's start states)."""
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, reset_std: float = REAL_EVAL_RESET_STD) -> None:
+        high = np.array([WALL, np.inf], dtype=np.float32)
+        self.observation_space = gym.spaces.Box(-high, high, dtype=np.float32)
+        self.action_space = gym.spaces.Box(-MAX_TORQUE, MAX_TORQUE, shape=(1,), dtype=np.float32)
+        self.reset_std = reset_std
+        self.state = torch.tensor(HANGING, dtype=torch.float64)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        start = self.np_random.normal(HANGING, self.reset_std)
+        self.state = torch.as_tensor(start, dtype=torch.float64)
+        return self.state.numpy().astype(np.float32), {}
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
+        reward_now = float(reward(self.state))
+        self.state = step(self.state, torch.as_tensor(action, dtype=torch.float64).reshape(1))
+        return self.state.numpy().astype(np.float32), reward_now, False, False, {}
+
+
+if GYM_ID not in gym.registry:
+    gym.register(GYM_ID, entry_point=CustomPendulumEnv, max_episode_steps=EPISODE_STEPS)

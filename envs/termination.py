@@ -79,6 +79,7 @@ _TERMINATION_FNS: dict[str, tuple[TerminationFn, TerminationFn]] = {
     "walker2d": (walker2d_termination, walker2d_termination),
     "halfcheetah": (halfcheetah_termination, halfcheetah_termination),
     "pendulum": (pendulum_termination, pendulum_termination),
+    "custom_pendulum": (pendulum_termination, pendulum_termination),
 }
 
 

@@ -12,7 +12,7 @@ non-negative and divided by their mean (mean 1), as Hishinuma and Senda's code d
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -34,7 +34,7 @@ def classification_loss(ratio_data: torch.Tensor, ratio_sim: torch.Tensor) -> to
 class RatioFitConfig:
     """How r_ψ is fitted; the Pendulum study's and the D4RL experiment's settings differ (docs/wmopo.md)."""
 
-    hidden_dims: Sequence[int] = (256, 256, 256, 256)
+    hidden_dims: list[int] = field(default_factory=lambda: [256, 256, 256, 256])
     lr: float = 1e-4
     weight_decay: float = 1e-4  # Adam's coupled L2, as the original
     batch_size: int = 512

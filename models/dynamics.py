@@ -53,6 +53,7 @@ class Standardizer(nn.Module):
     kind "std": shift = mean, scale = std (1 where a dimension is constant), as MBPO/OfflineRL-Kit.
     kind "mad": shift = mean, scale = mean absolute deviation (divided by scale + 1e-8), as mjrl's dynamics models.
     kind "scale": shift = 0, scale = std (1 where constant), PMDB/MAGO's target scaling.
+    kind "none": the identity (raw inputs, as the WMOPO Pendulum study's model).
     """
 
     def __init__(self, dim: int, kind: str = "std") -> None:
@@ -62,6 +63,8 @@ class Standardizer(nn.Module):
         self.register_buffer("std", torch.ones(dim))
 
     def fit(self, x: torch.Tensor) -> None:
+        if self.kind == "none":
+            return
         mean = x.mean(0)
         self.mean.copy_(torch.zeros_like(mean) if self.kind == "scale" else mean)
         if self.kind == "mad":
@@ -98,12 +101,14 @@ class EnsembleDynamics(nn.Module):
         self.target_dim = obs_dim + 1 if cfg.predict_reward else obs_dim
         self.probabilistic = cfg.loss != "mse"
         self.termination_fn = termination_fn
-        out_dim = 2 * self.target_dim if self.probabilistic else self.target_dim
+        # Only a network variance makes the net output log σ² beside the mean.
+        self.variance_head = self.probabilistic and cfg.variance_model == "network"
+        out_dim = 2 * self.target_dim if self.variance_head else self.target_dim
         self.net = EnsembleMLP(
             cfg.num_ensemble, obs_dim + act_dim, out_dim, cfg.hidden_dims, ACTIVATIONS[cfg.activation], cfg.init
         )
-        mad = cfg.normalization == "mad"
-        self.input_scaler = Standardizer(obs_dim + act_dim, "mad" if mad else "std")
+        input_kind = {"mad": "mad", "none": "none"}.get(cfg.normalization, "std")
+        self.input_scaler = Standardizer(obs_dim + act_dim, input_kind)
         # mjrl scales the Δs targets (mean/MAD), PMDB/MAGO divides them by their std; MBPO-style models regress raw
         # targets.
         target_kind = {"mad": "mad", "scaled_targets": "scale"}.get(cfg.normalization)
@@ -113,9 +118,13 @@ class EnsembleDynamics(nn.Module):
         if cfg.reward_normalization:
             self.register_buffer("reward_shift", torch.zeros(()))
             self.register_buffer("reward_scale", torch.ones(()))
-        # Learned log-variance bounds shared by all members; soft clamping keeps gradients flowing.
-        self.max_logvar = nn.Parameter(torch.full((self.target_dim,), cfg.max_logvar_init))
-        self.min_logvar = nn.Parameter(torch.full((self.target_dim,), cfg.min_logvar_init))
+        if self.probabilistic and cfg.variance_model == "state_independent":
+            # One log σ² per member and output, unbounded (the WMOPO Pendulum study's model starts it at 0).
+            self.logvar = nn.Parameter(torch.zeros(cfg.num_ensemble, 1, self.target_dim))
+        else:
+            # Learned log-variance bounds shared by all members; soft clamping keeps gradients flowing.
+            self.max_logvar = nn.Parameter(torch.full((self.target_dim,), cfg.max_logvar_init))
+            self.min_logvar = nn.Parameter(torch.full((self.target_dim,), cfg.min_logvar_init))
         self.register_buffer("elites", torch.arange(cfg.num_elites))
         self.register_buffer("holdout_losses", torch.full((cfg.num_ensemble,), float("inf")))
 
@@ -125,7 +134,7 @@ class EnsembleDynamics(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return self.max_logvar.device
+        return self.elites.device
 
     def _autocast(self) -> torch.autocast:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.precision == "bf16")
@@ -141,6 +150,9 @@ class EnsembleDynamics(nn.Module):
         out = out.float()
         if not self.probabilistic:
             return out, None
+        if not self.variance_head:  # state-independent: the member's own log σ² for every row
+            logvar = self.logvar if members is None else self.logvar[members]
+            return out, logvar.expand_as(out)
         mean, raw = out.split(self.target_dim, dim=-1)
         if self.cfg.variance_bounds == "logstd":  # PMDB/MAGO bound log σ
             return mean, 2 * soft_clamp(raw, self.min_logvar, self.max_logvar)
@@ -227,14 +239,19 @@ class EnsembleDynamics(nn.Module):
         loss = per_sample.mean(-1).sum()
         if include_decay:
             loss = loss + self._decay_loss()
-        if self.probabilistic:
+        if self.variance_head:
             loss = loss + self.cfg.logvar_bound_coef * (self.max_logvar.sum() - self.min_logvar.sum())
         return loss
 
     def optimizer(self) -> torch.optim.Optimizer:
         """Adam whose per-layer weight_decay adds wd·W to each weight's gradient before the moment updates: the
         gradient of wd·½‖W‖² in the loss (coupled L2, as MBPO/MOPO; not AdamW), in one fused kernel. With
-        optimizer=adamw: AdamW decaying every parameter by `adamw_weight_decay` (PMDB/MAGO)."""
+        optimizer=adamw: AdamW decaying every parameter by `adamw_weight_decay` (PMDB/MAGO). With optimizer=adam_l2:
+        Adam with the coupled L2 `param_weight_decay` on every parameter (the WMOPO Pendulum study)."""
+        if self.cfg.optimizer == "adam_l2":
+            return torch.optim.Adam(
+                self.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.param_weight_decay, fused=True
+            )
         if self.cfg.optimizer == "adamw":
             return torch.optim.AdamW(
                 self.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.adamw_weight_decay, fused=True
@@ -263,11 +280,15 @@ class EnsembleDynamics(nn.Module):
         progress_file: str | Path | None = None,
         save_seconds: float | None = None,
         extra_state: Callable[[], dict[str, Any]] | None = None,
+        extra_loss: Callable[[], torch.Tensor] | None = None,
     ) -> dict[str, float]:
         """Fit all members with bootstrapped data, holdout early stopping and elite selection; with holdout_ratio 0,
-        exactly `max_epochs` epochs and the last weights (PMDB/MAGO), the first `num_elites` members as elites.
+        `max_epochs` epochs (or fewer, by `train_loss_patience`) and the last weights (PMDB/MAGO, WMOPO's Pendulum
+        model), the first `num_elites` members as elites.
 
         `weights` (one per transition, e.g. WMOPO's density ratios) turn the loss into a weighted MLE.
+        `extra_loss()` is added to every batch's loss (and to the training loss early stopping watches): WMOPO's
+        Algorithm 1 adds its gradient-correction term ⟨θ − θ_i, g⟩ this way.
         Returns the final metrics; `log_fn(metrics, epoch)` is called after every epoch.
 
         With `progress_file`, the fit's whole state (weights, optimiser, data split, bootstrap rows, best snapshot,
@@ -327,7 +348,7 @@ class EnsembleDynamics(nn.Module):
                 member_rows = resume["member_rows"].to(device)
             if num_holdout:
                 best_state = {k: v.to(device) for k, v in resume["best_state"].items()}
-                best_losses = resume["best_losses"].to(device)
+            best_losses = resume["best_losses"].to(device)
             epochs_since_update, epoch, metrics = resume["epochs_since_update"], resume["epoch"], resume["metrics"]
             restore_rng_state(resume["rng"])
         last_save = time.monotonic()
@@ -363,6 +384,8 @@ class EnsembleDynamics(nn.Module):
             for rows in member_rows.split(cfg.batch_size, dim=1):
                 batch_weights = None if w_train is None else w_train[rows]
                 loss = self.training_loss(x_train[rows], y_train[rows], batch_weights, include_decay=False)
+                if extra_loss is not None:
+                    loss = loss + extra_loss()
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if cfg.grad_clip is not None:
@@ -370,8 +393,14 @@ class EnsembleDynamics(nn.Module):
                 optimizer.step()
                 train_loss_sum += loss.detach()
                 num_batches += 1
-            if num_holdout == 0:  # fixed epochs: nothing to select on
+            if num_holdout == 0:  # nothing to select on; optionally patience on the training loss
                 metrics = {"dynamics/train_loss": float(train_loss_sum) / num_batches}
+                if cfg.train_loss_patience is not None:  # best_losses holds the best training loss in every entry
+                    if metrics["dynamics/train_loss"] < float(best_losses[0]):
+                        best_losses.fill_(metrics["dynamics/train_loss"])
+                        epochs_since_update = 0
+                    else:
+                        epochs_since_update += 1
                 if log_fn is not None:
                     log_fn(metrics, epoch)
                 bar.update()
@@ -412,13 +441,14 @@ class EnsembleDynamics(nn.Module):
         return metrics
 
     def _fit_done(self, epoch: int, epochs_since_update: int, num_holdout: int) -> bool:
-        """Without a holdout: after max_epochs. With one: after max_epochs_since_update epochs without a >1 %
-        improvement of any member, or at max_epochs if set."""
+        """Without a holdout: after max_epochs, or train_loss_patience epochs without a lower training loss. With one:
+        after max_epochs_since_update epochs without a >1 % improvement of any member, or at max_epochs if set."""
         cfg = self.cfg
         if epoch == 0:
             return False
         if num_holdout == 0:
-            return epoch >= cfg.max_epochs
+            patience_spent = cfg.train_loss_patience is not None and epochs_since_update >= cfg.train_loss_patience
+            return epoch >= cfg.max_epochs or patience_spent
         return epochs_since_update >= cfg.max_epochs_since_update or bool(cfg.max_epochs and epoch >= cfg.max_epochs)
 
     @torch.no_grad()

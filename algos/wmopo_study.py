@@ -1,0 +1,508 @@
+"""WMOPO's Pendulum study (docs/wmopo.md#the-pendulum-study): does a model fitted by weighted maximum likelihood
+evaluate a fixed target policy π better than plain maximum likelihood, when the data were collected elsewhere?
+
+The data D are 1000 transitions of uniformly random torques (envs/custom_pendulum.py); π is a committed SAC policy.
+With ℓ_θ(x) the Gaussian NLL of a data transition x = (s, a, s') and L(θ; w) = mean_D[w · ℓ_θ]:
+
+- ERM (`wmopo-erm`): θ₀ = argmin L(θ; 1).
+- Algorithm 2 (`wmopo-alg2`): for i = 0..I−1, roll π out in θ_i with geometric stopping (samples of its discounted
+  occupancy d^π_θi), fit the density ratio r_ψ ≈ d^π_θi / d^D, weights w = relu(r_ψ) / mean, score_i = −L(θ_i; w);
+  θ_{i+1} = argmin L(θ; w^α) from θ_i. The weights and score of θ_I close the loop; the best-scoring θ_i is kept.
+- Algorithm 1 (`wmopo-alg1`): Algorithm 2 whose refit minimises L(θ; w^α) + ⟨θ − θ_i, g⟩, where
+  g = Σ_j w_j^α ℓ_θi(x_j) φ(s_j)ᵀΘ / Σ_j w_j^α is the part of the gradient that comes from the weights depending on
+  θ, with ∇_θ log d^π_θ(s) ≈ φ(s)ᵀΘ, φ(s) = [1, s, s²], Θ from a constrained LSTD(λ) on simulated episodes whose
+  "cost" is ∇_θ log p_θ(s' | s, a) of each simulated transition.
+- `wmopo-alg1-detached`: the official code's Algorithm 1, whose correction is built from detached parameters: it
+  changes the loss it prints and stops on, not the gradient (docs/wmopo.md#decisions).
+
+The outcome: π's discounted return in the real pendulum and in the chosen model, and the policy-evaluation error
+|real − simulated|.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch.func import functional_call, grad, vmap
+
+from algos.trainer import CHECKPOINT_FORMAT
+from config import DynamicsConfig, Rule, RunConfig, between, one_of, positive, register_config
+from envs import custom_pendulum as pendulum
+from envs.behaviour import load_behaviour_policy
+from envs.generate import BEHAVIOUR_ROOT
+from envs.tasks import TaskSpec
+from models.density_ratio import DensityRatio, RatioFitConfig
+from models.dynamics import EnsembleDynamics
+from utils.checkpoint import atomic_torch_save, capture_rng_state, restore_rng_state
+from utils.errors import UserError
+from utils.logger import RunLogger
+
+Policy = Callable[[torch.Tensor], torch.Tensor]  # states [B, 2] -> torques [B, 1]
+Transition = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # states, torques -> next states
+SIM_EPISODE_BATCH = 64  # episodes simulated side by side when drawing occupancy samples
+
+
+def study_dynamics() -> DynamicsConfig:
+    """The study's model: one network, 1 x 8 tanh -> Δs, a state-independent log σ² starting at 0, raw inputs, Adam
+    (lr 5e-4) with coupled L2 1e-4 on every parameter, batch 32, no holdout; a fit stops once 21 epochs passed
+    without a lower training loss, keeping the last weights (`regression.py`, `model.py`)."""
+    return DynamicsConfig(
+        num_ensemble=1,
+        num_elites=1,
+        hidden_dims=[8],
+        weight_decay=[0.0, 0.0],
+        lr=5e-4,
+        batch_size=32,
+        holdout_ratio=0.0,
+        max_epochs=50_000,
+        train_loss_patience=21,
+        bootstrap=False,
+        loss="nll",
+        variance_model="state_independent",
+        optimizer="adam_l2",
+        param_weight_decay=1e-4,
+        activation="tanh",
+        init="uniform",
+        normalization="none",
+        predict_reward=False,
+    )
+
+
+def study_ratio() -> RatioFitConfig:
+    """`ratio_estimation.py`: 2 x 16 tanh, Adam lr 1e-3 with L2 1e-4, batch 32, no holdout, ≤ 1000 epochs, stop once
+    21 epochs passed without a lower training loss."""
+    return RatioFitConfig(
+        hidden_dims=[16, 16], lr=1e-3, weight_decay=1e-4, batch_size=32, holdout_ratio=0.0, patience=21, max_epochs=1000
+    )
+
+
+@dataclass
+class PendulumStudyConfig(RunConfig):
+    """Keys of the Pendulum study (docs/wmopo.md#the-pendulum-study); the registered names set `iterations` and
+    `correction`."""
+
+    online: ClassVar[bool] = True  # no dataset task: the study generates its data in the pendulum itself
+    families: ClassVar[tuple[str, ...] | None] = ("custom_pendulum",)
+
+    iterations: int = 10  # loop_num; 0 = ERM alone
+    correction: str = "none"  # "none" (Algorithm 2), "live" (Algorithm 1), "detached" (the official Algorithm 1)
+    weight_exponent: float = 1.0  # α: the refit uses w^α
+    gamma: float = pendulum.GAMMA
+    data_transitions: int = 1000
+    data_seed: int = 0  # the data are one fixed set, as the original's committed np_obac.csv; seeds vary the fits
+    policy_path: str = str(BEHAVIOUR_ROOT / "custom_pendulum" / "expert.pt")
+    sim_samples: int = 1000  # occupancy samples per ratio fit
+    refit_epochs: int = 10_000  # max epochs of each weighted refit (ERM: dynamics.max_epochs)
+    refit_lr: float = 5e-4
+    lstd_lambda: float = 0.9
+    lstd_penalty: float = 0.1
+    lstd_episodes: int = 2000
+    eval_episodes: int = 100
+    real_eval_reset_std: float = pendulum.REAL_EVAL_RESET_STD
+    model_eval_reset_std: float = pendulum.MODEL_EVAL_RESET_STD  # the original's model rollouts start tighter
+    save_every: int = 1
+    dynamics: DynamicsConfig = field(default_factory=study_dynamics)
+    ratio: RatioFitConfig = field(default_factory=study_ratio)
+    rules: ClassVar[dict[str, Rule]] = {
+        "iterations": lambda value, cfg: None if value >= 0 else ">= 0 (0 fits the ERM model alone)",
+        "correction": one_of("none", "live", "detached"),
+        "weight_exponent": lambda value, cfg: None if value >= 0 else ">= 0",
+        "gamma": between(0.0, 1.0),
+        "lstd_lambda": between(0.0, 1.0),
+        "lstd_penalty": lambda value, cfg: None if value >= 0 else ">= 0",
+        "dynamics.num_ensemble": lambda value, cfg: None if value == 1 else "1 (the study fits one model)",
+        "dynamics.predict_reward": lambda value, cfg: None if not value else "false (the study's model predicts Δs)",
+        "dynamics.loss": one_of("nll"),
+        "policy_path": lambda value, cfg: (
+            None
+            if Path(value).is_file()
+            else "an existing policy file (make one: python collect.py train --env custom_pendulum, then python "
+            "collect.py policies --env custom_pendulum)"
+        ),
+        **dict.fromkeys(
+            ("data_transitions", "sim_samples", "refit_epochs", "refit_lr", "lstd_episodes", "eval_episodes"),
+            positive,
+        ),
+    }
+
+
+@register_config("wmopo-erm")
+@dataclass
+class ERMStudyConfig(PendulumStudyConfig):
+    """Plain maximum likelihood (`mle_e_step.py --unweighted_mle True`)."""
+
+    iterations: int = 0
+
+
+@register_config("wmopo-alg2")
+@dataclass
+class Alg2StudyConfig(PendulumStudyConfig):
+    """Weights and weighted refits alternating, no gradient correction (`--skip_grad True`)."""
+
+
+@register_config("wmopo-alg1")
+@dataclass
+class Alg1StudyConfig(PendulumStudyConfig):
+    """The full algorithm with the correction through live parameters."""
+
+    correction: str = "live"
+
+
+@register_config("wmopo-alg1-detached")
+@dataclass
+class Alg1DetachedStudyConfig(PendulumStudyConfig):
+    """The official code's Algorithm 1 (`mle_e_step.py` default): the correction is built from detached
+    parameters."""
+
+    correction: str = "detached"
+
+
+# ---------------------------------------------------------------------------------------------------- LSTD(λ)
+def lstd_features(states: torch.Tensor) -> torch.Tensor:
+    """φ(s) = [1, s, s²] per row: [B, 1 + 2·dim]."""
+    return torch.cat([torch.ones_like(states[..., :1]), states, states.square()], dim=-1)
+
+
+class LSTDLambda:
+    """A linear fit Θ of a vector-valued function g(s) ≈ φ(s)ᵀΘ from the backward recursion
+    g(s') = γ E[g(s) + c(s, a, s') | s'] on sampled transitions (s → s'), by LSTD(λ) with the trace
+    e ← γλ e + φ(s'):
+
+        A = Σ e (φ(s') − γ φ(s))ᵀ,   b = γ Σ e cᵀ,   C = Σ φ(s) φ(s)ᵀ,   φ̄ = Σ φ(s') / n,
+
+    all divided by the number of transitions n. `solve` returns the constrained solution
+    Θ = (Aᵀ C⁻¹ A + κ φ̄ φ̄ᵀ)⁻¹ Aᵀ C⁻¹ b (κ = 0: the ordinary A⁻¹ b when A is invertible). With c = ∇_θ log p_θ(s'|s, a)
+    and episodes that start from the initial distribution and stop with probability 1 − γ, g approximates
+    ∇_θ log d^π_θ(s) (`grad_lsd.py`). Statistics accumulate in float64, one step of many episodes at a time.
+    """
+
+    def __init__(self, num_features: int, num_outputs: int, gamma: float, lam: float) -> None:
+        self.gamma, self.lam = gamma, lam
+        self.a = torch.zeros(num_features, num_features, dtype=torch.float64)
+        self.b = torch.zeros(num_features, num_outputs, dtype=torch.float64)
+        self.c = torch.zeros(num_features, num_features, dtype=torch.float64)
+        self.phi_next_sum = torch.zeros(num_features, dtype=torch.float64)
+        self.count = 0
+        self.trace: torch.Tensor | None = None
+
+    def add(self, phi: torch.Tensor, phi_next: torch.Tensor, cost: torch.Tensor, alive: torch.Tensor) -> None:
+        """One transition of each episode: φ(s) [B, F], φ(s') [B, F], c [B, P]; rows with alive False (episodes
+        already stopped) add nothing. Call with the same B episodes every step, from their first transition on."""
+        phi, phi_next, cost = phi.double(), phi_next.double(), cost.double()
+        mask = alive.double().unsqueeze(-1)
+        trace = torch.zeros_like(phi) if self.trace is None else self.trace
+        trace = (self.gamma * self.lam * trace + phi_next) * mask
+        self.trace = trace
+        self.a += trace.T @ (phi_next - self.gamma * phi)
+        self.b += self.gamma * (trace.T @ cost)
+        self.c += (phi * mask).T @ phi
+        self.phi_next_sum += (phi_next * mask).sum(0)
+        self.count += int(alive.sum())
+
+    def solve(self, penalty: float) -> torch.Tensor:
+        """Θ [F, P] (float32)."""
+        if self.count == 0:
+            raise ValueError("LSTD(λ) saw no transitions")
+        a, b, c = self.a / self.count, self.b / self.count, self.c / self.count
+        phi_mean = self.phi_next_sum / self.count
+        c_inv_a, c_inv_b = torch.linalg.solve(c, a), torch.linalg.solve(c, b)
+        normal = a.T @ c_inv_a + penalty * torch.outer(phi_mean, phi_mean)
+        return torch.linalg.solve(normal, a.T @ c_inv_b).float()
+
+
+# ---------------------------------------------------------------------------------------------------- the model
+def parameter_vector(model: torch.nn.Module) -> torch.Tensor:
+    """θ: every parameter flattened, in `named_parameters` order (live: gradients flow through it)."""
+    return torch.cat([p.reshape(-1) for p in model.parameters()])
+
+
+def pointwise_nll(
+    model: EnsembleDynamics, obs: torch.Tensor, act: torch.Tensor, next_obs: torch.Tensor
+) -> torch.Tensor:
+    """ℓ_θ(x) = ½ Σ_d [(μ_d − Δs_d)² e^{−log σ²_d} + log σ²_d] + ½ D log 2π of the first member: [B]."""
+    mean, logvar = model(obs, act)
+    assert logvar is not None, "the study's model is Gaussian"
+    error = (mean[0] - (next_obs - obs)).square()
+    return 0.5 * (error * torch.exp(-logvar[0]) + logvar[0]).sum(-1) + 0.5 * obs.shape[-1] * math.log(2 * math.pi)
+
+
+def log_likelihood_grads(
+    model: EnsembleDynamics, obs: torch.Tensor, act: torch.Tensor, next_obs: torch.Tensor
+) -> torch.Tensor:
+    """∇_θ log p_θ(s' | s, a) of every row, flattened like `parameter_vector`: [B, P] (one vmapped call)."""
+    params = {name: p.detach() for name, p in model.named_parameters()}
+
+    def log_likelihood(params: dict[str, torch.Tensor], o: torch.Tensor, a: torch.Tensor, o2: torch.Tensor):
+        mean, logvar = functional_call(model, params, (o.unsqueeze(0), a.unsqueeze(0)))
+        error = (mean[0, 0] - (o2 - o)).square()
+        return -0.5 * (error * torch.exp(-logvar[0, 0]) + logvar[0, 0]).sum()
+
+    grads = vmap(grad(log_likelihood), in_dims=(None, 0, 0, 0))(params, obs, act, next_obs)
+    return torch.cat([grads[name].reshape(len(obs), -1) for name in params], dim=1)
+
+
+def model_transition(model: EnsembleDynamics) -> Transition:
+    """s' = s + μ_θ(s, a) + σ_θ ε with the first member (the study's single model)."""
+
+    @torch.no_grad()
+    def transition(states: torch.Tensor, torques: torch.Tensor) -> torch.Tensor:
+        mean, logvar = model(states, torques)
+        assert logvar is not None
+        return states + mean[0] + torch.exp(0.5 * logvar[0]) * torch.randn_like(mean[0])
+
+    return transition
+
+
+def occupancy_samples(transition: Transition, policy: Policy, reset_std: float, gamma: float, num: int) -> torch.Tensor:
+    """`num` rows [s, a] from the discounted occupancy of `policy` in `transition`: episodes from N((π, 0), std²·I)
+    that stop after each step with probability 1 − γ, run until `num` rows exist, then `num` of them drawn at random
+    (`mle_e_step.get_sim_data`)."""
+    rows, total = [], 0
+    while total < num:
+        states = pendulum.evaluation_reset(SIM_EPISODE_BATCH, reset_std)
+        alive = torch.ones(SIM_EPISODE_BATCH, dtype=torch.bool)
+        while alive.any():
+            torques = policy(states)
+            rows.append(torch.cat([states, torques], dim=-1)[alive])
+            total += int(alive.sum())
+            states = transition(states, torques)
+            alive &= torch.rand(SIM_EPISODE_BATCH) < gamma
+    samples = torch.cat(rows)
+    return samples[torch.randperm(len(samples))[:num]]
+
+
+def grad_log_density(model: EnsembleDynamics, policy: Policy, cfg: PendulumStudyConfig) -> torch.Tensor:
+    """Θ with ∇_θ log d^π_θ(s) ≈ φ(s)ᵀΘ: LSTD(λ) over `lstd_episodes` simulated episodes (model starts, geometric
+    stopping), the cost of each transition the score ∇_θ log p_θ(s'|s, a) of the sampled next state."""
+    transition = model_transition(model)
+    num_params = parameter_vector(model).numel()
+    lstd = LSTDLambda(1 + 2 * model.obs_dim, num_params, cfg.gamma, cfg.lstd_lambda)
+    states = pendulum.evaluation_reset(cfg.lstd_episodes, cfg.model_eval_reset_std)
+    alive = torch.ones(cfg.lstd_episodes, dtype=torch.bool)
+    while alive.any():
+        with torch.no_grad():
+            torques = policy(states)
+        next_states = transition(states, torques)
+        cost = log_likelihood_grads(model, states, torques, next_states)
+        lstd.add(lstd_features(states), lstd_features(next_states), cost, alive)
+        states = next_states
+        alive &= torch.rand(cfg.lstd_episodes) < cfg.gamma
+    return lstd.solve(cfg.lstd_penalty)
+
+
+def correction_vector(theta: torch.Tensor, obs: torch.Tensor, nll: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """g = Σ_j w_j ℓ_j φ(s_j)ᵀΘ / Σ_j w_j (`grad_lsd.get_grad_vector`): [P]."""
+    per_row = lstd_features(obs) @ theta  # [N, P]: ∇_θ log d(s_j) estimates
+    return (weights * nll).unsqueeze(-1).mul(per_row).sum(0) / weights.sum()
+
+
+def correction_loss(model: EnsembleDynamics, anchor: torch.Tensor, g: torch.Tensor, live: bool) -> Callable[[], Any]:
+    """⟨θ − θ_i, g⟩ as a loss term: through the live parameters (its gradient is g) or, as the official code, through
+    detached ones (a value without a gradient)."""
+
+    def term() -> torch.Tensor:
+        theta = parameter_vector(model)
+        return ((theta if live else theta.detach()) - anchor).mul(g).sum()
+
+    return term
+
+
+# ---------------------------------------------------------------------------------------------------- the study
+class PendulumStudy:
+    """One run of one method: ERM, then the weighted iterations, then the evaluation of the chosen model. A
+    checkpoint after the ERM fit and after every iteration lets a killed run continue where it was."""
+
+    def __init__(self, cfg: PendulumStudyConfig, spec: TaskSpec, logger: RunLogger, run_dir: str | Path) -> None:
+        self.cfg, self.logger, self.run_dir = cfg, logger, Path(run_dir)
+        self.checkpoint_path = self.run_dir / "checkpoints" / "checkpoint.pt"
+        self.progress = False
+        actor, self.policy_info = load_behaviour_policy(cfg.policy_path, spec)
+        self.actor = actor.requires_grad_(False)
+        generator = torch.Generator().manual_seed(cfg.data_seed)
+        self.obs, self.act, self.next_obs = pendulum.random_data(cfg.data_transitions, generator)
+        self.data_x = torch.cat([self.obs, self.act], dim=-1)
+        self.model = EnsembleDynamics(self.obs.shape[1], self.act.shape[1], cfg.dynamics)
+        self.ratio = DensityRatio(self.data_x.shape[1], cfg.ratio.hidden_dims)
+        self.phase = "erm"  # "erm" -> "iterate" -> "done"
+        self.iteration = 0
+        self.scores: list[float] = []
+        self.models: list[dict[str, torch.Tensor]] = []  # θ_i of every scored iteration
+        self.wall_time = 0.0
+        self.result: dict[str, float] = {}
+
+    def policy(self, states: torch.Tensor) -> torch.Tensor:
+        """π's torque, sampled (the study evaluates the stochastic policy): [B, 1]."""
+        with torch.no_grad():
+            return pendulum.MAX_TORQUE * self.actor(states)[0]
+
+    # ------------------------------------------------------------------------------------------------ the loop
+    def train(self) -> dict[str, float]:
+        cfg = self.cfg
+        started = time.perf_counter()
+        if self.phase == "erm":
+            metrics = self.model.fit(self.obs, self.act, self.next_obs, None, progress=False)
+            self.logger.scalars({"erm/" + k.split("/")[-1]: float(v) for k, v in metrics.items()}, 0)
+            self.phase = "iterate"
+            self.wall_time += time.perf_counter() - started
+            started = time.perf_counter()
+            self.save_checkpoint()
+        while self.phase == "iterate":
+            weights = self.score_current()
+            if self.iteration == cfg.iterations:
+                self.phase = "done"
+                break
+            self.refit(weights)
+            self.iteration += 1
+            self.wall_time += time.perf_counter() - started
+            started = time.perf_counter()
+            if self.iteration % cfg.save_every == 0:
+                self.save_checkpoint()
+        if not self.result:  # a finished run resumed: its result stands
+            self.wall_time += time.perf_counter() - started
+            self.result = self.evaluate()
+            self.save_checkpoint()
+        return self.result
+
+    def score_current(self) -> torch.Tensor:
+        """Weights for θ_i from a ratio fit on π's occupancy in θ_i, and the score −L(θ_i; w); logs both, stores
+        θ_i, writes the figure data, and returns w."""
+        cfg, i = self.cfg, self.iteration
+        transition = model_transition(self.model)
+        sim = occupancy_samples(transition, self.policy, cfg.model_eval_reset_std, cfg.gamma, cfg.sim_samples)
+        ratio_metrics = self.ratio.fit(self.data_x, sim, cfg.ratio)
+        weights = self.ratio.weights(self.data_x)
+        with torch.no_grad():
+            nll = pointwise_nll(self.model, self.obs, self.act, self.next_obs)
+        score = -float((weights * nll).mean())
+        self.scores.append(score)
+        self.models.append({k: v.clone() for k, v in self.model.state_dict().items()})
+        sim_return = self.model_returns()
+        ess = float(weights.sum() ** 2 / weights.square().sum()) / len(weights)
+        self.logger.scalars(
+            {
+                "study/score": score,
+                "study/sim_return": float(sim_return.mean()),
+                "weights/max": float(weights.max()),
+                "weights/min": float(weights.min()),
+                "weights/effective_sample_fraction": ess,
+                "study/unweighted_nll": float(nll.mean()),
+                **ratio_metrics,
+            },
+            i,
+        )
+        figures = self.run_dir / "figures"
+        figures.mkdir(exist_ok=True)
+        np.savez(
+            figures / f"iter{i}.npz", data=self.data_x.numpy(), weights=weights.numpy(), sim=sim.numpy(), score=score
+        )
+        return weights
+
+    def refit(self, weights: torch.Tensor) -> None:
+        """θ_{i+1} from θ_i: the weighted MLE with w^α, plus the correction term for Algorithm 1."""
+        cfg = self.cfg
+        tempered = weights.pow(cfg.weight_exponent)
+        extra = None
+        metrics: dict[str, float] = {}
+        if cfg.correction != "none":
+            theta_features = grad_log_density(self.model, self.policy, cfg)
+            with torch.no_grad():
+                nll = pointwise_nll(self.model, self.obs, self.act, self.next_obs)
+            g = correction_vector(theta_features, self.obs, nll, tempered)
+            anchor = parameter_vector(self.model).detach().clone()
+            extra = correction_loss(self.model, anchor, g, live=cfg.correction == "live")
+            metrics["study/correction_norm"] = float(g.norm())
+        self.model.cfg = dataclasses.replace(cfg.dynamics, max_epochs=cfg.refit_epochs, lr=cfg.refit_lr)
+        try:
+            fit = self.model.fit(
+                self.obs, self.act, self.next_obs, None, weights=tempered, progress=False, extra_loss=extra
+            )
+        finally:
+            self.model.cfg = cfg.dynamics
+        metrics |= {"refit/" + k.split("/")[-1]: float(v) for k, v in fit.items()}
+        self.logger.scalars(metrics, self.iteration + 1)
+
+    # ------------------------------------------------------------------------------------------------ evaluation
+    def model_returns(self) -> torch.Tensor:
+        starts = pendulum.evaluation_reset(self.cfg.eval_episodes, self.cfg.model_eval_reset_std)
+        return pendulum.discounted_returns(self.policy, starts, model_transition(self.model), self.cfg.gamma)
+
+    def evaluate(self) -> dict[str, float]:
+        """The chosen (best-scoring) model's simulated return next to π's real return, and the evaluation error."""
+        cfg = self.cfg
+        chosen = int(np.argmax(self.scores))
+        self.model.load_state_dict(self.models[chosen])
+        real = pendulum.discounted_returns(
+            self.policy, pendulum.evaluation_reset(cfg.eval_episodes, cfg.real_eval_reset_std), pendulum.step, cfg.gamma
+        )
+        sim = self.model_returns()
+        result = {
+            "real_return": float(real.mean()),
+            "real_return_std": float(real.std(unbiased=False)),
+            "sim_return": float(sim.mean()),
+            "sim_return_std": float(sim.std(unbiased=False)),
+            "evaluation_error": abs(float(real.mean()) - float(sim.mean())),
+            "chosen_iteration": float(chosen),
+            "chosen_score": self.scores[chosen],
+        }
+        self.logger.scalars({f"result/{k}": v for k, v in result.items()}, len(self.scores) - 1)
+        self.logger.evaluation(
+            len(self.scores) - 1,
+            len(self.scores) - 1,
+            {
+                "return_mean": result["sim_return"],
+                "return_std": result["sim_return_std"],
+                "normalized_mean": float("nan"),
+                "normalized_std": float("nan"),
+                "length_mean": float(pendulum.EPISODE_STEPS),
+                "length_std": 0.0,
+            },
+            self.wall_time,
+            unit="iteration",
+        )
+        torch.save(self.model.state_dict(), self.run_dir / "dynamics_chosen.pt")
+        return result
+
+    # ------------------------------------------------------------------------------------------------ checkpoint
+    def save_checkpoint(self) -> None:
+        self.logger.flush()
+        self.checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_torch_save(
+            {
+                "format": CHECKPOINT_FORMAT,
+                "task": self.cfg.task,
+                "algo": self.cfg.algo,
+                "epoch": self.iteration,
+                "global_step": self.iteration,
+                "num_events": self.logger.num_events,
+                "phase": self.phase,
+                "scores": self.scores,
+                "models": self.models,
+                "model": self.model.state_dict(),
+                "ratio": self.ratio.state_dict(),
+                "wall_time": self.wall_time,
+                "result": self.result,
+                "rng": capture_rng_state(),
+            },
+            self.checkpoint_path,
+        )
+
+    def load_state(self, state: dict[str, Any], source: str | Path = "checkpoint") -> None:
+        if (state["task"], state["algo"]) != (self.cfg.task, self.cfg.algo):
+            raise UserError(
+                f"checkpoint in {source} is from {state['algo']} on {state['task']}, not {self.cfg.algo} on "
+                f"{self.cfg.task}; resume it with its own run directory"
+            )
+        self.phase, self.iteration, self.scores = state["phase"], state["epoch"], list(state["scores"])
+        self.models = list(state["models"])
+        self.model.load_state_dict(state["model"])
+        self.ratio.load_state_dict(state["ratio"])
+        self.wall_time, self.result = state["wall_time"], state["result"]
+        restore_rng_state(state["rng"])

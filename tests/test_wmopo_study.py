@@ -1,0 +1,360 @@
+"""WMOPO's Pendulum study (algos/wmopo_study.py, docs/wmopo.md): LSTD(λ) against its closed form on a small chain,
+the gradient-correction term (live vs detached), the weighted MLE, the study's model options, a killed-and-resumed
+run against an uninterrupted one, and bad input."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+import train
+from algos.wmopo_study import (
+    LSTDLambda,
+    PendulumStudy,
+    correction_loss,
+    correction_vector,
+    log_likelihood_grads,
+    lstd_features,
+    parameter_vector,
+    pointwise_nll,
+    study_dynamics,
+)
+from envs import custom_pendulum as pendulum
+from envs.behaviour import save_behaviour_policy
+from envs.tasks import get_task
+from models.actor_critic import TanhGaussianActor
+from models.dynamics import EnsembleDynamics
+from utils.errors import UserError, run_cli
+
+TASK = "CustomPendulum-v0"
+
+
+# ---------------------------------------------------------------------------------------------------- LSTD(λ)
+def test_lstd_statistics_by_hand() -> None:
+    """One episode of two transitions s0 → s1 → s2 with scalar features φ = [x] and costs c1, c2 (γ = 0.5, λ = 0.5):
+    e1 = φ(s1), e2 = γλ e1 + φ(s2); A = e1(φ(s1) − γφ(s0)) + e2(φ(s2) − γφ(s1)), b = γ(e1 c1 + e2 c2), over n = 2.
+    A stopped episode (alive False) adds nothing."""
+    lstd = LSTDLambda(num_features=1, num_outputs=1, gamma=0.5, lam=0.5)
+    phi = {0: 1.0, 1: 2.0, 2: 3.0}
+    alive = torch.tensor([True, False])
+    lstd.add(torch.tensor([[phi[0]], [9.0]]), torch.tensor([[phi[1]], [9.0]]), torch.tensor([[4.0], [9.0]]), alive)
+    lstd.add(torch.tensor([[phi[1]], [9.0]]), torch.tensor([[phi[2]], [9.0]]), torch.tensor([[-1.0], [9.0]]), alive)
+    e1, e2 = 2.0, 0.25 * 2.0 + 3.0
+    assert float(lstd.a) == pytest.approx(e1 * (2.0 - 0.5) + e2 * (3.0 - 1.0))
+    assert float(lstd.b) == pytest.approx(0.5 * (e1 * 4.0 + e2 * -1.0))
+    assert float(lstd.c) == pytest.approx(1.0 + 4.0)
+    assert float(lstd.phi_next_sum) == pytest.approx(5.0) and lstd.count == 2
+    # One feature, no penalty: Θ = A⁻¹ b.
+    assert float(lstd.solve(0.0)) == pytest.approx(float(lstd.b / lstd.a), rel=1e-6)
+
+
+def _chain_closed_form(
+    mu0: np.ndarray, transition: np.ndarray, cost: np.ndarray, gamma: float, lam: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Expected A, b, C and Σφ(s') per episode for one-hot features on a finite chain whose episodes stop after each
+    transition with probability 1 − γ (derivation in the test below), and the expected number of transitions."""
+    n = len(mu0)
+    eye = np.eye(n)
+    occupancy = mu0 @ np.linalg.inv(eye - gamma * transition)  # v = Σ_k γ^k μ0 P^k
+    next_occupancy = occupancy @ transition  # u = Σ_k γ^k μ0 P^(k+1)
+    trace_sum = np.linalg.inv(eye - gamma**2 * lam * transition)  # M = Σ_j (γ²λ P)^j
+    a = (
+        np.diag(next_occupancy) @ trace_sum
+        - gamma * (np.diag(occupancy) @ transition).T
+        - gamma**3 * lam * np.diag(next_occupancy) @ trace_sum
+    )
+    reverse_cost = np.einsum("s,st,stk->tk", occupancy, transition, cost)  # R[s'] = Σ_s v(s) P(s, s') c(s, s')
+    mean_cost = np.einsum("st,stk->sk", transition, cost)  # c̄(s) = Σ_s' P(s, s') c(s, s')
+    b = gamma * (reverse_cost + gamma**2 * lam * np.diag(next_occupancy) @ trace_sum @ mean_cost)
+    return a, b, np.diag(occupancy), next_occupancy
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.9])
+def test_lstd_lambda_on_a_chain_matches_the_closed_form(lam: float) -> None:
+    """Three states, one-hot φ, a 2-dim cost c(s, s'). With the trace e_t = Σ_{k≤t} (γλ)^(t−k) φ(s_{k+1}) and
+    transition t present with probability γ^t, the expected statistics per episode are
+
+        A = diag(u) M − γ (diag(v) P)ᵀ − γ³λ diag(u) M,    b = γ [R + γ²λ diag(u) M c̄],    C = diag(v),
+
+    v = μ0 (I − γP)⁻¹, u = v P, M = (I − γ²λ P)⁻¹, R[s'] = Σ_s v(s) P(s, s') c(s, s'), c̄(s) = Σ_s' P(s, s') c(s, s').
+    Sampled over 40 000 episodes, the solved Θ (with and without the constraint) matches the closed form's."""
+    torch.manual_seed(0)
+    gamma = 0.8
+    mu0 = np.array([0.6, 0.3, 0.1])
+    transition = np.array([[0.1, 0.6, 0.3], [0.5, 0.2, 0.3], [0.3, 0.3, 0.4]])
+    cost = np.arange(18, dtype=np.float64).reshape(3, 3, 2) / 9.0 - 1.0
+    cost[..., 1] = np.sin(cost[..., 1] * 3)
+    a, b, c, phi_next = _chain_closed_form(mu0, transition, cost, gamma, lam)
+    transitions_per_episode = 1.0 / (1.0 - gamma)
+
+    episodes = 40_000
+    lstd = LSTDLambda(3, 2, gamma, lam)
+    eye = torch.eye(3)
+    p, cost_t = torch.as_tensor(transition, dtype=torch.float32), torch.as_tensor(cost, dtype=torch.float32)
+    state = torch.multinomial(torch.as_tensor(mu0, dtype=torch.float32), episodes, replacement=True)
+    alive = torch.ones(episodes, dtype=torch.bool)
+    while alive.any():
+        next_state = torch.multinomial(p[state], 1).squeeze(1)
+        lstd.add(eye[state], eye[next_state], cost_t[state, next_state], alive)
+        state = next_state
+        alive &= torch.rand(episodes) < gamma
+    assert lstd.count / episodes == pytest.approx(transitions_per_episode, rel=0.03)
+
+    def solve(a: np.ndarray, b: np.ndarray, c: np.ndarray, phi: np.ndarray, penalty: float) -> np.ndarray:
+        c_inv = np.linalg.inv(c)
+        return np.linalg.solve(a.T @ c_inv @ a + penalty * np.outer(phi, phi), a.T @ c_inv @ b)
+
+    scale = 1.0 / transitions_per_episode  # the estimator divides by the transition count
+    for penalty in (0.0, 0.1):
+        expected = solve(a * scale, b * scale, c * scale, phi_next * scale, penalty)
+        sampled = lstd.solve(penalty).double().numpy()
+        assert np.abs(sampled - expected).max() < 0.06 * np.abs(expected).max(), (penalty, sampled, expected)
+    # Without the constraint it is the plain LSTD solution A⁻¹b, the fixed point g(s') = γ E[g(s) + c | s'] in the
+    # λ = 0 case.
+    assert np.allclose(solve(a, b, c, phi_next, 0.0), np.linalg.solve(a, b))
+
+
+def test_features_are_one_state_and_its_squares() -> None:
+    assert lstd_features(torch.tensor([[2.0, -3.0]])).tolist() == [[1.0, 2.0, -3.0, 4.0, 9.0]]
+
+
+# ---------------------------------------------------------------------------------------------------- the model
+def _model(seed: int = 0) -> EnsembleDynamics:
+    torch.manual_seed(seed)
+    return EnsembleDynamics(2, 1, study_dynamics())
+
+
+def test_log_likelihood_grads_match_autograd_row_by_row() -> None:
+    """The vmapped per-row ∇_θ log N(s' | s + μ, σ²) equals autograd on each row alone, flattened like θ."""
+    model = _model()
+    obs, act, next_obs = torch.randn(5, 2), torch.randn(5, 1), torch.randn(5, 2)
+    batched = log_likelihood_grads(model, obs, act, next_obs)
+    assert batched.shape == (5, parameter_vector(model).numel())
+    for row in range(5):
+        model.zero_grad()
+        log_likelihood = -(pointwise_nll(model, obs[row : row + 1], act[row : row + 1], next_obs[row : row + 1]))
+        log_likelihood.sum().backward()
+        expected = torch.cat([p.grad.reshape(-1) for p in model.parameters()])
+        assert torch.allclose(batched[row], expected, atol=1e-5)
+
+
+def test_pointwise_nll_by_hand() -> None:
+    """ℓ = ½ Σ_d [(μ_d − Δs_d)² / σ²_d + log σ²_d] + log 2π for 2 dims; with μ = 0 (zeroed output layer) and
+    log σ² = (0, log 4): ½ [(1 + 4/4) + log 4] + log 2π for Δs = (1, 2)."""
+    model = _model()
+    with torch.no_grad():
+        model.net.output.weight.zero_()
+        model.net.output.bias.zero_()
+        model.logvar.copy_(torch.tensor([0.0, math.log(4.0)]).view(1, 1, 2))
+    with torch.no_grad():
+        nll = pointwise_nll(model, torch.zeros(1, 2), torch.zeros(1, 1), torch.tensor([[1.0, 2.0]]))
+    assert float(nll) == pytest.approx(0.5 * (2.0 + math.log(4.0)) + math.log(2 * math.pi))
+
+
+def test_correction_vector_by_hand() -> None:
+    """g = Σ_j w_j ℓ_j φ(s_j)ᵀΘ / Σ_j w_j on two rows with a 5 x 1 Θ."""
+    theta = torch.tensor([[1.0], [0.0], [1.0], [0.0], [0.5]])  # φᵀΘ = 1 + s_2 + ½ s_2²
+    obs = torch.tensor([[0.0, 2.0], [5.0, -1.0]])
+    nll, weights = torch.tensor([3.0, 1.0]), torch.tensor([1.0, 3.0])
+    per_row = torch.tensor([1 + 2 + 2.0, 1 - 1 + 0.5])
+    expected = (weights * nll * per_row).sum() / weights.sum()
+    assert correction_vector(theta, obs, nll, weights).tolist() == pytest.approx([float(expected)])
+
+
+def test_live_correction_changes_the_gradient_and_the_detached_one_does_not() -> None:
+    """⟨θ − θ_i, g⟩ through live parameters adds exactly g to the gradient; the official detached version adds its
+    value to the loss but nothing to the gradient."""
+    model = _model()
+    obs, act, next_obs = torch.randn(8, 2), torch.randn(8, 1), torch.randn(8, 2)
+    anchor = parameter_vector(model).detach().clone()
+    g = torch.randn_like(anchor)
+    with torch.no_grad():  # move θ away from the anchor so the term has a value
+        for p in model.parameters():
+            p.add_(0.1)
+
+    def gradient(extra: Any | None) -> torch.Tensor:
+        model.zero_grad()
+        loss = pointwise_nll(model, obs, act, next_obs).mean()
+        if extra is not None:
+            loss = loss + extra()
+        loss.backward()
+        return torch.cat([p.grad.reshape(-1) for p in model.parameters()])
+
+    plain = gradient(None)
+    live = correction_loss(model, anchor, g, live=True)
+    detached = correction_loss(model, anchor, g, live=False)
+    assert torch.allclose(gradient(live), plain + g, atol=1e-5)
+    assert torch.equal(gradient(detached), plain)
+    with torch.no_grad():
+        value, expected = float(detached()), float(((parameter_vector(model) - anchor) * g).sum())
+    assert value == pytest.approx(expected, rel=1e-5) and value != 0.0
+
+
+# ---------------------------------------------------------------------------------------------------- weighted MLE
+def _pendulum_data(n: int = 256) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return pendulum.random_data(n, torch.Generator().manual_seed(0))
+
+
+def _fit(weights: torch.Tensor | None, epochs: int = 30) -> EnsembleDynamics:
+    obs, act, next_obs = _pendulum_data()
+    model = _model(1)
+    model.cfg.max_epochs = epochs
+    torch.manual_seed(2)
+    model.fit(obs, act, next_obs, None, weights=weights, progress=False)
+    return model
+
+
+def test_weighted_mle_with_unit_weights_is_erm_and_moves_toward_upweighted_data() -> None:
+    """w ≡ 1 gives bit-identical parameters to the unweighted fit; weighting up the rows with θ̇ > 0 lowers the NLL
+    there relative to the unweighted fit, and raises it on the rest."""
+    plain, ones = _fit(None), _fit(torch.ones(256))
+    for a, b in zip(plain.parameters(), ones.parameters()):
+        assert torch.equal(a, b)
+    obs, act, next_obs = _pendulum_data()
+    favoured = obs[:, 1] > 0
+    weights = torch.where(favoured, 10.0, 0.1)
+    weighted = _fit(weights / weights.mean())
+    with torch.no_grad():
+        nll_plain = pointwise_nll(plain, obs, act, next_obs)
+        nll_weighted = pointwise_nll(weighted, obs, act, next_obs)
+    assert float(nll_weighted[favoured].mean()) < float(nll_plain[favoured].mean())
+    assert float(nll_weighted[~favoured].mean()) > float(nll_plain[~favoured].mean())
+
+
+def test_study_model_options() -> None:
+    """The study's model: no variance head (one free log σ² per output, starting at 0, shared by all rows), raw
+    inputs, Adam with L2 on every parameter, and a fit that stops after 21 epochs without a lower training loss."""
+    model = _model()
+    assert model.net.output.out_features == 2 and model.logvar.shape == (1, 1, 2)
+    assert not hasattr(model, "max_logvar")
+    mean, logvar = model(torch.randn(4, 2) * 10, torch.randn(4, 1))
+    assert torch.equal(logvar, torch.zeros(1, 4, 2))
+    optimizer = model.optimizer()
+    assert len(optimizer.param_groups) == 1 and optimizer.param_groups[0]["weight_decay"] == 1e-4
+    assert len(optimizer.param_groups[0]["params"]) == len(list(model.parameters()))
+    obs, act, next_obs = _pendulum_data()
+    model.cfg.lr = 0.05  # a large step makes the loss plateau and bounce, so the patience rule ends the fit
+    metrics = model.fit(obs, act, next_obs, None, progress=False)
+    assert 21 < metrics["dynamics/epochs"] < model.cfg.max_epochs
+    x = torch.cat([obs, act], dim=-1)
+    assert torch.equal(model.input_scaler(x), x)
+
+
+# ---------------------------------------------------------------------------------------------------- runs
+class Killed(Exception):
+    pass
+
+
+@pytest.fixture(scope="module")
+def policy_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small untrained target policy (the committed one is not needed to test the machinery)."""
+    torch.manual_seed(3)
+    path = tmp_path_factory.mktemp("policy") / "target.pt"
+    save_behaviour_policy(TanhGaussianActor(2, 1, (16, 16)), get_task(TASK), path, note="test")
+    return path
+
+
+def _study_args(log_dir: Path, policy: Path, algo: str = "wmopo-alg1") -> list[str]:
+    return [
+        "--task", TASK, "--algo", algo, "--seed", "1", "--log-dir", str(log_dir), "--no-progress", "--set",
+        f"policy_path={policy}", "iterations=2", "data_transitions=200", "sim_samples=200", "lstd_episodes=50",
+        "refit_epochs=15", "dynamics.max_epochs=30", "eval_episodes=10", "ratio.max_epochs=10",
+    ]  # fmt: skip
+
+
+def _study_dir(log_dir: Path, algo: str = "wmopo-alg1") -> Path:
+    (run_dir,) = (log_dir / TASK / algo).iterdir()
+    return run_dir
+
+
+def _state(run_dir: Path) -> dict[str, Any]:
+    state = torch.load(run_dir / "checkpoints" / "checkpoint.pt", weights_only=False)
+    del state["wall_time"]
+    return state
+
+
+@pytest.fixture(scope="module")
+def study_runs(policy_file: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    log_dir = tmp_path_factory.mktemp("study_runs")
+    train.main(_study_args(log_dir / "straight", policy_file))
+    original = PendulumStudy.refit
+
+    def refit_then_die(self: PendulumStudy, weights: torch.Tensor) -> None:
+        if self.iteration == 1:
+            raise Killed
+        original(self, weights)
+
+    with pytest.MonkeyPatch.context() as patch, pytest.raises(Killed):
+        patch.setattr(PendulumStudy, "refit", refit_then_die)
+        train.main(_study_args(log_dir / "resumed", policy_file))
+    resumed = _study_dir(log_dir / "resumed")
+    assert _state(resumed)["epoch"] == 1
+    train.main(["--resume", str(resumed), "--no-progress"])
+    return {"straight": _study_dir(log_dir / "straight"), "resumed": resumed}
+
+
+def test_resumed_study_matches_the_uninterrupted_one(study_runs: dict[str, Path], same_tensors: Any) -> None:
+    """Killed inside iteration 1 (checkpoint after iteration 0), resumed: the final checkpoint (models, scores,
+    ratio network, result, RNG) and progress.csv equal the uninterrupted run's."""
+    same_tensors(_state(study_runs["straight"]), _state(study_runs["resumed"]))
+    rows = [(run / "progress.csv").read_text().splitlines() for run in study_runs.values()]
+    assert [line.rsplit(",", 1)[0] for line in rows[0]] == [line.rsplit(",", 1)[0] for line in rows[1]]
+
+
+def test_study_run_records_scores_weights_and_the_result(study_runs: dict[str, Path]) -> None:
+    """Three scored models (ERM and two refits), the best one chosen, figure data per iteration, and the result's
+    evaluation error |real − simulated|."""
+    state = _state(study_runs["straight"])
+    assert state["phase"] == "done" and len(state["scores"]) == 3 and len(state["models"]) == 3
+    result = state["result"]
+    assert result["chosen_iteration"] == int(np.argmax(state["scores"]))
+    assert result["evaluation_error"] == pytest.approx(abs(result["real_return"] - result["sim_return"]))
+    figure = np.load(study_runs["straight"] / "figures" / "iter2.npz")
+    assert figure["data"].shape == (200, 3) and figure["sim"].shape == (200, 3)
+    assert float(figure["weights"].mean()) == pytest.approx(1.0, rel=1e-5)
+
+
+def _cli_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(lambda: train.main(argv))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+@pytest.mark.parametrize(
+    "extra, expected",
+    [
+        (["--task", "hopper-medium-gen", "--algo", "wmopo-alg1"], ["custom_pendulum tasks only"]),
+        (["--task", "Hopper-v4", "--algo", "wmopo-erm"], ["custom_pendulum tasks only", "--task CustomPendulum-v0"]),
+        (["--task", TASK, "--algo", "wmopo-alg1", "--set", "correction=full"], ["correction='full'", "one of"]),
+        (
+            ["--task", TASK, "--algo", "wmopo-alg2", "--set", "policy_path=/nowhere/p.pt"],
+            ["policy_path", "collect.py train --env custom_pendulum"],
+        ),
+        (["--task", TASK, "--algo", "wmopo-alg2", "--set", "dynamics.num_ensemble=3"], ["study fits one model"]),
+    ],
+    ids=["dataset-task", "other-env", "bad-correction", "missing-policy", "ensemble"],
+)
+def test_bad_input_is_one_line(
+    extra: list[str], expected: list[str], policy_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each mistake is one line naming the bad value and the fix, exit code 2, and no run directory."""
+    argv = ["--set", f"policy_path={policy_file}", *extra, "--log-dir", str(tmp_path / "log"), "--no-progress"]
+    err = _cli_error(argv, capsys)
+    for text in expected:
+        assert text in err, (text, err)
+    assert not (tmp_path / "log").exists()
+
+
+def test_a_study_run_is_not_a_policy_for_eval(study_runs: dict[str, Path]) -> None:
+    from algos import load_run
+
+    with pytest.raises(UserError, match="trains none"):
+        load_run(study_runs["straight"])
