@@ -29,9 +29,10 @@ from pathlib import Path
 
 from envs.tasks import get_task
 from utils.errors import UserError, run_cli
-from utils.plotting import BandCurve, curves_with_bands, group_styles
+from utils.plotting import BandCurve, curves_with_bands, group_styles, state_scatter_panels
 from utils.runs import (
     DEFAULT_METRIC,
+    Run,
     add_selection_arguments,
     averaged_over,
     describe,
@@ -60,7 +61,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--metric", nargs="+", default=[DEFAULT_METRIC], help="progress.csv column(s) or TensorBoard scalar tag(s)"
     )
-    parser.add_argument("--figures", choices=sorted(FIGURE_SETS), help="a named set of metrics (replaces --metric)")
+    parser.add_argument(
+        "--figures",
+        choices=sorted([*FIGURE_SETS, "wmopo-states"]),
+        help="a named set of metrics (replaces --metric); wmopo-states: the Pendulum study's Figure 1 per run",
+    )
     parser.add_argument(
         "--smooth",
         type=int,
@@ -79,12 +84,22 @@ FIGURE_SETS = {
         "monitor/adv_q_target/mean": "adv-q",
         "monitor/ensemble_std/mean": "ensemble-std",
         DEFAULT_METRIC: "reward",
-    }
+    },
+    # The WMOPO Pendulum study, per iteration: π's return in θ_i, the score −L(θ_i; w), the weights' spread.
+    "wmopo": {
+        "study/sim_return": "sim-return",
+        "study/score": "score",
+        "weights/effective_sample_fraction": "weights-ess",
+    },
 }
+STUDY_ALGOS = frozenset({"wmopo-erm", "wmopo-alg2", "wmopo-alg1", "wmopo-alg1-detached"})
 FIGURE_NAMES = {metric: name for names in FIGURE_SETS.values() for metric, name in names.items() if name != "reward"}
 AXIS_LABELS |= {
     "monitor/adv_q_target/mean": "Adversarial Q (target critics)",
     "monitor/ensemble_std/mean": "log ensemble std",
+    "study/sim_return": "Discounted return of π in θ_i",
+    "study/score": "Score −L(θ_i; w)",
+    "weights/effective_sample_fraction": "Effective sample fraction of w",
 }
 
 
@@ -107,6 +122,8 @@ ITERATION_ALGOS = frozenset({"morel"})  # offline algorithms that log per iterat
 def x_label(task: str, algos: set[str], metric: str) -> str:
     """What the logged step counts for a task's runs: environment samples for online tasks (PAL/MAL log at the
     samples taken so far), iterations for MOReL, else gradient steps (dynamics epochs for the model fit's curves)."""
+    if algos and algos <= STUDY_ALGOS:
+        return "Iteration i (model θ_i)"
     if get_task(task).online:
         return "Environment samples"
     if algos <= ITERATION_ALGOS:
@@ -131,6 +148,8 @@ def main(argv: list[str] | None = None) -> list[Path]:
             f"{why} would mix runs of different tasks into one figure: {', '.join(tasks)}; pick one with --task"
         )
 
+    if args.figures == "wmopo-states":
+        return [study_states_figure(run, out) for run in runs if run.algo in STUDY_ALGOS] or _no_study_runs()
     names = FIGURE_SETS[args.figures] if args.figures else dict.fromkeys(args.metric)
     if out.suffix.lower() == ".png" and len(names) > 1:
         raise UserError(
@@ -170,6 +189,40 @@ def plot_metric(runs: list, metric: str, name: str | None, args: argparse.Namesp
         written.append(path)
         print(path)
     return written
+
+
+def _no_study_runs() -> list[Path]:
+    raise UserError(
+        f"--figures wmopo-states draws WMOPO Pendulum study runs ({', '.join(sorted(STUDY_ALGOS))}); none among "
+        "the runs given"
+    )
+
+
+def study_states_figure(run: Run, out: Path) -> Path:
+    """WMOPO's Figure 1 for one study run: π's visited states in the real pendulum over the data, and the data
+    coloured by log10 of their weights for the first model (ERM) and the chosen one."""
+    import numpy as np
+
+    figures = run.path / "figures"
+    if not (figures / "real_states.npz").is_file():
+        raise UserError(f"{run.path} has no figures/real_states.npz: the study has not finished; resume it first")
+    first = np.load(figures / "iter0.npz")
+    scores = [float(np.load(path)["score"]) for path in sorted(figures.glob("iter*.npz"))]
+    best = int(np.argmax(scores))
+    picked = np.load(figures / f"iter{best}.npz")
+    real = np.load(figures / "real_states.npz")["states"]
+    data = first["data"][:, :2]
+    panels = [
+        ("π's states (real) over the data", data, None, real),
+        ("weights of θ_0 (ERM)", data, np.log10(np.maximum(first["weights"], 1e-12)), None),
+        (f"weights of θ_{best} (chosen)", data, np.log10(np.maximum(picked["weights"], 1e-12)), None),
+    ]
+    wall = 4.1 * np.pi
+    out.mkdir(parents=True, exist_ok=True) if out.suffix.lower() != ".png" else None
+    path = out if out.suffix.lower() == ".png" else out / f"{run.task}_{run.algo}_seed{run.seed}_states.png"
+    state_scatter_panels(path, panels, "θ", "θ̇", (-wall, wall), (-15.0, 15.0), f"{run.algo} seed {run.seed}")
+    print(path)
+    return path
 
 
 if __name__ == "__main__":

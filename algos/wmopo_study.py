@@ -84,6 +84,12 @@ def study_ratio() -> RatioFitConfig:
     )
 
 
+def policy_file(path: str) -> Path:
+    """A policy path as given if it exists or is absolute, else relative to the repository (the committed policy)."""
+    given = Path(path)
+    return given if given.is_absolute() or given.exists() else BEHAVIOUR_ROOT.parent / given
+
+
 @dataclass
 class PendulumStudyConfig(RunConfig):
     """Keys of the Pendulum study (docs/wmopo.md#the-pendulum-study); the registered names set `iterations` and
@@ -98,7 +104,7 @@ class PendulumStudyConfig(RunConfig):
     gamma: float = pendulum.GAMMA
     data_transitions: int = 1000
     data_seed: int = 0  # the data are one fixed set, as the original's committed np_obac.csv; seeds vary the fits
-    policy_path: str = str(BEHAVIOUR_ROOT / "custom_pendulum" / "expert.pt")
+    policy_path: str = "behaviour/custom_pendulum/expert.pt"  # relative paths: to the working dir, else the repo
     sim_samples: int = 1000  # occupancy samples per ratio fit
     refit_epochs: int = 10_000  # max epochs of each weighted refit (ERM: dynamics.max_epochs)
     refit_lr: float = 5e-4
@@ -123,7 +129,7 @@ class PendulumStudyConfig(RunConfig):
         "dynamics.loss": one_of("nll"),
         "policy_path": lambda value, cfg: (
             None
-            if Path(value).is_file()
+            if policy_file(value).is_file()
             else "an existing policy file (make one: python collect.py train --env custom_pendulum, then python "
             "collect.py policies --env custom_pendulum)"
         ),
@@ -324,7 +330,7 @@ class PendulumStudy:
         self.cfg, self.logger, self.run_dir = cfg, logger, Path(run_dir)
         self.checkpoint_path = self.run_dir / "checkpoints" / "checkpoint.pt"
         self.progress = False
-        actor, self.policy_info = load_behaviour_policy(cfg.policy_path, spec)
+        actor, self.policy_info = load_behaviour_policy(policy_file(cfg.policy_path), spec)
         self.actor = actor.requires_grad_(False)
         generator = torch.Generator().manual_seed(cfg.data_seed)
         self.obs, self.act, self.next_obs = pendulum.random_data(cfg.data_transitions, generator)
@@ -439,9 +445,11 @@ class PendulumStudy:
         cfg = self.cfg
         chosen = int(np.argmax(self.scores))
         self.model.load_state_dict(self.models[chosen])
-        real = pendulum.discounted_returns(
-            self.policy, pendulum.evaluation_reset(cfg.eval_episodes, cfg.real_eval_reset_std), pendulum.step, cfg.gamma
+        real_states = pendulum.rollout(
+            self.policy, pendulum.evaluation_reset(cfg.eval_episodes, cfg.real_eval_reset_std), pendulum.step
         )
+        real = pendulum.discounted_return_of(real_states, cfg.gamma)
+        np.savez(self.run_dir / "figures" / "real_states.npz", states=real_states.reshape(-1, 2).numpy())
         sim = self.model_returns()
         result = {
             "real_return": float(real.mean()),

@@ -86,18 +86,27 @@ def random_data(
     return torch.stack(states), torch.stack(actions), torch.stack(next_states)
 
 
+def rollout(policy, start_states: torch.Tensor, transition=step, steps: int = EPISODE_STEPS) -> torch.Tensor:
+    """The states [steps, B, 2] each step of `policy` (states [B, 2] -> torques [B, 1]) starts from, all episodes
+    side by side; `transition` is the real `step` or a model's (states, actions -> next states)."""
+    states, state = [], start_states
+    for _ in range(steps):
+        states.append(state)
+        state = transition(state, policy(state))
+    return torch.stack(states)
+
+
 def discounted_returns(
     policy, start_states: torch.Tensor, transition=step, gamma: float = GAMMA, steps: int = EPISODE_STEPS
 ) -> torch.Tensor:
-    """Σ_t γ^t r(s_t) of `policy` (states [B, 2] -> torques [B, 1]) from each start state over `steps` steps, all
-    episodes side by side; `transition` is the real `step` or a model's (states, actions -> next states)."""
-    state, total, discount = start_states, torch.zeros(len(start_states)), 1.0
-    for _ in range(steps):
-        action = policy(state)
-        total = total + discount * reward(state)
-        state = transition(state, action)
-        discount *= gamma
-    return total
+    """Σ_t γ^t r(s_t) of `policy` from each start state over `steps` steps (see `rollout`): [B]."""
+    return discounted_return_of(rollout(policy, start_states, transition, steps), gamma)
+
+
+def discounted_return_of(states: torch.Tensor, gamma: float = GAMMA) -> torch.Tensor:
+    """Σ_t γ^t r(s_t) of rolled-out states [T, B, 2]: [B]."""
+    discounts = gamma ** torch.arange(len(states), dtype=states.dtype)
+    return (reward(states) * discounts.unsqueeze(-1)).sum(0)
 
 
 GYM_ID = "CustomPendulum-v0"

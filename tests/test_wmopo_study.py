@@ -358,3 +358,18 @@ def test_a_study_run_is_not_a_policy_for_eval(study_runs: dict[str, Path]) -> No
 
     with pytest.raises(UserError, match="trains none"):
         load_run(study_runs["straight"])
+
+
+def test_plot_draws_the_study_figures(study_runs: dict[str, Path], tmp_path: Path) -> None:
+    """plot.py --figures wmopo-states: Figure 1 per run (visited states over the data, data coloured by weight);
+    --figures wmopo: the per-iteration curves over seeds, against the iteration."""
+    import plot
+
+    written = plot.main([str(study_runs["straight"]), "--figures", "wmopo-states", "--out", str(tmp_path)])
+    assert [path.name for path in written] == [f"{TASK}_wmopo-alg1_seed1_states.png"]
+    assert written[0].stat().st_size > 10_000
+    curves = plot.main([str(study_runs["straight"]), "--figures", "wmopo", "--out", str(tmp_path), "--smooth", "1"])
+    assert sorted(path.name for path in curves) == sorted(
+        f"{TASK}_{name}.png" for name in ("sim-return", "score", "weights-ess")
+    )
+    assert plot.x_label(TASK, {"wmopo-alg1"}, "study/score") == "Iteration i (model θ_i)"

@@ -158,3 +158,36 @@ def heatmaps(
     fig.suptitle(title)
     _save(fig, path)
     return low, high
+
+
+def state_scatter_panels(
+    path: str | Path,
+    panels: Sequence[tuple[str, np.ndarray, np.ndarray | None, np.ndarray | None]],
+    xlabel: str,
+    ylabel: str,
+    xlim: tuple[float, float],
+    ylim: tuple[float, float],
+    title: str,
+) -> None:
+    """Side-by-side scatter plots of 2-D states: each panel is (title, data [N, 2], colour values [N] or None,
+    overlay points [M, 2] or None). Coloured panels share one colour scale and bar (WMOPO's Figure 1: the visited
+    states over the data, and the data coloured by log10 of their learned weights)."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
+    coloured = [values for _, _, values, _ in panels if values is not None]
+    low = min(float(v.min()) for v in coloured) if coloured else 0.0
+    high = max(float(v.max()) for v in coloured) if coloured else 1.0
+    mappable = None
+    for ax, (name, points, values, overlay) in zip(axes[0], panels):
+        if values is None:
+            ax.scatter(points[:, 0], points[:, 1], s=6, c="0.6", label="data")
+        else:
+            mappable = ax.scatter(points[:, 0], points[:, 1], s=6, c=values, cmap="jet", vmin=low, vmax=high)
+        if overlay is not None:
+            ax.scatter(overlay[:, 0], overlay[:, 1], s=3, marker="x", c="tab:red", alpha=0.4, label="visited")
+            ax.legend(loc="upper right", fontsize=7)
+        ax.set(xlim=xlim, ylim=ylim, xlabel=xlabel, ylabel=ylabel, title=name)
+        ax.title.set_fontsize(9)
+    if mappable is not None:
+        fig.colorbar(mappable, ax=list(axes[0]), shrink=0.85, label="log10 weight")
+    fig.suptitle(title, fontsize=10)
+    _save(fig, path)
