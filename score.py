@@ -4,6 +4,7 @@ python score.py log/                                   # D4RL normalized scores,
 python score.py "log/*-medium-v2/*/seed*" --last 10    # mean of each seed's last 10 evaluations
 python score.py log/ --raw --out results/returns.md    # raw returns instead of normalized scores
 python score.py log/ --group-by penalty_coef            # one column per algo and penalty_coef
+python score.py log/CustomPendulum-v0 --metric result/evaluation_error   # any logged scalar, last value per seed
 
 Never the maximum over training. Cells read `72.3 ± 4.1 (3)`: mean ± std (numpy's, ddof=0) over seeds, and the seed
 count. Runs are grouped as plot.py groups them: by task, algorithm and the config keys whose values differ between
@@ -45,6 +46,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("runs", nargs="+", metavar="RUN", help="run directories, roots to search, or globs of either")
     parser.add_argument("--last", type=int, default=1, metavar="K", help="mean of each seed's last K evaluations")
     parser.add_argument("--raw", action="store_true", help="raw returns (return_mean) instead of normalized scores")
+    parser.add_argument(
+        "--metric", help="any progress.csv column or TensorBoard scalar tag instead (e.g. result/evaluation_error)"
+    )
     add_selection_arguments(parser)
     parser.add_argument("--out", default="plots/scores.md", help="Markdown file; the CSV goes beside it")
     return parser.parse_args(argv)
@@ -60,7 +64,9 @@ def main(argv: list[str] | None = None) -> list[Score]:
     runs = filter_runs(find_runs(args.runs), args.task, args.algo)
     resolve_keys(args.group_by or [], runs, "--group-by")  # a misspelt key fails before any file is read
     resolve_keys(args.ignore, runs, "--ignore")
-    metric = RAW_METRIC if args.raw else DEFAULT_METRIC
+    if args.metric and args.raw:
+        raise UserError("--raw and --metric both pick the metric; pass one of them")
+    metric = args.metric or (RAW_METRIC if args.raw else DEFAULT_METRIC)
     series, skipped = metric_series(runs, metric)
     if skipped:
         print(f"note: {len(skipped)} runs have no evaluation yet, left out: {describe(skipped)}", file=sys.stderr)
@@ -76,7 +82,7 @@ def main(argv: list[str] | None = None) -> list[Score]:
     if mixed:
         print(f"note: each column averages runs that differ in {', '.join(mixed)} (not grouped on)", file=sys.stderr)
     scores = final_scores(series, args.last, groups)
-    what = "Return" if args.raw else "D4RL normalized score"
+    what = args.metric or ("Return" if args.raw else "D4RL normalized score")
     last = "last evaluation" if args.last == 1 else f"mean over its last {args.last} evaluations"
     table = markdown_table(scores, f"{what}: mean ± std over seeds (seed count) of each seed's {last}.")
     csv_text = scores_csv(scores, metric, args.last)

@@ -373,3 +373,16 @@ def test_plot_draws_the_study_figures(study_runs: dict[str, Path], tmp_path: Pat
         f"{TASK}_{name}.png" for name in ("sim-return", "score", "weights-ess")
     )
     assert plot.x_label(TASK, {"wmopo-alg1"}, "study/score") == "Iteration i (model θ_i)"
+
+
+def test_score_tables_any_logged_metric(study_runs: dict[str, Path], tmp_path: Path) -> None:
+    """score.py --metric result/evaluation_error reads the study's result per seed; --raw with --metric is refused."""
+    import score
+
+    (table,) = score.main(
+        [str(study_runs["straight"]), "--metric", "result/evaluation_error", "--out", str(tmp_path / "s.md")]
+    )
+    expected = _state(study_runs["straight"])["result"]["evaluation_error"]
+    assert table.algo == "wmopo-alg1" and table.values == pytest.approx((expected,), rel=1e-6)
+    with pytest.raises(UserError, match="pass one of them"):
+        score.main([str(study_runs["straight"]), "--metric", "x", "--raw", "--out", str(tmp_path / "t.md")])
