@@ -56,8 +56,20 @@ class DynamicsConfig:
     # (the WMOPO Pendulum study: 21); null runs exactly max_epochs.
     train_loss_patience: int | None = None
     improvement_threshold: float = 0.01
+    # Epochs without improvement count only after this epoch (WMOPO: 6, its counter starts after epoch index 5).
+    patience_after_epoch: int = 0
+    # What the holdout measures per member: "mse" of the mean (MBPO/OfflineRL-Kit) or the (weighted) Gaussian NLL,
+    # mean over outputs (WMOPO); with "nll" any lower loss counts as an improvement (NLLs can be negative).
+    holdout_metric: str = "mse"
+    # "best": each member's weights from its best holdout epoch, elites by best holdout loss (MBPO); "last": the last
+    # epoch's weights, elites by the last epoch's holdout loss (WMOPO).
+    keep_weights: str = "best"
     bootstrap: bool = True
     bootstrap_every_epoch: bool = False  # fresh bootstrap rows every epoch (PMDB/MAGO) instead of once per fit
+    shared_batches: bool = False  # without bootstrap: every member sees the same minibatches (WMOPO), not its own order
+    # The ensemble's loss over members: "sum" of the members' losses (MBPO/OfflineRL-Kit) or their "mean" (WMOPO),
+    # which scales the likelihood against the decay and log-variance-bound terms.
+    member_loss: str = "sum"
     # "nll": Gaussian NLL with learned variance (MOPO, MICRO); "mse": deterministic mean regression (PAL/MAL);
     # "beta_nll": the full Gaussian NLL per element weighted by stopgrad(σ)^(2·nll_beta) / its batch mean (MAGO).
     loss: str = "nll"
@@ -192,6 +204,15 @@ class LearnedModelConfig(OfflineConfig):
 class ModelBasedConfig(LearnedModelConfig):
     """Keys of the offline model-based (MBPO-style) family: SAC on real data plus short branched model rollouts."""
 
+    # "branch": every rollout_freq steps, rollout_batch_size rollouts of rollout_length steps branch from dataset
+    # states (MBPO/MOPO). "episodes": rollout_batch_size model episodes run on from the dataset's episode starts, each
+    # rollout advancing them by rollout_length steps; an episode ends at termination or after model_episode_length
+    # steps (a time limit, not a termination) and starts again (WMOPO's M-step: one episode, a step per update).
+    rollout_mode: str = "branch"
+    model_episode_length: int = 1000
+    rollout_random_steps: int = 0  # "episodes": model steps taken with uniform random actions first
+    update_after: int = 0  # "episodes": model steps before the first update
+    model_buffer_size: int | None = None  # None: rollout_batch_size x rollout_length x model_retain_epochs
     rollout_length: int = 1
     rollout_batch_size: int = 50_000
     rollout_freq: int = 1000
@@ -780,6 +801,10 @@ _RULES: dict[str, Rule] = {
     "dynamics.variance_bounds": one_of("logvar", "logstd"),
     "dynamics.optimizer": one_of("adam", "adamw", "adam_l2"),
     "dynamics.variance_model": one_of("network", "state_independent"),
+    "dynamics.holdout_metric": one_of("mse", "nll"),
+    "dynamics.keep_weights": one_of("best", "last"),
+    "dynamics.member_loss": one_of("sum", "mean"),
+    "dynamics.patience_after_epoch": lambda value, cfg: None if value >= 0 else ">= 0",
     "dynamics.param_weight_decay": lambda value, cfg: None if value >= 0 else ">= 0",
     "dynamics.train_loss_patience": lambda value, cfg: None if value is None or value > 0 else "> 0 (or null)",
     "dynamics.nll_beta": lambda value, cfg: None if 0 <= value <= 1 else "between 0 and 1",
@@ -832,6 +857,11 @@ _RULES: dict[str, Rule] = {
     **dict.fromkeys(("npg.cg_damping", "npg.baseline_weight_decay"), non_negative),
     "npg.min_log_std": lambda value, cfg: None if value < cfg.npg.max_log_std else "< npg.max_log_std",
     "real_ratio": between(0, 1),
+    "rollout_mode": one_of("branch", "episodes"),
+    "model_episode_length": positive,
+    "rollout_random_steps": lambda value, cfg: None if value >= 0 else ">= 0",
+    "update_after": lambda value, cfg: None if value >= 0 else ">= 0",
+    "model_buffer_size": positive_or_none,
     "buffer_frac": between(0, 1),
     "start_state": one_of("init", "buffer"),
     "reward_fn": one_of("env", "mjrl", "learned"),

@@ -21,7 +21,7 @@ from typing import Any, cast
 import numpy as np
 import torch
 
-from algos import ALGORITHMS, build_algorithm
+from algos import ALGORITHMS, STUDIES, build_algorithm
 from algos.game import ModelBasedNPG
 from algos.npg_trainer import NPGTrainer
 from algos.trainer import OfflineTrainer, read_checkpoint
@@ -59,7 +59,7 @@ FIT_PROGRESS = "dynamics_fit.pt"  # an interrupted dynamics fit's state, in the 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", help="task name, e.g. hopper-medium-v2 (see --list-tasks)")
-    parser.add_argument("--algo", help=f"algorithm: {', '.join(sorted(ALGORITHMS))}")
+    parser.add_argument("--algo", help=f"algorithm: {', '.join(sorted([*ALGORITHMS, *STUDIES]))}")
     parser.add_argument("--seed", type=int, help="random seed (default 0)")
     parser.add_argument("--seeds", type=int, nargs="+", help="several seeds, each its own run (in parallel processes)")
     parser.add_argument("--workers", type=int, help="with --seeds: concurrent runs (default: the number of cores)")

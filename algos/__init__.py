@@ -16,7 +16,7 @@ from algos.mopo import MOPO
 from algos.morel import MOReL
 from algos.sac import SAC
 from algos.trainer import read_checkpoint
-from algos.wmopo_study import PendulumStudyConfig
+from algos.wmopo_study import PendulumStudy, PendulumStudyConfig
 from config import RunConfig, load_run_config
 from envs.datasets import OfflineDataset
 from envs.tasks import get_task
@@ -33,6 +33,12 @@ ALGORITHMS: dict[str, type[Algorithm]] = {
     "morel": MOReL,
     "mago": MAGO,
 }
+
+# Runs that train no policy: the WMOPO Pendulum study's methods fit and score models of the pendulum (train.py runs
+# them; eval.py has nothing to evaluate).
+STUDIES: dict[str, type[PendulumStudy]] = dict.fromkeys(
+    ("wmopo-erm", "wmopo-alg2", "wmopo-alg1", "wmopo-alg1-detached"), PendulumStudy
+)
 
 
 def build_algorithm(
@@ -94,6 +100,7 @@ __all__ = [
     "SAC",
     "Algorithm",
     "ModelBasedNPG",
+    "STUDIES",
     "build_algorithm",
     "load_run",
 ]

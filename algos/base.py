@@ -55,7 +55,8 @@ class ModelBasedAlgorithm(Algorithm, Protocol):
     penalty_type: str | None  # the model uncertainty `model_reward` needs from each rollout step, if any
 
     def model_reward(self, reward: torch.Tensor, info: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Reward stored for a model transition."""
+        """Reward stored for a model transition; `info` holds the model's extras (e.g. "uncertainty") and the
+        transition itself ("obs", "act", "next_obs")."""
         ...
 
 

@@ -3,6 +3,9 @@
 Per epoch: `steps_per_epoch` updates on mixed real/model batches, with model rollouts every `rollout_freq` steps;
 then evaluation every `eval_every` epochs and an atomic checkpoint every `save_every` epochs. Without a dynamics
 model (model-free baselines) batches come from the dataset alone.
+
+Rollouts either branch short paths from dataset states (`rollout_mode: branch`, MBPO/MOPO) or run whole model
+episodes on from the dataset's episode starts, a few steps per rollout (`rollout_mode: episodes`, WMOPO's M-step).
 """
 
 from __future__ import annotations
@@ -36,19 +39,30 @@ class OfflineTrainer:
         run_dir: str | Path,
         dynamics: EnsembleDynamics | None = None,
         progress: bool = True,
+        start_states: torch.Tensor | None = None,
     ) -> None:
         self.cfg, self.algo, self.real_buffer, self.evaluator, self.logger = cfg, algo, real_buffer, evaluator, logger
         self.run_dir, self.dynamics, self.progress = Path(run_dir), dynamics, progress
         self.checkpoint_path = self.run_dir / "checkpoints" / "checkpoint.pt"
         self.fake_buffer: ReplayBuffer | None = None
+        self.episodes = dynamics is not None and getattr(cfg, "rollout_mode", "branch") == "episodes"
+        if self.episodes and (start_states is None or len(start_states) == 0):
+            raise UserError("rollout_mode=episodes needs episode start states; the dataset marks no episode starts")
+        self.start_states = start_states
         if dynamics is not None:
-            capacity = cfg.rollout_batch_size * cfg.rollout_length * cfg.model_retain_epochs
+            capacity = cfg.model_buffer_size or cfg.rollout_batch_size * cfg.rollout_length * cfg.model_retain_epochs
             obs_dim, act_dim = real_buffer.storage.obs.shape[1], real_buffer.storage.act.shape[1]
             self.fake_buffer = ReplayBuffer(capacity, obs_dim, act_dim, real_buffer.device)
         self.epoch = 0  # epochs completed
         self.global_step = 0
         self.wall_time = 0.0  # training seconds, summed over resumed segments
         self.last_eval: dict[str, float] | None = None
+        # rollout_mode=episodes: the running model episodes, and the model steps taken since `reset_episodes`
+        self.episode_obs: torch.Tensor | None = None
+        self.episode_steps: torch.Tensor | None = None
+        self.episode_returns: torch.Tensor | None = None
+        self.model_steps = 0
+        self.episode_stats: dict[str, float] = {}
 
     # ------------------------------------------------------------------------------------------------ rollouts
     @torch.no_grad()
@@ -62,7 +76,7 @@ class OfflineTrainer:
         for _ in range(cfg.rollout_length):
             act = algo.act(obs, deterministic=False)
             next_obs, raw_reward, done, info = dynamics.step(obs, act, algo.penalty_type)
-            reward = algo.model_reward(raw_reward, info)
+            reward = algo.model_reward(raw_reward, {**info, "obs": obs, "act": act, "next_obs": next_obs})
             fake.add(Batch(obs, act, reward, next_obs, done.float()))
             transitions += len(obs)
             reward_sum += float(reward.sum())
@@ -83,10 +97,83 @@ class OfflineTrainer:
             "rollout_info/steps": steps_taken,
         }
 
+    def _starts(self, num: int) -> torch.Tensor:
+        assert self.start_states is not None
+        return self.start_states[torch.randint(len(self.start_states), (num,), device=self.start_states.device)]
+
+    def reset_episodes(self) -> None:
+        """Start every model episode afresh and count model steps from 0 (random actions and the update delay
+        apply again)."""
+        num = self.cfg.rollout_batch_size
+        self.episode_obs = self._starts(num)
+        self.episode_steps = torch.zeros(num, dtype=torch.long, device=self.episode_obs.device)
+        self.episode_returns = torch.zeros(num, device=self.episode_obs.device)
+        self.model_steps = 0
+        self.episode_stats = {}
+
+    @torch.no_grad()
+    def rollout_episodes(self) -> None:
+        """Advance the running model episodes by `rollout_length` steps (uniform random actions for the first
+        `rollout_random_steps` model steps); store every transition. An episode ends at termination, at a non-finite
+        prediction (stored as a terminal transition that stays in place) or after `model_episode_length` steps (a
+        time limit: stored as not terminal), and starts again from a dataset episode start."""
+        cfg, dynamics, fake = self.cfg, self.dynamics, self.fake_buffer
+        assert dynamics is not None and fake is not None
+        algo = cast(ModelBasedAlgorithm, self.algo)
+        if self.episode_obs is None:
+            self.reset_episodes()
+        assert self.episode_obs is not None and self.episode_steps is not None and self.episode_returns is not None
+        stats = self.episode_stats
+        for _ in range(cfg.rollout_length):
+            obs = self.episode_obs
+            if self.model_steps < cfg.rollout_random_steps:
+                act = torch.rand(obs.shape[0], self.real_buffer.storage.act.shape[1], device=obs.device) * 2 - 1
+            else:
+                act = algo.act(obs, deterministic=False)
+            next_obs, raw_reward, done, info = dynamics.step(obs, act, algo.penalty_type)
+            broken = ~torch.isfinite(next_obs).all(-1)
+            next_obs = torch.where(broken.unsqueeze(-1), obs, next_obs)
+            done = done | broken
+            reward = algo.model_reward(raw_reward, {**info, "obs": obs, "act": act, "next_obs": next_obs})
+            fake.add(Batch(obs, act, reward, next_obs, done.float()))
+            self.model_steps += len(obs)
+            self.episode_steps += 1
+            self.episode_returns += reward
+            ended = done | (self.episode_steps >= cfg.model_episode_length)
+            stats["reward_sum"] = stats.get("reward_sum", 0.0) + float(reward.sum())
+            stats["raw_reward_sum"] = stats.get("raw_reward_sum", 0.0) + float(raw_reward.sum())
+            stats["transitions"] = stats.get("transitions", 0.0) + len(obs)
+            if bool(ended.any()):
+                stats["episodes"] = stats.get("episodes", 0.0) + float(ended.sum())
+                stats["return_sum"] = stats.get("return_sum", 0.0) + float(self.episode_returns[ended].sum())
+                stats["length_sum"] = stats.get("length_sum", 0.0) + float(self.episode_steps[ended].sum())
+                next_obs = next_obs.clone()
+                next_obs[ended] = self._starts(int(ended.sum()))
+                self.episode_steps[ended] = 0
+                self.episode_returns[ended] = 0.0
+            self.episode_obs = next_obs
+
+    def _episode_metrics(self) -> dict[str, float]:
+        """The epoch's model-episode statistics (then cleared): mean stored and raw model reward, and the return and
+        length of the episodes that ended."""
+        stats, self.episode_stats = self.episode_stats, {}
+        if not stats:
+            return {}
+        metrics = {
+            "rollout_info/reward_mean": stats["reward_sum"] / stats["transitions"],
+            "rollout_info/raw_reward_mean": stats["raw_reward_sum"] / stats["transitions"],
+            "rollout_info/episodes_ended": stats.get("episodes", 0.0),
+        }
+        if stats.get("episodes"):
+            metrics["rollout_info/episode_return"] = stats["return_sum"] / stats["episodes"]
+            metrics["rollout_info/episode_length"] = stats["length_sum"] / stats["episodes"]
+        return metrics
+
     # ------------------------------------------------------------------------------------------------ training
-    def train(self) -> dict[str, float] | None:
-        """Run the remaining epochs; returns the last evaluation."""
+    def train(self, until_epoch: int | None = None) -> dict[str, float] | None:
+        """Run the remaining epochs (up to `until_epoch`, default all); returns the last evaluation."""
         cfg = self.cfg
+        final_epoch = cfg.epochs if until_epoch is None else until_epoch
         bar = tqdm(
             total=cfg.epochs * cfg.steps_per_epoch,
             initial=self.global_step,
@@ -96,23 +183,29 @@ class OfflineTrainer:
             dynamic_ncols=True,
             smoothing=0.05,
         )
-        while self.epoch < cfg.epochs:
+        while self.epoch < final_epoch:
             started = time.perf_counter()
             epoch_metrics: dict[str, list[torch.Tensor]] = {}
             for _ in range(cfg.steps_per_epoch):
                 if self.dynamics is not None and self.global_step % cfg.rollout_freq == 0:
-                    self.logger.scalars(self.rollout(), self.global_step)
-                batch, num_real = sample_mixed(
-                    self.real_buffer, self.fake_buffer, cfg.batch_size, getattr(cfg, "real_ratio", 1)
-                )
-                for key, value in self.algo.update(batch, num_real).items():
-                    epoch_metrics.setdefault(key, []).append(value)
+                    if self.episodes:
+                        self.rollout_episodes()
+                    else:
+                        self.logger.scalars(self.rollout(), self.global_step)
+                if not self.episodes or self.model_steps > cfg.update_after:
+                    batch, num_real = sample_mixed(
+                        self.real_buffer, self.fake_buffer, cfg.batch_size, getattr(cfg, "real_ratio", 1)
+                    )
+                    for key, value in self.algo.update(batch, num_real).items():
+                        epoch_metrics.setdefault(key, []).append(value)
                 self.global_step += 1
                 bar.update()
             self.algo.end_epoch()
             self.epoch += 1
             self.logger.scalars({k: float(torch.stack(v).mean()) for k, v in epoch_metrics.items()}, self.global_step)
-            if self.epoch % cfg.eval_every == 0 or self.epoch == cfg.epochs:
+            if self.episodes:
+                self.logger.scalars(self._episode_metrics(), self.global_step)
+            if self.epoch % cfg.eval_every == 0 or self.epoch == final_epoch:
                 self.last_eval = self.evaluator.evaluate(self.algo.act)
                 monitor = getattr(self.algo, "monitor_evaluation", None)  # an algorithm's own evaluation extras
                 if monitor is not None:
@@ -123,7 +216,7 @@ class OfflineTrainer:
                 self.logger.evaluation(self.epoch, self.global_step, self.last_eval, self.wall_time)
                 bar.set_postfix(score=f"{self.last_eval['normalized_mean']:.1f}")
             self.wall_time += time.perf_counter() - started
-            if self.epoch % cfg.save_every == 0 or self.epoch == cfg.epochs:
+            if self.epoch % cfg.save_every == 0 or self.epoch == final_epoch:
                 self.save_checkpoint()
         bar.close()
         return self.last_eval
@@ -142,9 +235,19 @@ class OfflineTrainer:
             "last_eval": self.last_eval,
             "algo_state": self.algo.training_state(),
             "fake_buffer": None if self.fake_buffer is None else self.fake_buffer.state_dict(),
+            "episodes": self.episode_state() if self.episodes else None,
             "rng": capture_rng_state(),
         }
         atomic_torch_save(state, self.checkpoint_path)
+
+    def episode_state(self) -> dict[str, Any]:
+        return {
+            "obs": self.episode_obs,
+            "steps": self.episode_steps,
+            "returns": self.episode_returns,
+            "model_steps": self.model_steps,
+            "stats": dict(self.episode_stats),
+        }
 
     def load_state(self, state: dict[str, Any], source: str | Path = "checkpoint") -> None:
         """Restore what `save_checkpoint` wrote (see `read_checkpoint`), RNG states last so training continues
@@ -157,6 +260,11 @@ class OfflineTrainer:
         self.algo.load_training_state(state["algo_state"])
         if self.fake_buffer is not None and state["fake_buffer"] is not None:
             self.fake_buffer.load_state_dict(state["fake_buffer"])
+        if self.episodes and state.get("episodes") is not None:
+            episodes = state["episodes"]
+            self.episode_obs, self.episode_steps = episodes["obs"], episodes["steps"]
+            self.episode_returns, self.model_steps = episodes["returns"], episodes["model_steps"]
+            self.episode_stats = dict(episodes["stats"])
         self.epoch, self.global_step = state["epoch"], state["global_step"]
         self.wall_time, self.last_eval = state["wall_time"], state["last_eval"]
         restore_rng_state(state["rng"])

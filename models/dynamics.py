@@ -236,7 +236,8 @@ class EnsembleDynamics(nn.Module):
         per_sample = self._sample_losses(x, y)
         if weights is not None:
             per_sample = per_sample * weights
-        loss = per_sample.mean(-1).sum()
+        per_member = per_sample.mean(-1)
+        loss = per_member.mean() if self.cfg.member_loss == "mean" else per_member.sum()
         if include_decay:
             loss = loss + self._decay_loss()
         if self.variance_head:
@@ -266,6 +267,15 @@ class EnsembleDynamics(nn.Module):
         """Validation metric per member: MSE of the mean only, over all output dims. x is standardised."""
         mean, _ = self._forward_normalized(x)
         return (mean - y).square().mean(dim=(1, 2))
+
+    @torch.no_grad()
+    def holdout_loss(self, x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+        """The holdout metric per member [E] (`holdout_metric`): the mean's MSE, or the training likelihood term
+        (weighted by `weights` [B] if given, as WMOPO validates its weighted fit)."""
+        if self.cfg.holdout_metric == "mse":
+            return self.holdout_mse(x, y)
+        per_sample = self._sample_losses(x, y)
+        return (per_sample if weights is None else per_sample * weights).mean(-1)
 
     # ------------------------------------------------------------------------------------------------ fitting
     def fit(
@@ -327,7 +337,10 @@ class EnsembleDynamics(nn.Module):
         x_train, y_train = self.input_scaler(inputs[train_idx]), targets[train_idx]
         x_holdout, y_holdout = self.input_scaler(inputs[holdout_idx]), targets[holdout_idx]
         w_train = None if weights is None else weights.to(device).reshape(-1)[train_idx]
+        w_holdout = None if weights is None else weights.to(device).reshape(-1)[holdout_idx]
         num_train, members = x_train.shape[0], cfg.num_ensemble
+
+        shared = cfg.shared_batches and not cfg.bootstrap
 
         def draw_rows() -> torch.Tensor:
             if cfg.bootstrap:
@@ -377,11 +390,14 @@ class EnsembleDynamics(nn.Module):
             epoch += 1
             if fresh_rows_each_epoch:
                 member_rows = draw_rows()  # i.i.d. rows: already in random order
+            elif shared:  # one order for all members
+                member_rows = torch.randperm(num_train, device=device).expand(members, num_train)
             else:
                 member_rows = member_rows.gather(1, torch.rand(members, num_train, device=device).argsort(1))
             train_loss_sum = torch.zeros((), device=device)
             num_batches = 0
             for rows in member_rows.split(cfg.batch_size, dim=1):
+                rows = rows[0] if shared else rows  # shared rows: one [B, ·] batch broadcast to every member
                 batch_weights = None if w_train is None else w_train[rows]
                 loss = self.training_loss(x_train[rows], y_train[rows], batch_weights, include_decay=False)
                 if extra_loss is not None:
@@ -406,14 +422,18 @@ class EnsembleDynamics(nn.Module):
                 bar.update()
                 bar.set_postfix(loss=f"{metrics['dynamics/train_loss']:.4f}")
             else:
-                holdout = self.holdout_mse(x_holdout, y_holdout)
-                # Relative improvement > 1 % per member (MBPO/MOPO); the first epoch always counts.
-                improved = best_losses.isinf() | ((best_losses - holdout) / best_losses > cfg.improvement_threshold)
+                holdout = self.holdout_loss(x_holdout, y_holdout, w_holdout)
+                last_holdout = holdout
+                if cfg.holdout_metric == "nll":  # any lower loss counts (WMOPO)
+                    improved = holdout < best_losses
+                else:  # relative improvement > 1 % per member (MBPO/MOPO); the first epoch always counts
+                    improved = best_losses.isinf() | ((best_losses - holdout) / best_losses > cfg.improvement_threshold)
                 if bool(improved.any()):
-                    self._snapshot(best_state, improved)
+                    if cfg.keep_weights == "best":
+                        self._snapshot(best_state, improved)
                     best_losses = torch.where(improved, holdout, best_losses)
                     epochs_since_update = 0
-                else:
+                elif epoch > cfg.patience_after_epoch:
                     epochs_since_update += 1
                 metrics = {
                     "dynamics/train_loss": float(train_loss_sum) / num_batches,
@@ -432,9 +452,12 @@ class EnsembleDynamics(nn.Module):
         if num_holdout == 0:
             self.elites.copy_(torch.arange(cfg.num_elites, device=device))
             return {**metrics, "dynamics/epochs": epoch, "dynamics/elite_holdout_loss": float("nan")}
-        self.net.load_state_dict(best_state)
-        self.holdout_losses.copy_(best_losses)
-        self.elites.copy_(best_losses.argsort()[: cfg.num_elites])
+        if cfg.keep_weights == "best":
+            self.net.load_state_dict(best_state)
+            self.holdout_losses.copy_(best_losses)
+        else:  # the last epoch's weights, judged by the last epoch's holdout losses
+            self.holdout_losses.copy_(last_holdout)
+        self.elites.copy_(self.holdout_losses.argsort()[: cfg.num_elites])
         metrics.update(
             {"dynamics/epochs": epoch, "dynamics/elite_holdout_loss": float(best_losses[self.elites].mean())}
         )

@@ -6,7 +6,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from algos import ALGORITHMS
+from algos import ALGORITHMS, STUDIES
 from config import CONFIG_CLASSES, config_classes, load_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,9 +30,15 @@ def test_envs_import_no_algorithm() -> None:
 
 def test_every_algorithm_has_its_config_class_in_its_own_module() -> None:
     classes = config_classes()
-    assert set(classes) == set(ALGORITHMS)
-    for name, algo_class in ALGORITHMS.items():
+    assert set(classes) == set(ALGORITHMS) | set(STUDIES)
+    for name, algo_class in {**ALGORITHMS, **STUDIES}.items():
         assert classes[name].__module__ == algo_class.__module__, name
+
+
+def test_plot_knows_every_study() -> None:
+    import plot
+
+    assert set(STUDIES) == plot.STUDY_ALGOS
 
 
 def test_config_py_defines_no_algorithm_config() -> None:

@@ -22,7 +22,8 @@ def test_registry_covers_d4rl_mujoco_and_generated_tasks() -> None:
         assert f"{family}-full-replay-v0" not in names  # D4RL has no v0 full-replay
     assert {f"pendulum-{level}-gen" for level in ("random", "medium", "expert")} <= names
     assert {"Hopper-v4", "Walker2d-v4", "HalfCheetah-v4"} <= names  # online tasks (PAL/MAL), named by gym id
-    assert len(names) == 3 * (5 + 6 + 6) + 4 * 5 + 3
+    assert "CustomPendulum-v0" in names  # the WMOPO Pendulum study's env
+    assert len(names) == 3 * (5 + 6 + 6) + 5 * 5 + 4
 
 
 def test_d4rl_files_and_urls() -> None:
