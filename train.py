@@ -176,7 +176,7 @@ def prepare_dynamics(
     progress_file.unlink(missing_ok=True)
     holdout = metrics["dynamics/elite_holdout_loss"]
     quality = (  # a fit without holdout (fixed epochs) has no holdout error to report
-        f"elite holdout MSE {holdout:.4f}"
+        f"elite holdout {'MSE' if cfg.dynamics.holdout_metric == 'mse' else 'NLL'} {holdout:.4f}"
         if np.isfinite(holdout)
         else f"last loss {metrics['dynamics/train_loss']:.4f}"
     )
@@ -264,7 +264,10 @@ def main(argv: list[str] | None = None) -> dict[str, float] | None:
                     return None
             algo = build_algorithm(cfg, spec.obs_dim, spec.act_dim, device, dynamics, dataset)
             rollouts = dynamics if isinstance(cfg, ModelBasedConfig) else None  # MAGO plays its own game instead
-            trainer = OfflineTrainer(cfg, algo, real_buffer, evaluator, logger, run_dir, rollouts, progress)
+            episodes = rollouts is not None and cfg.rollout_mode == "episodes"
+            starts = episode_starts(dataset, device) if episodes else None
+            trainer_class = getattr(algo, "trainer_class", OfflineTrainer)  # WMOPO wraps its EM schedule around it
+            trainer = trainer_class(cfg, algo, real_buffer, evaluator, logger, run_dir, rollouts, progress, starts)
         trainer.progress = progress
         if checkpoint is not None:
             trainer.load_state(checkpoint, source=run_dir)
@@ -311,6 +314,11 @@ def run_study(
     return result
 
 
+def episode_starts(dataset: OfflineDataset, device: torch.device) -> torch.Tensor:
+    """The first state of every dataset episode (model episodes start there)."""
+    return torch.as_tensor(dataset.observations[np.asarray(dataset.episode_starts, dtype=bool)], device=device)
+
+
 def npg_trainer(
     cfg: ModelBasedNPGConfig,
     spec: TaskSpec,
@@ -325,8 +333,7 @@ def npg_trainer(
     if dataset is None:
         return NPGTrainer(cfg, algo, spec, evaluator, logger, run_dir, device)
     data = ReplayBuffer.from_dataset(dataset, device).storage
-    starts = torch.as_tensor(dataset.observations[np.asarray(dataset.episode_starts, dtype=bool)], device=device)
-    return NPGTrainer(cfg, algo, spec, evaluator, logger, run_dir, device, data, starts)
+    return NPGTrainer(cfg, algo, spec, evaluator, logger, run_dir, device, data, episode_starts(dataset, device))
 
 
 LAST_K = 5  # evaluations averaged in the final line next to the last one; one evaluation can catch a bad episode

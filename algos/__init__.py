@@ -16,6 +16,7 @@ from algos.mopo import MOPO
 from algos.morel import MOReL
 from algos.sac import SAC
 from algos.trainer import read_checkpoint
+from algos.wmopo import WMOPO
 from algos.wmopo_study import PendulumStudy, PendulumStudyConfig
 from config import RunConfig, load_run_config
 from envs.datasets import OfflineDataset
@@ -32,6 +33,7 @@ ALGORITHMS: dict[str, type[Algorithm]] = {
     "mal": ModelBasedNPG,
     "morel": MOReL,
     "mago": MAGO,
+    "wmopo": WMOPO,
 }
 
 # Runs that train no policy: the WMOPO Pendulum study's methods fit and score models of the pendulum (train.py runs
@@ -98,6 +100,7 @@ __all__ = [
     "MOPO",
     "MOReL",
     "SAC",
+    "WMOPO",
     "Algorithm",
     "ModelBasedNPG",
     "STUDIES",

@@ -62,6 +62,7 @@ class OfflineTrainer:
         self.episode_steps: torch.Tensor | None = None
         self.episode_returns: torch.Tensor | None = None
         self.model_steps = 0
+        self.random_steps = getattr(cfg, "rollout_random_steps", 0)
         self.episode_stats: dict[str, float] = {}
 
     # ------------------------------------------------------------------------------------------------ rollouts
@@ -102,8 +103,8 @@ class OfflineTrainer:
         return self.start_states[torch.randint(len(self.start_states), (num,), device=self.start_states.device)]
 
     def reset_episodes(self) -> None:
-        """Start every model episode afresh and count model steps from 0 (random actions and the update delay
-        apply again)."""
+        """Start every model episode afresh and count model steps from 0 (the update delay applies again; random
+        actions for the first `random_steps`)."""
         num = self.cfg.rollout_batch_size
         self.episode_obs = self._starts(num)
         self.episode_steps = torch.zeros(num, dtype=torch.long, device=self.episode_obs.device)
@@ -126,7 +127,7 @@ class OfflineTrainer:
         stats = self.episode_stats
         for _ in range(cfg.rollout_length):
             obs = self.episode_obs
-            if self.model_steps < cfg.rollout_random_steps:
+            if self.model_steps < self.random_steps:
                 act = torch.rand(obs.shape[0], self.real_buffer.storage.act.shape[1], device=obs.device) * 2 - 1
             else:
                 act = algo.act(obs, deterministic=False)
@@ -236,9 +237,14 @@ class OfflineTrainer:
             "algo_state": self.algo.training_state(),
             "fake_buffer": None if self.fake_buffer is None else self.fake_buffer.state_dict(),
             "episodes": self.episode_state() if self.episodes else None,
+            "extra": self.extra_state(),
             "rng": capture_rng_state(),
         }
         atomic_torch_save(state, self.checkpoint_path)
+
+    def extra_state(self) -> dict[str, Any] | None:
+        """What a subclass adds to the checkpoint (read back in its `load_state`)."""
+        return None
 
     def episode_state(self) -> dict[str, Any]:
         return {

@@ -20,6 +20,7 @@ from typing import Any
 import gymnasium as gym
 import mujoco
 import numpy as np
+import torch
 
 from envs import custom_pendulum  # noqa: F401  (registers CustomPendulum-v0 with gymnasium)
 from envs.task_files import import_env_module, is_task_file, load_task_file_spec, task_files_on_path
@@ -340,3 +341,14 @@ def register_task_path() -> None:
     named like built-in ones (`--task my-task`), listed, and found again by child processes."""
     for path in task_files_on_path():
         load_task_file(path)
+
+
+def reset_states(spec: TaskSpec, num: int, seed: int) -> torch.Tensor:
+    """`num` first observations of the task's environment, reset with seeds seed, seed + 1, ...: samples of its start
+    distribution [num, obs_dim] (for algorithms whose model episodes start where the real ones do)."""
+    env = make_env(spec)
+    try:
+        states = [env.reset(seed=seed + index)[0] for index in range(num)]
+    finally:
+        env.close()
+    return torch.as_tensor(np.asarray(states, dtype=np.float32))

@@ -1,0 +1,390 @@
+"""WMOPO's D4RL algorithm (algos/wmopo.py, docs/wmopo.md): b, the model error and the penalised rewards on
+hand-computed cases, occupancy sampling, the ensemble options and episode-mode rollouts it configures, killed-and-
+resumed runs (inside an M-step and inside the weighted refit) against an uninterrupted one, and bad input."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+import train
+from algos.mopo import MOPO
+from algos.trainer import OfflineTrainer
+from algos.wmopo import (
+    REFIT_PROGRESS,
+    WMOPO,
+    ModelErrorFitConfig,
+    ModelErrorNet,
+    WMOPOConfig,
+    occupancy_samples,
+    penalty_coefficient,
+    pointwise_loss,
+    weights_power,
+)
+from buffers.replay import ReplayBuffer
+from config import DynamicsConfig, load_config
+from models.density_ratio import DensityRatio
+from models.dynamics import EnsembleDynamics
+from utils.errors import UserError, run_cli
+
+TASK = "hopper-random-gen"  # conftest's tiny_dataset_dir holds 2000 transitions of it
+
+
+# ---------------------------------------------------------------------------------------------------- equations
+def test_b_by_hand() -> None:
+    """b = ½ B′ (Σ r_i ℓ_i)^{−1/4}: r = (1, 2, 3), ℓ = (0, 1, 2), B′ = 1e-2 gives S = 8, b = 0.005 · 8^{−1/4}."""
+    b, total = penalty_coefficient(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([0.0, 1.0, 2.0]), 1e-2)
+    assert total == pytest.approx(8.0)
+    assert b == pytest.approx(0.005 * 8**-0.25)
+
+
+def _model(members: int = 3, elites: int = 2, **changes: Any) -> EnsembleDynamics:
+    cfg = dataclasses.replace(
+        DynamicsConfig(), num_ensemble=members, num_elites=elites, hidden_dims=[8], weight_decay=[0.0, 0.0], **changes
+    )
+    torch.manual_seed(0)
+    return EnsembleDynamics(2, 1, cfg)
+
+
+def test_pointwise_loss_by_hand() -> None:
+    """With a zeroed output layer every member predicts μ = 0 and the same log σ² = clamp(0) (the soft clamp between
+    −10 and 0.5), so ℓ = ½ Σ_d [y_d² e^{−v} + v] over y = (Δs, r), whatever the elites."""
+    model = _model()
+    with torch.no_grad():
+        model.net.output.weight.zero_()
+        model.net.output.bias.zero_()
+    high = 0.5 - math.log1p(math.exp(0.5))  # max − softplus(max − 0)
+    v = -10.0 + math.log1p(math.exp(high + 10.0))  # min + softplus(· − min)
+    obs, act = torch.tensor([[1.0, 2.0]]), torch.tensor([[0.5]])
+    next_obs, rew = torch.tensor([[2.0, 0.0]]), torch.tensor([3.0])
+    y = torch.tensor([1.0, -2.0, 3.0])
+    expected = 0.5 * float((y.square() * math.exp(-v) + v).sum())
+    assert float(pointwise_loss(model, obs, act, next_obs, rew)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_model_reward_penalises_clips_and_replaces_nan() -> None:
+    """r̃ = clip(r̂ − b·c(s, a), ±bound), a NaN reward becomes −bound."""
+    cfg = load_config("wmopo", "hopper-medium-gen", config_file="quickstart")
+    algo = WMOPO(2, 1, cfg)
+    algo.b.fill_(0.5)
+    algo.model_reward_bound.fill_(4.0)
+    with torch.no_grad():
+        for layer in algo.model_error.net:
+            if isinstance(layer, torch.nn.Linear):
+                layer.weight.zero_()
+                layer.bias.zero_()
+        algo.model_error.net[-1].bias.fill_(math.log(2.0))  # c ≡ 2
+    info = {"obs": torch.zeros(4, 2), "act": torch.zeros(4, 1)}
+    reward = algo.model_reward(torch.tensor([1.0, 10.0, -10.0, float("nan")]), info)
+    assert reward.tolist() == pytest.approx([0.0, 4.0, -4.0, -4.0])
+
+
+def test_weights_are_powers_of_the_ratio_with_mean_one() -> None:
+    ratio = DensityRatio(1, [4])
+    x = torch.randn(50, 1)
+    weights = weights_power(ratio, x, 0.2)
+    with torch.no_grad():
+        raw = ratio(x)
+    assert float(weights.mean()) == pytest.approx(1.0)
+    assert torch.allclose(weights, raw.pow(0.2) / raw.pow(0.2).mean())
+    assert torch.allclose(weights_power(ratio, x, 0.0), torch.ones(50))
+
+
+def test_model_error_net_fits_log_losses_and_drops_the_minimum() -> None:
+    """The regression sees log ℓ of the points above min_loss (so the zero, the shifted minimum, is left out);
+    c = exp(f) then tracks a smooth ℓ."""
+    torch.manual_seed(0)
+    x = torch.rand(2000, 2) * 2 - 1
+    losses = torch.exp(x[:, 0])  # log ℓ = x_0: a linear target
+    losses[0] = 0.0
+    cfg = ModelErrorFitConfig(hidden_dims=[32], lr=1e-2, batch_size=128, patience=5, max_epochs=200)
+    net = ModelErrorNet(2, cfg)
+    metrics = net.fit(x, losses)
+    assert metrics["model_error/holdout_mse"] < 0.01
+    with torch.no_grad():
+        assert torch.allclose(net(x[1:50]), losses[1:50], rtol=0.15)
+
+
+def test_occupancy_samples_follow_episodes_and_drop_broken_batches() -> None:
+    """A counter chain s → s + 1 that terminates on reaching 3, with γ = 1: every episode yields the rows s = 0, 1, 2
+    (actions = s / 10); a batch whose policy returns NaN is dropped whole and sampling goes on."""
+    calls = {"policy": 0}
+
+    def transition(states: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return states + 1, (states + 1).squeeze(-1) >= 3
+
+    def policy(states: torch.Tensor) -> torch.Tensor:
+        calls["policy"] += 1
+        return torch.full_like(states, float("nan")) if calls["policy"] == 2 else states / 10
+
+    samples = occupancy_samples(transition, policy, lambda n: torch.zeros(n, 1), 1.0, 9, batch=4)
+    assert samples.shape == (9, 2)
+    assert set(samples[:, 0].tolist()) <= {0.0, 1.0, 2.0}
+    assert torch.allclose(samples[:, 1], samples[:, 0] / 10)
+    assert calls["policy"] == 2 + 3  # batch 1: NaN at its 2nd step (dropped); batch 2: 3 steps x 4 episodes = 12 rows
+
+
+# ---------------------------------------------------------------------------------------------------- the ensemble
+def test_member_mean_loss_is_the_sum_over_members() -> None:
+    x, y = torch.randn(3, 5, 3), torch.randn(3, 5, 3)
+    summed, averaged = _model(), _model(member_loss="mean")
+    averaged.load_state_dict(summed.state_dict())
+    total = summed.training_loss(x, y, include_decay=False) - summed.cfg.logvar_bound_coef * (
+        summed.max_logvar.sum() - summed.min_logvar.sum()
+    )
+    mean = averaged.training_loss(x, y, include_decay=False) - averaged.cfg.logvar_bound_coef * (
+        averaged.max_logvar.sum() - averaged.min_logvar.sum()
+    )
+    assert mean.item() == pytest.approx(total.item() / 3, rel=1e-6)
+
+
+def test_nll_holdout_is_the_weighted_likelihood_term() -> None:
+    model = _model(holdout_metric="nll")
+    x, y, w = torch.randn(6, 3), torch.randn(6, 3), torch.rand(6)
+    expected = (model._sample_losses(x, y) * w).mean(-1)
+    assert torch.allclose(model.holdout_loss(x, y, w), expected)
+
+
+def _data(n: int = 600) -> tuple[torch.Tensor, ...]:
+    generator = torch.Generator().manual_seed(1)
+    obs, act = torch.randn(n, 2, generator=generator), torch.randn(n, 1, generator=generator)
+    next_obs = obs + 0.1 * act + 0.01 * torch.randn(n, 2, generator=generator)
+    return obs, act, next_obs, obs[:, 0] * act[:, 0]
+
+
+def test_patience_counts_only_after_its_epoch_and_last_weights_are_kept() -> None:
+    """lr 0: the holdout never improves after epoch 1. Counting from epoch 7 on, five stale epochs end the fit at
+    epoch 11 (at 6 without the delay); "last" keeps the final weights and ranks elites by the last holdout loss."""
+    obs, act, next_obs, rew = _data()
+    delayed = _model(holdout_metric="nll", keep_weights="last", patience_after_epoch=6, lr=0.0, bootstrap=False)
+    assert delayed.fit(obs, act, next_obs, rew, progress=False)["dynamics/epochs"] == 11
+    plain = _model(holdout_metric="nll", lr=0.0, bootstrap=False)
+    assert plain.fit(obs, act, next_obs, rew, progress=False)["dynamics/epochs"] == 6
+    trained = _model(holdout_metric="nll", keep_weights="last", max_epochs=4, bootstrap=False, lr=0.01)
+    trained.fit(obs, act, next_obs, rew, progress=False)
+    assert trained.holdout_losses.argsort()[:2].tolist() == trained.elites.tolist()
+
+
+def test_shared_batches_give_identical_members_identical_updates() -> None:
+    """Members that start equal stay equal when they see the same batches, and drift apart otherwise."""
+    obs, act, next_obs, rew = _data()
+    results = {}
+    for shared in (True, False):
+        model = _model(bootstrap=False, shared_batches=shared, max_epochs=2, holdout_ratio=0.0)
+        with torch.no_grad():
+            for value in model.net.state_dict().values():
+                value.copy_(value[:1].expand_as(value))
+        model.fit(obs, act, next_obs, rew, progress=False)
+        weight = model.net.output.weight
+        results[shared] = bool(torch.equal(weight[0], weight[1]) and torch.equal(weight[1], weight[2]))
+    assert results == {True: True, False: False}
+
+
+# ---------------------------------------------------------------------------------------------------- episodes
+def test_episode_rollouts_run_on_restart_and_treat_the_time_limit_as_no_termination() -> None:
+    """Two model episodes of at most 3 steps advanced 7 steps: 14 stored transitions, none terminal (the model never
+    terminates), each episode's 1st, 4th and 7th state a start state; the first 4 model steps act uniformly."""
+    torch.manual_seed(0)
+    cfg = load_config(
+        "mopo",
+        "hopper-medium-gen",
+        overrides=["rollout_mode=episodes", "rollout_batch_size=2", "rollout_length=7", "model_episode_length=3",
+                   "rollout_random_steps=4", "model_buffer_size=100", "sac.hidden_dims=[8]"],
+    )  # fmt: skip
+    model = EnsembleDynamics(2, 1, dataclasses.replace(cfg.dynamics, hidden_dims=[8], weight_decay=[0.0, 0.0]))
+    algo = MOPO(2, 1, cfg)
+    real = ReplayBuffer(10, 2, 1)
+    starts = torch.tensor([[5.0, 5.0], [6.0, 6.0], [7.0, 7.0]])
+    trainer = OfflineTrainer(cfg, algo, real, None, None, "/tmp/unused", model, False, starts)  # type: ignore[arg-type]
+    trainer.rollout_episodes()
+    fake = trainer.fake_buffer
+    assert fake is not None and len(fake) == 14 and trainer.model_steps == 14
+    assert float(fake.storage.done[:14].sum()) == 0.0
+    obs = fake.storage.obs[:14].view(7, 2, 2)  # [step, episode, dim]
+    is_start = (obs.unsqueeze(-2) == starts).all(-1).any(-1)
+    assert bool(is_start[[0, 3, 6]].all())
+    assert trainer.episode_steps.tolist() == [1, 1]
+
+
+# ---------------------------------------------------------------------------------------------------- runs
+TINY = [
+    "epochs=2", "steps_per_epoch=60", "update_after=30", "rollout_random_steps=20", "model_episode_length=40",
+    "eval_episodes=1", "model_eval_episodes=1", "sim_samples=300", "sim_batch=20", "model_buffer_size=500",
+    "batch_size=32", "dynamics.hidden_dims=[16]", "dynamics.weight_decay=[1e-5,1e-5]", "dynamics.max_epochs=4",
+    "dynamics.batch_size=64", "ratio.hidden_dims=[16]", "ratio.max_epochs=3", "ratio.batch_size=64",
+    "model_error.hidden_dims=[16]", "model_error.max_epochs=3", "model_error.batch_size=64", "sac.hidden_dims=[16]",
+]  # fmt: skip
+
+
+class Killed(Exception):
+    pass
+
+
+def _train_args(log_dir: Path, *extra: str) -> list[str]:
+    return ["--task", TASK, "--algo", "wmopo", "--seed", "2", "--log-dir", str(log_dir), "--no-progress",
+            "--set", *TINY, *extra]  # fmt: skip
+
+
+def _run_dir(log_dir: Path) -> Path:
+    (run_dir,) = (log_dir / TASK / "wmopo").iterdir()
+    return run_dir
+
+
+def _checkpoint(run_dir: Path) -> dict[str, Any]:
+    state = torch.load(run_dir / "checkpoints" / "checkpoint.pt", weights_only=False)
+    del state["wall_time"]
+    return state
+
+
+def _rows(run_dir: Path) -> list[dict[str, str]]:
+    with open(run_dir / "progress.csv", newline="") as handle:
+        return [{k: v for k, v in row.items() if k != "wall_time"} for row in csv.DictReader(handle)]
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_dataset_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    log_dir = tmp_path_factory.mktemp("wmopo_runs")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("D4RL_DATASET_DIR", str(tiny_dataset_dir))
+        train.main(_train_args(log_dir / "straight"))
+
+        # Killed in M-step 1 (after its first evaluation, epoch 3), resumed.
+        from utils.logger import RunLogger
+
+        original = RunLogger.evaluation
+
+        def evaluation_then_die(self: RunLogger, epoch: int, *rest: Any, **named: Any) -> None:
+            original(self, epoch, *rest, **named)
+            if epoch == 3:
+                raise Killed
+
+        with pytest.MonkeyPatch.context() as kill, pytest.raises(Killed):
+            kill.setattr(RunLogger, "evaluation", evaluation_then_die)
+            train.main(_train_args(log_dir / "m_step"))
+        m_step = _run_dir(log_dir / "m_step")
+        train.main(["--resume", str(m_step), "--no-progress"])
+
+        # Killed inside the weighted refit (its progress saved every epoch), resumed.
+        import models.dynamics as dynamics_module
+
+        original_fit = EnsembleDynamics.fit
+
+        def fit_and_die_in_the_refit(self: EnsembleDynamics, *args: Any, **named: Any) -> dict[str, float]:
+            if named.get("weights") is None:
+                return original_fit(self, *args, **named)
+            original_done = self._fit_done
+
+            def done_or_die(epoch: int, *rest: Any) -> bool:
+                if epoch == 3:
+                    raise Killed
+                return original_done(epoch, *rest)
+
+            self._fit_done = done_or_die  # type: ignore[method-assign]
+            try:
+                return original_fit(self, *args, **named)
+            finally:
+                del self._fit_done
+
+        with pytest.MonkeyPatch.context() as kill, pytest.raises(Killed):
+            kill.setattr(dynamics_module, "FIT_SAVE_SECONDS", 0.0)
+            kill.setattr(EnsembleDynamics, "fit", fit_and_die_in_the_refit)
+            train.main(_train_args(log_dir / "refit"))
+        refit = _run_dir(log_dir / "refit")
+        assert (refit / REFIT_PROGRESS).is_file()
+        train.main(["--resume", str(refit), "--no-progress"])
+    return {"straight": _run_dir(log_dir / "straight"), "m_step": m_step, "refit": refit}
+
+
+@pytest.mark.parametrize("killed", ["m_step", "refit"])
+def test_resumed_run_matches_the_uninterrupted_run(runs: dict[str, Path], killed: str, same_tensors: Any) -> None:
+    """Killed in M-step 1 or inside E-step 1's weighted refit, resumed: the final checkpoint (policy, critics,
+    optimisers, ratio and model-error networks, b, the refitted model, the model buffer and episodes, RNG states) and
+    progress.csv equal the uninterrupted run's."""
+    same_tensors(_checkpoint(runs["straight"]), _checkpoint(runs[killed]))
+    assert _rows(runs["straight"]) == _rows(runs[killed])
+    assert not (runs[killed] / REFIT_PROGRESS).exists()
+
+
+def test_run_does_both_em_iterations_and_logs_them(runs: dict[str, Path]) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    state = _checkpoint(runs["straight"])
+    assert state["extra"]["phase"] == "done" and state["extra"]["iteration"] == 2
+    assert [int(row["epoch"]) for row in _rows(runs["straight"])] == [1, 2, 3, 4]
+    assert float(state["algo_state"]["modules"]["b"]) > 0
+    accumulator = EventAccumulator(str(runs["straight"]), size_guidance={"scalars": 0})
+    accumulator.Reload()
+    tags = set(accumulator.Tags()["scalars"])
+    assert {"e_step/b", "ratio/train_loss", "refit/train_loss", "model_error/holdout_mse", "eval/sim_return"} <= tags
+    assert len(accumulator.Scalars("e_step/b")) == 2
+
+
+def test_alpha_zero_keeps_the_erm_model(
+    tiny_dataset_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """α = 0: iteration 1 refits only the ratio (b changes); the model is the ERM model throughout."""
+    monkeypatch.setenv("D4RL_DATASET_DIR", str(tiny_dataset_dir))
+    train.main(_train_args(tmp_path, "weight_exponent=0", "epochs=1"))
+    run_dir = _run_dir(tmp_path)
+    erm = torch.load(run_dir / "dynamics.pt", weights_only=False)["state_dict"]
+    final = _checkpoint(run_dir)["extra"]["dynamics"]
+    for key, value in erm.items():
+        assert torch.equal(value, final[key]), key
+
+
+def _cli_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(lambda: train.main(argv))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+@pytest.mark.parametrize(
+    "extra, expected",
+    [
+        (["weight_exponent=-1"], ["weight_exponent=-1", ">= 0"]),
+        (["rollout_mode=branch"], ["rollout_mode='branch'", "episodes"]),
+        (["model_starts=simulator"], ["model_starts='simulator'", "dataset"]),
+        (["dynamics.predict_reward=false"], ["predicts rewards"]),
+        (["real_reward_bound=mean"], ["real_reward_bound='mean'"]),
+    ],
+    ids=["alpha", "rollout-mode", "starts", "no-reward", "bound"],
+)
+def test_bad_input_is_one_line(
+    extra: list[str], expected: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    err = _cli_error(["--task", TASK, "--algo", "wmopo", "--log-dir", str(tmp_path / "log"), "--set", *extra], capsys)
+    for text in expected:
+        assert text in err, (text, err)
+    assert not (tmp_path / "log").exists()
+
+
+def test_config_defaults_are_the_papers() -> None:
+    """The published settings, as docs/wmopo.md lists them."""
+    cfg = load_config("wmopo", "hopper-medium-v2")
+    assert isinstance(cfg, WMOPOConfig)
+    assert (cfg.sac.gamma, cfg.sac.actor_lr, cfg.sac.critic_lr, cfg.sac.auto_alpha, cfg.sac.alpha) == (
+        0.995, 1e-3, 1e-3, False, 0.2,
+    )  # fmt: skip
+    assert (cfg.batch_size, cfg.real_ratio, cfg.epochs * cfg.steps_per_epoch, cfg.update_after) == (
+        512, 0.5, 500_000, 10_000,
+    )  # fmt: skip
+    d = cfg.dynamics
+    assert (d.num_ensemble, d.num_elites, d.hidden_dims, d.bootstrap, d.keep_weights) == (
+        7,
+        5,
+        [256] * 6,
+        False,
+        "last",
+    )
+    assert (cfg.ratio.hidden_dims, cfg.ratio.lr, cfg.model_error.lr, cfg.b_scale) == ([256] * 4, 1e-4, 5e-3, 1e-2)
+    with pytest.raises(UserError):
+        load_config("wmopo", "hopper-medium-v2", overrides=["em_iterations=0"])
