@@ -108,6 +108,10 @@ class PendulumStudyConfig(RunConfig):
     sim_samples: int = 1000  # occupancy samples per ratio fit
     refit_epochs: int = 10_000  # max epochs of each weighted refit (ERM: dynamics.max_epochs)
     refit_lr: float = 5e-4
+    # κ of a live proximal term κ‖θ − θ_i‖² in every refit. The original's `param_update_penalty` is 0 in all its
+    # runs and, built from detached parameters like its correction, would have had no effect; κ > 0 keeps the live
+    # correction's refit bounded (docs/wmopo.md#decisions).
+    proximal_coef: float = 0.0
     lstd_lambda: float = 0.9
     lstd_penalty: float = 0.1
     lstd_episodes: int = 2000
@@ -124,6 +128,7 @@ class PendulumStudyConfig(RunConfig):
         "gamma": between(0.0, 1.0),
         "lstd_lambda": between(0.0, 1.0),
         "lstd_penalty": lambda value, cfg: None if value >= 0 else ">= 0",
+        "proximal_coef": lambda value, cfg: None if value >= 0 else ">= 0",
         "dynamics.num_ensemble": lambda value, cfg: None if value == 1 else "1 (the study fits one model)",
         "dynamics.predict_reward": lambda value, cfg: None if not value else "false (the study's model predicts Δs)",
         "dynamics.loss": one_of("nll"),
@@ -310,13 +315,19 @@ def correction_vector(theta: torch.Tensor, obs: torch.Tensor, nll: torch.Tensor,
     return (weights * nll).unsqueeze(-1).mul(per_row).sum(0) / weights.sum()
 
 
-def correction_loss(model: EnsembleDynamics, anchor: torch.Tensor, g: torch.Tensor, live: bool) -> Callable[[], Any]:
-    """⟨θ − θ_i, g⟩ as a loss term: through the live parameters (its gradient is g) or, as the official code, through
-    detached ones (a value without a gradient)."""
+def correction_loss(
+    model: EnsembleDynamics, anchor: torch.Tensor, g: torch.Tensor | None, live: bool, proximal_coef: float = 0.0
+) -> Callable[[], Any]:
+    """⟨θ − θ_i, g⟩ (if g is given) + κ‖θ − θ_i‖² as a loss term. The correction goes through the live parameters
+    (its gradient is g) or, as the official code, through detached ones (a value without a gradient); the proximal
+    term κ‖θ − θ_i‖² is always live."""
 
     def term() -> torch.Tensor:
         theta = parameter_vector(model)
-        return ((theta if live else theta.detach()) - anchor).mul(g).sum()
+        value = (theta - anchor).square().sum() * proximal_coef
+        if g is not None:
+            value = value + ((theta if live else theta.detach()) - anchor).mul(g).sum()
+        return value
 
     return term
 
@@ -415,16 +426,18 @@ class PendulumStudy:
         """θ_{i+1} from θ_i: the weighted MLE with w^α, plus the correction term for Algorithm 1."""
         cfg = self.cfg
         tempered = weights.pow(cfg.weight_exponent)
-        extra = None
         metrics: dict[str, float] = {}
+        g = None
         if cfg.correction != "none":
             theta_features = grad_log_density(self.model, self.policy, cfg)
             with torch.no_grad():
                 nll = pointwise_nll(self.model, self.obs, self.act, self.next_obs)
             g = correction_vector(theta_features, self.obs, nll, tempered)
-            anchor = parameter_vector(self.model).detach().clone()
-            extra = correction_loss(self.model, anchor, g, live=cfg.correction == "live")
             metrics["study/correction_norm"] = float(g.norm())
+        extra = None
+        if g is not None or cfg.proximal_coef > 0:
+            anchor = parameter_vector(self.model).detach().clone()
+            extra = correction_loss(self.model, anchor, g, cfg.correction == "live", cfg.proximal_coef)
         self.model.cfg = dataclasses.replace(cfg.dynamics, max_epochs=cfg.refit_epochs, lr=cfg.refit_lr)
         try:
             fit = self.model.fit(

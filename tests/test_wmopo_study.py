@@ -190,6 +190,10 @@ def test_live_correction_changes_the_gradient_and_the_detached_one_does_not() ->
     detached = correction_loss(model, anchor, g, live=False)
     assert torch.allclose(gradient(live), plain + g, atol=1e-5)
     assert torch.equal(gradient(detached), plain)
+    # The proximal term 2κ(θ − θ_i) is live in both.
+    offset = parameter_vector(model).detach() - anchor
+    proximal = correction_loss(model, anchor, None, live=False, proximal_coef=0.5)
+    assert torch.allclose(gradient(proximal), plain + offset, atol=1e-5)
     with torch.no_grad():
         value, expected = float(detached()), float(((parameter_vector(model) - anchor) * g).sum())
     assert value == pytest.approx(expected, rel=1e-5) and value != 0.0
