@@ -34,6 +34,7 @@ import torch
 from torch.func import functional_call, grad, vmap
 
 from algos.trainer import CHECKPOINT_FORMAT
+from algos.wmopo import occupancy_samples
 from config import DynamicsConfig, Rule, RunConfig, between, one_of, positive, register_config
 from envs import custom_pendulum as pendulum
 from envs.behaviour import load_behaviour_policy
@@ -272,24 +273,6 @@ def model_transition(model: EnsembleDynamics) -> Transition:
     return transition
 
 
-def occupancy_samples(transition: Transition, policy: Policy, reset_std: float, gamma: float, num: int) -> torch.Tensor:
-    """`num` rows [s, a] from the discounted occupancy of `policy` in `transition`: episodes from N((π, 0), std²·I)
-    that stop after each step with probability 1 − γ, run until `num` rows exist, then `num` of them drawn at random
-    (`mle_e_step.get_sim_data`)."""
-    rows, total = [], 0
-    while total < num:
-        states = pendulum.evaluation_reset(SIM_EPISODE_BATCH, reset_std)
-        alive = torch.ones(SIM_EPISODE_BATCH, dtype=torch.bool)
-        while alive.any():
-            torques = policy(states)
-            rows.append(torch.cat([states, torques], dim=-1)[alive])
-            total += int(alive.sum())
-            states = transition(states, torques)
-            alive &= torch.rand(SIM_EPISODE_BATCH) < gamma
-    samples = torch.cat(rows)
-    return samples[torch.randperm(len(samples))[:num]]
-
-
 def grad_log_density(model: EnsembleDynamics, policy: Policy, cfg: PendulumStudyConfig) -> torch.Tensor:
     """Θ with ∇_θ log d^π_θ(s) ≈ φ(s)ᵀΘ: LSTD(λ) over `lstd_episodes` simulated episodes (model starts, geometric
     stopping), the cost of each transition the score ∇_θ log p_θ(s'|s, a) of the sampled next state."""
@@ -393,7 +376,14 @@ class PendulumStudy:
         θ_i, writes the figure data, and returns w."""
         cfg, i = self.cfg, self.iteration
         transition = model_transition(self.model)
-        sim = occupancy_samples(transition, self.policy, cfg.model_eval_reset_std, cfg.gamma, cfg.sim_samples)
+        sim = occupancy_samples(
+            lambda states, torques: (transition(states, torques), torch.zeros(len(states), dtype=torch.bool)),
+            self.policy,
+            lambda num: pendulum.evaluation_reset(num, cfg.model_eval_reset_std),
+            cfg.gamma,
+            cfg.sim_samples,
+            SIM_EPISODE_BATCH,
+        )
         ratio_metrics = self.ratio.fit(self.data_x, sim, cfg.ratio)
         weights = self.ratio.weights(self.data_x)
         with torch.no_grad():
