@@ -169,6 +169,10 @@ class RunConfig:
     save_every: int = 10
     termination: TerminationConfig = field(default_factory=TerminationConfig)
 
+    def planned_epochs(self) -> int:
+        """The `epoch` counter a finished run's checkpoint holds: its epochs, or the NPG family's iterations."""
+        return getattr(self, "num_iter", None) or getattr(self, "epochs")  # noqa: B009
+
 
 @dataclass
 class DatasetConfig(RunConfig):

@@ -298,7 +298,10 @@ def run_study(
         study = PendulumStudy(cfg, spec, logger, run_dir)
         if checkpoint is not None:
             study.load_state(checkpoint, source=run_dir)
-            print(f"resumed at iteration {checkpoint['epoch']} ({checkpoint['phase']})", flush=True)
+            print(
+                f"resumed at iteration {checkpoint.get('iteration', checkpoint['epoch'])} ({checkpoint['phase']})",
+                flush=True,
+            )
         try:
             result = study.train()
         except KeyboardInterrupt:

@@ -151,6 +151,9 @@ class WMOPOConfig(ModelBasedConfig):
     ratio: RatioFitConfig = field(default_factory=RatioFitConfig)
     model_error: ModelErrorFitConfig = field(default_factory=ModelErrorFitConfig)
 
+    def planned_epochs(self) -> int:
+        return self.epochs * self.em_iterations
+
 
 # ---------------------------------------------------------------------------------------------------- sampling
 def occupancy_samples(

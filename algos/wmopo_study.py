@@ -122,6 +122,11 @@ class PendulumStudyConfig(RunConfig):
     save_every: int = 1
     dynamics: DynamicsConfig = field(default_factory=study_dynamics)
     ratio: RatioFitConfig = field(default_factory=study_ratio)
+
+    def planned_epochs(self) -> int:
+        """A finished study's checkpoint counts its iterations plus the final evaluation."""
+        return self.iterations + 1
+
     rules: ClassVar[dict[str, Rule]] = {
         "iterations": lambda value, cfg: None if value >= 0 else ">= 0 (0 fits the ERM model alone)",
         "correction": one_of("none", "live", "detached"),
@@ -490,8 +495,9 @@ class PendulumStudy:
                 "format": CHECKPOINT_FORMAT,
                 "task": self.cfg.task,
                 "algo": self.cfg.algo,
-                "epoch": self.iteration,
+                "epoch": self.iteration + (self.phase == "done"),  # the final evaluation counts as one more
                 "global_step": self.iteration,
+                "iteration": self.iteration,
                 "num_events": self.logger.num_events,
                 "phase": self.phase,
                 "scores": self.scores,
@@ -511,7 +517,11 @@ class PendulumStudy:
                 f"checkpoint in {source} is from {state['algo']} on {state['task']}, not {self.cfg.algo} on "
                 f"{self.cfg.task}; resume it with its own run directory"
             )
-        self.phase, self.iteration, self.scores = state["phase"], state["epoch"], list(state["scores"])
+        self.phase, self.iteration, self.scores = (
+            state["phase"],
+            state.get("iteration", state["epoch"]),
+            list(state["scores"]),
+        )
         self.models = list(state["models"])
         self.model.load_state_dict(state["model"])
         self.ratio.load_state_dict(state["ratio"])

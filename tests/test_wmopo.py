@@ -386,5 +386,6 @@ def test_config_defaults_are_the_papers() -> None:
         "last",
     )
     assert (cfg.ratio.hidden_dims, cfg.ratio.lr, cfg.model_error.lr, cfg.b_scale) == ([256] * 4, 1e-4, 5e-3, 1e-2)
+    assert cfg.planned_epochs() == 100  # two M-steps of 50 epochs: what sweeps and score.py expect of a finished run
     with pytest.raises(UserError):
         load_config("wmopo", "hopper-medium-v2", overrides=["em_iterations=0"])

@@ -390,3 +390,11 @@ def test_score_tables_any_logged_metric(study_runs: dict[str, Path], tmp_path: P
     assert table.algo == "wmopo-alg1" and table.values == pytest.approx((expected,), rel=1e-6)
     with pytest.raises(UserError, match="pass one of them"):
         score.main([str(study_runs["straight"]), "--metric", "x", "--raw", "--out", str(tmp_path / "t.md")])
+
+
+def test_sweeps_see_a_finished_study_as_finished(study_runs: dict[str, Path]) -> None:
+    """The checkpoint's counter reaches iterations + 1 only after the final evaluation, which is what sweeps and
+    resumes look for."""
+    from utils.launch import run_status
+
+    assert run_status(study_runs["straight"]) == (3, 3)

@@ -80,7 +80,7 @@ def run_status(run_dir: Path) -> tuple[int, int]:
     """(epochs checkpointed, epochs configured) of a run directory — iterations for the NPG family; (0, epochs)
     when it has no checkpoint yet."""
     cfg = load_run_config(run_dir / "config.yaml")
-    epochs = cfg.num_iter if hasattr(cfg, "num_iter") else cfg.epochs
+    epochs = cfg.planned_epochs()
     checkpoint = run_dir / "checkpoints" / "checkpoint.pt"
     if not checkpoint.is_file():
         return 0, epochs

@@ -98,7 +98,8 @@ class Run:
         if isinstance(iterations, int):
             return iterations
         epochs, steps = self.config.get("epochs"), self.config.get("steps_per_epoch")
-        return epochs * steps if isinstance(epochs, int) and isinstance(steps, int) else None
+        repeats = self.config.get("em_iterations", 1)  # WMOPO's epochs count one M-step of its EM loop
+        return epochs * steps * repeats if isinstance(epochs, int) and isinstance(steps, int) else None
 
     @cached_property
     def settings(self) -> dict[str, Hashable]:
