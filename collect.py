@@ -4,6 +4,7 @@ python collect.py train --env hopper [--steps 1000000]          # behaviour SAC;
 python collect.py policies --env hopper                          # pick medium/expert, export medium-replay log
 python collect.py dataset --task hopper-medium-gen [--overwrite] # write one dataset (--help: all flags)
 python collect.py dataset --env hopper                           # every level of one env
+python collect.py stats --env hopper                             # D4RL-style statistics of the local datasets
 """
 
 from __future__ import annotations
@@ -13,10 +14,13 @@ import dataclasses
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from algos.behaviour import BehaviourConfig, BehaviourTrainer
 from envs import generate
 from envs.behaviour import export_policies
-from envs.tasks import GENERATED_LEVELS, TaskSpec, get_task
+from envs.datasets import find_dataset, load_dataset
+from envs.tasks import GENERATED_LEVELS, TaskSpec, get_task, normalized_score
 from utils.errors import UserError, run_cli
 
 ENVS = ("hopper", "walker2d", "halfcheetah", "pendulum", "custom_pendulum")
@@ -57,17 +61,56 @@ def policies(args: argparse.Namespace) -> None:
 
 
 def dataset(args: argparse.Namespace) -> list[Path]:
-    tasks = [f"{env_spec(args.env).family}-{level}-gen" for level in GENERATED_LEVELS] if args.env else args.task
-    if not tasks:
-        raise UserError(
-            "dataset needs --task TASK or --env ENV; e.g. python collect.py dataset --task hopper-medium-gen"
-        )
+    tasks = dataset_tasks(args)
     if args.out is not None and len(tasks) > 1:
         raise UserError(f"--out names one file but {len(tasks)} datasets are asked for; drop --out or give one --task")
     return [
         generate.write_dataset(task, args.transitions, args.seed, args.max_episode_steps, args.out, args.overwrite)
         for task in tasks
     ]
+
+
+def dataset_tasks(args: argparse.Namespace) -> list[str]:
+    """The generated tasks a dataset or stats command names: --task names, or every level of --env."""
+    tasks = [f"{env_spec(args.env).family}-{level}-gen" for level in GENERATED_LEVELS] if args.env else args.task
+    if not tasks:
+        raise UserError(
+            f"{args.command} needs --task TASK or --env ENV; e.g. python collect.py {args.command} "
+            "--task hopper-medium-gen"
+        )
+    return tasks
+
+
+def stats(args: argparse.Namespace) -> list[dict[str, float | str]]:
+    """D4RL-style statistics of each dataset found locally: transitions, episodes, mean ± std of the episode return
+    and of its normalized score (the last, possibly cut, episode included, as D4RL's own counts do)."""
+    rows: list[dict[str, float | str]] = []
+    lines = ["| dataset | transitions | episodes | return | normalized |", "|---|---:|---:|---:|---:|"]
+    for task in dataset_tasks(args):
+        spec = get_task(task)
+        if find_dataset(spec, None) is None:
+            lines.append(f"| {task} | not generated (python collect.py dataset --task {task}) | | | |")
+            continue
+        data = load_dataset(spec, download=False)
+        returns = data.episode_returns()
+        scores = normalized_score(spec, returns)
+        row = {
+            "task": task,
+            "transitions": float(data.num_transitions),
+            "episodes": float(len(returns)),
+            "return_mean": float(returns.mean()),
+            "return_std": float(returns.std()),
+            "normalized_mean": float(np.mean(scores)),
+            "normalized_std": float(np.std(scores)),
+        }
+        rows.append(row)
+        lines.append(
+            f"| {task} | {data.num_transitions:,} | {len(returns):,} "
+            f"| {row['return_mean']:.1f} ± {row['return_std']:.1f} "
+            f"| {row['normalized_mean']:.1f} ± {row['normalized_std']:.1f} |"
+        )
+    print("\n".join(lines))
+    return rows
 
 
 def main(argv: list[str] | None = None) -> list[Path] | None:
@@ -97,9 +140,15 @@ def main(argv: list[str] | None = None) -> list[Path] | None:
     dataset_parser.add_argument("--task", nargs="+", default=[], help="generated task names, e.g. hopper-medium-gen")
     dataset_parser.add_argument("--env", help=f"every generated level of this env ({', '.join(ENVS)})")
     generate.add_dataset_arguments(dataset_parser)
+    stats_parser = commands.add_parser("stats", help="D4RL-style statistics of the local generated datasets")
+    stats_parser.add_argument("--task", nargs="+", default=[], help="generated task names, e.g. hopper-medium-gen")
+    stats_parser.add_argument("--env", help=f"every generated level of this env ({', '.join(ENVS)})")
     args = parser.parse_args(argv)
     if args.command == "dataset":
         return dataset(args)
+    if args.command == "stats":
+        stats(args)
+        return None
     if args.command == "train":
         train(args)
     else:

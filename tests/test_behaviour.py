@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 from pathlib import Path
 
@@ -299,3 +300,24 @@ def test_medium_expert_is_medium_then_expert_and_reuses_their_files(
     np.testing.assert_array_equal(reused["rewards"][:120], marked["rewards"])
     other_seed, _ = build_dataset(get_task("hopper-medium-expert-gen"), 120, 5, policies_dir=exported)
     assert other_seed["rewards"][:120].max() < 1000.0
+
+
+def test_collect_stats_reports_d4rl_style_statistics(
+    tiny_dataset_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """collect.py stats: transitions, episodes and the mean ± std of episode returns and normalized scores of each
+    local dataset, and the command that makes a missing one."""
+    import collect
+    from envs import get_task, load_dataset, normalized_score
+
+    monkeypatch.setenv("D4RL_DATASET_DIR", str(tiny_dataset_dir))
+    (row,) = collect.stats(argparse.Namespace(command="stats", env=None, task=["hopper-random-gen"]))
+    data = load_dataset(get_task("hopper-random-gen"), download=False)
+    returns = data.episode_returns()
+    assert (row["transitions"], row["episodes"]) == (2000.0, 10.0)
+    assert row["return_mean"] == pytest.approx(returns.mean())
+    assert row["normalized_mean"] == pytest.approx(
+        float(normalized_score(get_task("hopper-random-gen"), returns.mean()))
+    )
+    collect.main(["stats", "--task", "hopper-expert-gen"])
+    assert "python collect.py dataset --task hopper-expert-gen" in capsys.readouterr().out
