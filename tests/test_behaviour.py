@@ -314,10 +314,9 @@ def test_collect_stats_reports_d4rl_style_statistics(
     (row,) = collect.stats(argparse.Namespace(command="stats", env=None, task=["hopper-random-gen"]))
     data = load_dataset(get_task("hopper-random-gen"), download=False)
     returns = data.episode_returns()
-    assert (row["transitions"], row["episodes"]) == (2000.0, 10.0)
+    assert (row["transitions"], row["episodes"]) == (2000.0, float(len(returns))) and len(returns) > 10
     assert row["return_mean"] == pytest.approx(returns.mean())
-    assert row["normalized_mean"] == pytest.approx(
-        float(normalized_score(get_task("hopper-random-gen"), returns.mean()))
-    )
+    expected = float(normalized_score(get_task("hopper-random-gen"), returns.mean()))
+    assert row["normalized_mean"] == pytest.approx(expected)
     collect.main(["stats", "--task", "hopper-expert-gen"])
     assert "python collect.py dataset --task hopper-expert-gen" in capsys.readouterr().out
