@@ -207,8 +207,8 @@ def study_states_figure(run: Run, out: Path) -> Path:
     if not (figures / "real_states.npz").is_file():
         raise UserError(f"{run.path} has no figures/real_states.npz: the study has not finished; resume it first")
     first = np.load(figures / "iter0.npz")
-    scores = [float(np.load(path)["score"]) for path in sorted(figures.glob("iter*.npz"))]
-    best = int(np.argmax(scores))
+    scores = {int(path.stem[len("iter") :]): float(np.load(path)["score"]) for path in figures.glob("iter*.npz")}
+    best = max(sorted(scores), key=lambda i: scores[i])  # the first of equal scores, as the study's argmax
     picked = np.load(figures / f"iter{best}.npz")
     real = np.load(figures / "real_states.npz")["states"]
     data = first["data"][:, :2]

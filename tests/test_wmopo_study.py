@@ -398,3 +398,23 @@ def test_sweeps_see_a_finished_study_as_finished(study_runs: dict[str, Path]) ->
     from utils.launch import run_status
 
     assert run_status(study_runs["straight"]) == (3, 3)
+
+
+def test_the_states_figure_picks_the_chosen_model(study_runs: dict[str, Path], tmp_path: Path) -> None:
+    """Figure 1's right panel is the best-scoring model, iterations told apart by number (iter10 sorts before iter2
+    as a file name)."""
+    import shutil
+
+    import plot
+    from utils.runs import find_runs
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(study_runs["straight"], run_dir)
+    first = dict(np.load(run_dir / "figures" / "iter0.npz"))
+    np.savez(run_dir / "figures" / "iter10.npz", **{**first, "score": 1e9})
+    (run,) = find_runs([str(run_dir)])
+    titles: list[str] = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(plot, "state_scatter_panels", lambda path, panels, *rest: titles.extend(p[0] for p in panels))
+        plot.study_states_figure(run, tmp_path / "fig.png")
+    assert titles[-1] == "weights of θ_10 (chosen)"
