@@ -318,11 +318,10 @@ class WMOPOTrainer(OfflineTrainer):
     def e_step(self) -> None:
         cfg, k = self.wmopo_cfg, self.iteration
         metrics: dict[str, float] = {}
-        if k > 0:
+        if k > 0 and cfg.weight_exponent > 0:  # with α = 0 the model stays the ERM one: one ratio fit, for b
             metrics |= self.fit_ratio("ratio_before_refit")
-            if cfg.weight_exponent > 0:
-                weights = weights_power(self.wmopo.ratio, self.data_x, cfg.weight_exponent)
-                metrics |= self.refit(weights)
+            weights = weights_power(self.wmopo.ratio, self.data_x, cfg.weight_exponent)
+            metrics |= self.refit(weights)
         metrics |= self.fit_ratio("ratio")
         data = self.real_buffer.storage
         losses = pointwise_loss(self.model, data.obs, data.act, data.next_obs, self.raw_rewards)

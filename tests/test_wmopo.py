@@ -336,6 +336,13 @@ def test_alpha_zero_keeps_the_erm_model(
     final = _checkpoint(run_dir)["extra"]["dynamics"]
     for key, value in erm.items():
         assert torch.equal(value, final[key]), key
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    accumulator = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    accumulator.Reload()
+    tags = set(accumulator.Tags()["scalars"])
+    assert "ratio_before_refit/train_loss" not in tags and "refit/train_loss" not in tags
+    assert len(accumulator.Scalars("ratio/train_loss")) == 2  # one ratio fit per E-step
 
 
 def _cli_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
