@@ -109,3 +109,34 @@ def assert_same_tensors(expected: Any, actual: Any, where: str = "checkpoint") -
 def same_tensors():
     """assert_same_tensors, as a fixture so test modules need no import path tricks."""
     return assert_same_tensors
+
+
+@pytest.fixture
+def cli_error(capsys: pytest.CaptureFixture[str]):
+    """Run a CLI entry point as its script would (`run_cli`) and return its single stderr line, asserting exit code 2
+    and no traceback: the contract for bad input."""
+    from utils.errors import run_cli
+
+    def run(main: Any) -> str:
+        with pytest.raises(SystemExit) as exit_info:
+            run_cli(main)
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1, err
+        assert "Traceback" not in err
+        return err
+
+    return run
+
+
+def run_checkpoint(run_dir: Path) -> dict[str, Any]:
+    """A run's last checkpoint without its wall time (the one field two equal runs may differ in)."""
+    state = torch.load(run_dir / "checkpoints" / "checkpoint.pt", weights_only=False)
+    del state["wall_time"]
+    return state
+
+
+@pytest.fixture(scope="session")
+def checkpoint_of():
+    """run_checkpoint, as a fixture."""
+    return run_checkpoint

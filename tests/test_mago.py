@@ -277,14 +277,8 @@ def _rows(run_dir: Path) -> list[dict[str, str]]:
         return [{k: v for k, v in row.items() if k != "wall_time"} for row in csv.DictReader(handle)]
 
 
-def _checkpoint(run_dir: Path) -> dict[str, Any]:
-    state = torch.load(run_dir / "checkpoints" / "checkpoint.pt", weights_only=False)
-    del state["wall_time"]
-    return state
-
-
 @pytest.fixture(scope="module")
-def runs(tiny_dataset_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def runs(tiny_dataset_dir: Path, tmp_path_factory: pytest.TempPathFactory, checkpoint_of: Any) -> dict[str, Path]:
     log_dir = tmp_path_factory.mktemp("mago_runs")
     original = RunLogger.evaluation
 
@@ -300,15 +294,17 @@ def runs(tiny_dataset_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> di
             kill.setattr(RunLogger, "evaluation", evaluation_then_die)
             train.main(_train_args(log_dir / "resumed"))
         resumed = _run_dir(log_dir / "resumed")
-        assert _checkpoint(resumed)["epoch"] == EPOCHS - 1
+        assert checkpoint_of(resumed)["epoch"] == EPOCHS - 1
         train.main(["--resume", str(resumed), "--no-progress"])
     return {"straight": _run_dir(log_dir / "straight"), "resumed": resumed}
 
 
-def test_resumed_run_matches_the_uninterrupted_run(runs: dict[str, Path], same_tensors: Any) -> None:
+def test_resumed_run_matches_the_uninterrupted_run(
+    runs: dict[str, Path], same_tensors: Any, checkpoint_of: Any
+) -> None:
     """Killed after epoch 3's evaluation (checkpoint at 2), resumed: the final checkpoint (π, π_ref, critics, targets,
     optimisers, the game's states and step counts, RNG states) and progress.csv equal the uninterrupted run's."""
-    same_tensors(_checkpoint(runs["straight"]), _checkpoint(runs["resumed"]), "checkpoint")
+    same_tensors(checkpoint_of(runs["straight"]), checkpoint_of(runs["resumed"]), "checkpoint")
     assert _rows(runs["straight"]) == _rows(runs["resumed"])
     assert [int(row["epoch"]) for row in _rows(runs["resumed"])] == list(range(1, EPOCHS + 1))
 

@@ -15,7 +15,6 @@ import torch
 
 import eval as evaluate_cli
 import train
-from utils.errors import run_cli
 from utils.logger import RunLogger
 
 REPO = Path(__file__).resolve().parents[1]
@@ -171,25 +170,14 @@ def test_clean_eval_reproduces_the_last_training_evaluation(
     assert (run_dir / "eval" / "clean_ep1.csv").is_file()
 
 
-def cli_error(main: Any, capsys: pytest.CaptureFixture[str]) -> str:
-    """Run a CLI entry point as its script would; return its single stderr line (exit code 2, no traceback)."""
-    with pytest.raises(SystemExit) as exit_info:
-        run_cli(main)
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1, err
-    assert "Traceback" not in err
-    return err
-
-
 @pytest.mark.parametrize("algo", ["pal", "morel"])
 def test_min_q_attack_is_refused_without_a_critic(
-    runs: dict[str, dict[str, Path]], algo: str, data_env: None, capsys: pytest.CaptureFixture[str]
+    runs: dict[str, dict[str, Path]], algo: str, data_env: None, cli_error: Any
 ) -> None:
     """The NPG policies have no critic: min_Q is refused in one line, as for BC, before any file is written."""
     run_dir = runs[algo]["straight"]
     argv = ["--run", str(run_dir), "--no-progress", "--choice", "attack", "--attack-mode", "min_Q", "--episodes", "1"]
-    err = cli_error(lambda: evaluate_cli.main(argv), capsys)
+    err = cli_error(lambda: evaluate_cli.main(argv))
     assert "min_Q" in err and "critic" in err
     assert not list((run_dir / "eval").glob("attack-min_Q*")) if (run_dir / "eval").exists() else True
 
@@ -243,11 +231,11 @@ PAL_BASE = ["--task", "Hopper-v4", "--algo", "pal"]
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_no_run_dir(
-    argv: list[str], expected: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    argv: list[str], expected: list[str], tmp_path: Path, cli_error: Any
 ) -> None:
     """Each mistake is one clear stderr line naming the bad value and the fix, exit code 2, and no run directory."""
     log_dir = tmp_path / "log"
-    err = cli_error(lambda: train.main([*argv, "--log-dir", str(log_dir), "--no-progress"]), capsys)
+    err = cli_error(lambda: train.main([*argv, "--log-dir", str(log_dir), "--no-progress"]))
     for text in expected:
         assert text in err, (text, err)
     assert not log_dir.exists()

@@ -31,7 +31,7 @@ from buffers.replay import ReplayBuffer
 from config import DynamicsConfig, load_config
 from models.density_ratio import DensityRatio
 from models.dynamics import EnsembleDynamics
-from utils.errors import UserError, run_cli
+from utils.errors import UserError
 
 TASK = "hopper-random-gen"  # conftest's tiny_dataset_dir holds 2000 transitions of it
 
@@ -236,12 +236,6 @@ def _run_dir(log_dir: Path) -> Path:
     return run_dir
 
 
-def _checkpoint(run_dir: Path) -> dict[str, Any]:
-    state = torch.load(run_dir / "checkpoints" / "checkpoint.pt", weights_only=False)
-    del state["wall_time"]
-    return state
-
-
 def _rows(run_dir: Path) -> list[dict[str, str]]:
     with open(run_dir / "progress.csv", newline="") as handle:
         return [{k: v for k, v in row.items() if k != "wall_time"} for row in csv.DictReader(handle)]
@@ -302,19 +296,21 @@ def runs(tiny_dataset_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> di
 
 
 @pytest.mark.parametrize("killed", ["m_step", "refit"])
-def test_resumed_run_matches_the_uninterrupted_run(runs: dict[str, Path], killed: str, same_tensors: Any) -> None:
+def test_resumed_run_matches_the_uninterrupted_run(
+    runs: dict[str, Path], killed: str, same_tensors: Any, checkpoint_of: Any
+) -> None:
     """Killed in M-step 1 or inside E-step 1's weighted refit, resumed: the final checkpoint (policy, critics,
     optimisers, ratio and model-error networks, b, the refitted model, the model buffer and episodes, RNG states) and
     progress.csv equal the uninterrupted run's."""
-    same_tensors(_checkpoint(runs["straight"]), _checkpoint(runs[killed]))
+    same_tensors(checkpoint_of(runs["straight"]), checkpoint_of(runs[killed]))
     assert _rows(runs["straight"]) == _rows(runs[killed])
     assert not (runs[killed] / REFIT_PROGRESS).exists()
 
 
-def test_run_does_both_em_iterations_and_logs_them(runs: dict[str, Path]) -> None:
+def test_run_does_both_em_iterations_and_logs_them(runs: dict[str, Path], checkpoint_of: Any) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    state = _checkpoint(runs["straight"])
+    state = checkpoint_of(runs["straight"])
     assert state["extra"]["phase"] == "done" and state["extra"]["iteration"] == 2
     assert [int(row["epoch"]) for row in _rows(runs["straight"])] == [1, 2, 3, 4]
     assert float(state["algo_state"]["modules"]["b"]) > 0
@@ -326,14 +322,14 @@ def test_run_does_both_em_iterations_and_logs_them(runs: dict[str, Path]) -> Non
 
 
 def test_alpha_zero_keeps_the_erm_model(
-    tiny_dataset_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_dataset_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, checkpoint_of: Any
 ) -> None:
     """α = 0: iteration 1 refits only the ratio (b changes); the model is the ERM model throughout."""
     monkeypatch.setenv("D4RL_DATASET_DIR", str(tiny_dataset_dir))
     train.main(_train_args(tmp_path, "weight_exponent=0", "epochs=1"))
     run_dir = _run_dir(tmp_path)
     erm = torch.load(run_dir / "dynamics.pt", weights_only=False)["state_dict"]
-    final = _checkpoint(run_dir)["extra"]["dynamics"]
+    final = checkpoint_of(run_dir)["extra"]["dynamics"]
     for key, value in erm.items():
         assert torch.equal(value, final[key]), key
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -343,15 +339,6 @@ def test_alpha_zero_keeps_the_erm_model(
     tags = set(accumulator.Tags()["scalars"])
     assert "ratio_before_refit/train_loss" not in tags and "refit/train_loss" not in tags
     assert len(accumulator.Scalars("ratio/train_loss")) == 2  # one ratio fit per E-step
-
-
-def _cli_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
-    with pytest.raises(SystemExit) as exit_info:
-        run_cli(lambda: train.main(argv))
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    return err
 
 
 @pytest.mark.parametrize(
@@ -365,10 +352,10 @@ def _cli_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
     ],
     ids=["alpha", "rollout-mode", "starts", "no-reward", "bound"],
 )
-def test_bad_input_is_one_line(
-    extra: list[str], expected: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    err = _cli_error(["--task", TASK, "--algo", "wmopo", "--log-dir", str(tmp_path / "log"), "--set", *extra], capsys)
+def test_bad_input_is_one_line(extra: list[str], expected: list[str], tmp_path: Path, cli_error: Any) -> None:
+    err = cli_error(
+        lambda: train.main(["--task", TASK, "--algo", "wmopo", "--log-dir", str(tmp_path / "log"), "--set", *extra])
+    )
     for text in expected:
         assert text in err, (text, err)
     assert not (tmp_path / "log").exists()

@@ -29,7 +29,7 @@ from envs.behaviour import save_behaviour_policy
 from envs.tasks import get_task
 from models.actor_critic import TanhGaussianActor
 from models.dynamics import EnsembleDynamics
-from utils.errors import UserError, run_cli
+from utils.errors import UserError
 
 TASK = "CustomPendulum-v0"
 
@@ -276,14 +276,8 @@ def _study_dir(log_dir: Path, algo: str = "wmopo-alg1") -> Path:
     return run_dir
 
 
-def _state(run_dir: Path) -> dict[str, Any]:
-    state = torch.load(run_dir / "checkpoints" / "checkpoint.pt", weights_only=False)
-    del state["wall_time"]
-    return state
-
-
 @pytest.fixture(scope="module")
-def study_runs(policy_file: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def study_runs(policy_file: Path, tmp_path_factory: pytest.TempPathFactory, checkpoint_of: Any) -> dict[str, Path]:
     log_dir = tmp_path_factory.mktemp("study_runs")
     train.main(_study_args(log_dir / "straight", policy_file))
     original = PendulumStudy.refit
@@ -297,23 +291,25 @@ def study_runs(policy_file: Path, tmp_path_factory: pytest.TempPathFactory) -> d
         patch.setattr(PendulumStudy, "refit", refit_then_die)
         train.main(_study_args(log_dir / "resumed", policy_file))
     resumed = _study_dir(log_dir / "resumed")
-    assert _state(resumed)["epoch"] == 1
+    assert checkpoint_of(resumed)["epoch"] == 1
     train.main(["--resume", str(resumed), "--no-progress"])
     return {"straight": _study_dir(log_dir / "straight"), "resumed": resumed}
 
 
-def test_resumed_study_matches_the_uninterrupted_one(study_runs: dict[str, Path], same_tensors: Any) -> None:
+def test_resumed_study_matches_the_uninterrupted_one(
+    study_runs: dict[str, Path], same_tensors: Any, checkpoint_of: Any
+) -> None:
     """Killed inside iteration 1 (checkpoint after iteration 0), resumed: the final checkpoint (models, scores,
     ratio network, result, RNG) and progress.csv equal the uninterrupted run's."""
-    same_tensors(_state(study_runs["straight"]), _state(study_runs["resumed"]))
+    same_tensors(checkpoint_of(study_runs["straight"]), checkpoint_of(study_runs["resumed"]))
     rows = [(run / "progress.csv").read_text().splitlines() for run in study_runs.values()]
     assert [line.rsplit(",", 1)[0] for line in rows[0]] == [line.rsplit(",", 1)[0] for line in rows[1]]
 
 
-def test_study_run_records_scores_weights_and_the_result(study_runs: dict[str, Path]) -> None:
+def test_study_run_records_scores_weights_and_the_result(study_runs: dict[str, Path], checkpoint_of: Any) -> None:
     """Three scored models (ERM and two refits), the best one chosen, figure data per iteration, and the result's
     evaluation error |real − simulated|."""
-    state = _state(study_runs["straight"])
+    state = checkpoint_of(study_runs["straight"])
     assert state["phase"] == "done" and len(state["scores"]) == 3 and len(state["models"]) == 3
     result = state["result"]
     assert result["chosen_iteration"] == int(np.argmax(state["scores"]))
@@ -321,15 +317,6 @@ def test_study_run_records_scores_weights_and_the_result(study_runs: dict[str, P
     figure = np.load(study_runs["straight"] / "figures" / "iter2.npz")
     assert figure["data"].shape == (200, 3) and figure["sim"].shape == (200, 3)
     assert float(figure["weights"].mean()) == pytest.approx(1.0, rel=1e-5)
-
-
-def _cli_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
-    with pytest.raises(SystemExit) as exit_info:
-        run_cli(lambda: train.main(argv))
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    return err
 
 
 @pytest.mark.parametrize(
@@ -347,11 +334,11 @@ def _cli_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
     ids=["dataset-task", "other-env", "bad-correction", "missing-policy", "ensemble"],
 )
 def test_bad_input_is_one_line(
-    extra: list[str], expected: list[str], policy_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    extra: list[str], expected: list[str], policy_file: Path, tmp_path: Path, cli_error: Any
 ) -> None:
     """Each mistake is one line naming the bad value and the fix, exit code 2, and no run directory."""
     argv = ["--set", f"policy_path={policy_file}", *extra, "--log-dir", str(tmp_path / "log"), "--no-progress"]
-    err = _cli_error(argv, capsys)
+    err = cli_error(lambda: train.main(argv))
     for text in expected:
         assert text in err, (text, err)
     assert not (tmp_path / "log").exists()
@@ -379,14 +366,14 @@ def test_plot_draws_the_study_figures(study_runs: dict[str, Path], tmp_path: Pat
     assert plot.x_label(TASK, {"wmopo-alg1"}, "study/score") == "Iteration i (model θ_i)"
 
 
-def test_score_tables_any_logged_metric(study_runs: dict[str, Path], tmp_path: Path) -> None:
+def test_score_tables_any_logged_metric(study_runs: dict[str, Path], tmp_path: Path, checkpoint_of: Any) -> None:
     """score.py --metric result/evaluation_error reads the study's result per seed; --raw with --metric is refused."""
     import score
 
     (table,) = score.main(
         [str(study_runs["straight"]), "--metric", "result/evaluation_error", "--out", str(tmp_path / "s.md")]
     )
-    expected = _state(study_runs["straight"])["result"]["evaluation_error"]
+    expected = checkpoint_of(study_runs["straight"])["result"]["evaluation_error"]
     assert table.algo == "wmopo-alg1" and table.values == pytest.approx((expected,), rel=1e-6)
     with pytest.raises(UserError, match="pass one of them"):
         score.main([str(study_runs["straight"]), "--metric", "x", "--raw", "--out", str(tmp_path / "t.md")])
