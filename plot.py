@@ -85,6 +85,8 @@ FIGURE_SETS = {
         "monitor/ensemble_std/mean": "ensemble-std",
         DEFAULT_METRIC: "reward",
     },
+    # WMOPO's EM loop (its Figure 2a): the real return and the penalised return of the model episodes.
+    "wmopo-em": {"eval/episode_reward": "real-return", "eval/sim_return": "sim-return"},
     # The WMOPO Pendulum study, per iteration: π's return in θ_i, the score −L(θ_i; w), the weights' spread.
     "wmopo": {
         "study/sim_return": "sim-return",
@@ -98,6 +100,7 @@ AXIS_LABELS |= {
     "monitor/adv_q_target/mean": "Adversarial Q (target critics)",
     "monitor/ensemble_std/mean": "log ensemble std",
     "study/sim_return": "Discounted return of π in θ_i",
+    "eval/sim_return": "Return in the model (penalised)",
     "study/score": "Score −L(θ_i; w)",
     "weights/effective_sample_fraction": "Effective sample fraction of w",
 }

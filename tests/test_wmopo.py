@@ -321,6 +321,13 @@ def test_run_does_both_em_iterations_and_logs_them(runs: dict[str, Path], checkp
     assert len(accumulator.Scalars("e_step/b")) == 2
 
 
+def test_plot_draws_the_real_and_model_returns(runs: dict[str, Path], tmp_path: Path) -> None:
+    import plot
+
+    written = plot.main([str(runs["straight"]), "--figures", "wmopo-em", "--out", str(tmp_path), "--smooth", "1"])
+    assert sorted(path.name for path in written) == [f"{TASK}_real-return.png", f"{TASK}_sim-return.png"]
+
+
 def test_alpha_zero_keeps_the_erm_model(
     tiny_dataset_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, checkpoint_of: Any
 ) -> None:
