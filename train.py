@@ -319,7 +319,7 @@ def run_study(
 
 def episode_starts(dataset: OfflineDataset, device: torch.device) -> torch.Tensor:
     """The first state of every dataset episode (model episodes start there)."""
-    return torch.as_tensor(dataset.observations[np.asarray(dataset.episode_starts, dtype=bool)], device=device)
+    return torch.as_tensor(dataset.start_observations(), device=device)
 
 
 def npg_trainer(

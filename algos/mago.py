@@ -245,7 +245,7 @@ class MAGO(TrainableModule):
         terminal = torch.as_tensor(np.asarray(dataset.terminals, dtype=bool), device=device)
         self.state_pool = torch.cat([obs, next_obs[~terminal]])
         self.next_obs_low, self.next_obs_high = next_obs.amin(0), next_obs.amax(0)
-        self.start_states = obs[torch.as_tensor(np.asarray(dataset.episode_starts, dtype=bool), device=device)]
+        self.start_states = torch.as_tensor(dataset.start_observations(), device=device)
         self.game_obs.copy_(self._pool_sample(self.cfg.adv_batch_size))
 
     def _pool_sample(self, n: int) -> torch.Tensor:

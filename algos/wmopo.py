@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -342,7 +341,7 @@ class WMOPOTrainer(OfflineTrainer):
         cfg = self.wmopo_cfg
         num = cfg.sim_samples or len(self.data_x)
         sim = occupancy_samples(
-            self.model_transition, self.stochastic_policy, self.starts, cfg.sac.gamma, num, cfg.sim_batch
+            self.model_transition, self.stochastic_policy, self._starts, cfg.sac.gamma, num, cfg.sim_batch
         )
         fitted = self.wmopo.ratio.fit(self.data_x, sim, cfg.ratio)
         return {f"{prefix}/{key.split('/')[-1]}": value for key, value in fitted.items()}
@@ -375,9 +374,6 @@ class WMOPOTrainer(OfflineTrainer):
 
     def stochastic_policy(self, obs: Tensor) -> Tensor:
         return self.wmopo.act(obs, deterministic=False)
-
-    def starts(self, num: int) -> Tensor:
-        return self._starts(num)
 
     @staticmethod
     def weight_summary(ratios: Tensor) -> str:
@@ -433,8 +429,7 @@ class WMOPO(SAC):
         self.dynamics = None if dynamics is None else [dynamics]  # not a submodule: the trainer saves the model
         self.start_states: Tensor | None = None
         if dataset is not None:
-            starts = np.asarray(dataset.episode_starts, dtype=bool)
-            self.start_states = torch.as_tensor(np.asarray(dataset.observations, np.float32)[starts], device=device)
+            self.start_states = torch.as_tensor(dataset.start_observations(), device=device)
 
     def model_reward(self, reward: Tensor, info: dict[str, Tensor]) -> Tensor:
         """r̃ = clip(r̂ − b·c(s, a), ±10R); a non-finite model reward becomes −10R."""

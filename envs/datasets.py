@@ -56,6 +56,10 @@ class OfflineDataset:
     def num_transitions(self) -> int:
         return int(self.observations.shape[0])
 
+    def start_observations(self) -> np.ndarray:
+        """The first observation of every episode [episodes, obs_dim] (where model episodes start), float32."""
+        return np.asarray(self.observations, dtype=np.float32)[np.asarray(self.episode_starts, dtype=bool)]
+
     def episode_returns(self) -> np.ndarray:
         """Undiscounted return of every episode in the data (the last one as far as the data goes)."""
         starts = np.flatnonzero(self.episode_starts)
