@@ -7,6 +7,7 @@ operator and backup variants), `model_reward` (MOPO's penalty on model rewards).
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -16,6 +17,7 @@ from algos.base import TrainableModule
 from buffers.replay import Batch
 from config import SACConfig
 from models.actor_critic import CriticEnsemble, TanhGaussianActor
+from models.seed_stack import SeedGenerators, SeedStack, SeedStackedActor
 
 
 def adam(params: Any, lr: float) -> torch.optim.Adam:
@@ -39,6 +41,10 @@ class SAC(TrainableModule):
         self.log_alpha = nn.Parameter(torch.tensor(0.0 if cfg.auto_alpha else float(torch.tensor(cfg.alpha).log())))
         self.register_buffer("alpha", self.log_alpha.detach().exp())
         self.to(device)
+        self._build_optimizers(epochs)
+
+    def _build_optimizers(self, epochs: int) -> None:
+        cfg = self.cfg
         self._polyak_pairs = (list(self.target_critics.parameters()), list(self.critics.parameters()))
         self.actor_optim = adam(self.actor.parameters(), cfg.actor_lr)
         self.critic_optim = adam(self.critics.parameters(), cfg.critic_lr)
@@ -48,6 +54,22 @@ class SAC(TrainableModule):
             if cfg.lr_schedule == "cosine"
             else None
         )
+
+    @classmethod
+    def stack(cls, runs: Sequence[SAC], rng: SeedGenerators, epochs: int) -> SAC:
+        """S freshly built runs of this algorithm as one seed-stacked instance (models/seed_stack.py): networks,
+        targets and α gain a leading seed dimension, batches and outputs carry it ([S, B, ...]), and every other
+        attribute (config, MOPO's penalty, ...) is the first run's. Build each run under its own seed and call
+        `rng.capture()` after it, so the stacked instance starts exactly where each run alone would."""
+        stacked = copy.copy(runs[0])
+        stacked._parameters, stacked._buffers, stacked._modules = {}, {}, dict(runs[0]._modules)
+        stacked.actor = SeedStackedActor([run.actor for run in runs], rng)
+        stacked.critics = SeedStack([run.critics for run in runs])
+        stacked.target_critics = SeedStack([run.target_critics for run in runs]).requires_grad_(False)
+        stacked.log_alpha = nn.Parameter(torch.stack([run.log_alpha.detach() for run in runs]).unsqueeze(-1))
+        stacked.register_buffer("alpha", torch.stack([run.alpha for run in runs]).unsqueeze(-1))
+        stacked._build_optimizers(epochs)
+        return stacked
 
     # ------------------------------------------------------------------------------------------------ acting
     @torch.no_grad()
@@ -63,7 +85,7 @@ class SAC(TrainableModule):
     def next_value(self, next_obs: torch.Tensor) -> torch.Tensor:
         """Soft value of the next state: min_j Q̄_j(s', a') − α log π(a'|s'), a' ~ π(·|s')."""
         next_act, next_log_prob = self.actor(next_obs)
-        return self.target_critics(next_obs, next_act).amin(0) - self.alpha * next_log_prob.squeeze(-1)
+        return self.target_critics(next_obs, next_act).amin(-2) - self.alpha * next_log_prob.squeeze(-1)
 
     @torch.no_grad()
     def critic_target(self, batch: Batch, num_real: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -72,35 +94,45 @@ class SAC(TrainableModule):
         return batch.rew + self.cfg.gamma * (1.0 - batch.done) * self.next_value(batch.next_obs), {}
 
     def update(self, batch: Batch, num_real: int = 0) -> dict[str, torch.Tensor]:
-        """One SAC step (critics, actor, α, targets) in OfflineRL-Kit's order; returns detached metrics."""
+        """One SAC step (critics, actor, α, targets) in OfflineRL-Kit's order; returns detached metrics.
+
+        Shapes work with or without a leading seed dimension (`SAC.stack`): losses are means over the batch, then
+        summed over seeds for the backward pass, so each seed's gradient is that of its own loss."""
         target, metrics = self.critic_target(batch, num_real)
-        q = self.critics(batch.obs, batch.act)
-        critic_loss = (q - target).square().mean(1).sum()
+        q = self.critics(batch.obs, batch.act)  # [(S,) critics, B]
+        critic_loss = (q - target.unsqueeze(-2)).square().mean(-1).sum(-1)
         self.critic_optim.zero_grad(set_to_none=True)
-        critic_loss.backward()
+        critic_loss.sum().backward()
         self.critic_optim.step()
 
         self.critics.requires_grad_(False)  # the actor's gradient flows through Q without touching its weights
         action, log_prob = self.actor(batch.obs)
-        q_pi = self.critics(batch.obs, action).amin(0)
-        actor_loss = (self.alpha * log_prob.squeeze(-1) - q_pi).mean()
+        log_prob = log_prob.squeeze(-1)
+        q_pi = self.critics(batch.obs, action).amin(-2)
+        actor_loss = (self.alpha * log_prob - q_pi).mean(-1)
         self.actor_optim.zero_grad(set_to_none=True)
-        actor_loss.backward()
+        actor_loss.sum().backward()
         self.actor_optim.step()
         self.critics.requires_grad_(True)
 
         metrics.update({"loss/actor": actor_loss.detach(), "loss/critic": critic_loss.detach() / self.cfg.num_critics})
         if self.cfg.auto_alpha:
-            alpha_loss = -(self.log_alpha * (log_prob.detach() + self.target_entropy)).mean()
+            alpha_loss = -(self.log_alpha * (log_prob.detach() + self.target_entropy)).mean(-1)
             self.alpha_optim.zero_grad(set_to_none=True)
-            alpha_loss.backward()
+            alpha_loss.sum().backward()
             self.alpha_optim.step()
             with torch.no_grad():
                 alpha = self.log_alpha.exp()
                 self.alpha.copy_(alpha if self.cfg.alpha_max is None else alpha.clamp(max=self.cfg.alpha_max))
             metrics["loss/alpha"] = alpha_loss.detach()
         self.soft_update_targets()
-        metrics.update({"alpha": self.alpha.clone(), "q_mean": q.detach().mean(), "entropy": -log_prob.detach().mean()})
+        metrics.update(
+            {
+                "alpha": self.alpha.clone().squeeze(-1),
+                "q_mean": q.detach().mean((-2, -1)),
+                "entropy": -log_prob.detach().mean(-1),
+            }
+        )
         return metrics
 
     @torch.no_grad()

@@ -43,6 +43,18 @@ def tanh_log_det(pre_tanh: torch.Tensor) -> torch.Tensor:
     return 2.0 * (LOG_2 - pre_tanh - F.softplus(-2.0 * pre_tanh))
 
 
+def squashed_gaussian_sample(
+    mean: torch.Tensor, log_std: torch.Tensor, noise: torch.Tensor, max_action: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """a = max_action * tanh(mean + σ ε) for given standard-normal noise ε, and log π(a|s) [..., 1] with
+    OfflineRL-Kit's 1e-6-guarded tanh correction (the noise is an argument so seed-stacked actors can draw it
+    from each seed's own generator)."""
+    squashed = torch.tanh(mean + log_std.exp() * noise)
+    gaussian_log_prob = (-0.5 * noise.square() - log_std - 0.5 * math.log(2 * math.pi)).sum(-1, keepdim=True)
+    correction = torch.log(max_action * (1 - squashed.square()) + 1e-6).sum(-1, keepdim=True)
+    return max_action * squashed, gaussian_log_prob - correction
+
+
 class TanhGaussianActor(nn.Module):
     """a = max_action * tanh(u), u ~ N(mu(s), sigma(s)); state-conditioned log-std clamped to [min, max].
 
@@ -111,13 +123,8 @@ class TanhGaussianActor(nn.Module):
     def forward(self, obs: torch.Tensor, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Reparameterised action and its log-probability [..., 1]."""
         mean, log_std = self.distribution_params(obs)
-        std = log_std.exp()
         noise = torch.zeros_like(mean) if deterministic else torch.randn_like(mean)
-        pre_tanh = mean + std * noise
-        squashed = torch.tanh(pre_tanh)
-        gaussian_log_prob = (-0.5 * noise.square() - log_std - 0.5 * math.log(2 * math.pi)).sum(-1, keepdim=True)
-        correction = torch.log(self.max_action * (1 - squashed.square()) + 1e-6).sum(-1, keepdim=True)
-        return self.max_action * squashed, gaussian_log_prob - correction
+        return squashed_gaussian_sample(mean, log_std, noise, self.max_action)
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:

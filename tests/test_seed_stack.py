@@ -1,0 +1,125 @@
+"""Seed-stacked networks and SAC (models/seed_stack.py, SAC.stack): S seeds in one batched computation end where
+the same S seeds trained alone end."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from algos.mopo import MOPO, MOPOConfig
+from algos.sac import SAC
+from buffers.replay import Batch
+from config import SACConfig
+from models.actor_critic import CriticEnsemble, TanhGaussianActor
+from models.seed_stack import SeedGenerators, SeedStack, SeedStackedActor
+
+OBS_DIM, ACT_DIM, SEEDS = 3, 2, (0, 1, 2)
+
+
+def _batches(seed: int, num: int, n: int = 32) -> list[Batch]:
+    gen = torch.Generator().manual_seed(100 + seed)
+    return [
+        Batch(
+            obs=torch.randn(n, OBS_DIM, generator=gen),
+            act=torch.rand(n, ACT_DIM, generator=gen) * 2 - 1,
+            rew=torch.randn(n, generator=gen),
+            next_obs=torch.randn(n, OBS_DIM, generator=gen),
+            done=(torch.rand(n, generator=gen) < 0.3).float(),
+        )
+        for _ in range(num)
+    ]
+
+
+def _stack_batches(batches: list[Batch]) -> Batch:
+    return Batch(*(torch.stack(fields) for fields in zip(*batches)))
+
+
+def test_stack_evaluates_each_seed_with_its_own_weights_and_round_trips() -> None:
+    critics = []
+    for seed in SEEDS:
+        torch.manual_seed(seed)
+        critics.append(CriticEnsemble(OBS_DIM, ACT_DIM, (8, 8), num_critics=2))
+    stack = SeedStack(critics)
+    obs, act = torch.randn(len(SEEDS), 5, OBS_DIM), torch.rand(len(SEEDS), 5, ACT_DIM)
+    q = stack(obs, act)
+    assert q.shape == (len(SEEDS), 2, 5)
+    for seed, critic in enumerate(critics):
+        torch.testing.assert_close(q[seed], critic(obs[seed], act[seed]))
+    states = stack.unstack()
+    fresh = CriticEnsemble(OBS_DIM, ACT_DIM, (8, 8), num_critics=2)
+    fresh.load_state_dict(states[1])
+    torch.testing.assert_close(fresh(obs[1], act[1]), q[1])
+    stack.load_seed_states([states[2], states[0], states[1]])
+    torch.testing.assert_close(stack(obs, act)[1], critics[0](obs[1], act[1]))
+    with pytest.raises(ValueError, match="expected 3 state dicts"):
+        stack.load_seed_states(states[:2])
+
+
+def test_captured_streams_continue_each_seeds_global_stream() -> None:
+    rng = SeedGenerators()
+    expected = []
+    for seed in SEEDS:
+        torch.manual_seed(seed)
+        torch.randn(7)  # what building a seed's networks consumes
+        rng.capture()
+        expected.append(torch.randn(4, 2))
+    torch.testing.assert_close(rng.randn(4, 2), torch.stack(expected), rtol=0, atol=0)
+    two_streams = SeedGenerators()
+    two_streams.capture()
+    two_streams.capture()
+    with pytest.raises(ValueError, match="3 actors but 2 random streams"):
+        SeedStackedActor([TanhGaussianActor(OBS_DIM, ACT_DIM, (8,))] * 3, two_streams)
+
+
+def _sac_cfg() -> SACConfig:
+    return SACConfig(hidden_dims=[16, 16], actor_lr=3e-3, critic_lr=3e-3, alpha_lr=3e-3)
+
+
+def _build(algo: str, seed: int) -> SAC:
+    torch.manual_seed(seed)
+    if algo == "mopo":
+        return MOPO(OBS_DIM, ACT_DIM, MOPOConfig(sac=_sac_cfg(), epochs=10))
+    return SAC(OBS_DIM, ACT_DIM, _sac_cfg(), epochs=10)
+
+
+@pytest.mark.parametrize("algo", ["sac", "mopo"])
+def test_stacked_seeds_end_where_the_seeds_trained_alone_end(algo: str) -> None:
+    updates = 15
+    alone = []
+    for seed in SEEDS:
+        run = _build(algo, seed)  # the global stream continues from here, as in a run trained alone
+        for batch in _batches(seed, updates):
+            run.update(batch)
+        alone.append(run)
+
+    rng = SeedGenerators()
+    runs = []
+    for seed in SEEDS:
+        runs.append(_build(algo, seed))
+        rng.capture()
+    stacked = type(runs[0]).stack(runs, rng, epochs=10)
+    per_seed = [_batches(seed, updates) for seed in SEEDS]
+    for step in range(updates):
+        metrics = stacked.update(_stack_batches([batches[step] for batches in per_seed]))
+    assert metrics["loss/critic"].shape == metrics["alpha"].shape == (len(SEEDS),)
+
+    for seed, run in enumerate(alone):
+        for name, stack in (("actor", stacked.actor), ("critics", stacked.critics), ("target", stacked.target_critics)):
+            module = {"actor": run.actor, "critics": run.critics, "target": run.target_critics}[name]
+            for key, value in module.state_dict().items():
+                torch.testing.assert_close(stack.unstack()[seed][key], value, rtol=1e-4, atol=1e-5, msg=key)
+        torch.testing.assert_close(stacked.log_alpha[seed, 0], run.log_alpha.detach(), rtol=1e-4, atol=1e-6)
+    assert getattr(stacked, "penalty_coef", None) == getattr(alone[0], "penalty_coef", None)
+
+
+def test_a_stacked_seed_differs_from_its_neighbours() -> None:
+    """Independence: the seeds' parameters and draws are their own, not copies of one seed's."""
+    rng = SeedGenerators()
+    runs = []
+    for seed in SEEDS:
+        runs.append(_build("sac", seed))
+        rng.capture()
+    stacked = SAC.stack(runs, rng, epochs=10)
+    obs = torch.zeros(len(SEEDS), 4, OBS_DIM)
+    actions, _ = stacked.actor(obs)
+    assert not torch.allclose(actions[0], actions[1]) and not torch.allclose(actions[1], actions[2])
