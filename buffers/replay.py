@@ -5,6 +5,7 @@ Both are one ring buffer of tensors; sampling is `torch.randint` indexing, with 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -61,12 +62,13 @@ class ReplayBuffer:
         self.position = (self.position + n) % self.capacity
         self.size = min(self.size + n, self.capacity)
 
-    def sample(self, batch_size: int) -> Batch:
-        rows = torch.randint(self.size, (batch_size,), device=self.device)
+    def sample(self, batch_size: int, generator: torch.Generator | None = None) -> Batch:
+        """Uniform rows with replacement, drawn from `generator` (default: the global stream)."""
+        rows = torch.randint(self.size, (batch_size,), device=self.device, generator=generator)
         return Batch(*(field[rows] for field in self.storage))
 
-    def sample_obs(self, batch_size: int) -> torch.Tensor:
-        return self.storage.obs[torch.randint(self.size, (batch_size,), device=self.device)]
+    def sample_obs(self, batch_size: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        return self.storage.obs[torch.randint(self.size, (batch_size,), device=self.device, generator=generator)]
 
     def state_dict(self) -> dict[str, Any]:
         """Only the filled rows are saved, so an early checkpoint stays small."""
@@ -86,15 +88,37 @@ class ReplayBuffer:
 
 
 def sample_mixed(
-    real: ReplayBuffer, fake: ReplayBuffer | None, batch_size: int, real_ratio: float
+    real: ReplayBuffer,
+    fake: ReplayBuffer | None,
+    batch_size: int,
+    real_ratio: float,
+    generator: torch.Generator | None = None,
 ) -> tuple[Batch, int]:
     """int(batch_size * real_ratio) real transitions, then the rest from model rollouts (MBPO/MOPO mixing).
 
     Returns the batch and its number of real rows, which come first.
     """
     if fake is None or len(fake) == 0:
-        return real.sample(batch_size), batch_size
+        return real.sample(batch_size, generator), batch_size
     num_real = int(batch_size * real_ratio)
     if num_real == 0:
-        return fake.sample(batch_size), 0
-    return Batch.cat(real.sample(num_real), fake.sample(batch_size - num_real)), num_real
+        return fake.sample(batch_size, generator), 0
+    return Batch.cat(real.sample(num_real, generator), fake.sample(batch_size - num_real, generator)), num_real
+
+
+def sample_mixed_seeds(
+    real: ReplayBuffer,
+    fakes: Sequence[ReplayBuffer | None],
+    batch_size: int,
+    real_ratio: float,
+    generators: Sequence[torch.Generator],
+) -> tuple[Batch, int]:
+    """`sample_mixed` for S stacked seeds ([S, B, ...]): one shared dataset, each seed's own rollout buffer and
+    random stream, so seed s draws exactly the rows its run alone would. Every seed's buffer must be empty or
+    filled alike (seeds roll out in lockstep), so the seeds' batches split into real and model rows alike."""
+    samples = [
+        sample_mixed(real, fake, batch_size, real_ratio, gen) for fake, gen in zip(fakes, generators, strict=True)
+    ]
+    if len({num_real for _, num_real in samples}) > 1:
+        raise ValueError("stacked seeds' rollout buffers must be empty or non-empty together")
+    return Batch(*(torch.stack(fields) for fields in zip(*(batch for batch, _ in samples)))), samples[0][1]

@@ -8,7 +8,7 @@ import torch
 
 from algos.mopo import MOPO, MOPOConfig
 from algos.sac import SAC
-from buffers.replay import Batch
+from buffers.replay import Batch, ReplayBuffer, sample_mixed, sample_mixed_seeds
 from config import SACConfig
 from models.actor_critic import CriticEnsemble, TanhGaussianActor
 from models.seed_stack import SeedGenerators, SeedStack, SeedStackedActor
@@ -123,3 +123,29 @@ def test_a_stacked_seed_differs_from_its_neighbours() -> None:
     obs = torch.zeros(len(SEEDS), 4, OBS_DIM)
     actions, _ = stacked.actor(obs)
     assert not torch.allclose(actions[0], actions[1]) and not torch.allclose(actions[1], actions[2])
+
+
+def test_stacked_sampling_draws_each_seeds_rows_of_a_run_alone() -> None:
+    data = ReplayBuffer(50, OBS_DIM, ACT_DIM)
+    data.add(_batches(0, 1, n=50)[0])
+    fakes = []
+    for seed in SEEDS:
+        fake = ReplayBuffer(20, OBS_DIM, ACT_DIM)
+        fake.add(_batches(seed + 10, 1, n=20)[0])
+        fakes.append(fake)
+    alone = []
+    for seed, fake in zip(SEEDS, fakes):
+        torch.manual_seed(seed)
+        alone.append(sample_mixed(data, fake, 8, 0.25))
+    rng = SeedGenerators()
+    for seed in SEEDS:
+        torch.manual_seed(seed)
+        rng.capture()
+    batch, num_real = sample_mixed_seeds(data, fakes, 8, 0.25, rng.generators)
+    assert num_real == 2 and batch.obs.shape == (len(SEEDS), 8, OBS_DIM)
+    for seed, (single, single_real) in enumerate(alone):
+        assert single_real == num_real
+        for stacked_field, field in zip(batch, single):
+            torch.testing.assert_close(stacked_field[seed], field, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="empty or non-empty together"):
+        sample_mixed_seeds(data, [fakes[0], ReplayBuffer(20, OBS_DIM, ACT_DIM), fakes[2]], 8, 0.25, rng.generators)
