@@ -15,6 +15,7 @@ import os
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -24,7 +25,8 @@ import torch
 from algos import ALGORITHMS, STUDIES, build_algorithm
 from algos.game import ModelBasedNPG
 from algos.npg_trainer import NPGTrainer
-from algos.trainer import OfflineTrainer, read_checkpoint
+from algos.sac import SAC, SeedOfStack
+from algos.trainer import OfflineTrainer, SeedStackedTrainer, read_checkpoint
 from algos.wmopo_study import PendulumStudy, PendulumStudyConfig
 from buffers.replay import ReplayBuffer
 from config import (
@@ -48,6 +50,7 @@ from envs import (
 )
 from envs.generate import behaviour_policy_score
 from models.dynamics import EnsembleDynamics, read_fit_progress
+from models.seed_stack import SeedStreams
 from utils.checkpoint import seed_everything
 from utils.errors import UserError, run_cli
 from utils.launch import Job, RunRequest, check_threads, check_workers, run_local, summary
@@ -63,6 +66,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, help="random seed (default 0)")
     parser.add_argument("--seeds", type=int, nargs="+", help="several seeds, each its own run (in parallel processes)")
     parser.add_argument("--workers", type=int, help="with --seeds: concurrent runs (default: the number of cores)")
+    parser.add_argument(
+        "--stack-seeds",
+        action="store_true",
+        help="with --seeds: train the seeds in this one process as one batched computation (SAC family; each seed "
+        "still writes its own run dir, identical to its run alone up to float rounding)",
+    )
     parser.add_argument(
         "--threads",
         type=int,
@@ -212,17 +221,58 @@ def main(argv: list[str] | None = None) -> dict[str, float] | None:
     if args.list_tasks:
         print("\n".join(list_tasks()))
         return None
+    if args.stack_seeds and not args.seeds:
+        raise UserError("--stack-seeds trains the seeds of --seeds in one process; pass --seeds 0 1 2 ...")
     if args.seeds:
-        train_seeds(args)
+        if args.stack_seeds:
+            train_stacked(args)
+        else:
+            train_seeds(args)
         return None
     if args.workers is not None:
         raise UserError("--workers applies to --seeds; drop it or pass --seeds")
-    cfg, run_dir, checkpoint = resolve_config(args)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    run = open_run(*resolve_config(args), args)
+    if isinstance(run.cfg, PendulumStudyConfig):
+        return run_study(run.cfg, run.spec, run.logger, run.run_dir, run.checkpoint)
+    try:
+        trainer, evaluator = build_trainer(run)
+        if trainer is None:
+            return None
+        try:
+            result = trainer.train()
+        except KeyboardInterrupt:
+            raise UserError(f"interrupted; continue with: python train.py --resume {run.run_dir}") from None
+        evaluator.close()
+        if isinstance(trainer, NPGTrainer):
+            trainer.close()
+    finally:
+        run.logger.close()
+    if result is not None:
+        print(final_line(result, run.spec, run.dataset, run.run_dir))
+    return result
+
+
+@dataclass
+class OpenRun:
+    """A run being started or resumed: its config, directory, data and logger (everything before the trainer)."""
+
+    cfg: RunConfig
+    run_dir: Path
+    checkpoint: dict[str, Any] | None
+    spec: TaskSpec
+    device: torch.device
+    dataset: OfflineDataset | None
+    logger: RunLogger
+    progress: bool
+
+
+def open_run(cfg: RunConfig, run_dir: Path, checkpoint: dict[str, Any] | None, args: argparse.Namespace) -> OpenRun:
+    """Seed the global streams, load the data, write the config and open the logger of one run."""
     spec = get_task(cfg.task)
     device = resolve_device(cfg.device)
     progress = not args.no_progress and sys.stderr.isatty()
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
     seed_everything(cfg.seed)
 
     dataset = None
@@ -247,46 +297,99 @@ def main(argv: list[str] | None = None) -> dict[str, float] | None:
         print(f"{run_dir} has no checkpoint yet; starting it from the beginning with its saved config", flush=True)
         resume_step, resume_events = 0, 0
     logger = RunLogger(run_dir, resume_step, resume_events=resume_events)
-    if isinstance(cfg, PendulumStudyConfig):
-        return run_study(cfg, spec, logger, run_dir, checkpoint)
+    return OpenRun(cfg, run_dir, checkpoint, spec, device, dataset, logger, progress)
+
+
+def build_trainer(run: OpenRun) -> tuple[OfflineTrainer | NPGTrainer | None, Evaluator]:
+    """The run's evaluator and trainer (fitting or loading its dynamics model first), restored from its checkpoint
+    or checkpointed before any training; no trainer for a `dynamics_only` run."""
+    cfg, spec, device, dataset = run.cfg, run.spec, run.device, run.dataset
+    evaluator = Evaluator(spec, cfg.eval_episodes, cfg.seed, device, getattr(cfg, "act_repeat", 1))
+    if isinstance(cfg, ModelBasedNPGConfig):
+        trainer: OfflineTrainer | NPGTrainer = npg_trainer(
+            cfg, spec, dataset, evaluator, run.logger, run.run_dir, device
+        )
+    else:
+        assert dataset is not None
+        real_buffer = ReplayBuffer.from_dataset(dataset, device)
+        dynamics = None
+        if hasattr(cfg, "dynamics"):
+            dynamics = prepare_dynamics(cfg, spec, real_buffer, run.run_dir, run.logger, device, run.progress)
+            if cfg.dynamics_only:
+                print(f"dynamics model saved; reuse it with --set dynamics_path={run.run_dir / 'dynamics.pt'}")
+                evaluator.close()
+                return None, evaluator
+        algo = build_algorithm(cfg, spec.obs_dim, spec.act_dim, device, dynamics, dataset)
+        rollouts = dynamics if isinstance(cfg, ModelBasedConfig) else None  # MAGO plays its own game instead
+        episodes = rollouts is not None and cfg.rollout_mode == "episodes"
+        starts = episode_starts(dataset, device) if episodes else None
+        trainer_class = getattr(algo, "trainer_class", OfflineTrainer)  # WMOPO wraps its EM schedule around it
+        trainer = trainer_class(
+            cfg, algo, real_buffer, evaluator, run.logger, run.run_dir, rollouts, run.progress, starts
+        )
+    trainer.progress = run.progress
+    if run.checkpoint is not None:
+        trainer.load_state(run.checkpoint, source=run.run_dir)
+        unit = "iteration" if isinstance(trainer, NPGTrainer) else "epoch"
+        print(f"resumed at {unit} {run.checkpoint['epoch']} (step {run.checkpoint['global_step']})", flush=True)
+    else:  # a checkpoint before any training: a run killed before its first save resumes on the same stream
+        trainer.save_checkpoint()
+    return trainer, evaluator
+
+
+def train_stacked(args: argparse.Namespace) -> list[dict[str, float] | None]:
+    """`--seeds ... --stack-seeds`: the seeds' runs built one by one exactly as alone (each under its own seed, with
+    its own dynamics fit, run dir and checkpoint), then trained as one seed-stacked computation (docs/seeds.md)."""
+    if args.resume or args.seed is not None:
+        raise UserError("--stack-seeds starts one new run per seed; it cannot be combined with --seed or --resume")
+    if args.workers is not None:
+        raise UserError("--workers sets concurrent processes; --stack-seeds trains every seed in this one")
+    known = args.algo in ALGORITHMS or args.algo in STUDIES  # an unknown name gets resolve_config's message
+    if known and not getattr(ALGORITHMS.get(args.algo), "stackable", False):
+        stackable = sorted(name for name, cls in ALGORITHMS.items() if getattr(cls, "stackable", False))
+        raise UserError(
+            f"--stack-seeds supports {', '.join(stackable)} so far, not {args.algo}; drop --stack-seeds to train the "
+            "seeds as separate processes"
+        )
+    seeds = list(dict.fromkeys(args.seeds))
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    runs, trainers, evaluators = [], [], []
     try:
-        evaluator = Evaluator(spec, cfg.eval_episodes, cfg.seed, device, getattr(cfg, "act_repeat", 1))
-        if isinstance(cfg, ModelBasedNPGConfig):
-            trainer: OfflineTrainer | NPGTrainer = npg_trainer(cfg, spec, dataset, evaluator, logger, run_dir, device)
-        else:
-            assert dataset is not None
-            real_buffer = ReplayBuffer.from_dataset(dataset, device)
-            dynamics = None
-            if hasattr(cfg, "dynamics"):
-                dynamics = prepare_dynamics(cfg, spec, real_buffer, run_dir, logger, device, progress)
-                if cfg.dynamics_only:
-                    print(f"dynamics model saved; reuse it with --set dynamics_path={run_dir / 'dynamics.pt'}")
-                    return None
-            algo = build_algorithm(cfg, spec.obs_dim, spec.act_dim, device, dynamics, dataset)
-            rollouts = dynamics if isinstance(cfg, ModelBasedConfig) else None  # MAGO plays its own game instead
-            episodes = rollouts is not None and cfg.rollout_mode == "episodes"
-            starts = episode_starts(dataset, device) if episodes else None
-            trainer_class = getattr(algo, "trainer_class", OfflineTrainer)  # WMOPO wraps its EM schedule around it
-            trainer = trainer_class(cfg, algo, real_buffer, evaluator, logger, run_dir, rollouts, progress, starts)
-        trainer.progress = progress
-        if checkpoint is not None:
-            trainer.load_state(checkpoint, source=run_dir)
-            unit = "iteration" if isinstance(trainer, NPGTrainer) else "epoch"
-            print(f"resumed at {unit} {checkpoint['epoch']} (step {checkpoint['global_step']})", flush=True)
-        else:  # a checkpoint before any training: a run killed before its first save resumes on the same stream
-            trainer.save_checkpoint()
+        streams: SeedStreams | None = None
+        for seed in seeds:
+            run = open_run(*resolve_config(argparse.Namespace(**{**vars(args), "seed": seed})), args)
+            runs.append(run)
+            trainer, evaluator = build_trainer(run)
+            evaluators.append(evaluator)
+            if trainer is None:
+                continue
+            assert isinstance(trainer, OfflineTrainer)
+            trainers.append(trainer)
+            streams = streams or SeedStreams(run.device)
+            streams.capture()
+        if not trainers:
+            return []
+        assert streams is not None
+        singles = [cast(SAC, trainer.algo) for trainer in trainers]
+        stacked = type(singles[0]).stack(singles, streams, runs[0].cfg.epochs)
+        for seed, (trainer, single) in enumerate(zip(trainers, singles)):
+            trainer.algo = SeedOfStack(stacked, seed, template=single)
+        progress = runs[0].progress
         try:
-            result = trainer.train()
+            results = SeedStackedTrainer(trainers, stacked, streams, progress).train()
         except KeyboardInterrupt:
-            raise UserError(f"interrupted; continue with: python train.py --resume {run_dir}") from None
-        evaluator.close()
-        if isinstance(trainer, NPGTrainer):
-            trainer.close()
+            dirs = " ".join(str(run.run_dir) for run in runs)
+            raise UserError(f"interrupted; resume each seed alone (python train.py --resume RUN_DIR): {dirs}") from None
     finally:
-        logger.close()
-    if result is not None:
-        print(final_line(result, spec, dataset, run_dir))
-    return result
+        for evaluator in evaluators:
+            evaluator.close()
+        for run in runs:
+            run.logger.close()
+    for run, result in zip(runs, results):
+        if result is not None:
+            print(final_line(result, run.spec, run.dataset, run.run_dir))
+    return results
 
 
 def run_study(

@@ -47,6 +47,7 @@ class MICROConfig(ModelBasedConfig):
 
 class MICRO(SAC):
     needs_dynamics = True
+    stackable = False  # its backup queries the dynamics model, which stays per seed
 
     def __init__(
         self,

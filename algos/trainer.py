@@ -18,9 +18,10 @@ import torch
 from tqdm.auto import tqdm
 
 from algos.base import Algorithm, ModelBasedAlgorithm
-from buffers.replay import Batch, ReplayBuffer, sample_mixed
+from buffers.replay import Batch, ReplayBuffer, sample_mixed, sample_mixed_seeds
 from config import OfflineConfig
 from models.dynamics import EnsembleDynamics
+from models.seed_stack import SeedStreams
 from utils.checkpoint import atomic_torch_save, capture_rng_state, load_project_file, restore_rng_state
 from utils.errors import UserError
 from utils.logger import RunLogger
@@ -202,25 +203,31 @@ class OfflineTrainer:
                 self.global_step += 1
                 bar.update()
             self.algo.end_epoch()
-            self.epoch += 1
-            self.logger.scalars({k: float(torch.stack(v).mean()) for k, v in epoch_metrics.items()}, self.global_step)
-            if self.episodes:
-                self.logger.scalars(self._episode_metrics(), self.global_step)
+            self.finish_epoch(epoch_metrics, started, final_epoch)
             if self.epoch % cfg.eval_every == 0 or self.epoch == final_epoch:
-                self.last_eval = self.evaluator.evaluate(self.algo.act)
-                monitor = getattr(self.algo, "monitor_evaluation", None)  # an algorithm's own evaluation extras
-                if monitor is not None:
-                    self.last_eval, extras = monitor(self.last_eval, self.evaluator.spec)
-                    self.logger.scalars(extras, self.global_step)
-                self.wall_time += time.perf_counter() - started
-                started = time.perf_counter()
-                self.logger.evaluation(self.epoch, self.global_step, self.last_eval, self.wall_time)
                 bar.set_postfix(score=f"{self.last_eval['normalized_mean']:.1f}")
-            self.wall_time += time.perf_counter() - started
-            if self.epoch % cfg.save_every == 0 or self.epoch == final_epoch:
-                self.save_checkpoint()
         bar.close()
         return self.last_eval
+
+    def finish_epoch(self, epoch_metrics: dict[str, list[torch.Tensor]], started: float, final_epoch: int) -> None:
+        """Count the epoch, log its mean update metrics, evaluate and checkpoint when due."""
+        cfg = self.cfg
+        self.epoch += 1
+        self.logger.scalars({k: float(torch.stack(v).mean()) for k, v in epoch_metrics.items()}, self.global_step)
+        if self.episodes:
+            self.logger.scalars(self._episode_metrics(), self.global_step)
+        if self.epoch % cfg.eval_every == 0 or self.epoch == final_epoch:
+            self.last_eval = self.evaluator.evaluate(self.algo.act)
+            monitor = getattr(self.algo, "monitor_evaluation", None)  # an algorithm's own evaluation extras
+            if monitor is not None:
+                self.last_eval, extras = monitor(self.last_eval, self.evaluator.spec)
+                self.logger.scalars(extras, self.global_step)
+            self.wall_time += time.perf_counter() - started
+            started = time.perf_counter()
+            self.logger.evaluation(self.epoch, self.global_step, self.last_eval, self.wall_time)
+        self.wall_time += time.perf_counter() - started
+        if self.epoch % cfg.save_every == 0 or self.epoch == final_epoch:
+            self.save_checkpoint()
 
     # ------------------------------------------------------------------------------------------------ checkpoint
     def save_checkpoint(self) -> None:
@@ -274,6 +281,67 @@ class OfflineTrainer:
         self.epoch, self.global_step = state["epoch"], state["global_step"]
         self.wall_time, self.last_eval = state["wall_time"], state["last_eval"]
         restore_rng_state(state["rng"])
+
+
+class SeedStackedTrainer:
+    """S seeds of one SAC-family algorithm trained as one batched computation (`SAC.stack`, docs/seeds.md).
+
+    Every seed keeps its own `OfflineTrainer` (run dir, logger, evaluator, dynamics model, rollout buffer,
+    checkpoint), whose algorithm is the seed's view of the stacked one (`SeedOfStack`); per-seed work (rollouts,
+    evaluation, checkpoints) runs unchanged inside the seed's random streams, and the update runs once for all seeds
+    on the batches each seed drew from its own stream. Each run dir ends as that seed's run alone would.
+    """
+
+    def __init__(self, trainers: list[OfflineTrainer], stacked: Any, streams: SeedStreams, progress: bool) -> None:
+        lead = trainers[0]
+        if lead.episodes:
+            raise UserError("seed stacking supports rollout_mode=branch only; train these seeds as separate runs")
+        if len({(t.epoch, t.global_step) for t in trainers}) > 1:
+            raise UserError("stacked seeds must start at the same epoch; resume them as separate runs")
+        self.trainers, self.stacked, self.streams, self.progress = trainers, stacked, streams, progress
+
+    def train(self) -> list[dict[str, float] | None]:
+        trainers, streams, lead = self.trainers, self.streams, self.trainers[0]
+        cfg = lead.cfg
+        bar = tqdm(
+            total=cfg.epochs * cfg.steps_per_epoch,
+            initial=lead.global_step,
+            desc=f"{cfg.algo} {cfg.task} x {len(trainers)} seeds",
+            unit="step",
+            disable=not self.progress,
+            dynamic_ncols=True,
+            smoothing=0.05,
+        )
+        while lead.epoch < cfg.epochs:
+            started = time.perf_counter()
+            epoch_metrics: dict[str, list[torch.Tensor]] = {}
+            for _ in range(cfg.steps_per_epoch):
+                if lead.dynamics is not None and lead.global_step % cfg.rollout_freq == 0:
+                    for seed, trainer in enumerate(trainers):
+                        with streams.active(seed):
+                            trainer.logger.scalars(trainer.rollout(), trainer.global_step)
+                batch, num_real = sample_mixed_seeds(
+                    lead.real_buffer,
+                    [trainer.fake_buffer for trainer in trainers],
+                    cfg.batch_size,
+                    getattr(cfg, "real_ratio", 1),
+                    streams.generators,
+                )
+                for key, value in self.stacked.update(batch, num_real).items():
+                    epoch_metrics.setdefault(key, []).append(value)
+                for trainer in trainers:
+                    trainer.global_step += 1
+                bar.update()
+            self.stacked.end_epoch()
+            for seed, trainer in enumerate(trainers):
+                with streams.active(seed):
+                    trainer.finish_epoch(
+                        {key: [value[seed] for value in values] for key, values in epoch_metrics.items()},
+                        started,
+                        cfg.epochs,
+                    )
+        bar.close()
+        return [trainer.last_eval for trainer in trainers]
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:

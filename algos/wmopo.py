@@ -407,6 +407,7 @@ class WMOPO(SAC):
     so checkpoints carry them."""
 
     needs_dynamics: ClassVar[bool] = True
+    stackable: ClassVar[bool] = False  # its EM schedule and extra networks are per run
     needs_dataset: ClassVar[bool] = True
     penalty_type: ClassVar[str | None] = None
     trainer_class: ClassVar[type[OfflineTrainer]] = WMOPOTrainer

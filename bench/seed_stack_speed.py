@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from algos.sac import SAC  # noqa: E402
 from buffers.replay import Batch  # noqa: E402
 from config import SACConfig  # noqa: E402
-from models.seed_stack import SeedGenerators  # noqa: E402
+from models.seed_stack import SeedStreams  # noqa: E402
 
 OBS_DIM, ACT_DIM, BATCH = 11, 3, 256
 
@@ -74,7 +74,7 @@ def one_seed(updates: int, threads: int, device: str, seed: int = 0) -> float:
 def stacked(num_seeds: int, updates: int, threads: int, device: str) -> float:
     torch.set_num_threads(threads)
     dev = torch.device(device)
-    rng, runs = SeedGenerators(dev), []
+    rng, runs = SeedStreams(dev), []
     for seed in range(num_seeds):
         torch.manual_seed(seed)
         runs.append(SAC(OBS_DIM, ACT_DIM, SACConfig(), epochs=1, device=dev))

@@ -8,16 +8,19 @@ first: `[S, B, ...]`.
 
 Seeds stay independent: every optimiser update acts elementwise (Adam) on each seed's slice, losses are summed over
 seeds (so a seed's gradient is its own loss's), and every random draw of seed s comes from its own generator
-(`SeedGenerators`), started where that seed's run alone would stand, so a stacked run draws the same numbers as the
+(`SeedStreams`), started where that seed's run alone would stand, so a stacked run draws the same numbers as the
 S runs trained alone.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Sequence
+import random
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
@@ -52,7 +55,9 @@ class SeedStack(nn.Module):
         params, buffers = stack_module_state(list(modules))
         self._names = list(params)
         self._buffer_names = list(buffers)
-        self.stacked = nn.ParameterDict({_key(k): nn.Parameter(v.detach().clone()) for k, v in params.items()})
+        self.stacked = nn.ParameterDict()
+        for name, value in params.items():  # one by one: a dict argument would be sorted, reordering the parameters
+            self.stacked[_key(name)] = nn.Parameter(value.detach().clone())
         for name, value in buffers.items():
             self.register_buffer(f"buffer__{_key(name)}", value.clone())
         # The template holds the structure only (no memory); a list keeps it out of this module's parameters.
@@ -80,10 +85,26 @@ class SeedStack(nn.Module):
     def forward(self, *args: torch.Tensor) -> Any:
         return self.call("forward", *args)
 
+    def seed_call(self, seed: int, method: str, *args: Any) -> Any:
+        """`module.method(*args)` of one seed alone (no seed dimension): the unchanged module code on that seed's
+        slice of the parameters, e.g. to act in one seed's rollouts or evaluation."""
+        target = self._template[0] if method == "forward" else _Method(self._template[0], method)
+        prefix = "" if method == "forward" else "inner."
+        return functional_call(target, {name: value[seed] for name, value in self._state(prefix).items()}, args)
+
     def unstack(self) -> list[dict[str, torch.Tensor]]:
         """Each seed's ordinary `state_dict` (copies), loadable into the unstacked module class."""
         state = self._state("")
         return [{name: value[seed].detach().clone() for name, value in state.items()} for seed in range(self.num_seeds)]
+
+    def state_names(self) -> list[str]:
+        """The wrapped module's ordinary parameter and buffer names."""
+        return [*self._names, *self._buffer_names]
+
+    @torch.no_grad()
+    def write_seed(self, seed: int, name: str, value: torch.Tensor) -> None:
+        """Overwrite seed `seed`'s slice of one parameter or buffer (its ordinary name)."""
+        self._state("")[name][seed].copy_(value)
 
     @torch.no_grad()
     def load_seed_states(self, states: Sequence[dict[str, torch.Tensor]]) -> None:
@@ -94,23 +115,51 @@ class SeedStack(nn.Module):
             value.copy_(torch.stack([state[name] for state in states]))
 
 
-class SeedGenerators:
-    """One torch.Generator per seed; each draw returns the S seeds' samples stacked [S, *shape].
+class SeedStreams:
+    """Each seed's random streams (torch, numpy, Python), so seed s draws exactly what its run alone would.
 
-    `capture(seed)` after building a seed's networks under `torch.manual_seed(seed)` starts that seed's stream where
-    the global stream of the same seed's run alone would stand, so both runs draw the same numbers.
+    Stacked computations draw from `generators` (one torch.Generator per seed; draws come back stacked [S, ...]).
+    Per-seed code (rollouts, evaluation) runs unchanged inside `active(s)`, which swaps seed s's states into the
+    global generators for its duration. `capture()` right after building a seed's run under `seed_everything(seed)`
+    adds a seed whose streams continue where that run alone would stand.
     """
 
     def __init__(self, device: torch.device | str = "cpu") -> None:
         self.device = torch.device(device)
         self.generators: list[torch.Generator] = []
+        self._host_states: list[dict[str, Any]] = []  # numpy and Python `random` states, per seed
 
     def capture(self) -> None:
-        """Add a stream continuing the global generator's current state (call right after building a seed)."""
+        """Add a seed continuing the global generators' current states."""
         generator = torch.Generator(self.device)
-        global_state = torch.get_rng_state() if self.device.type == "cpu" else torch.cuda.get_rng_state(self.device)
-        generator.set_state(global_state)
+        generator.set_state(self._global_torch_state())
         self.generators.append(generator)
+        self._host_states.append({"numpy": np.random.get_state(), "python": random.getstate()})
+
+    def _global_torch_state(self) -> torch.Tensor:
+        return torch.get_rng_state() if self.device.type == "cpu" else torch.cuda.get_rng_state(self.device)
+
+    def _set_global_torch_state(self, state: torch.Tensor) -> None:
+        if self.device.type == "cpu":
+            torch.set_rng_state(state)
+        else:
+            torch.cuda.set_rng_state(state, self.device)
+
+    @contextmanager
+    def active(self, seed: int) -> Iterator[None]:
+        """Seed `seed`'s streams as the global ones; the caller's global states come back afterwards."""
+        outer = (self._global_torch_state(), np.random.get_state(), random.getstate())
+        self._set_global_torch_state(self.generators[seed].get_state())
+        np.random.set_state(self._host_states[seed]["numpy"])
+        random.setstate(self._host_states[seed]["python"])
+        try:
+            yield
+        finally:
+            self.generators[seed].set_state(self._global_torch_state())
+            self._host_states[seed] = {"numpy": np.random.get_state(), "python": random.getstate()}
+            self._set_global_torch_state(outer[0])
+            np.random.set_state(outer[1])
+            random.setstate(outer[2])
 
     def __len__(self) -> int:
         return len(self.generators)
@@ -124,18 +173,11 @@ class SeedGenerators:
     def randint(self, high: int, *shape: int) -> torch.Tensor:
         return torch.stack([torch.randint(high, shape, generator=g, device=self.device) for g in self.generators])
 
-    def get_state(self) -> list[torch.Tensor]:
-        return [g.get_state() for g in self.generators]
-
-    def set_state(self, states: Sequence[torch.Tensor]) -> None:
-        for generator, state in zip(self.generators, states, strict=True):
-            generator.set_state(state)
-
 
 class SeedStackedActor(SeedStack):
     """S tanh-Gaussian actors: one vmapped network call, each seed's sampling noise from its own generator."""
 
-    def __init__(self, actors: Sequence[TanhGaussianActor], rng: SeedGenerators) -> None:
+    def __init__(self, actors: Sequence[TanhGaussianActor], rng: SeedStreams) -> None:
         super().__init__(actors)
         if len(rng) != self.num_seeds:
             raise ValueError(f"{self.num_seeds} actors but {len(rng)} random streams")

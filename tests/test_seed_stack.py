@@ -3,17 +3,21 @@ the same S seeds trained alone end."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
+import train
 from algos.mopo import MOPO, MOPOConfig
 from algos.sac import SAC
 from buffers.replay import Batch, ReplayBuffer, sample_mixed, sample_mixed_seeds
 from config import SACConfig
 from models.actor_critic import CriticEnsemble, TanhGaussianActor
-from models.seed_stack import SeedGenerators, SeedStack, SeedStackedActor
+from models.seed_stack import SeedStack, SeedStackedActor, SeedStreams
 
 OBS_DIM, ACT_DIM, SEEDS = 3, 2, (0, 1, 2)
+TINY_DATASET_TASK = "hopper-random-gen"  # the tiny_dataset_dir fixture's task
 
 
 def _batches(seed: int, num: int, n: int = 32) -> list[Batch]:
@@ -40,6 +44,9 @@ def test_stack_evaluates_each_seed_with_its_own_weights_and_round_trips() -> Non
         torch.manual_seed(seed)
         critics.append(CriticEnsemble(OBS_DIM, ACT_DIM, (8, 8), num_critics=2))
     stack = SeedStack(critics)
+    assert [name for name, _ in stack.named_parameters()] == [
+        "stacked." + name.replace(".", "__") for name, _ in critics[0].named_parameters()
+    ]
     obs, act = torch.randn(len(SEEDS), 5, OBS_DIM), torch.rand(len(SEEDS), 5, ACT_DIM)
     q = stack(obs, act)
     assert q.shape == (len(SEEDS), 2, 5)
@@ -56,7 +63,7 @@ def test_stack_evaluates_each_seed_with_its_own_weights_and_round_trips() -> Non
 
 
 def test_captured_streams_continue_each_seeds_global_stream() -> None:
-    rng = SeedGenerators()
+    rng = SeedStreams()
     expected = []
     for seed in SEEDS:
         torch.manual_seed(seed)
@@ -64,7 +71,7 @@ def test_captured_streams_continue_each_seeds_global_stream() -> None:
         rng.capture()
         expected.append(torch.randn(4, 2))
     torch.testing.assert_close(rng.randn(4, 2), torch.stack(expected), rtol=0, atol=0)
-    two_streams = SeedGenerators()
+    two_streams = SeedStreams()
     two_streams.capture()
     two_streams.capture()
     with pytest.raises(ValueError, match="3 actors but 2 random streams"):
@@ -92,7 +99,7 @@ def test_stacked_seeds_end_where_the_seeds_trained_alone_end(algo: str) -> None:
             run.update(batch)
         alone.append(run)
 
-    rng = SeedGenerators()
+    rng = SeedStreams()
     runs = []
     for seed in SEEDS:
         runs.append(_build(algo, seed))
@@ -114,7 +121,7 @@ def test_stacked_seeds_end_where_the_seeds_trained_alone_end(algo: str) -> None:
 
 def test_a_stacked_seed_differs_from_its_neighbours() -> None:
     """Independence: the seeds' parameters and draws are their own, not copies of one seed's."""
-    rng = SeedGenerators()
+    rng = SeedStreams()
     runs = []
     for seed in SEEDS:
         runs.append(_build("sac", seed))
@@ -137,7 +144,7 @@ def test_stacked_sampling_draws_each_seeds_rows_of_a_run_alone() -> None:
     for seed, fake in zip(SEEDS, fakes):
         torch.manual_seed(seed)
         alone.append(sample_mixed(data, fake, 8, 0.25))
-    rng = SeedGenerators()
+    rng = SeedStreams()
     for seed in SEEDS:
         torch.manual_seed(seed)
         rng.capture()
@@ -149,3 +156,68 @@ def test_stacked_sampling_draws_each_seeds_rows_of_a_run_alone() -> None:
             torch.testing.assert_close(stacked_field[seed], field, rtol=0, atol=0)
     with pytest.raises(ValueError, match="empty or non-empty together"):
         sample_mixed_seeds(data, [fakes[0], ReplayBuffer(20, OBS_DIM, ACT_DIM), fakes[2]], 8, 0.25, rng.generators)
+
+
+# ---------------------------------------------------------------------------------------------------- train.py
+TINY_MOPO = [
+    "epochs=2",
+    "steps_per_epoch=40",
+    "batch_size=32",
+    "rollout_freq=20",
+    "rollout_batch_size=50",
+    "rollout_length=2",
+    "eval_episodes=1",
+    "dynamics.num_ensemble=3",
+    "dynamics.num_elites=2",
+    "dynamics.hidden_dims=[16,16]",
+    "dynamics.weight_decay=[2.5e-5,5e-5,1e-4]",
+    "dynamics.max_epochs=2",
+    "sac.hidden_dims=[32,32]",
+]
+
+
+def _train(log_dir: Path, *flags: str) -> None:
+    args = ["--task", TINY_DATASET_TASK, "--algo", "mopo", "--log-dir", str(log_dir), "--no-progress", *flags]
+    train.main([*args, "--set", *TINY_MOPO])
+
+
+def _run_dirs(log_dir: Path) -> dict[str, Path]:
+    return {path.name.split("-")[0]: path for path in (log_dir / TINY_DATASET_TASK / "mopo").iterdir()}
+
+
+def test_stack_seeds_writes_each_seeds_run_as_trained_alone(
+    tiny_dataset_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("D4RL_DATASET_DIR", str(tiny_dataset_dir))
+    for seed in (0, 1):
+        _train(tmp_path / "alone", "--seed", str(seed))
+    _train(tmp_path / "stacked", "--seeds", "0", "1", "--stack-seeds")
+    alone, stacked = _run_dirs(tmp_path / "alone"), _run_dirs(tmp_path / "stacked")
+    assert sorted(stacked) == ["seed0", "seed1"]
+    for seed in ("seed0", "seed1"):
+        expected = torch.load(alone[seed] / "checkpoints" / "checkpoint.pt", weights_only=False)
+        got = torch.load(stacked[seed] / "checkpoints" / "checkpoint.pt", weights_only=False)
+        assert got["epoch"] == expected["epoch"] == 2 and got["global_step"] == expected["global_step"]
+        assert got["algo_state"]["modules"].keys() == expected["algo_state"]["modules"].keys()
+        for name, value in expected["algo_state"]["modules"].items():
+            torch.testing.assert_close(got["algo_state"]["modules"][name], value, rtol=1e-3, atol=1e-4, msg=name)
+        for key in ("actor_optim", "critic_optim", "alpha_optim"):
+            for index, state in expected["algo_state"][key]["state"].items():
+                for name, value in state.items():
+                    torch.testing.assert_close(
+                        got["algo_state"][key]["state"][index][name], value, rtol=1e-3, atol=1e-4
+                    )
+        rows = [(path / "progress.csv").read_text().splitlines() for path in (alone[seed], stacked[seed])]
+        assert [r.split(",")[:2] for r in rows[0]] == [r.split(",")[:2] for r in rows[1]]
+        assert (stacked[seed] / "dynamics.pt").is_file()
+    # A stacked seed's checkpoint is an ordinary one: the run continues alone.
+    train.main(["--resume", str(stacked["seed1"]), "--no-progress"])
+
+
+def test_stack_seeds_refuses_what_it_cannot_stack(tmp_path: Path, cli_error) -> None:
+    log = ["--log-dir", str(tmp_path / "log")]
+    bc = ["--task", TINY_DATASET_TASK, "--algo", "bc", "--seeds", "0", "1", "--stack-seeds", *log]
+    assert "--stack-seeds supports mopo so far, not bc" in cli_error(lambda: train.main(bc))
+    alone = ["--task", TINY_DATASET_TASK, "--algo", "mopo", "--stack-seeds", *log]
+    assert "pass --seeds" in cli_error(lambda: train.main(alone))
+    assert not (tmp_path / "log").exists()
