@@ -4,6 +4,7 @@ python train.py --task hopper-medium-v2 --algo mopo --seed 0
 python train.py --task hopper-medium-v2 --algo mopo --set epochs=100 --set dynamics.max_epochs=50
 python train.py --resume log/hopper-medium-v2/mopo/seed0-20261121-120000
 python train.py --task hopper-medium-gen --algo bc --seeds 0 1 2 --workers 2
+python train.py --task hopper-medium-gen --algo mopo --seeds 0 1 2 --stack-seeds   # one process, one batched update
 python train.py --task Hopper-v4 --algo pal          # online: gymnasium ids are environment tasks
 """
 
