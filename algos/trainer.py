@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from algos.base import Algorithm, ModelBasedAlgorithm
 from buffers.replay import Batch, ReplayBuffer, sample_mixed, sample_mixed_seeds
 from config import OfflineConfig
+from envs.evaluation import evaluate_together
 from models.dynamics import EnsembleDynamics
 from models.seed_stack import SeedStreams
 from utils.checkpoint import atomic_torch_save, capture_rng_state, load_project_file, restore_rng_state
@@ -209,15 +210,27 @@ class OfflineTrainer:
         bar.close()
         return self.last_eval
 
-    def finish_epoch(self, epoch_metrics: dict[str, list[torch.Tensor]], started: float, final_epoch: int) -> None:
-        """Count the epoch, log its mean update metrics, evaluate and checkpoint when due."""
+    def evaluation_due(self, final_epoch: int) -> bool:
+        """Whether the epoch being finished (the next one counted) ends with an evaluation."""
+        return (self.epoch + 1) % self.cfg.eval_every == 0 or self.epoch + 1 == final_epoch
+
+    def finish_epoch(
+        self,
+        epoch_metrics: dict[str, list[torch.Tensor]],
+        started: float,
+        final_epoch: int,
+        evaluation: dict[str, float] | None = None,
+    ) -> None:
+        """Count the epoch, log its mean update metrics, evaluate (unless `evaluation` brings the result of one made
+        elsewhere) and checkpoint when due."""
         cfg = self.cfg
+        due = self.evaluation_due(final_epoch)
         self.epoch += 1
         self.logger.scalars({k: float(torch.stack(v).mean()) for k, v in epoch_metrics.items()}, self.global_step)
         if self.episodes:
             self.logger.scalars(self._episode_metrics(), self.global_step)
-        if self.epoch % cfg.eval_every == 0 or self.epoch == final_epoch:
-            self.last_eval = self.evaluator.evaluate(self.algo.act)
+        if due:
+            self.last_eval = self.evaluator.evaluate(self.algo.act) if evaluation is None else evaluation
             monitor = getattr(self.algo, "monitor_evaluation", None)  # an algorithm's own evaluation extras
             if monitor is not None:
                 self.last_eval, extras = monitor(self.last_eval, self.evaluator.spec)
@@ -333,12 +346,17 @@ class SeedStackedTrainer:
                     trainer.global_step += 1
                 bar.update()
             self.stacked.end_epoch()
+            evaluations: list[dict[str, float] | None] = [None] * len(trainers)
+            if lead.evaluation_due(cfg.epochs):  # all seeds' episodes side by side, one policy call per step
+                actor = self.stacked.actor
+                evaluations = list(evaluate_together([t.evaluator for t in trainers], actor.act))
             for seed, trainer in enumerate(trainers):
                 with streams.active(seed):
                     trainer.finish_epoch(
                         {key: [value[seed] for value in values] for key, values in epoch_metrics.items()},
                         started,
                         cfg.epochs,
+                        evaluations[seed],
                     )
         bar.close()
         return [trainer.last_eval for trainer in trainers]

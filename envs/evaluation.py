@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import numpy as np
@@ -60,39 +60,54 @@ class Evaluator:
 
     def evaluate(self, act_fn: Callable[[torch.Tensor], torch.Tensor]) -> dict[str, float]:
         """Play one episode per environment; `act_fn` maps float32 [n_alive, obs_dim] to [n_alive, act_dim]."""
-        n = len(self.envs)
-        observations = np.stack([env.reset(seed=s)[0] for env, s in zip(self.envs, self.reset_seeds)])
-        returns = np.zeros(n)
-        lengths = np.zeros(n, dtype=np.int64)
-        alive = np.ones(n, dtype=bool)
-        with isolated_global_rngs(self.device), torch.no_grad():
-            while alive.any():
-                alive_idx = np.flatnonzero(alive)
-                obs_batch = torch.as_tensor(observations[alive_idx], dtype=torch.float32, device=self.device)
-                actions = act_fn(obs_batch).detach().to("cpu", torch.float32).numpy()
-                if actions.shape != (len(alive_idx), self.spec.act_dim):
-                    raise ValueError(
-                        f"act_fn returned actions of shape {actions.shape}, "
-                        f"expected {(len(alive_idx), self.spec.act_dim)}"
-                    )
-                if not np.isfinite(actions).all():
-                    raise ValueError("act_fn returned NaN/Inf actions; the policy has diverged")
-                for row, i in enumerate(alive_idx):
-                    observations[i], reward, terminated, truncated, _ = self.envs[i].step(actions[row])
-                    returns[i] += reward
-                    lengths[i] += 1
-                    alive[i] = not (terminated or truncated)
-        return {
-            "return_mean": float(returns.mean()),
-            "return_std": float(returns.std()),
-            "length_mean": float(lengths.mean()),
-            "length_std": float(lengths.std()),
-            "normalized_mean": float(normalized_score(self.spec, float(returns.mean()))),
-            "normalized_std": normalized_std(self.spec, float(returns.std())),
-        }
+        return evaluate_together([self], lambda obs: act_fn(obs[0]).unsqueeze(0))[0]
 
     def close(self) -> None:
         """Release the MuJoCo environments."""
         for env in self.envs:
             env.close()
         self.envs = []
+
+
+def evaluate_together(
+    evaluators: Sequence[Evaluator], act_fn: Callable[[torch.Tensor], torch.Tensor]
+) -> list[dict[str, float]]:
+    """Every evaluator's episodes side by side with one batched policy call per step for all of them: `act_fn` maps
+    float32 [S, n, obs_dim] (row s: evaluator s's alive episodes, zero-padded to the longest row) to [S, n, act_dim],
+    e.g. S stacked seeds' policies (docs/seeds.md). Each evaluator's scores are those its own `evaluate` gives."""
+    spec, device = evaluators[0].spec, evaluators[0].device
+    observations = [np.stack([env.reset(seed=s)[0] for env, s in zip(ev.envs, ev.reset_seeds)]) for ev in evaluators]
+    returns = [np.zeros(len(ev.envs)) for ev in evaluators]
+    lengths = [np.zeros(len(ev.envs), dtype=np.int64) for ev in evaluators]
+    alive = [np.ones(len(ev.envs), dtype=bool) for ev in evaluators]
+    with isolated_global_rngs(device), torch.no_grad():
+        while any(a.any() for a in alive):
+            alive_idx = [np.flatnonzero(a) for a in alive]
+            width = max(len(idx) for idx in alive_idx)
+            padded = np.zeros((len(evaluators), width, spec.obs_dim), dtype=np.float32)
+            for row, (obs, idx) in enumerate(zip(observations, alive_idx)):
+                padded[row, : len(idx)] = obs[idx]
+            actions = act_fn(torch.as_tensor(padded, device=device)).detach().to("cpu", torch.float32).numpy()
+            if actions.shape != (len(evaluators), width, spec.act_dim):
+                expected = (width, spec.act_dim) if len(evaluators) == 1 else (len(evaluators), width, spec.act_dim)
+                got = actions.shape[1:] if len(evaluators) == 1 else actions.shape
+                raise ValueError(f"act_fn returned actions of shape {got}, expected {expected}")
+            for row, (ev, idx) in enumerate(zip(evaluators, alive_idx)):
+                if not np.isfinite(actions[row, : len(idx)]).all():
+                    raise ValueError("act_fn returned NaN/Inf actions; the policy has diverged")
+                for col, i in enumerate(idx):
+                    observations[row][i], reward, terminated, truncated, _ = ev.envs[i].step(actions[row, col])
+                    returns[row][i] += reward
+                    lengths[row][i] += 1
+                    alive[row][i] = not (terminated or truncated)
+    return [
+        {
+            "return_mean": float(r.mean()),
+            "return_std": float(r.std()),
+            "length_mean": float(n.mean()),
+            "length_std": float(n.std()),
+            "normalized_mean": float(normalized_score(spec, float(r.mean()))),
+            "normalized_std": normalized_std(spec, float(r.std())),
+        }
+        for r, n in zip(returns, lengths)
+    ]

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from envs import Evaluator, get_task, normalized_score
-from envs.evaluation import episode_reset_seed
+from envs.evaluation import episode_reset_seed, evaluate_together
 
 SPEC = get_task("hopper-random-gen")
 
@@ -90,3 +90,19 @@ def test_episodes_get_distinct_reset_seeds() -> None:
 def test_wrong_action_shape_is_reported(evaluator: Evaluator) -> None:
     with pytest.raises(ValueError, match=r"act_fn returned actions of shape \(2, 2\), expected \(2, 3\)"):
         evaluator.evaluate(lambda obs: torch.zeros(obs.shape[0], 2))
+
+
+def test_evaluating_together_gives_each_evaluators_own_scores() -> None:
+    """Seeds evaluated side by side (one policy call for all) score as each evaluated alone, episodes ending at
+    different steps in different rows included."""
+    weights = [torch.full((SPEC.obs_dim, SPEC.act_dim), 0.3), torch.full((SPEC.obs_dim, SPEC.act_dim), -0.2)]
+    evaluators = [Evaluator(SPEC, episodes=2, seed=0), Evaluator(SPEC, episodes=3, seed=1)]
+    try:
+        alone = [ev.evaluate(lambda obs, w=w: torch.tanh(obs @ w)) for ev, w in zip(evaluators, weights)]
+        stacked_weights = torch.stack(weights)
+        together = evaluate_together(evaluators, lambda obs: torch.tanh(obs @ stacked_weights))
+    finally:
+        for ev in evaluators:
+            ev.close()
+    assert together == alone
+    assert alone[0]["length_mean"] != alone[1]["length_mean"]
