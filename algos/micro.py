@@ -14,8 +14,9 @@ Since mean − β(mean − min) = (1 − β) E_U[V] + β min_U V, β interpolate
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, cast
 
 import torch
 
@@ -23,6 +24,7 @@ from algos.sac import SAC
 from buffers.replay import Batch
 from config import ModelBasedConfig, Rule, one_of, positive, register_config
 from models.dynamics import EnsembleDynamics
+from models.seed_stack import SeedStreams
 
 MAX_Q_BACKUP_ACTIONS = 10  # sampled next actions per state for `max_q_backup` (as in MOBILE/MICRO)
 
@@ -47,7 +49,6 @@ class MICROConfig(ModelBasedConfig):
 
 class MICRO(SAC):
     needs_dynamics = True
-    stackable = False  # its backup queries the dynamics model, which stays per seed
 
     def __init__(
         self,
@@ -62,41 +63,61 @@ class MICRO(SAC):
         # A bound method, not a submodule: the model is saved in its own file, not in every policy checkpoint.
         # Without a model (e.g. loaded for evaluation) the policy acts but cannot be trained.
         self.sample_next_obs = None if dynamics is None else dynamics.sample_next_obs
+        # Stacked seeds (`SAC.stack`): each seed's own model and random streams.
+        self.seed_samplers: list[Callable[..., torch.Tensor]] | None = None
+        self.streams: SeedStreams | None = None
+
+    def stack_extras(self, runs: Sequence[SAC], rng: SeedStreams) -> None:
+        """Each seed keeps its own dynamics model, sampled inside the seed's random streams."""
+        self.seed_samplers = [cast(MICRO, run).sample_next_obs for run in runs]
+        self.streams = rng
 
     @torch.no_grad()
     def next_value(self, next_obs: torch.Tensor) -> torch.Tensor:
         """V(s') for the backup; `max_q_backup` and `deterministic_backup` are MICRO's (and MOBILE's) variants."""
         if self.micro_cfg.max_q_backup:
-            repeated = next_obs.repeat_interleave(MAX_Q_BACKUP_ACTIONS, dim=0)
-            q = self.target_critics(repeated, self.actor(repeated)[0])  # [critics, B * n]
-            return q.view(q.shape[0], -1, MAX_Q_BACKUP_ACTIONS).amax(-1).amin(0)
+            repeated = next_obs.repeat_interleave(MAX_Q_BACKUP_ACTIONS, dim=-2)
+            q = self.target_critics(repeated, self.actor(repeated)[0])  # [(S,) critics, B * n]
+            return q.unflatten(-1, (-1, MAX_Q_BACKUP_ACTIONS)).amax(-1).amin(-2)
         if self.micro_cfg.deterministic_backup:
-            return self.target_critics(next_obs, self.actor(next_obs)[0]).amin(0)
+            return self.target_critics(next_obs, self.actor(next_obs)[0]).amin(-2)
         return super().next_value(next_obs)
+
+    def _uncertainty_set(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        """K next states from every elite: [elites, K, B, obs], or [S, elites, K, B, obs] for stacked seeds."""
+        num_samples = self.micro_cfg.num_samples
+        if self.seed_samplers is not None and self.streams is not None:
+            samples = []
+            for seed, sample in enumerate(self.seed_samplers):
+                with self.streams.active(seed):
+                    samples.append(sample(obs[seed], act[seed], num_samples))
+            return torch.stack(samples)
+        if self.sample_next_obs is None:
+            raise RuntimeError("MICRO needs its dynamics model to train; pass dynamics= to the constructor")
+        return self.sample_next_obs(obs, act, num_samples)
 
     @torch.no_grad()
     def value_spread(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
         """u(s, a) = mean_m q_m − min_m q_m over the elites' sampled next states."""
-        if self.sample_next_obs is None:
-            raise RuntimeError("MICRO needs its dynamics model to train; pass dynamics= to the constructor")
-        next_states = self.sample_next_obs(obs, act, self.micro_cfg.num_samples)  # [elites, K, B, obs]
-        flat = next_states.reshape(-1, next_states.shape[-1])
+        next_states = self._uncertainty_set(obs, act)  # [(S,) elites, K, B, obs]
+        flat = next_states.reshape(*obs.shape[:-2], -1, next_states.shape[-1])
         bf16 = self.micro_cfg.uncertainty_precision == "bf16"
         with torch.autocast(flat.device.type, dtype=torch.bfloat16, enabled=bf16):
-            q = self.target_critics(flat, self.actor(flat)[0]).amin(0)
+            q = self.target_critics(flat, self.actor(flat)[0]).amin(-2)
         q = q.float().view(next_states.shape[:-1])
-        member_values = q.mean(1)  # [elites, B]
-        return member_values.mean(0) - member_values.amin(0)
+        member_values = q.mean(-2)  # [(S,) elites, B]
+        return member_values.mean(-2) - member_values.amin(-2)
 
     @torch.no_grad()
     def critic_target(self, batch: Batch, num_real: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """y = max(r + γ(1 − d)[V(s') − β u(s, a)], 0), u computed on the model rows only."""
         penalty = torch.zeros_like(batch.rew)
-        if num_real < len(penalty):
-            penalty[num_real:] = self.value_spread(batch.obs[num_real:], batch.act[num_real:])
+        has_model_rows = num_real < penalty.shape[-1]
+        if has_model_rows:
+            penalty[..., num_real:] = self.value_spread(batch.obs[..., num_real:, :], batch.act[..., num_real:, :])
         next_value = self.next_value(batch.next_obs) - self.micro_cfg.penalty_coef * penalty
         target = batch.rew + self.cfg.gamma * (1.0 - batch.done) * next_value
         if self.micro_cfg.clamp_target:
             target = target.clamp(min=0.0)
-        model_penalty = penalty[num_real:].mean() if num_real < len(penalty) else penalty.new_zeros(())
+        model_penalty = penalty[..., num_real:].mean(-1) if has_model_rows else penalty.new_zeros(penalty.shape[:-1])
         return target, {"penalty": model_penalty}

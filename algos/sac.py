@@ -71,7 +71,11 @@ class SAC(TrainableModule):
         stacked.register_buffer("alpha", torch.stack([run.alpha for run in runs]).unsqueeze(-1))
         stacked.num_seeds = len(runs)
         stacked._build_optimizers(epochs)
+        stacked.stack_extras(runs, rng)
         return stacked
+
+    def stack_extras(self, runs: Sequence[SAC], rng: SeedStreams) -> None:
+        """What a subclass keeps per seed in a stacked instance (MICRO: each seed's dynamics model)."""
 
     # ------------------------------------------------------------------------------------------------ stacked seeds
     def _seed_slice(self, value: torch.Tensor, seed: int, single_shape: torch.Size) -> torch.Tensor:

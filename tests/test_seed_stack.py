@@ -9,11 +9,13 @@ import pytest
 import torch
 
 import train
+from algos.micro import MICRO, MICROConfig
 from algos.mopo import MOPO, MOPOConfig
 from algos.sac import SAC
 from buffers.replay import Batch, ReplayBuffer, sample_mixed, sample_mixed_seeds
-from config import SACConfig
+from config import DynamicsConfig, SACConfig
 from models.actor_critic import CriticEnsemble, TanhGaussianActor
+from models.dynamics import EnsembleDynamics
 from models.seed_stack import SeedStack, SeedStackedActor, SeedStreams
 
 OBS_DIM, ACT_DIM, SEEDS = 3, 2, (0, 1, 2)
@@ -86,17 +88,21 @@ def _build(algo: str, seed: int) -> SAC:
     torch.manual_seed(seed)
     if algo == "mopo":
         return MOPO(OBS_DIM, ACT_DIM, MOPOConfig(sac=_sac_cfg(), epochs=10))
+    if algo == "micro":
+        dynamics_cfg = DynamicsConfig(num_ensemble=3, num_elites=2, hidden_dims=[8], weight_decay=[0.0, 0.0])
+        dynamics = EnsembleDynamics(OBS_DIM, ACT_DIM, dynamics_cfg)  # untrained: its samples differ per seed
+        return MICRO(OBS_DIM, ACT_DIM, MICROConfig(sac=_sac_cfg(), epochs=10, num_samples=2), dynamics=dynamics)
     return SAC(OBS_DIM, ACT_DIM, _sac_cfg(), epochs=10)
 
 
-@pytest.mark.parametrize("algo", ["sac", "mopo"])
+@pytest.mark.parametrize("algo", ["sac", "mopo", "micro"])
 def test_stacked_seeds_end_where_the_seeds_trained_alone_end(algo: str) -> None:
-    updates = 15
+    updates, num_real = 15, 20  # rows 20..31 are "model rows" (MICRO's penalty applies there)
     alone = []
     for seed in SEEDS:
         run = _build(algo, seed)  # the global stream continues from here, as in a run trained alone
         for batch in _batches(seed, updates):
-            run.update(batch)
+            run.update(batch, num_real)
         alone.append(run)
 
     rng = SeedStreams()
@@ -107,7 +113,7 @@ def test_stacked_seeds_end_where_the_seeds_trained_alone_end(algo: str) -> None:
     stacked = type(runs[0]).stack(runs, rng, epochs=10)
     per_seed = [_batches(seed, updates) for seed in SEEDS]
     for step in range(updates):
-        metrics = stacked.update(_stack_batches([batches[step] for batches in per_seed]))
+        metrics = stacked.update(_stack_batches([batches[step] for batches in per_seed]), num_real)
     assert metrics["loss/critic"].shape == metrics["alpha"].shape == (len(SEEDS),)
 
     for seed, run in enumerate(alone):
@@ -176,23 +182,25 @@ TINY_MOPO = [
 ]
 
 
-def _train(log_dir: Path, *flags: str) -> None:
-    args = ["--task", TINY_DATASET_TASK, "--algo", "mopo", "--log-dir", str(log_dir), "--no-progress", *flags]
-    train.main([*args, "--set", *TINY_MOPO])
+def _train(algo: str, log_dir: Path, *flags: str) -> None:
+    args = ["--task", TINY_DATASET_TASK, "--algo", algo, "--log-dir", str(log_dir), "--no-progress", *flags]
+    extra = ["num_samples=2"] if algo == "micro" else []
+    train.main([*args, "--set", *TINY_MOPO, *extra])
 
 
-def _run_dirs(log_dir: Path) -> dict[str, Path]:
-    return {path.name.split("-")[0]: path for path in (log_dir / TINY_DATASET_TASK / "mopo").iterdir()}
+def _run_dirs(log_dir: Path, algo: str) -> dict[str, Path]:
+    return {path.name.split("-")[0]: path for path in (log_dir / TINY_DATASET_TASK / algo).iterdir()}
 
 
+@pytest.mark.parametrize("algo", ["mopo", "micro"])
 def test_stack_seeds_writes_each_seeds_run_as_trained_alone(
-    tiny_dataset_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    algo: str, tiny_dataset_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("D4RL_DATASET_DIR", str(tiny_dataset_dir))
     for seed in (0, 1):
-        _train(tmp_path / "alone", "--seed", str(seed))
-    _train(tmp_path / "stacked", "--seeds", "0", "1", "--stack-seeds")
-    alone, stacked = _run_dirs(tmp_path / "alone"), _run_dirs(tmp_path / "stacked")
+        _train(algo, tmp_path / "alone", "--seed", str(seed))
+    _train(algo, tmp_path / "stacked", "--seeds", "0", "1", "--stack-seeds")
+    alone, stacked = _run_dirs(tmp_path / "alone", algo), _run_dirs(tmp_path / "stacked", algo)
     assert sorted(stacked) == ["seed0", "seed1"]
     for seed in ("seed0", "seed1"):
         expected = torch.load(alone[seed] / "checkpoints" / "checkpoint.pt", weights_only=False)
@@ -217,7 +225,7 @@ def test_stack_seeds_writes_each_seeds_run_as_trained_alone(
 def test_stack_seeds_refuses_what_it_cannot_stack(tmp_path: Path, cli_error) -> None:
     log = ["--log-dir", str(tmp_path / "log")]
     bc = ["--task", TINY_DATASET_TASK, "--algo", "bc", "--seeds", "0", "1", "--stack-seeds", *log]
-    assert "--stack-seeds supports mopo so far, not bc" in cli_error(lambda: train.main(bc))
+    assert "--stack-seeds supports micro, mopo so far, not bc" in cli_error(lambda: train.main(bc))
     alone = ["--task", TINY_DATASET_TASK, "--algo", "mopo", "--stack-seeds", *log]
     assert "pass --seeds" in cli_error(lambda: train.main(alone))
     assert not (tmp_path / "log").exists()
