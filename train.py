@@ -24,9 +24,9 @@ import numpy as np
 import torch
 
 from algos import ALGORITHMS, STUDIES, build_algorithm
+from algos.base import SeedOfStack, TrainableModule
 from algos.game import ModelBasedNPG
 from algos.npg_trainer import NPGTrainer
-from algos.sac import SAC, SeedOfStack
 from algos.trainer import OfflineTrainer, SeedStackedTrainer, read_checkpoint
 from algos.wmopo_study import PendulumStudy, PendulumStudyConfig
 from buffers.replay import ReplayBuffer
@@ -372,7 +372,7 @@ def train_stacked(args: argparse.Namespace) -> list[dict[str, float] | None]:
         if not trainers:
             return []
         assert streams is not None
-        singles = [cast(SAC, trainer.algo) for trainer in trainers]
+        singles = [cast(TrainableModule, trainer.algo) for trainer in trainers]
         stacked = type(singles[0]).stack(singles, streams, runs[0].cfg.epochs)
         for seed, (trainer, single) in enumerate(zip(trainers, singles)):
             trainer.algo = SeedOfStack(stacked, seed, template=single)

@@ -6,12 +6,15 @@ only algorithms trained on model rollouts also satisfy `ModelBasedAlgorithm`.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Protocol
+import copy
+from collections.abc import Sequence
+from typing import Any, ClassVar, Protocol, cast
 
 import torch
 from torch import nn
 
 from buffers.replay import Batch
+from models.seed_stack import SeedStack, SeedStreams, stack_modules
 
 
 class Policy(Protocol):
@@ -62,10 +65,99 @@ class ModelBasedAlgorithm(Algorithm, Protocol):
 
 class TrainableModule(nn.Module):
     """Checkpointing shared by every algorithm: its `state_dict()` (networks, targets, α) plus the state of each
-    optimiser and schedule that `optimizers()` names, so training continues bit-for-bit after a resume."""
+    optimiser and schedule that `optimizers()` names, so training continues bit-for-bit after a resume.
+
+    Seed stacking (docs/seeds.md): an algorithm whose `update` is written for an optional leading seed dimension
+    sets `stackable` and builds its optimisers in `_build_optimizers`; `stack` then makes S runs one instance."""
+
+    stackable: ClassVar[bool] = False
 
     def optimizers(self) -> dict[str, Any]:
         raise NotImplementedError
+
+    def _build_optimizers(self, epochs: int) -> None:
+        """(Re)create the optimisers and schedules over the current parameters (stackable algorithms)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot be seed-stacked")
+
+    @classmethod
+    def stack(cls, runs: Sequence[TrainableModule], rng: SeedStreams, epochs: int) -> Any:
+        """S freshly built runs of this algorithm as one seed-stacked instance: every network becomes a `SeedStack`
+        of the runs' copies, top-level tensors (SAC's α) gain a leading seed dimension ([S, 1] for scalars, so they
+        broadcast against [S, B] batches), and every other attribute (config, MOPO's penalty, ...) is the first
+        run's. Build each run under its own seed and call `rng.capture()` after it, so the stacked instance starts
+        exactly where each run alone would."""
+        if not cls.stackable:
+            raise NotImplementedError(f"{cls.__name__} cannot be seed-stacked")
+        first = runs[0]
+        stacked = copy.copy(first)
+        stacked._parameters, stacked._buffers, stacked._modules = {}, {}, {}
+        for name, child in first.named_children():
+            wrapper = stack_modules([run._modules[name] for run in runs], rng)
+            setattr(stacked, name, wrapper.requires_grad_(any(p.requires_grad for p in child.parameters())))
+        stacked._single_shapes = {}
+        for name, value in [*first._parameters.items(), *first._buffers.items()]:
+            assert value is not None
+            values = torch.stack([getattr(run, name).detach() for run in runs])
+            values = values.unsqueeze(-1) if value.dim() == 0 else values
+            if name in first._parameters:
+                setattr(stacked, name, nn.Parameter(values, requires_grad=value.requires_grad))
+            else:
+                stacked.register_buffer(name, values)
+            stacked._single_shapes[name] = value.shape
+        stacked.num_seeds = len(runs)
+        stacked._build_optimizers(epochs)
+        stacked.stack_extras(runs, rng)
+        return stacked
+
+    def stack_extras(self, runs: Sequence[TrainableModule], rng: SeedStreams) -> None:
+        """What a subclass keeps per seed in a stacked instance (MICRO: each seed's dynamics model)."""
+
+    def seed_training_state(self, seed: int, template: TrainableModule) -> dict[str, Any]:
+        """On a stacked instance: what seed `seed`'s run alone would checkpoint (`training_state()` of `template`,
+        an unstacked instance of the same algorithm and config, filled with the seed's slice)."""
+        modules = {}
+        for name, child in self.named_children():
+            modules |= {f"{name}.{key}": value for key, value in cast(SeedStack, child).unstack()[seed].items()}
+        for name, shape in self._single_shapes.items():
+            modules[name] = getattr(self, name)[seed].detach().clone().reshape(shape)
+        template.load_state_dict(modules)
+        for stacked_optim, single_optim in zip(self.optimizers().values(), template.optimizers().values()):
+            state = stacked_optim.state_dict()
+            if isinstance(stacked_optim, torch.optim.Optimizer):
+                shapes = [p.shape for group in single_optim.param_groups for p in group["params"]]
+                state["state"] = {
+                    index: {
+                        key: value if key == "step" else value[seed].clone().reshape(shapes[index])
+                        for key, value in per_param.items()
+                    }
+                    for index, per_param in state["state"].items()
+                }
+            single_optim.load_state_dict(state)
+        return template.training_state()
+
+    def load_seed_training_state(self, seed: int, state: dict[str, Any]) -> None:
+        """Write a run's ordinary training state into seed `seed`'s slice (the inverse of `seed_training_state`)."""
+        modules = state["modules"]
+        with torch.no_grad():
+            for name, child in self.named_children():
+                for key in cast(SeedStack, child).state_names():
+                    cast(SeedStack, child).write_seed(seed, key, modules[f"{name}.{key}"])
+            for name in self._single_shapes:
+                getattr(self, name)[seed].copy_(modules[name].reshape(getattr(self, name)[seed].shape))
+        for name, stacked_optim in self.optimizers().items():
+            if not isinstance(stacked_optim, torch.optim.Optimizer):
+                stacked_optim.load_state_dict(state[name])  # schedules: the same for every seed
+                continue
+            params = [p for group in stacked_optim.param_groups for p in group["params"]]
+            for index, per_param in state[name]["state"].items():
+                target = stacked_optim.state[params[index]]
+                for key, value in per_param.items():
+                    if key == "step":
+                        target[key] = value.clone()
+                    else:
+                        target.setdefault(key, torch.zeros_like(params[index]))[seed].copy_(
+                            value.reshape(params[index][seed].shape)
+                        )
 
     def training_state(self) -> dict[str, Any]:
         return {"modules": self.state_dict(), **{name: obj.state_dict() for name, obj in self.optimizers().items()}}
@@ -74,3 +166,30 @@ class TrainableModule(nn.Module):
         self.load_state_dict(state["modules"])
         for name, obj in self.optimizers().items():
             obj.load_state_dict(state[name])
+
+
+class SeedOfStack:
+    """Seed `seed` of a stacked instance (`TrainableModule.stack`), as that seed's trainer and evaluator see a run's
+    algorithm: acting runs the unchanged actor on the seed's weights (call it inside the seed's
+    `SeedStreams.active`), and checkpoints hold the seed's ordinary training state, so a stacked seed's run dir is
+    that of a run alone. Updates and LR schedules belong to the stacked instance (`SeedStackedTrainer`)."""
+
+    def __init__(self, stacked: Any, seed: int, template: TrainableModule) -> None:
+        self.stacked, self.seed, self.template = stacked, seed, template
+        self.penalty_type = getattr(stacked, "penalty_type", None)
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
+        return self.stacked.actor.seed_call(self.seed, "act", obs, deterministic)
+
+    def model_reward(self, reward: torch.Tensor, info: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.stacked.model_reward(reward, info)
+
+    def end_epoch(self) -> None:
+        """Nothing per seed: the stacked instance steps the shared schedules once per epoch."""
+
+    def training_state(self) -> dict[str, Any]:
+        return self.stacked.seed_training_state(self.seed, self.template)
+
+    def load_training_state(self, state: dict[str, Any]) -> None:
+        self.stacked.load_seed_training_state(self.seed, state)

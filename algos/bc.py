@@ -38,22 +38,27 @@ class BCConfig(OfflineConfig):
 
 class BC(TrainableModule):
     needs_dynamics: ClassVar[bool] = False
+    stackable: ClassVar[bool] = True  # docs/seeds.md
 
     def __init__(self, obs_dim: int, act_dim: int, cfg: BCConfig, device: torch.device | str = "cpu") -> None:
         super().__init__()
         self.cfg = cfg
         self.actor = DeterministicActor(obs_dim, act_dim, cfg.hidden_dims).to(device)
-        self.actor_optim = adam(self.actor.parameters(), cfg.actor_lr)
+        self._build_optimizers(cfg.epochs)
+
+    def _build_optimizers(self, epochs: int) -> None:
+        self.actor_optim = adam(self.actor.parameters(), self.cfg.actor_lr)
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
         return self.actor(obs)[0]
 
     def update(self, batch: Batch, num_real: int = 0) -> dict[str, torch.Tensor]:
-        """One Adam step on the mean squared error between π(s) and the dataset action."""
-        actor_loss = (self.actor(batch.obs)[0] - batch.act).square().mean()
+        """One Adam step on the mean squared error between π(s) and the dataset action (per seed when stacked:
+        each seed's mean, summed over seeds)."""
+        actor_loss = (self.actor(batch.obs)[0] - batch.act).square().mean((-2, -1))
         self.actor_optim.zero_grad(set_to_none=True)
-        actor_loss.backward()
+        actor_loss.sum().backward()
         self.actor_optim.step()
         return {"loss/actor": actor_loss.detach()}
 

@@ -7,7 +7,6 @@ operator and backup variants), `model_reward` (MOPO's penalty on model rewards).
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -17,7 +16,6 @@ from algos.base import TrainableModule
 from buffers.replay import Batch
 from config import SACConfig
 from models.actor_critic import CriticEnsemble, TanhGaussianActor
-from models.seed_stack import SeedStack, SeedStackedActor, SeedStreams
 
 
 def adam(params: Any, lr: float) -> torch.optim.Adam:
@@ -30,7 +28,7 @@ class SAC(TrainableModule):
 
     penalty_type: str | None = None  # the model uncertainty `model_reward` needs from each rollout step, if any
     needs_dynamics: bool = False  # True when updates query the dynamics model (the constructor then takes it)
-    stackable: bool = True  # `SAC.stack` applies: the update is SAC's own, with shape-generic hooks
+    stackable: bool = True  # `stack` applies: the update is SAC's own, with shape-generic hooks (docs/seeds.md)
 
     def __init__(self, obs_dim: int, act_dim: int, cfg: SACConfig, epochs: int, device: torch.device | str = "cpu"):
         super().__init__()
@@ -55,81 +53,6 @@ class SAC(TrainableModule):
             if cfg.lr_schedule == "cosine"
             else None
         )
-
-    @classmethod
-    def stack(cls, runs: Sequence[SAC], rng: SeedStreams, epochs: int) -> SAC:
-        """S freshly built runs of this algorithm as one seed-stacked instance (models/seed_stack.py): networks,
-        targets and α gain a leading seed dimension, batches and outputs carry it ([S, B, ...]), and every other
-        attribute (config, MOPO's penalty, ...) is the first run's. Build each run under its own seed and call
-        `rng.capture()` after it, so the stacked instance starts exactly where each run alone would."""
-        stacked = copy.copy(runs[0])
-        stacked._parameters, stacked._buffers, stacked._modules = {}, {}, dict(runs[0]._modules)
-        stacked.actor = SeedStackedActor([run.actor for run in runs], rng)
-        stacked.critics = SeedStack([run.critics for run in runs])
-        stacked.target_critics = SeedStack([run.target_critics for run in runs]).requires_grad_(False)
-        stacked.log_alpha = nn.Parameter(torch.stack([run.log_alpha.detach() for run in runs]).unsqueeze(-1))
-        stacked.register_buffer("alpha", torch.stack([run.alpha for run in runs]).unsqueeze(-1))
-        stacked.num_seeds = len(runs)
-        stacked._build_optimizers(epochs)
-        stacked.stack_extras(runs, rng)
-        return stacked
-
-    def stack_extras(self, runs: Sequence[SAC], rng: SeedStreams) -> None:
-        """What a subclass keeps per seed in a stacked instance (MICRO: each seed's dynamics model)."""
-
-    # ------------------------------------------------------------------------------------------------ stacked seeds
-    def _seed_slice(self, value: torch.Tensor, seed: int, single_shape: torch.Size) -> torch.Tensor:
-        return value[seed].detach().clone().reshape(single_shape)
-
-    def seed_training_state(self, seed: int, template: SAC) -> dict[str, Any]:
-        """On a stacked instance: what seed `seed`'s run alone would checkpoint (`training_state()` of `template`,
-        an unstacked instance of the same algorithm and config, filled with the seed's slice)."""
-        modules = {}
-        for name, child in self.named_children():
-            if isinstance(child, SeedStack):
-                modules |= {f"{name}.{key}": value for key, value in child.unstack()[seed].items()}
-        single = template.state_dict()
-        for name in ("log_alpha", "alpha"):
-            modules[name] = self._seed_slice(getattr(self, name), seed, single[name].shape)
-        template.load_state_dict(modules)
-        for stacked_optim, single_optim in zip(self.optimizers().values(), template.optimizers().values()):
-            state = stacked_optim.state_dict()
-            if isinstance(stacked_optim, torch.optim.Optimizer):
-                shapes = [p.shape for group in single_optim.param_groups for p in group["params"]]
-                state["state"] = {
-                    index: {
-                        key: value if key == "step" else self._seed_slice(value, seed, shapes[index])
-                        for key, value in per_param.items()
-                    }
-                    for index, per_param in state["state"].items()
-                }
-            single_optim.load_state_dict(state)
-        return template.training_state()
-
-    def load_seed_training_state(self, seed: int, state: dict[str, Any]) -> None:
-        """Write a run's ordinary training state into seed `seed`'s slice (the inverse of `seed_training_state`)."""
-        modules = state["modules"]
-        with torch.no_grad():
-            for name, child in self.named_children():
-                if isinstance(child, SeedStack):
-                    for key in child.state_names():
-                        child.write_seed(seed, key, modules[f"{name}.{key}"])
-            for name in ("log_alpha", "alpha"):
-                getattr(self, name)[seed].copy_(modules[name].reshape(getattr(self, name)[seed].shape))
-        for name, stacked_optim in self.optimizers().items():
-            if not isinstance(stacked_optim, torch.optim.Optimizer):
-                stacked_optim.load_state_dict(state[name])  # schedules: the same for every seed
-                continue
-            params = [p for group in stacked_optim.param_groups for p in group["params"]]
-            for index, per_param in state[name]["state"].items():
-                target = stacked_optim.state[params[index]]
-                for key, value in per_param.items():
-                    if key == "step":
-                        target[key] = value.clone()
-                    else:
-                        if key not in target:
-                            target[key] = torch.zeros_like(params[index])
-                        target[key][seed].copy_(value.reshape(target[key][seed].shape))
 
     # ------------------------------------------------------------------------------------------------ acting
     @torch.no_grad()
@@ -209,30 +132,3 @@ class SAC(TrainableModule):
         if self.actor_scheduler is not None:
             named["actor_scheduler"] = self.actor_scheduler
         return named
-
-
-class SeedOfStack:
-    """Seed `seed` of a stacked SAC-family instance, as that seed's trainer and evaluator see a run's algorithm:
-    acting runs the unchanged actor on the seed's weights (call it inside the seed's `SeedStreams.active`), and
-    checkpoints hold the seed's ordinary training state, so a stacked seed's run dir is that of a run alone.
-    Updates and LR schedules belong to the stacked instance (algos/trainer.py `SeedStackedTrainer`)."""
-
-    def __init__(self, stacked: SAC, seed: int, template: SAC) -> None:
-        self.stacked, self.seed, self.template = stacked, seed, template
-        self.penalty_type = stacked.penalty_type
-
-    @torch.no_grad()
-    def act(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
-        return self.stacked.actor.seed_call(self.seed, "act", obs, deterministic)
-
-    def model_reward(self, reward: torch.Tensor, info: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.stacked.model_reward(reward, info)
-
-    def end_epoch(self) -> None:
-        """Nothing per seed: the stacked instance steps the shared schedules once per epoch."""
-
-    def training_state(self) -> dict[str, Any]:
-        return self.stacked.seed_training_state(self.seed, self.template)
-
-    def load_training_state(self, state: dict[str, Any]) -> None:
-        self.stacked.load_seed_training_state(self.seed, state)

@@ -144,9 +144,12 @@ class DeterministicActor(nn.Module):
         self.max_action = max_action
         self.net = mlp(obs_dim, act_dim, hidden_dims)
 
+    def action(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.max_action * torch.tanh(self.net(obs))
+
     def forward(self, obs: torch.Tensor, deterministic: bool = True) -> tuple[torch.Tensor, None]:
         """(action, None): the same call shape as the Gaussian actor's (action, log-prob); there is no log-prob."""
-        return self.max_action * torch.tanh(self.net(obs)), None
+        return self.action(obs), None
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:

@@ -18,14 +18,14 @@ import copy
 import random
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from models.actor_critic import TanhGaussianActor, squashed_gaussian_sample
+from models.actor_critic import DeterministicActor, TanhGaussianActor, squashed_gaussian_sample
 
 
 def _key(name: str) -> str:
@@ -195,3 +195,24 @@ class SeedStackedActor(SeedStack):
     @torch.no_grad()
     def act(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
         return self(obs, deterministic)[0]
+
+
+class SeedStackedDeterministicActor(SeedStack):
+    """S deterministic actors (behaviour cloning's): (actions [S, B, act_dim], None) like the actor's own call."""
+
+    def forward(self, obs: torch.Tensor, deterministic: bool = True) -> tuple[torch.Tensor, None]:
+        return self.call("action", obs), None
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
+        return self(obs)[0]
+
+
+def stack_modules(modules: Sequence[nn.Module], rng: SeedStreams) -> SeedStack:
+    """The seed-stacked form of S copies of one network: actors get the wrapper that samples from each seed's
+    streams (or returns no log-probability), every other network a plain `SeedStack`."""
+    if isinstance(modules[0], TanhGaussianActor):
+        return SeedStackedActor(cast(Sequence[TanhGaussianActor], modules), rng)
+    if isinstance(modules[0], DeterministicActor):
+        return SeedStackedDeterministicActor(modules)
+    return SeedStack(modules)
