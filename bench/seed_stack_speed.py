@@ -1,8 +1,11 @@
-"""Seed stacking at the SAC update (MOPO's policy step, 256 x 256 networks, batch 256, hopper sizes): updates per
-second of 1 seed, of S seeds stacked in one process (`SAC.stack`, models/seed_stack.py), and of S separate
-processes running side by side, each with the same thread budget split between them.
+"""Seed stacking (docs/seeds.md) on hopper sizes: 1 seed, S seeds stacked in one process, and S separate processes
+running side by side with the thread budget split between them.
 
-    python bench/seed_stack_speed.py [--seeds 5] [--updates 200] [--threads 2] [--device cpu]
+- SAC updates (MOPO's policy step, 256 x 256 networks, batch 256): updates per second.
+- `--epoch`: one MOPO training epoch on synthetic hopper data (200,000 transitions, the default 7 x 4 x 200 ensemble
+  untrained, rollouts of 50,000 x 5 every 250 steps, 1000 updates, evaluation of 10 episodes), per seed's run.
+
+    python bench/seed_stack_speed.py [--seeds 5] [--updates 200] [--threads 2] [--device cpu] [--epoch]
 
 "per seed-update" is the cost of one update of one seed: stacking pays when the stacked figure is below the single
 seed's (the S seeds share kernels); separate processes pay when they beat both. The issue's target is an epoch of
@@ -14,6 +17,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -21,10 +25,18 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from algos import build_algorithm  # noqa: E402
+from algos.base import SeedOfStack  # noqa: E402
 from algos.sac import SAC  # noqa: E402
+from algos.trainer import OfflineTrainer, SeedStackedTrainer  # noqa: E402
 from buffers.replay import Batch  # noqa: E402
-from config import SACConfig  # noqa: E402
+from config import SACConfig, load_config  # noqa: E402
+from envs import Evaluator, get_task, get_termination_fn  # noqa: E402
+from models.dynamics import EnsembleDynamics  # noqa: E402
 from models.seed_stack import SeedStreams  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from mopo_speed import synthetic_hopper_data  # noqa: E402
 
 OBS_DIM, ACT_DIM, BATCH = 11, 3, 256
 
@@ -87,12 +99,63 @@ def _worker(args: tuple[int, int, str, int]) -> float:
     return one_seed(*args)
 
 
+class NullLogger:
+    num_events = 0
+
+    def scalars(self, metrics: dict, step: int) -> None:
+        pass
+
+    def evaluation(self, *args: object) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+
+def mopo_epoch(num_seeds: int | None, threads: int, device: str, updates: int, seed: int = 0) -> float:
+    """Seconds of one MOPO epoch: one seed's run (num_seeds None) or num_seeds stacked seeds' runs."""
+    torch.set_num_threads(threads)
+    dev = torch.device(device)
+    cfg = load_config("mopo", "hopper-medium-v2", cli={"device": device})
+    cfg.epochs, cfg.steps_per_epoch = 1, updates
+    spec, real = get_task("hopper-medium-v2"), synthetic_hopper_data(dev)
+    seeds = [seed] if num_seeds is None else list(range(num_seeds))
+    trainers, streams = [], SeedStreams(dev)
+    with tempfile.TemporaryDirectory() as tmp:
+        for each in seeds:
+            torch.manual_seed(each)
+            dynamics = EnsembleDynamics(OBS_DIM, ACT_DIM, cfg.dynamics, get_termination_fn("hopper")).to(dev)
+            algo = build_algorithm(cfg, OBS_DIM, ACT_DIM, dev)
+            evaluator = Evaluator(spec, cfg.eval_episodes, each, dev)
+            run_dir = Path(tmp) / str(each)
+            trainers.append(OfflineTrainer(cfg, algo, real, evaluator, NullLogger(), run_dir, dynamics, False))
+            streams.capture()
+        sync(dev)
+        start = time.perf_counter()
+        if num_seeds is None:
+            trainers[0].train()
+        else:
+            singles = [trainer.algo for trainer in trainers]
+            stacked = type(singles[0]).stack(singles, streams, cfg.epochs)
+            for index, (trainer, single) in enumerate(zip(trainers, singles)):
+                trainer.algo = SeedOfStack(stacked, index, single)
+            SeedStackedTrainer(trainers, stacked, streams, progress=False).train()
+        sync(dev)
+        return time.perf_counter() - start
+
+
+def _epoch_worker(args: tuple[int, str, int, int]) -> float:
+    threads, device, updates, seed = args
+    return mopo_epoch(None, threads, device, updates, seed)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--updates", type=int, default=200, help="timed updates per measurement")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="threads in all (split)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--epoch", action="store_true", help="also time one MOPO epoch (1000 updates) each way")
     args = parser.parse_args()
     seeds, threads = args.seeds, args.threads
     print(f"device {args.device} | {threads} threads in all | torch {torch.__version__} | SAC 256 x 256, batch {BATCH}")
@@ -115,6 +178,20 @@ def main() -> None:
             f"{seeds} separate processes  {1 / slowest:8.1f} updates/s each   {slowest / seeds * 1e3:7.2f} ms per "
             f"seed-update ({per_process} thread(s) each; {wall:.0f} s wall including start-up)"
         )
+    if args.epoch:
+        one = mopo_epoch(None, threads, args.device, 1000)
+        print(f"MOPO epoch, 1 seed          {one:7.1f} s")
+        together = mopo_epoch(seeds, threads, args.device, 1000)
+        print(f"MOPO epoch, {seeds} stacked       {together:7.1f} s  ({together / one:.2f}x one seed's)")
+        if args.device == "cpu":
+            per_process = max(1, threads // seeds)
+            with mp.get_context("spawn").Pool(seeds) as pool:
+                start = time.perf_counter()
+                pool.map(_epoch_worker, [(per_process, "cpu", 1000, seed) for seed in range(seeds)])
+                wall = time.perf_counter() - start
+            print(
+                f"MOPO epoch, {seeds} processes     {wall:7.1f} s  ({wall / one:.2f}x one seed's; wall, with start-up)"
+            )
 
 
 if __name__ == "__main__":
