@@ -3,8 +3,10 @@ the same S seeds trained alone end."""
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -233,3 +235,30 @@ def test_stack_seeds_refuses_what_it_cannot_stack(tmp_path: Path, cli_error) -> 
     alone = ["--task", TINY_DATASET_TASK, "--algo", "mopo", "--stack-seeds", *log]
     assert "pass --seeds" in cli_error(lambda: train.main(alone))
     assert not (tmp_path / "log").exists()
+
+
+def test_an_active_seed_sees_its_own_streams_and_leaves_the_callers() -> None:
+    streams = SeedStreams()
+    expected = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        np.random.seed(seed)
+        random.seed(seed)
+        streams.capture()
+        expected.append((torch.rand(3), np.random.rand(3), random.random(), torch.rand(2), np.random.rand(2)))
+    torch.manual_seed(99)
+    np.random.seed(99)
+    outer = (torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate())
+    for seed in (1, 0):  # any order: each seed continues its own streams
+        with streams.active(seed):
+            draws = (torch.rand(3), np.random.rand(3), random.random())
+        torch.testing.assert_close(draws[0], expected[seed][0], rtol=0, atol=0)
+        np.testing.assert_array_equal(draws[1], expected[seed][1])
+        assert draws[2] == expected[seed][2]
+    for seed in (0, 1):
+        with streams.active(seed):
+            torch.testing.assert_close(torch.rand(2), expected[seed][3], rtol=0, atol=0)
+            np.testing.assert_array_equal(np.random.rand(2), expected[seed][4])
+    assert torch.equal(torch.get_rng_state(), outer[0])
+    np.testing.assert_array_equal(np.random.get_state()[1], outer[1])
+    assert random.getstate() == outer[2]
