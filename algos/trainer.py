@@ -30,6 +30,19 @@ from utils.logger import RunLogger
 CHECKPOINT_FORMAT = "offline-mbrl-checkpoint/1"
 
 
+def step_bar(cfg: OfflineConfig, initial: int, desc: str, progress: bool) -> tqdm:
+    """The progress bar over a run's gradient steps."""
+    return tqdm(
+        total=cfg.epochs * cfg.steps_per_epoch,
+        initial=initial,
+        desc=desc,
+        unit="step",
+        disable=not progress,
+        dynamic_ncols=True,
+        smoothing=0.05,
+    )
+
+
 class OfflineTrainer:
     def __init__(
         self,
@@ -177,15 +190,7 @@ class OfflineTrainer:
         """Run the remaining epochs (up to `until_epoch`, default all); returns the last evaluation."""
         cfg = self.cfg
         final_epoch = cfg.epochs if until_epoch is None else until_epoch
-        bar = tqdm(
-            total=cfg.epochs * cfg.steps_per_epoch,
-            initial=self.global_step,
-            desc=f"{cfg.algo} {cfg.task}",
-            unit="step",
-            disable=not self.progress,
-            dynamic_ncols=True,
-            smoothing=0.05,
-        )
+        bar = step_bar(cfg, self.global_step, f"{cfg.algo} {cfg.task}", self.progress)
         while self.epoch < final_epoch:
             started = time.perf_counter()
             epoch_metrics: dict[str, list[torch.Tensor]] = {}
@@ -316,15 +321,7 @@ class SeedStackedTrainer:
     def train(self) -> list[dict[str, float] | None]:
         trainers, streams, lead = self.trainers, self.streams, self.trainers[0]
         cfg = lead.cfg
-        bar = tqdm(
-            total=cfg.epochs * cfg.steps_per_epoch,
-            initial=lead.global_step,
-            desc=f"{cfg.algo} {cfg.task} x {len(trainers)} seeds",
-            unit="step",
-            disable=not self.progress,
-            dynamic_ncols=True,
-            smoothing=0.05,
-        )
+        bar = step_bar(cfg, lead.global_step, f"{cfg.algo} {cfg.task} x {len(trainers)} seeds", self.progress)
         while lead.epoch < cfg.epochs:
             started = time.perf_counter()
             epoch_metrics: dict[str, list[torch.Tensor]] = {}
