@@ -104,7 +104,6 @@ class TrainableModule(nn.Module):
             else:
                 stacked.register_buffer(name, values)
             stacked._single_shapes[name] = value.shape
-        stacked.num_seeds = len(runs)
         stacked._build_optimizers(epochs)
         stacked.stack_extras(runs, rng)
         return stacked

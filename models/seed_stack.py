@@ -106,14 +106,6 @@ class SeedStack(nn.Module):
         """Overwrite seed `seed`'s slice of one parameter or buffer (its ordinary name)."""
         self._state("")[name][seed].copy_(value)
 
-    @torch.no_grad()
-    def load_seed_states(self, states: Sequence[dict[str, torch.Tensor]]) -> None:
-        """Load S ordinary state dicts (the inverse of `unstack`)."""
-        if len(states) != self.num_seeds:
-            raise ValueError(f"expected {self.num_seeds} state dicts, got {len(states)}")
-        for name, value in self._state("").items():
-            value.copy_(torch.stack([state[name] for state in states]))
-
 
 class SeedStreams:
     """Each seed's random streams (torch, numpy, Python), so seed s draws exactly what its run alone would.
@@ -166,12 +158,6 @@ class SeedStreams:
 
     def randn(self, *shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         return torch.stack([torch.randn(shape, generator=g, device=self.device, dtype=dtype) for g in self.generators])
-
-    def rand(self, *shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        return torch.stack([torch.rand(shape, generator=g, device=self.device, dtype=dtype) for g in self.generators])
-
-    def randint(self, high: int, *shape: int) -> torch.Tensor:
-        return torch.stack([torch.randint(high, shape, generator=g, device=self.device) for g in self.generators])
 
 
 class SeedStackedActor(SeedStack):

@@ -140,3 +140,24 @@ def run_checkpoint(run_dir: Path) -> dict[str, Any]:
 def checkpoint_of():
     """run_checkpoint, as a fixture."""
     return run_checkpoint
+
+
+@pytest.fixture(scope="session")
+def tiny_mopo_settings() -> list[str]:
+    """`--set` values for a tiny but complete MOPO run on the tiny dataset: every component runs (dynamics fit,
+    rollouts, mixed batches, evaluation, checkpoints) in seconds. `epochs` is the caller's."""
+    return [
+        "steps_per_epoch=60",
+        "batch_size=32",
+        "rollout_freq=30",
+        "rollout_batch_size=100",
+        "rollout_length=2",
+        "eval_episodes=1",
+        "save_every=1",
+        "dynamics.num_ensemble=3",
+        "dynamics.num_elites=2",
+        "dynamics.hidden_dims=[16,16]",
+        "dynamics.weight_decay=[2.5e-5,5e-5,1e-4]",
+        "dynamics.max_epochs=2",
+        "sac.hidden_dims=[32,32]",
+    ]

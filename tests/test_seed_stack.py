@@ -60,10 +60,10 @@ def test_stack_evaluates_each_seed_with_its_own_weights_and_round_trips() -> Non
     fresh = CriticEnsemble(OBS_DIM, ACT_DIM, (8, 8), num_critics=2)
     fresh.load_state_dict(states[1])
     torch.testing.assert_close(fresh(obs[1], act[1]), q[1])
-    stack.load_seed_states([states[2], states[0], states[1]])
+    for name in stack.state_names():  # seed 1's slice gets seed 0's weights
+        stack.write_seed(1, name, states[0][name])
     torch.testing.assert_close(stack(obs, act)[1], critics[0](obs[1], act[1]))
-    with pytest.raises(ValueError, match="expected 3 state dicts"):
-        stack.load_seed_states(states[:2])
+    torch.testing.assert_close(stack(obs, act)[2], critics[2](obs[2], act[2]))
 
 
 def test_captured_streams_continue_each_seeds_global_stream() -> None:
@@ -167,28 +167,11 @@ def test_stacked_sampling_draws_each_seeds_rows_of_a_run_alone() -> None:
 
 
 # ---------------------------------------------------------------------------------------------------- train.py
-TINY_MOPO = [
-    "epochs=2",
-    "steps_per_epoch=40",
-    "batch_size=32",
-    "rollout_freq=20",
-    "rollout_batch_size=50",
-    "rollout_length=2",
-    "eval_episodes=1",
-    "dynamics.num_ensemble=3",
-    "dynamics.num_elites=2",
-    "dynamics.hidden_dims=[16,16]",
-    "dynamics.weight_decay=[2.5e-5,5e-5,1e-4]",
-    "dynamics.max_epochs=2",
-    "sac.hidden_dims=[32,32]",
-]
-
-
-def _train(algo: str, log_dir: Path, *flags: str) -> None:
+def _train(algo: str, log_dir: Path, tiny_mopo: list[str], *flags: str) -> None:
     args = ["--task", TINY_DATASET_TASK, "--algo", algo, "--log-dir", str(log_dir), "--no-progress", *flags]
     settings = {
-        "mopo": TINY_MOPO,
-        "micro": [*TINY_MOPO, "num_samples=2"],
+        "mopo": ["epochs=2", *tiny_mopo],
+        "micro": ["epochs=2", *tiny_mopo, "num_samples=2"],
         "bc": ["epochs=2", "steps_per_epoch=40", "batch_size=32", "eval_episodes=1", "hidden_dims=[32,32]"],
     }[algo]
     train.main([*args, "--set", *settings])
@@ -200,12 +183,12 @@ def _run_dirs(log_dir: Path, algo: str) -> dict[str, Path]:
 
 @pytest.mark.parametrize("algo", ["mopo", "micro", "bc"])
 def test_stack_seeds_writes_each_seeds_run_as_trained_alone(
-    algo: str, tiny_dataset_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    algo: str, tiny_dataset_dir: Path, tiny_mopo_settings: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("D4RL_DATASET_DIR", str(tiny_dataset_dir))
     for seed in (0, 1):
-        _train(algo, tmp_path / "alone", "--seed", str(seed))
-    _train(algo, tmp_path / "stacked", "--seeds", "0", "1", "--stack-seeds")
+        _train(algo, tmp_path / "alone", tiny_mopo_settings, "--seed", str(seed))
+    _train(algo, tmp_path / "stacked", tiny_mopo_settings, "--seeds", "0", "1", "--stack-seeds")
     alone, stacked = _run_dirs(tmp_path / "alone", algo), _run_dirs(tmp_path / "stacked", algo)
     assert sorted(stacked) == ["seed0", "seed1"]
     for seed in ("seed0", "seed1"):
