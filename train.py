@@ -16,7 +16,7 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -70,8 +70,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--stack-seeds",
         action="store_true",
-        help="with --seeds: train the seeds in this one process as one batched computation (SAC family; each seed "
-        "still writes its own run dir, identical to its run alone up to float rounding)",
+        help="with --seeds: train the seeds in this one process as one batched computation (MOPO, MICRO, BC, BCQ; "
+        "each seed still writes its own run dir, identical to its run alone up to float rounding); with --resume: "
+        "continue such seeds' run dirs together",
     )
     parser.add_argument(
         "--threads",
@@ -91,7 +92,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--log-dir", help="root of run directories (default log)")
     parser.add_argument("--device", help="cpu, cuda or cuda:N (default cpu)")
-    parser.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    parser.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        nargs="+",
+        help="continue a run from its last checkpoint (with --stack-seeds: the run dirs of stacked seeds, together)",
+    )
     parser.add_argument("--list-tasks", action="store_true", help="print the known task names and exit")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (for logs and CI)")
     return parser.parse_args(argv)
@@ -222,13 +228,19 @@ def main(argv: list[str] | None = None) -> dict[str, float] | None:
     if args.list_tasks:
         print("\n".join(list_tasks()))
         return None
-    if args.stack_seeds and not args.seeds:
-        raise UserError("--stack-seeds trains the seeds of --seeds in one process; pass --seeds 0 1 2 ...")
+    if args.stack_seeds and not (args.seeds or args.resume):
+        raise UserError(
+            "--stack-seeds trains the seeds of --seeds (or continues the run dirs of --resume) in one process; pass "
+            "--seeds 0 1 2 ..."
+        )
+    if args.stack_seeds:
+        train_stacked(args)
+        return None
+    if args.resume and len(args.resume) > 1:
+        raise UserError("--resume takes one RUN_DIR; several stacked seeds' run dirs continue with --stack-seeds")
+    args.resume = args.resume[0] if args.resume else None
     if args.seeds:
-        if args.stack_seeds:
-            train_stacked(args)
-        else:
-            train_seeds(args)
+        train_seeds(args)
         return None
     if args.workers is not None:
         raise UserError("--workers applies to --seeds; drop it or pass --seeds")
@@ -341,25 +353,23 @@ def build_trainer(run: OpenRun) -> tuple[OfflineTrainer | NPGTrainer | None, Eva
 def train_stacked(args: argparse.Namespace) -> list[dict[str, float] | None]:
     """`--seeds ... --stack-seeds`: the seeds' runs built one by one exactly as alone (each under its own seed, with
     its own dynamics fit, run dir and checkpoint), then trained as one seed-stacked computation (docs/seeds.md)."""
-    if args.resume or args.seed is not None:
-        raise UserError("--stack-seeds starts one new run per seed; it cannot be combined with --seed or --resume")
+    if args.seed is not None or (args.resume and args.seeds):
+        raise UserError(
+            "--stack-seeds starts the seeds of --seeds or continues the run dirs of --resume; pass one of them alone"
+        )
     if args.workers is not None:
         raise UserError("--workers sets concurrent processes; --stack-seeds trains every seed in this one")
-    known = args.algo in ALGORITHMS or args.algo in STUDIES  # an unknown name gets resolve_config's message
-    if known and not getattr(ALGORITHMS.get(args.algo), "stackable", False):
-        stackable = sorted(name for name, cls in ALGORITHMS.items() if getattr(cls, "stackable", False))
-        raise UserError(
-            f"--stack-seeds supports {', '.join(stackable)} so far, not {args.algo}; drop --stack-seeds to train the "
-            "seeds as separate processes"
-        )
-    seeds = list(dict.fromkeys(args.seeds))
+    per_run = [{"seed": seed, "resume": None} for seed in dict.fromkeys(args.seeds or [])]
+    per_run += [{"resume": run_dir} for run_dir in dict.fromkeys(args.resume or [])]
+    resolved = [resolve_config(argparse.Namespace(**{**vars(args), **changes})) for changes in per_run]
+    check_stackable_configs([cfg for cfg, _, _ in resolved], [run_dir for _, run_dir, _ in resolved])
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     runs, trainers, evaluators = [], [], []
     try:
         streams: SeedStreams | None = None
-        for seed in seeds:
-            run = open_run(*resolve_config(argparse.Namespace(**{**vars(args), "seed": seed})), args)
+        for changes, (cfg, run_dir, checkpoint) in zip(per_run, resolved):
+            run = open_run(cfg, run_dir, checkpoint, argparse.Namespace(**{**vars(args), **changes}))
             runs.append(run)
             trainer, evaluator = build_trainer(run)
             evaluators.append(evaluator)
@@ -381,7 +391,7 @@ def train_stacked(args: argparse.Namespace) -> list[dict[str, float] | None]:
             results = SeedStackedTrainer(trainers, stacked, streams, progress).train()
         except KeyboardInterrupt:
             dirs = " ".join(str(run.run_dir) for run in runs)
-            raise UserError(f"interrupted; resume each seed alone (python train.py --resume RUN_DIR): {dirs}") from None
+            raise UserError(f"interrupted; continue with: python train.py --stack-seeds --resume {dirs}") from None
     finally:
         for evaluator in evaluators:
             evaluator.close()
@@ -391,6 +401,29 @@ def train_stacked(args: argparse.Namespace) -> list[dict[str, float] | None]:
         if result is not None:
             print(final_line(result, run.spec, run.dataset, run.run_dir))
     return results
+
+
+def check_stackable_configs(configs: list[RunConfig], run_dirs: list[Path]) -> None:
+    """Stacked seeds share one stackable algorithm and every setting but the seed (resumed run dirs included)."""
+    algo = configs[0].algo
+    if not getattr(ALGORITHMS.get(algo), "stackable", False):
+        stackable = sorted(name for name, cls in ALGORITHMS.items() if getattr(cls, "stackable", False))
+        raise UserError(
+            f"--stack-seeds supports {', '.join(stackable)} so far, not {algo}; drop --stack-seeds to train the "
+            "seeds as separate processes"
+        )
+    seeds = [cfg.seed for cfg in configs]
+    if len(set(seeds)) < len(seeds):
+        raise UserError(f"--stack-seeds got seed {max(set(seeds), key=seeds.count)} twice; stack distinct seeds")
+    first = {key: value for key, value in asdict(configs[0]).items() if key != "seed"}
+    for cfg, run_dir in zip(configs[1:], run_dirs[1:]):
+        other = {key: value for key, value in asdict(cfg).items() if key != "seed"}
+        differing = sorted(key for key in first.keys() | other.keys() if first.get(key) != other.get(key))
+        if differing:
+            raise UserError(
+                f"{run_dir} differs from {run_dirs[0]} in {', '.join(differing)}; stacked seeds share every setting "
+                "but the seed, so resume these runs separately"
+            )
 
 
 def run_study(

@@ -106,20 +106,27 @@ class TrainableModule(nn.Module):
             stacked._single_shapes[name] = value.shape
         stacked._build_optimizers(epochs)
         stacked.stack_extras(runs, rng)
+        for seed, run in enumerate(runs):  # optimiser states too: a resumed run's Adam moments carry over
+            stacked.load_seed_training_state(seed, run.training_state())
         return stacked
 
     def stack_extras(self, runs: Sequence[TrainableModule], rng: SeedStreams) -> None:
         """What a subclass keeps per seed in a stacked instance (MICRO: each seed's dynamics model)."""
 
-    def seed_training_state(self, seed: int, template: TrainableModule) -> dict[str, Any]:
-        """On a stacked instance: what seed `seed`'s run alone would checkpoint (`training_state()` of `template`,
-        an unstacked instance of the same algorithm and config, filled with the seed's slice)."""
+    def seed_modules_into(self, seed: int, template: TrainableModule) -> None:
+        """On a stacked instance: load seed `seed`'s networks and tensors into `template`, an unstacked instance of
+        the same algorithm and config."""
         modules = {}
         for name, child in self.named_children():
             modules |= {f"{name}.{key}": value for key, value in cast(SeedStack, child).unstack()[seed].items()}
         for name, shape in self._single_shapes.items():
             modules[name] = getattr(self, name)[seed].detach().clone().reshape(shape)
         template.load_state_dict(modules)
+
+    def seed_training_state(self, seed: int, template: TrainableModule) -> dict[str, Any]:
+        """On a stacked instance: what seed `seed`'s run alone would checkpoint (`training_state()` of `template`,
+        filled with the seed's slice)."""
+        self.seed_modules_into(seed, template)
         for stacked_optim, single_optim in zip(self.optimizers().values(), template.optimizers().values()):
             state = stacked_optim.state_dict()
             if isinstance(stacked_optim, torch.optim.Optimizer):
@@ -147,6 +154,8 @@ class TrainableModule(nn.Module):
             if not isinstance(stacked_optim, torch.optim.Optimizer):
                 stacked_optim.load_state_dict(state[name])  # schedules: the same for every seed
                 continue
+            for group, saved in zip(stacked_optim.param_groups, state[name]["param_groups"]):
+                group.update({key: value for key, value in saved.items() if key != "params"})  # the scheduled lr
             params = [p for group in stacked_optim.param_groups for p in group["params"]]
             for index, per_param in state[name]["state"].items():
                 target = stacked_optim.state[params[index]]
@@ -179,7 +188,11 @@ class SeedOfStack:
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
-        return self.stacked.actor.seed_call(self.seed, "act", obs, deterministic)
+        if isinstance(self.stacked.actor, SeedStack):
+            return self.stacked.actor.seed_call(self.seed, "act", obs, deterministic)
+        # A policy made of several networks (BCQ's): the template with the seed's current weights acts.
+        self.stacked.seed_modules_into(self.seed, self.template)
+        return self.template.act(obs, deterministic)
 
     def model_reward(self, reward: torch.Tensor, info: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.stacked.model_reward(reward, info)

@@ -24,8 +24,9 @@ Acting: π(s) = argmax_i Q_θ1(s, a_i),  a_i = ξ_φ(s, G_ω(s)_i),  i = 1..100,
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import ClassVar, cast
 
 import torch
 
@@ -45,6 +46,7 @@ from config import (
 )
 from models.actor_critic import CriticEnsemble
 from models.bcq import ConditionalVAE, PerturbationActor
+from models.seed_stack import SeedStreams
 
 
 @register_config("bcq")
@@ -104,15 +106,16 @@ class BCQPolicy:
 
 class BCQ(TrainableModule):
     needs_dynamics: ClassVar[bool] = False
+    stackable: ClassVar[bool] = True  # docs/seeds.md: the update below is written for an optional seed dimension
 
     def __init__(self, obs_dim: int, act_dim: int, cfg: BCQConfig, device: torch.device | str = "cpu") -> None:
         super().__init__()
         self.cfg = cfg
-        latent_dim = cfg.latent_dim or 2 * act_dim
+        self.latent_dim = cfg.latent_dim or 2 * act_dim
         self.vae = ConditionalVAE(
             obs_dim,
             act_dim,
-            latent_dim,
+            self.latent_dim,
             cfg.vae_hidden_dims,
             log_std_min=cfg.vae_log_std_min,
             log_std_max=cfg.vae_log_std_max,
@@ -123,44 +126,67 @@ class BCQ(TrainableModule):
         self.critics = CriticEnsemble(obs_dim, act_dim, cfg.critic_hidden_dims, num_critics=2)
         self.target_critics = copy.deepcopy(self.critics).requires_grad_(False)
         self.to(device)
+        self._build_optimizers(cfg.epochs)
+        self.actor = BCQPolicy(self)
+        self._select_generators: dict[torch.device, torch.Generator] = {}
+        self._select_seeds = [cfg.seed]  # one per stacked seed: each seed's fixed acting latents
+        self._streams: SeedStreams | None = None  # each stacked seed's random streams
+
+    def _build_optimizers(self, epochs: int) -> None:
         self._polyak_pairs = (
             [*self.target_critics.parameters(), *self.target_perturbation.parameters()],
             [*self.critics.parameters(), *self.perturbation.parameters()],
         )
-        self.vae_optim = adam(self.vae.parameters(), cfg.vae_lr)
-        self.critic_optim = adam(self.critics.parameters(), cfg.critic_lr)
-        self.actor_optim = adam(self.perturbation.parameters(), cfg.actor_lr)
+        self.vae_optim = adam(self.vae.parameters(), self.cfg.vae_lr)
+        self.critic_optim = adam(self.critics.parameters(), self.cfg.critic_lr)
+        self.actor_optim = adam(self.perturbation.parameters(), self.cfg.actor_lr)
+
+    def stack_extras(self, runs: Sequence[TrainableModule], rng: SeedStreams) -> None:
         self.actor = BCQPolicy(self)
-        self._select_generators: dict[torch.device, torch.Generator] = {}
+        self._select_generators = {}
+        self._select_seeds = [cast(BCQ, run).cfg.seed for run in runs]
+        self._streams = rng
+
+    def _standard_normal(self, *shape: int, device: torch.device) -> torch.Tensor:
+        """ε ~ N(0, I) of `shape`: from the global stream for one run, from each seed's own stream ([S, *shape])
+        when seed-stacked."""
+        if self._streams is None:
+            return torch.randn(*shape, device=device)
+        return self._streams.randn(*shape)
 
     # ------------------------------------------------------------------------------------------------ acting
     def _select_latents(self, rows: int, device: torch.device, deterministic: bool) -> torch.Tensor:
-        """[rows, n, latent] latent draws for the n candidates per state. The fixed draws (same for every row and
-        call, from a private generator seeded with the run's seed) leave the global RNG streams untouched."""
+        """[(S,) rows, n, latent] latent draws for the n candidates per state. The fixed draws (same for every row
+        and call, from a private generator seeded with the run's seed) leave the global RNG streams untouched."""
         n = self.cfg.num_select_samples
         if deterministic and self.cfg.select_noise == "fixed":
             generator = self._select_generators.get(device)
             if generator is None:
                 generator = self._select_generators[device] = torch.Generator(device=device)
-            generator.manual_seed(self.cfg.seed)
-            return self.vae.sample_latent(n, device=device, generator=generator).expand(rows, -1, -1)
-        return self.vae.sample_latent(rows, n, device=device)
+            fixed = []
+            for seed in self._select_seeds:
+                generator.manual_seed(seed)
+                fixed.append(torch.randn(n, self.latent_dim, device=device, generator=generator))
+            z = torch.stack(fixed) if self._streams is not None else fixed[0]
+            return self.vae.clip_latent(z).unsqueeze(-3).expand(*z.shape[:-2], rows, n, self.latent_dim)
+        return self.vae.clip_latent(self._standard_normal(rows, n, self.latent_dim, device=device))
 
     def candidates(self, obs: torch.Tensor, deterministic: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-        """For obs [B, obs_dim]: the perturbed VAE actions a_i = ξ_φ(s, G_ω(s)_i) [B, n, act_dim] and Q_θ1 [B, n]."""
-        rows, n = obs.shape[0], self.cfg.num_select_samples
-        repeated = obs.unsqueeze(1).expand(rows, n, obs.shape[-1])
+        """For obs [(S,) B, obs_dim]: the perturbed VAE actions a_i = ξ_φ(s, G_ω(s)_i) [(S,) B, n, act_dim] and
+        Q_θ1 [(S,) B, n]."""
+        rows, n = obs.shape[-2], self.cfg.num_select_samples
+        repeated = obs.unsqueeze(-2).expand(*obs.shape[:-1], n, obs.shape[-1])
         z = self._select_latents(rows, obs.device, deterministic)
         actions = self.perturbation(repeated, self.vae.decode(repeated, z))
-        q1 = self.critics(repeated.reshape(rows * n, -1), actions.reshape(rows * n, -1))[0]
-        return actions, q1.view(rows, n)
+        q1 = self.critics(repeated.flatten(-3, -2), actions.flatten(-3, -2)).select(-2, 0)
+        return actions, q1.unflatten(-1, (rows, n))
 
     def select_action(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
-        """argmax_i Q_θ1(s, a_i) over the candidates, for obs [..., obs_dim]."""
-        flat = obs.reshape(-1, obs.shape[-1])
+        """argmax_i Q_θ1(s, a_i) over the candidates, for obs [..., obs_dim] ([S, B, obs_dim] when stacked)."""
+        flat = obs if self._streams is not None else obs.reshape(-1, obs.shape[-1])
         actions, q1 = self.candidates(flat, deterministic)
-        best = q1.argmax(1).view(-1, 1, 1).expand(-1, 1, actions.shape[-1])
-        return actions.gather(1, best).view(*obs.shape[:-1], actions.shape[-1])
+        best = q1.argmax(-1, keepdim=True).unsqueeze(-1).expand(*q1.shape[:-1], 1, actions.shape[-1])
+        return actions.gather(-2, best).squeeze(-2).reshape(*obs.shape[:-1], actions.shape[-1])
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
@@ -168,43 +194,52 @@ class BCQ(TrainableModule):
 
     # ------------------------------------------------------------------------------------------------ learning
     def vae_loss(self, obs: torch.Tensor, act: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(L(ω), reconstruction MSE, KL) with KL = −½ mean(1 + log σ² − μ² − σ²)."""
-        recon, mean, log_std = self.vae(obs, act)
-        recon_loss = (recon - act).square().mean()
-        kl = -0.5 * (1 + 2 * log_std - mean.square() - (2 * log_std).exp()).mean()
+        """(L(ω), reconstruction MSE, KL) with KL = −½ mean(1 + log σ² − μ² − σ²), each [S] when stacked."""
+        noise = self._standard_normal(obs.shape[-2], self.latent_dim, device=obs.device)
+        recon, mean, log_std = self.vae(obs, act, noise)
+        recon_loss = (recon - act).square().mean((-2, -1))
+        kl = -0.5 * (1 + 2 * log_std - mean.square() - (2 * log_std).exp()).mean((-2, -1))
         return recon_loss + self.cfg.kl_weight * kl, recon_loss, kl
+
+    def sample_behaviour(self, obs: torch.Tensor) -> torch.Tensor:
+        """G_ω(s): one VAE action per row of obs [(S,) B, obs_dim], z ~ N(0, I) clipped."""
+        z = self.vae.clip_latent(self._standard_normal(obs.shape[-2], self.latent_dim, device=obs.device))
+        return self.vae.decode(obs, z)
 
     @torch.no_grad()
     def critic_target(self, batch: Batch) -> torch.Tensor:
         """y = r + γ(1 − d) max_j [λ min_k Q̄_k(s', a'_j) + (1 − λ) max_k Q̄_k(s', a'_j)], a'_j = ξ_φ'(s', G_ω(s')_j)."""
         n, lmbda = self.cfg.num_target_samples, self.cfg.lmbda
-        next_obs = batch.next_obs.repeat_interleave(n, dim=0)  # rows [s'_1 × n, s'_2 × n, ...]
-        next_act = self.target_perturbation(next_obs, self.vae.decode(next_obs))
-        q = self.target_critics(next_obs, next_act)  # [2, B * n]
-        soft_clipped = lmbda * q.amin(0) + (1.0 - lmbda) * q.amax(0)
-        next_value = soft_clipped.view(-1, n).amax(1)
+        next_obs = batch.next_obs.repeat_interleave(n, dim=-2)  # rows [s'_1 × n, s'_2 × n, ...]
+        next_act = self.target_perturbation(next_obs, self.sample_behaviour(next_obs))
+        q = self.target_critics(next_obs, next_act)  # [(S,) 2, B * n]
+        soft_clipped = lmbda * q.amin(-2) + (1.0 - lmbda) * q.amax(-2)
+        next_value = soft_clipped.unflatten(-1, (-1, n)).amax(-1)
         return batch.rew + self.cfg.gamma * (1.0 - batch.done) * next_value
 
     def update(self, batch: Batch, num_real: int = 0) -> dict[str, torch.Tensor]:
-        """One BCQ iteration (VAE, critics, perturbation actor, targets); returns detached metrics."""
+        """One BCQ iteration (VAE, critics, perturbation actor, targets); returns detached metrics.
+
+        Shapes work with or without a leading seed dimension (docs/seeds.md): every loss is a mean over the batch,
+        summed over seeds for the backward pass, so each seed's gradient is that of its own loss."""
         vae_loss, recon_loss, kl = self.vae_loss(batch.obs, batch.act)
         self.vae_optim.zero_grad(set_to_none=True)
-        vae_loss.backward()
+        vae_loss.sum().backward()
         self.vae_optim.step()
 
         target = self.critic_target(batch)
-        q = self.critics(batch.obs, batch.act)
-        critic_loss = (q - target).square().mean(1).sum()
+        q = self.critics(batch.obs, batch.act)  # [(S,) 2, B]
+        critic_loss = (q - target.unsqueeze(-2)).square().mean(-1).sum(-1)
         self.critic_optim.zero_grad(set_to_none=True)
-        critic_loss.backward()
+        critic_loss.sum().backward()
         self.critic_optim.step()
 
         with torch.no_grad():
-            sampled = self.vae.decode(batch.obs)
+            sampled = self.sample_behaviour(batch.obs)
         self.critics.requires_grad_(False)  # the actor's gradient flows through Q_θ1 without touching its weights
-        actor_loss = -self.critics(batch.obs, self.perturbation(batch.obs, sampled))[0].mean()
+        actor_loss = -self.critics(batch.obs, self.perturbation(batch.obs, sampled)).select(-2, 0).mean(-1)
         self.actor_optim.zero_grad(set_to_none=True)
-        actor_loss.backward()
+        actor_loss.sum().backward()
         self.actor_optim.step()
         self.critics.requires_grad_(True)
 
@@ -215,7 +250,7 @@ class BCQ(TrainableModule):
             "loss/kl": kl.detach(),
             "loss/critic": critic_loss.detach() / 2,
             "loss/actor": actor_loss.detach(),
-            "q_mean": q.detach().mean(),
+            "q_mean": q.detach().mean((-2, -1)),
         }
 
     @torch.no_grad()

@@ -345,8 +345,7 @@ class SeedStackedTrainer:
             self.stacked.end_epoch()
             evaluations: list[dict[str, float] | None] = [None] * len(trainers)
             if lead.evaluation_due(cfg.epochs):  # all seeds' episodes side by side, one policy call per step
-                actor = self.stacked.actor
-                evaluations = list(evaluate_together([t.evaluator for t in trainers], actor.act))
+                evaluations = list(evaluate_together([t.evaluator for t in trainers], self.stacked.act))
             for seed, trainer in enumerate(trainers):
                 with streams.active(seed):
                     trainer.finish_epoch(

@@ -45,18 +45,24 @@ class ConditionalVAE(nn.Module):
         mean, log_std = self.encoder(torch.cat([obs, act], dim=-1)).chunk(2, dim=-1)
         return mean, log_std.clamp(self.log_std_min, self.log_std_max)
 
-    def forward(self, obs: torch.Tensor, act: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(reconstruction of a, μ, log σ) with z = μ + σ ε."""
+    def forward(
+        self, obs: torch.Tensor, act: torch.Tensor, noise: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(reconstruction of a, μ, log σ) with z = μ + σ ε; ε ~ N(0, I) drawn here unless given (seed-stacked calls
+        bring each seed's draws)."""
         mean, log_std = self.encode(obs, act)
-        z = mean + log_std.exp() * torch.randn_like(mean)
+        z = mean + log_std.exp() * (torch.randn_like(mean) if noise is None else noise)
         return self.decode(obs, z), mean, log_std
+
+    def clip_latent(self, z: torch.Tensor) -> torch.Tensor:
+        """A standard normal draw as a sampling latent: clipped to ±latent_clip."""
+        return z if self.latent_clip is None else z.clamp(-self.latent_clip, self.latent_clip)
 
     def sample_latent(
         self, *shape: int, device: torch.device | str | None = None, generator: torch.Generator | None = None
     ) -> torch.Tensor:
         """z ~ N(0, I) of shape [*shape, latent_dim], clipped to ±latent_clip."""
-        z = torch.randn(*shape, self.latent_dim, device=device, generator=generator)
-        return z if self.latent_clip is None else z.clamp(-self.latent_clip, self.latent_clip)
+        return self.clip_latent(torch.randn(*shape, self.latent_dim, device=device, generator=generator))
 
     def decode(self, obs: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
         """Actions for obs [..., obs_dim]; without z, a fresh clipped latent sample per row."""

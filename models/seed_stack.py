@@ -85,6 +85,17 @@ class SeedStack(nn.Module):
     def forward(self, *args: torch.Tensor) -> Any:
         return self.call("forward", *args)
 
+    def __getattr__(self, name: str) -> Any:
+        """The wrapped class's other methods, stacked: `stack.decode(z)` is `stack.call("decode", z)`, so code written
+        for the module runs unchanged on its stack (nn.Module's own attributes come first)."""
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            template = self.__dict__.get("_template")
+            if template is None or not callable(getattr(type(template[0]), name, None)) or name.startswith("_"):
+                raise
+            return lambda *args: self.call(name, *args)
+
     def seed_call(self, seed: int, method: str, *args: Any) -> Any:
         """`module.method(*args)` of one seed alone (no seed dimension): the unchanged module code on that seed's
         slice of the parameters, e.g. to act in one seed's rollouts or evaluation."""

@@ -11,14 +11,18 @@ import pytest
 import torch
 
 import train
+from algos.base import TrainableModule
+from algos.bcq import BCQ, BCQConfig
 from algos.micro import MICRO, MICROConfig
 from algos.mopo import MOPO, MOPOConfig
 from algos.sac import SAC
+from algos.trainer import OfflineTrainer
 from buffers.replay import Batch, ReplayBuffer, sample_mixed, sample_mixed_seeds
 from config import DynamicsConfig, SACConfig
 from models.actor_critic import CriticEnsemble, TanhGaussianActor
 from models.dynamics import EnsembleDynamics
 from models.seed_stack import SeedStack, SeedStackedActor, SeedStreams
+from utils.errors import UserError
 
 OBS_DIM, ACT_DIM, SEEDS = 3, 2, (0, 1, 2)
 TINY_DATASET_TASK = "hopper-random-gen"  # the tiny_dataset_dir fixture's task
@@ -86,8 +90,11 @@ def _sac_cfg() -> SACConfig:
     return SACConfig(hidden_dims=[16, 16], actor_lr=3e-3, critic_lr=3e-3, alpha_lr=3e-3)
 
 
-def _build(algo: str, seed: int) -> SAC:
+def _build(algo: str, seed: int) -> TrainableModule:
     torch.manual_seed(seed)
+    if algo == "bcq":
+        small = {f"{net}_hidden_dims": [16, 16] for net in ("actor", "critic", "vae")}
+        return BCQ(OBS_DIM, ACT_DIM, BCQConfig(seed=seed, num_target_samples=3, num_select_samples=5, **small))
     if algo == "mopo":
         return MOPO(OBS_DIM, ACT_DIM, MOPOConfig(sac=_sac_cfg(), epochs=10))
     if algo == "micro":
@@ -97,7 +104,7 @@ def _build(algo: str, seed: int) -> SAC:
     return SAC(OBS_DIM, ACT_DIM, _sac_cfg(), epochs=10)
 
 
-@pytest.mark.parametrize("algo", ["sac", "mopo", "micro"])
+@pytest.mark.parametrize("algo", ["sac", "mopo", "micro", "bcq"])
 def test_stacked_seeds_end_where_the_seeds_trained_alone_end(algo: str) -> None:
     updates, num_real = 15, 20  # rows 20..31 are "model rows" (MICRO's penalty applies there)
     alone = []
@@ -116,14 +123,21 @@ def test_stacked_seeds_end_where_the_seeds_trained_alone_end(algo: str) -> None:
     per_seed = [_batches(seed, updates) for seed in SEEDS]
     for step in range(updates):
         metrics = stacked.update(_stack_batches([batches[step] for batches in per_seed]), num_real)
-    assert metrics["loss/critic"].shape == metrics["alpha"].shape == (len(SEEDS),)
+    assert all(value.shape == (len(SEEDS),) for value in metrics.values())
 
+    obs = torch.randn(len(SEEDS), 4, OBS_DIM)
+    actions = stacked.act(obs)  # each seed's deterministic policy, one batched call
+    template = _build(algo, 99)
     for seed, run in enumerate(alone):
-        for name, stack in (("actor", stacked.actor), ("critics", stacked.critics), ("target", stacked.target_critics)):
-            module = {"actor": run.actor, "critics": run.critics, "target": run.target_critics}[name]
-            for key, value in module.state_dict().items():
-                torch.testing.assert_close(stack.unstack()[seed][key], value, rtol=1e-4, atol=1e-5, msg=key)
-        torch.testing.assert_close(stacked.log_alpha[seed, 0], run.log_alpha.detach(), rtol=1e-4, atol=1e-6)
+        expected, got = run.training_state(), stacked.seed_training_state(seed, template)
+        assert got["modules"].keys() == expected["modules"].keys()
+        for key, value in expected["modules"].items():
+            torch.testing.assert_close(got["modules"][key], value, rtol=1e-4, atol=1e-5, msg=key)
+        for name in run.optimizers():  # each seed's Adam moments are its own
+            for index, state in expected[name].get("state", {}).items():
+                for key, value in state.items():
+                    torch.testing.assert_close(got[name]["state"][index][key], value, rtol=1e-3, atol=1e-6)
+        torch.testing.assert_close(actions[seed], run.act(obs[seed]), rtol=1e-4, atol=1e-5)
     assert getattr(stacked, "penalty_coef", None) == getattr(alone[0], "penalty_coef", None)
 
 
@@ -173,6 +187,15 @@ def _train(algo: str, log_dir: Path, tiny_mopo: list[str], *flags: str) -> None:
         "mopo": ["epochs=2", *tiny_mopo],
         "micro": ["epochs=2", *tiny_mopo, "num_samples=2"],
         "bc": ["epochs=2", "steps_per_epoch=40", "batch_size=32", "eval_episodes=1", "hidden_dims=[32,32]"],
+        "bcq": [
+            "epochs=2",
+            "steps_per_epoch=40",
+            "batch_size=32",
+            "eval_episodes=1",
+            "save_every=1",
+            "num_select_samples=5",
+            *(f"{net}_hidden_dims=[32,32]" for net in ("actor", "critic", "vae")),
+        ],
     }[algo]
     train.main([*args, "--set", *settings])
 
@@ -181,7 +204,7 @@ def _run_dirs(log_dir: Path, algo: str) -> dict[str, Path]:
     return {path.name.split("-")[0]: path for path in (log_dir / TINY_DATASET_TASK / algo).iterdir()}
 
 
-@pytest.mark.parametrize("algo", ["mopo", "micro", "bc"])
+@pytest.mark.parametrize("algo", ["mopo", "micro", "bc", "bcq"])
 def test_stack_seeds_writes_each_seeds_run_as_trained_alone(
     algo: str, tiny_dataset_dir: Path, tiny_mopo_settings: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -198,7 +221,7 @@ def test_stack_seeds_writes_each_seeds_run_as_trained_alone(
         assert got["algo_state"]["modules"].keys() == expected["algo_state"]["modules"].keys()
         for name, value in expected["algo_state"]["modules"].items():
             torch.testing.assert_close(got["algo_state"]["modules"][name], value, rtol=1e-3, atol=1e-4, msg=name)
-        for key in ("actor_optim", "critic_optim", "alpha_optim") if algo != "bc" else ("actor_optim",):
+        for key in (key for key in expected["algo_state"] if key.endswith("_optim")):
             for index, state in expected["algo_state"][key]["state"].items():
                 for name, value in state.items():
                     torch.testing.assert_close(
@@ -206,18 +229,64 @@ def test_stack_seeds_writes_each_seeds_run_as_trained_alone(
                     )
         rows = [(path / "progress.csv").read_text().splitlines() for path in (alone[seed], stacked[seed])]
         assert [r.split(",")[:2] for r in rows[0]] == [r.split(",")[:2] for r in rows[1]]
-        assert (stacked[seed] / "dynamics.pt").is_file() == (algo != "bc")
+        assert (stacked[seed] / "dynamics.pt").is_file() == (algo in ("mopo", "micro"))
     # A stacked seed's checkpoint is an ordinary one: the run continues alone.
     train.main(["--resume", str(stacked["seed1"]), "--no-progress"])
 
 
 def test_stack_seeds_refuses_what_it_cannot_stack(tmp_path: Path, cli_error) -> None:
     log = ["--log-dir", str(tmp_path / "log")]
-    bcq = ["--task", TINY_DATASET_TASK, "--algo", "bcq", "--seeds", "0", "1", "--stack-seeds", *log]
-    assert "--stack-seeds supports bc, micro, mopo so far, not bcq" in cli_error(lambda: train.main(bcq))
+    mago = ["--task", TINY_DATASET_TASK, "--algo", "mago", "--seeds", "0", "1", "--stack-seeds", *log]
+    assert "--stack-seeds supports bc, bcq, micro, mopo so far, not mago" in cli_error(lambda: train.main(mago))
     alone = ["--task", TINY_DATASET_TASK, "--algo", "mopo", "--stack-seeds", *log]
     assert "pass --seeds" in cli_error(lambda: train.main(alone))
     assert not (tmp_path / "log").exists()
+
+
+def test_stacked_seeds_resume_together_where_they_stopped(
+    tiny_dataset_dir: Path, tiny_mopo_settings: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two stacked epochs equal one stacked epoch, a kill, and `--stack-seeds --resume` of both run dirs: the
+    stacked instance is rebuilt from the seeds' checkpoints, Adam moments and random streams included."""
+    monkeypatch.setenv("D4RL_DATASET_DIR", str(tiny_dataset_dir))
+    _train("mopo", tmp_path / "whole", tiny_mopo_settings, "--seeds", "0", "1", "--stack-seeds")
+    save = OfflineTrainer.save_checkpoint
+
+    def killed_in_epoch_two(trainer: OfflineTrainer) -> None:
+        if trainer.epoch == 2:
+            raise KeyboardInterrupt
+        save(trainer)
+
+    monkeypatch.setattr(OfflineTrainer, "save_checkpoint", killed_in_epoch_two)
+    with pytest.raises(UserError, match="continue with: python train.py --stack-seeds --resume"):
+        _train("mopo", tmp_path / "split", tiny_mopo_settings, "--seeds", "0", "1", "--stack-seeds")
+    monkeypatch.setattr(OfflineTrainer, "save_checkpoint", save)
+    split = _run_dirs(tmp_path / "split", "mopo")
+    train.main(["--stack-seeds", "--resume", str(split["seed0"]), str(split["seed1"]), "--no-progress"])
+    whole = _run_dirs(tmp_path / "whole", "mopo")
+    for seed in ("seed0", "seed1"):
+        expected = torch.load(whole[seed] / "checkpoints" / "checkpoint.pt", weights_only=False)
+        got = torch.load(split[seed] / "checkpoints" / "checkpoint.pt", weights_only=False)
+        assert got["epoch"] == expected["epoch"] == 2
+        for name, value in expected["algo_state"]["modules"].items():
+            torch.testing.assert_close(got["algo_state"]["modules"][name], value, rtol=0, atol=0, msg=name)
+        rows = [(path / "progress.csv").read_text().splitlines() for path in (whole[seed], split[seed])]
+        assert [row.rsplit(",", 1)[0] for row in rows[0]] == [row.rsplit(",", 1)[0] for row in rows[1]]  # no wall time
+
+
+def test_stacked_resume_refuses_runs_that_cannot_stack(
+    tiny_dataset_dir: Path, tiny_mopo_settings: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli_error
+) -> None:
+    monkeypatch.setenv("D4RL_DATASET_DIR", str(tiny_dataset_dir))
+    for seed, extra in (("0", []), ("1", ["sac.actor_lr=1e-3"])):
+        _train("mopo", tmp_path, tiny_mopo_settings, "--seed", seed, "--set", "epochs=1", *extra)
+    dirs = _run_dirs(tmp_path, "mopo")
+    both = [str(dirs["seed0"]), str(dirs["seed1"])]
+    assert "differs from" in cli_error(lambda: train.main(["--stack-seeds", "--resume", *both]))
+    assert "in sac" in cli_error(lambda: train.main(["--stack-seeds", "--resume", *both]))
+    twice = ["--stack-seeds", "--resume", both[0], "--seeds", "0"]
+    assert "pass one of them alone" in cli_error(lambda: train.main(twice))
+    assert "one RUN_DIR" in cli_error(lambda: train.main(["--resume", *both]))
 
 
 def test_an_active_seed_sees_its_own_streams_and_leaves_the_callers() -> None:
