@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import glob
 import os
 import shutil
 import sys
@@ -148,6 +149,25 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def resolve_dynamics_path(pattern: str, seed: int) -> Path:
+    """`dynamics_path` with `{seed}` replaced by the run's seed and wildcards expanded to exactly one file, so each
+    seed of a group can reuse the model its own earlier run fitted: `log/T/mopo/seed{seed}-*/dynamics.pt`."""
+    path = pattern.replace("{seed}", str(seed))
+    if not any(char in path for char in "*?["):
+        return Path(path)
+    matches = sorted(glob.glob(path))
+    if len(matches) != 1:
+        found = (
+            "no file"
+            if not matches
+            else f"{len(matches)} files ({', '.join(matches[:3])}{', ...' * (len(matches) > 3)})"
+        )
+        raise UserError(
+            f"dynamics_path {pattern} matches {found} for seed {seed}; make it match exactly one model file"
+        )
+    return Path(matches[0])
+
+
 def prepare_dynamics(
     cfg: OfflineConfig,
     spec: Any,
@@ -165,8 +185,9 @@ def prepare_dynamics(
     if own_file.exists():
         return EnsembleDynamics.load(own_file, spec.obs_dim, spec.act_dim, termination, device)
     if cfg.dynamics_path:
-        dynamics = EnsembleDynamics.load(cfg.dynamics_path, spec.obs_dim, spec.act_dim, termination, device)
-        shutil.copyfile(cfg.dynamics_path, own_file)  # the run stays resumable if the shared file moves
+        given = resolve_dynamics_path(cfg.dynamics_path, cfg.seed)
+        dynamics = EnsembleDynamics.load(given, spec.obs_dim, spec.act_dim, termination, device)
+        shutil.copyfile(given, own_file)  # the run stays resumable if the shared file moves
         return dynamics
     dynamics = EnsembleDynamics(spec.obs_dim, spec.act_dim, cfg.dynamics, termination).to(device)
     data = buffer.storage

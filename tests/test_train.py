@@ -18,7 +18,7 @@ import torch
 import train
 from envs import get_task
 from envs.datasets import write_d4rl_hdf5
-from utils.errors import run_cli
+from utils.errors import UserError, run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 TASK = "hopper-random-gen"
@@ -170,6 +170,23 @@ def test_dynamics_only_then_reuse(env: dict[str, str], tmp_path: Path) -> None:
     result = train.main(train_args(tmp_path / "reuse", 1, f"dynamics_path={model_file}"))
     assert result is not None
     assert (only_run_dir(tmp_path / "reuse") / "dynamics.pt").read_bytes() == model_file.read_bytes()
+
+
+def test_dynamics_path_picks_each_seeds_own_model(env: dict[str, str], tmp_path: Path) -> None:
+    """`{seed}` and wildcards: every seed of a group reuses the model its own earlier run fitted."""
+    for seed in ("3", "4"):
+        args = train_args(tmp_path / "dyn", 1, "dynamics_only=true")
+        args[args.index("--seed") + 1] = seed
+        train.main(args)
+    pattern = str(tmp_path / "dyn" / TASK / "mopo" / "seed{seed}-*" / "dynamics.pt")
+    train.main(train_args(tmp_path / "reuse", 1, f"dynamics_path={pattern}"))  # seed 3
+    (model_file,) = (tmp_path / "dyn" / TASK / "mopo").glob("seed3-*/dynamics.pt")
+    assert (only_run_dir(tmp_path / "reuse") / "dynamics.pt").read_bytes() == model_file.read_bytes()
+    assert train.resolve_dynamics_path(pattern, 4).parent.name.startswith("seed4-")
+    with pytest.raises(UserError, match=r"matches no file for seed 5; make it match exactly one model file"):
+        train.resolve_dynamics_path(pattern, 5)
+    with pytest.raises(UserError, match=r"matches 2 files"):
+        train.resolve_dynamics_path(str(tmp_path / "dyn" / TASK / "mopo" / "seed*" / "dynamics.pt"), 0)
 
 
 def cli_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
