@@ -142,22 +142,27 @@ def checkpoint_of():
     return run_checkpoint
 
 
+# `--set` values for a tiny but complete MOPO run on the tiny dataset: every component runs (dynamics fit, rollouts,
+# mixed batches, evaluation, checkpoints) in seconds. `epochs` is the caller's. Module-level tests import it
+# (`from conftest import TINY_MOPO_SETTINGS`); fixtures take `tiny_mopo_settings`.
+TINY_MOPO_SETTINGS = (
+    "steps_per_epoch=60",
+    "batch_size=32",
+    "rollout_freq=30",
+    "rollout_batch_size=100",
+    "rollout_length=2",
+    "eval_episodes=1",
+    "save_every=1",
+    "dynamics.num_ensemble=3",
+    "dynamics.num_elites=2",
+    "dynamics.hidden_dims=[16,16]",
+    "dynamics.weight_decay=[2.5e-5,5e-5,1e-4]",
+    "dynamics.max_epochs=2",
+    "sac.hidden_dims=[32,32]",
+)
+
+
 @pytest.fixture(scope="session")
 def tiny_mopo_settings() -> list[str]:
-    """`--set` values for a tiny but complete MOPO run on the tiny dataset: every component runs (dynamics fit,
-    rollouts, mixed batches, evaluation, checkpoints) in seconds. `epochs` is the caller's."""
-    return [
-        "steps_per_epoch=60",
-        "batch_size=32",
-        "rollout_freq=30",
-        "rollout_batch_size=100",
-        "rollout_length=2",
-        "eval_episodes=1",
-        "save_every=1",
-        "dynamics.num_ensemble=3",
-        "dynamics.num_elites=2",
-        "dynamics.hidden_dims=[16,16]",
-        "dynamics.weight_decay=[2.5e-5,5e-5,1e-4]",
-        "dynamics.max_epochs=2",
-        "sac.hidden_dims=[32,32]",
-    ]
+    """TINY_MOPO_SETTINGS, as a fixture."""
+    return list(TINY_MOPO_SETTINGS)

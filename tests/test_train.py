@@ -14,6 +14,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_MOPO_SETTINGS
 
 import train
 from envs import get_task
@@ -22,22 +23,6 @@ from utils.errors import UserError, run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 TASK = "hopper-random-gen"
-# A tiny but complete MOPO: every component runs (dynamics fit, rollouts, mixed batches, eval, checkpoints).
-TINY = [
-    "steps_per_epoch=60",
-    "batch_size=32",
-    "rollout_freq=30",
-    "rollout_batch_size=100",
-    "rollout_length=2",
-    "eval_episodes=1",
-    "save_every=1",
-    "dynamics.num_ensemble=3",
-    "dynamics.num_elites=2",
-    "dynamics.hidden_dims=[16,16]",
-    "dynamics.weight_decay=[2.5e-5,5e-5,1e-4]",
-    "dynamics.max_epochs=2",
-    "sac.hidden_dims=[32,32]",
-]
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +50,7 @@ def train_args(log_dir: Path, epochs: int, *extra: str) -> list[str]:
         "--no-progress",
         "--set",
         f"epochs={epochs}",
-        *TINY,
+        *TINY_MOPO_SETTINGS,
         *extra,
     ]
 
