@@ -145,6 +145,13 @@ def checkpoint_of():
 # `--set` values for a tiny but complete MOPO run on the tiny dataset: every component runs (dynamics fit, rollouts,
 # mixed batches, evaluation, checkpoints) in seconds. `epochs` is the caller's. Module-level tests import it
 # (`from conftest import TINY_MOPO_SETTINGS`); fixtures take `tiny_mopo_settings`.
+TINY_DYNAMICS = (  # a 3-member ensemble of 16 x 16 fitted for 2 epochs
+    "dynamics.num_ensemble=3",
+    "dynamics.num_elites=2",
+    "dynamics.hidden_dims=[16,16]",
+    "dynamics.weight_decay=[2.5e-5,5e-5,1e-4]",
+    "dynamics.max_epochs=2",
+)
 TINY_MOPO_SETTINGS = (
     "steps_per_epoch=60",
     "batch_size=32",
@@ -153,11 +160,7 @@ TINY_MOPO_SETTINGS = (
     "rollout_length=2",
     "eval_episodes=1",
     "save_every=1",
-    "dynamics.num_ensemble=3",
-    "dynamics.num_elites=2",
-    "dynamics.hidden_dims=[16,16]",
-    "dynamics.weight_decay=[2.5e-5,5e-5,1e-4]",
-    "dynamics.max_epochs=2",
+    *TINY_DYNAMICS,
     "sac.hidden_dims=[32,32]",
 )
 

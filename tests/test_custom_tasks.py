@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import TINY_DYNAMICS
 
 import eval as eval_cli
 import score
@@ -33,11 +34,7 @@ TINY = [
     "rollout_length=2",
     "eval_episodes=2",
     "save_every=1",
-    "dynamics.num_ensemble=3",
-    "dynamics.num_elites=2",
-    "dynamics.hidden_dims=[16,16]",
-    "dynamics.weight_decay=[2.5e-5,5e-5,1e-4]",
-    "dynamics.max_epochs=2",
+    *TINY_DYNAMICS,
     "sac.hidden_dims=[16,16]",
 ]
 TERMINATION = """

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_DYNAMICS
 
 import eval as evaluate_cli
 import train
@@ -28,11 +29,7 @@ TINY = [
     "eval_every=1",
     "eval_episodes=2",
     "save_every=1",
-    "dynamics.num_ensemble=3",
-    "dynamics.num_elites=2",
-    "dynamics.hidden_dims=[16,16]",
-    "dynamics.weight_decay=[2.5e-5,5e-5,1e-4]",
-    "dynamics.max_epochs=2",
+    *TINY_DYNAMICS,
     "sac.hidden_dims=[32,32]",
 ]
 EXTRA = {"mopo": [], "micro": ["num_samples=3"]}
