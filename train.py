@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import glob
 import os
 import shutil
 import sys
@@ -56,7 +55,8 @@ from models.seed_stack import SeedStreams
 from utils.checkpoint import seed_everything
 from utils.errors import UserError, run_cli
 from utils.launch import Job, RunRequest, check_threads, check_workers, run_local, summary
-from utils.logger import RunLogger
+from utils.logger import RunLogger, copy_logs
+from utils.runs import resolve_seed_path
 
 FIT_PROGRESS = "dynamics_fit.pt"  # an interrupted dynamics fit's state, in the run directory
 
@@ -149,25 +149,6 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def resolve_dynamics_path(pattern: str, seed: int) -> Path:
-    """`dynamics_path` with `{seed}` replaced by the run's seed and wildcards expanded to exactly one file, so each
-    seed of a group can reuse the model its own earlier run fitted: `log/T/mopo/seed{seed}-*/dynamics.pt`."""
-    path = pattern.replace("{seed}", str(seed))
-    if not any(char in path for char in "*?["):
-        return Path(path)
-    matches = sorted(glob.glob(path))
-    if len(matches) != 1:
-        found = (
-            "no file"
-            if not matches
-            else f"{len(matches)} files ({', '.join(matches[:3])}{', ...' * (len(matches) > 3)})"
-        )
-        raise UserError(
-            f"dynamics_path {pattern} matches {found} for seed {seed}; make it match exactly one model file"
-        )
-    return Path(matches[0])
-
-
 def prepare_dynamics(
     cfg: OfflineConfig,
     spec: Any,
@@ -185,7 +166,7 @@ def prepare_dynamics(
     if own_file.exists():
         return EnsembleDynamics.load(own_file, spec.obs_dim, spec.act_dim, termination, device)
     if cfg.dynamics_path:
-        given = resolve_dynamics_path(cfg.dynamics_path, cfg.seed)
+        given = resolve_seed_path(cfg.dynamics_path, cfg.seed, "dynamics_path", "model file")
         dynamics = EnsembleDynamics.load(given, spec.obs_dim, spec.act_dim, termination, device)
         shutil.copyfile(given, own_file)  # the run stays resumable if the shared file moves
         return dynamics
@@ -300,6 +281,7 @@ class OpenRun:
     dataset: OfflineDataset | None
     logger: RunLogger
     progress: bool
+    branched_from: Path | None = None  # the run whose state this one took over at its start (`branch_from`)
 
 
 def open_run(cfg: RunConfig, run_dir: Path, checkpoint: dict[str, Any] | None, args: argparse.Namespace) -> OpenRun:
@@ -313,14 +295,24 @@ def open_run(cfg: RunConfig, run_dir: Path, checkpoint: dict[str, Any] | None, a
     if not spec.online:
         dataset = load_dataset(spec, cfg.dataset_path, cfg.dataset_backend, cfg.download)
         dataset.validate(spec)
+    snapshot = None
+    if checkpoint is None and getattr(cfg, "branch_from", None):  # WMOPO: take over another run's iteration 0
+        snapshot = ALGORITHMS[cfg.algo].trainer_class.branch_snapshot(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     if not args.resume:
         save_config(cfg, run_dir / "config.yaml")
     source = "online" if dataset is None else f"{dataset.num_transitions} transitions from {dataset.source}"
     print(f"run dir: {run_dir}  ({source}; {torch.get_num_threads()} threads)", flush=True)
 
-    # Resuming drops what the interrupted process logged after its last checkpoint (or dynamics-fit save), and keeps
-    # all it logged before.
+    branched_from = None
+    if snapshot is not None:
+        branched_from = snapshot.parent.parent
+        copy_logs(branched_from, run_dir)
+        shutil.copyfile(branched_from / "dynamics.pt", run_dir / "dynamics.pt")
+        checkpoint = read_checkpoint(snapshot)
+
+    # Resuming (or branching) drops what the interrupted process logged after its last checkpoint (or dynamics-fit
+    # save), and keeps all it logged before.
     resume_step, resume_events = None, None
     if checkpoint:
         resume_step, resume_events = checkpoint["global_step"], checkpoint.get("num_events")
@@ -331,7 +323,7 @@ def open_run(cfg: RunConfig, run_dir: Path, checkpoint: dict[str, Any] | None, a
         print(f"{run_dir} has no checkpoint yet; starting it from the beginning with its saved config", flush=True)
         resume_step, resume_events = 0, 0
     logger = RunLogger(run_dir, resume_step, resume_events=resume_events)
-    return OpenRun(cfg, run_dir, checkpoint, spec, device, dataset, logger, progress)
+    return OpenRun(cfg, run_dir, checkpoint, spec, device, dataset, logger, progress, branched_from)
 
 
 def build_trainer(run: OpenRun) -> tuple[OfflineTrainer | NPGTrainer | None, Evaluator]:
@@ -362,7 +354,11 @@ def build_trainer(run: OpenRun) -> tuple[OfflineTrainer | NPGTrainer | None, Eva
             cfg, algo, real_buffer, evaluator, run.logger, run.run_dir, rollouts, run.progress, starts
         )
     trainer.progress = run.progress
-    if run.checkpoint is not None:
+    if run.checkpoint is not None and run.branched_from is not None:
+        trainer.load_state(run.checkpoint, source=run.branched_from)
+        print(f"branched off {run.branched_from} at step {run.checkpoint['global_step']}", flush=True)
+        trainer.save_checkpoint()  # the branch's own checkpoint: from here on it resumes like any run
+    elif run.checkpoint is not None:
         trainer.load_state(run.checkpoint, source=run.run_dir)
         unit = "iteration" if isinstance(trainer, NPGTrainer) else "epoch"
         print(f"resumed at {unit} {run.checkpoint['epoch']} (step {run.checkpoint['global_step']})", flush=True)

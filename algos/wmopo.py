@@ -22,8 +22,10 @@ are the occupancy sampling, the ratio and model-error networks, b and the penali
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -32,15 +34,30 @@ from torch import nn
 
 from algos.sac import SAC
 from algos.trainer import OfflineTrainer
-from config import DynamicsConfig, ModelBasedConfig, Rule, SACConfig, one_of, positive, register_config
+from config import (
+    DynamicsConfig,
+    ModelBasedConfig,
+    Rule,
+    SACConfig,
+    load_run_config,
+    one_of,
+    positive,
+    register_config,
+)
 from envs.evaluation import isolated_global_rngs
 from envs.tasks import reset_states
 from models.actor_critic import mlp
 from models.density_ratio import DensityRatio, RatioFitConfig
 from models.dynamics import EnsembleDynamics
+from utils.errors import UserError
+from utils.runs import flatten_config, resolve_seed_path
 
 Tensor = torch.Tensor
 REFIT_PROGRESS = "dynamics_refit.pt"  # an interrupted weighted refit's state, in the run directory
+# The checkpoint at the end of iteration 0, kept beside the latest one: E-step 0 and M-step 0 do not depend on α,
+# so runs that differ only in α (or in the number of iterations) can take it over (`branch_from`).
+BRANCH_SNAPSHOT = "after_iteration0.pt"
+BRANCH_FREE_KEYS = frozenset({"weight_exponent", "em_iterations", "branch_from", "log_dir"})
 ENV_START_POOL = 10_000  # real-env reset states drawn once for model_starts=env
 
 
@@ -117,6 +134,11 @@ class WMOPOConfig(ModelBasedConfig):
         "rollout_mode": one_of("episodes"),
         "dynamics.predict_reward": lambda value, cfg: None if value else "true (WMOPO's model predicts rewards)",
         "dynamics.loss": one_of("nll"),
+        "branch_from": lambda value, cfg: (
+            None
+            if value is None or cfg.em_iterations >= 2
+            else "null unless em_iterations >= 2 (a branch starts at iteration 1)"
+        ),
     }
 
     weight_exponent: float = 0.2  # α (the README's runs: 0.0 and 0.2; main.py's default 0.1)
@@ -149,6 +171,11 @@ class WMOPOConfig(ModelBasedConfig):
     dynamics: DynamicsConfig = field(default_factory=_wmopo_dynamics)
     ratio: RatioFitConfig = field(default_factory=RatioFitConfig)
     model_error: ModelErrorFitConfig = field(default_factory=ModelErrorFitConfig)
+    # A WMOPO run dir of the same task and seed, with the same settings but weight_exponent and em_iterations
+    # (`{seed}` and wildcards allowed, matching exactly one run that finished iteration 0): this run takes over its
+    # iteration 0 (logs, model, networks, buffers, random streams) instead of repeating it, as the official code's
+    # α runs share one iteration 0 (docs/wmopo.md#branching-off-iteration-0).
+    branch_from: str | None = None
 
     def planned_epochs(self) -> int:
         return self.epochs * self.em_iterations
@@ -304,7 +331,45 @@ class WMOPOTrainer(OfflineTrainer):
                 self.iteration += 1
                 self.phase = "done" if self.iteration == cfg.em_iterations else "e-step"
                 self.save_checkpoint()
+                if self.iteration == 1:
+                    self.save_branch_snapshot()
         return self.last_eval
+
+    # ------------------------------------------------------------------------------------------------ branches
+    def save_branch_snapshot(self) -> None:
+        """A copy of the end-of-iteration-0 checkpoint that later checkpoints do not overwrite (`branch_from`)."""
+        snapshot = self.checkpoint_path.with_name(BRANCH_SNAPSHOT)
+        staging = snapshot.with_name(snapshot.name + ".partial")
+        shutil.copyfile(self.checkpoint_path, staging)
+        os.replace(staging, snapshot)
+
+    @staticmethod
+    def branch_snapshot(cfg: WMOPOConfig) -> Path:
+        """The snapshot `cfg.branch_from` names, once its run is checked to be this one's but for BRANCH_FREE_KEYS."""
+        assert cfg.branch_from is not None
+        pattern = str(Path(cfg.branch_from) / "checkpoints" / BRANCH_SNAPSHOT)
+        snapshot = resolve_seed_path(pattern, cfg.seed, "branch_from", "WMOPO run dir that finished iteration 0")
+        parent = snapshot.parent.parent
+        if not (parent / "config.yaml").is_file():
+            raise UserError(f"branch_from {parent} is not a run directory (no config.yaml); name a WMOPO run dir")
+        if not snapshot.is_file():
+            raise UserError(
+                f"branch_from {parent} has not finished iteration 0 (no checkpoints/{BRANCH_SNAPSHOT}); branch "
+                "from it once it has"
+            )
+        theirs, mine = flatten_config(asdict(load_run_config(parent / "config.yaml"))), flatten_config(asdict(cfg))
+        differing = sorted(
+            key
+            for key in theirs.keys() | mine.keys()
+            if key.split(".")[0] not in BRANCH_FREE_KEYS and theirs.get(key) != mine.get(key)
+        )
+        if differing:
+            shown = ", ".join(f"{key}: {theirs.get(key)!r} there, {mine.get(key)!r} here" for key in differing[:4])
+            raise UserError(
+                f"branch_from {parent} ran with other settings ({shown}{', ...' * (len(differing) > 4)}); a branch "
+                f"may differ only in {', '.join(sorted(BRANCH_FREE_KEYS - {'branch_from', 'log_dir'}))}"
+            )
+        return snapshot
 
     def start_m_step(self) -> None:
         """A fresh model buffer and fresh model episodes; random actions only in iteration 0."""
@@ -394,6 +459,8 @@ class WMOPOTrainer(OfflineTrainer):
         super().load_state(state, source)
         extra = state["extra"]
         self.iteration, self.phase, self.random_steps = extra["iteration"], extra["phase"], extra["random_steps"]
+        if self.phase == "done" and self.iteration < self.wmopo_cfg.em_iterations:  # a branch planned longer
+            self.phase = "e-step"
         self.model.load_state_dict(extra["dynamics"])
         if self.phase == "m-step" or self.iteration > 0:  # the M-step's dataset rewards, recomputed
             data = self.real_buffer.storage

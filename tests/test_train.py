@@ -20,6 +20,7 @@ import train
 from envs import get_task
 from envs.datasets import write_d4rl_hdf5
 from utils.errors import UserError, run_cli
+from utils.runs import resolve_seed_path
 
 REPO = Path(__file__).resolve().parents[1]
 TASK = "hopper-random-gen"
@@ -167,11 +168,11 @@ def test_dynamics_path_picks_each_seeds_own_model(env: dict[str, str], tmp_path:
     train.main(train_args(tmp_path / "reuse", 1, f"dynamics_path={pattern}"))  # seed 3
     (model_file,) = (tmp_path / "dyn" / TASK / "mopo").glob("seed3-*/dynamics.pt")
     assert (only_run_dir(tmp_path / "reuse") / "dynamics.pt").read_bytes() == model_file.read_bytes()
-    assert train.resolve_dynamics_path(pattern, 4).parent.name.startswith("seed4-")
-    with pytest.raises(UserError, match=r"matches no file for seed 5; make it match exactly one model file"):
-        train.resolve_dynamics_path(pattern, 5)
-    with pytest.raises(UserError, match=r"matches 2 files"):
-        train.resolve_dynamics_path(str(tmp_path / "dyn" / TASK / "mopo" / "seed*" / "dynamics.pt"), 0)
+    assert resolve_seed_path(pattern, 4, "dynamics_path", "model file").parent.name.startswith("seed4-")
+    with pytest.raises(UserError, match=r"matches nothing for seed 5; make it match exactly one model file"):
+        resolve_seed_path(pattern, 5, "dynamics_path", "model file")
+    with pytest.raises(UserError, match=r"matches 2 paths"):
+        resolve_seed_path(str(tmp_path / "dyn" / TASK / "mopo" / "seed*" / "dynamics.pt"), 0, "dynamics_path", "file")
 
 
 def cli_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import math
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import train
 from algos.mopo import MOPO
 from algos.trainer import OfflineTrainer
 from algos.wmopo import (
+    BRANCH_SNAPSHOT,
     REFIT_PROGRESS,
     WMOPO,
     ModelErrorFitConfig,
@@ -346,6 +348,63 @@ def test_alpha_zero_keeps_the_erm_model(
     tags = set(accumulator.Tags()["scalars"])
     assert "ratio_before_refit/train_loss" not in tags and "refit/train_loss" not in tags
     assert len(accumulator.Scalars("ratio/train_loss")) == 2  # one ratio fit per E-step
+
+
+def test_branch_off_iteration_0_is_the_run_it_would_have_been(
+    runs: dict[str, Path], tiny_dataset_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    same_tensors: Any, checkpoint_of: Any,
+) -> None:  # fmt: skip
+    """An α = 0 run that takes over the α = 0.2 run's iteration 0 (`branch_from`, with `{seed}` and a wildcard) ends
+    exactly as an α = 0 run from scratch: final checkpoint, progress.csv and every TensorBoard scalar; its iteration
+    0 is not repeated (one dynamics fit's logs), and a branch resumes as any run."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    monkeypatch.setenv("D4RL_DATASET_DIR", str(tiny_dataset_dir))
+    parent = runs["straight"]
+    assert (parent / "checkpoints" / BRANCH_SNAPSHOT).is_file()
+    train.main(_train_args(tmp_path / "fresh", "weight_exponent=0"))
+    pattern = str(parent.parent / "seed{seed}-*")
+    train.main(_train_args(tmp_path / "branch", "weight_exponent=0", f"branch_from={pattern}"))
+    fresh, branch = _run_dir(tmp_path / "fresh"), _run_dir(tmp_path / "branch")
+    same_tensors(checkpoint_of(fresh), checkpoint_of(branch))
+    assert _rows(fresh) == _rows(branch) and len(_rows(branch)) == 4
+
+    def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+        accumulator = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+        accumulator.Reload()
+        return {tag: [(e.step, e.value) for e in accumulator.Scalars(tag)] for tag in accumulator.Tags()["scalars"]}
+
+    assert scalars(fresh) == scalars(branch)
+    assert not (branch / "checkpoints" / BRANCH_SNAPSHOT).exists()  # a branch starts at iteration 1
+    train.main(["--resume", str(branch), "--no-progress"])  # finished: resumes to the same end
+    same_tensors(checkpoint_of(fresh), checkpoint_of(branch))
+
+
+def test_branch_refusals_are_one_line(
+    runs: dict[str, Path], tiny_dataset_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli_error: Any
+) -> None:
+    """A branch must name one run that finished iteration 0 with the same settings but α and em_iterations; nothing
+    is written when it does not."""
+    monkeypatch.setenv("D4RL_DATASET_DIR", str(tiny_dataset_dir))
+    parent = runs["straight"]
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    (unfinished / "config.yaml").write_bytes((parent / "config.yaml").read_bytes())
+    cases = [
+        (["epochs=3", f"branch_from={parent}"], ["ran with other settings", "epochs: 2 there, 3 here"]),
+        (["sac.hidden_dims=[8]", f"branch_from={parent}"], ["sac.hidden_dims"]),
+        ([f"branch_from={parent.parent}/seed7-*"], ["matches nothing for seed 2", "exactly one WMOPO run dir"]),
+        ([f"branch_from={unfinished}"], ["has not finished iteration 0"]),
+        ([f"branch_from={tmp_path}"], ["is not a run directory"]),
+        (["em_iterations=1", f"branch_from={parent}"], ["em_iterations >= 2"]),
+    ]
+    log_dir = tmp_path / "log"
+    for extra, expected in cases:
+        args = _train_args(log_dir, *extra)
+        err = cli_error(functools.partial(train.main, args))
+        for text in expected:
+            assert text in err, (text, err)
+        assert not log_dir.exists(), extra
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,7 @@ import csv
 import io
 import math
 import os
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -122,6 +123,16 @@ class RunLogger:
 
     def close(self) -> None:
         self.writer.close()
+
+
+def copy_logs(source: Path, target: Path) -> None:
+    """Another run's progress.csv and TensorBoard event files, copied into `target` (a run that branches off
+    another starts from its logs; its logger, resumed at the branch point, then keeps exactly what was logged up to
+    there)."""
+    target.mkdir(parents=True, exist_ok=True)
+    for path in source.iterdir():
+        if path.is_file() and (EVENT_FILE_MARK in path.name or path.name == "progress.csv"):
+            shutil.copyfile(path, target / path.name)
 
 
 def _event_files(run_dir: Path) -> list[Path]:

@@ -14,9 +14,10 @@ seed. Configs are flattened to dotted keys (`dynamics.max_epochs`, `sac.actor_lr
 the defaults of config.py, as `--resume` reads them). Within each (task, algo), among the runs being grouped (those
 that logged the metric), every key whose value is not the same in all of them is a grouping key, except run
 bookkeeping that never changes what a run learns or how it is measured: `seed` (what a group averages over),
-`log_dir`, `device`, `save_every`, `dataset_path`, `download` and `dynamics_path` (DEFAULT_IGNORED; `dynamics_path`
-names where a shared model file lies, typically one per seed). `eval_every` and `eval_episodes` do count: they change
-which evaluations last-K averages and how noisy each one is. `ignore` drops more keys (dotted names or shell patterns,
+`log_dir`, `device`, `save_every`, `dataset_path`, `download`, `dynamics_path` and `branch_from` (DEFAULT_IGNORED;
+`dynamics_path` names where a shared model file lies, typically one per seed; WMOPO's `branch_from` names the run whose
+iteration 0 a run took over, which leaves it bit for bit the run it would have been). `eval_every` and
+`eval_episodes` do count: they change which evaluations last-K averages and how noisy each one is. `ignore` drops more keys (dotted names or shell patterns,
 `dynamics` meaning `dynamics.*`); `group_by` replaces the automatic keys by exactly the keys it names (ignored or not),
 averaging over whatever else differs (`averaged_over` names it). Two runs of one seed in one group are refused, naming
 the keys they differ in and a `--group-by` that separates them.
@@ -61,7 +62,9 @@ _NOT_RUNS = {"eval", "checkpoints", "__pycache__", "node_modules"}
 STRUCTURAL_KEYS = ("task", "algo", "seed")
 # Run bookkeeping: config keys that never change what a run learns or how it is measured, so runs differing only in
 # them are seeds of one group unless `group_by` names them. dynamics_path is where a shared model file lies.
-DEFAULT_IGNORED = ("seed", "log_dir", "device", "save_every", "dataset_path", "download", "dynamics_path")
+DEFAULT_IGNORED = (
+    "seed", "log_dir", "device", "save_every", "dataset_path", "download", "dynamics_path", "branch_from",
+)  # fmt: skip
 
 
 class _Unset:
@@ -265,6 +268,24 @@ class Score:
 
 
 # ----------------------------------------------------------------------------------------------------------- finding
+
+
+def resolve_seed_path(pattern: str, seed: int, key: str, kind: str) -> Path:
+    """A path setting with `{seed}` replaced by the run's seed and wildcards expanded to exactly one match, so each
+    seed of a group can name its own earlier run: `dynamics_path=log/T/mopo/seed{seed}-*/dynamics.pt`. `key` and
+    `kind` name the setting and what it should match in the one-line refusal."""
+    path = pattern.replace("{seed}", str(seed))
+    if not any(char in path for char in "*?["):
+        return Path(path)
+    matches = sorted(glob.glob(path))
+    if len(matches) != 1:
+        found = (
+            "nothing"
+            if not matches
+            else f"{len(matches)} paths ({', '.join(matches[:3])}{', ...' * (len(matches) > 3)})"
+        )
+        raise UserError(f"{key} {pattern} matches {found} for seed {seed}; make it match exactly one {kind}")
+    return Path(matches[0])
 
 
 def _is_run_dir(path: Path) -> bool:
