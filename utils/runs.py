@@ -15,12 +15,12 @@ the defaults of config.py, as `--resume` reads them). Within each (task, algo), 
 that logged the metric), every key whose value is not the same in all of them is a grouping key, except run
 bookkeeping that never changes what a run learns or how it is measured: `seed` (what a group averages over),
 `log_dir`, `device`, `save_every`, `dataset_path`, `download`, `dynamics_path` and `branch_from` (DEFAULT_IGNORED;
-`dynamics_path` names where a shared model file lies, typically one per seed; WMOPO's `branch_from` names the run whose
-iteration 0 a run took over, which leaves it bit for bit the run it would have been). `eval_every` and
-`eval_episodes` do count: they change which evaluations last-K averages and how noisy each one is. `ignore` drops more keys (dotted names or shell patterns,
-`dynamics` meaning `dynamics.*`); `group_by` replaces the automatic keys by exactly the keys it names (ignored or not),
-averaging over whatever else differs (`averaged_over` names it). Two runs of one seed in one group are refused, naming
-the keys they differ in and a `--group-by` that separates them.
+`dynamics_path` names where a shared model file lies, typically one per seed; WMOPO's `branch_from` names the run
+whose iteration 0 a run took over, which leaves it bit for bit the run it would have been). `eval_every` and
+`eval_episodes` do count: they change which evaluations last-K averages and how noisy each one is. `ignore` drops more
+keys (dotted names or shell patterns, `dynamics` meaning `dynamics.*`); `group_by` replaces the automatic keys by
+exactly the keys it names (ignored or not), averaging over whatever else differs (`averaged_over` names it). Two runs
+of one seed in one group are refused, naming the keys they differ in and a `--group-by` that separates them.
 
 Seeds of one group are averaged as follows: each seed's curve is smoothed over its own evaluations
 (trailing moving average), then the seeds are aligned on the steps that every seed logged (the intersection, no
