@@ -59,6 +59,7 @@ REFIT_PROGRESS = "dynamics_refit.pt"  # an interrupted weighted refit's state, i
 BRANCH_SNAPSHOT = "after_iteration0.pt"
 BRANCH_FREE_KEYS = frozenset({"weight_exponent", "em_iterations", "branch_from", "log_dir"})
 ENV_START_POOL = 10_000  # real-env reset states drawn once for model_starts=env
+MAX_DROPPED_BATCHES = 100  # batches of model episodes in a row that all went non-finite: the model has diverged
 
 
 def _wmopo_dynamics() -> DynamicsConfig:
@@ -193,9 +194,10 @@ def occupancy_samples(
     """`num` rows [s, a] from the discounted occupancy of `policy` under `transition` (states, actions -> next
     states, done): `batch` episodes at a time from `starts(batch)`; each step every live row is recorded, then the
     episode ends at done or, with probability 1 − γ, at random. Batches run until more than `num` rows exist (a batch
-    that produces a non-finite state or action is dropped whole); `num` of them are drawn at random."""
+    that produces a non-finite state or action is dropped whole; MAX_DROPPED_BATCHES dropped in a row end the run
+    with one line); `num` of them are drawn at random."""
     rows: list[Tensor] = []
-    total = 0
+    total, dropped_in_a_row = 0, 0
     while total < num:
         states = starts(batch)
         alive = torch.ones(len(states), dtype=torch.bool, device=states.device)
@@ -211,6 +213,12 @@ def occupancy_samples(
             alive &= ~done & (torch.rand(len(alive), device=alive.device) < gamma)
         rows += batch_rows
         total += sum(len(part) for part in batch_rows)
+        dropped_in_a_row = 0 if batch_rows else dropped_in_a_row + 1
+        if dropped_in_a_row == MAX_DROPPED_BATCHES:
+            raise UserError(
+                f"the model gave a non-finite state or action in each of {MAX_DROPPED_BATCHES} batches of episodes in "
+                "a row: it has diverged; refit it with a smaller learning rate or more weight decay"
+            )
     samples = torch.cat(rows)
     return samples[torch.randperm(len(samples), device=samples.device)[:num]]
 

@@ -360,6 +360,12 @@ class PendulumStudy:
             started = time.perf_counter()
             self.save_checkpoint()
         while self.phase == "iterate":
+            if not self.model_is_finite():
+                # The refit diverged (the live correction's loss is unbounded below, docs/wmopo.md#decisions): θ_i
+                # cannot be scored and every later model would be non-finite too, so the study ends with θ_0..θ_i−1.
+                print(f"θ_{self.iteration} is not finite: the study chooses among θ_0..θ_{self.iteration - 1}")
+                self.phase = "done"
+                break
             weights = self.score_current()
             if self.iteration == cfg.iterations:
                 self.phase = "done"
@@ -375,6 +381,9 @@ class PendulumStudy:
             self.result = self.evaluate()
             self.save_checkpoint()
         return self.result
+
+    def model_is_finite(self) -> bool:
+        return all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
 
     def score_current(self) -> torch.Tensor:
         """Weights for θ_i from a ratio fit on π's occupancy in θ_i, and the score −L(θ_i; w); logs both, stores
@@ -451,7 +460,7 @@ class PendulumStudy:
     def evaluate(self) -> dict[str, float]:
         """The chosen (best-scoring) model's simulated return next to π's real return, and the evaluation error."""
         cfg = self.cfg
-        chosen = int(np.argmax(self.scores))
+        chosen = int(np.argmax(np.nan_to_num(self.scores, nan=-np.inf)))
         self.model.load_state_dict(self.models[chosen])
         real_states = pendulum.rollout(
             self.policy, pendulum.evaluation_reset(cfg.eval_episodes, cfg.real_eval_reset_std), pendulum.step
@@ -467,6 +476,7 @@ class PendulumStudy:
             "evaluation_error": abs(float(real.mean()) - float(sim.mean())),
             "chosen_iteration": float(chosen),
             "chosen_score": self.scores[chosen],
+            "models_scored": float(len(self.scores)),  # fewer than iterations + 1 where a refit diverged
         }
         self.logger.scalars({f"result/{k}": v for k, v in result.items()}, len(self.scores) - 1)
         self.logger.evaluation(
@@ -495,7 +505,8 @@ class PendulumStudy:
                 "format": CHECKPOINT_FORMAT,
                 "task": self.cfg.task,
                 "algo": self.cfg.algo,
-                "epoch": self.iteration + (self.phase == "done"),  # the final evaluation counts as one more
+                # The final evaluation counts as one more; a study ended early by a diverged refit is finished too.
+                "epoch": self.cfg.planned_epochs() if self.phase == "done" else self.iteration,
                 "global_step": self.iteration,
                 "iteration": self.iteration,
                 "num_events": self.logger.num_events,

@@ -19,6 +19,7 @@ from algos.mopo import MOPO
 from algos.trainer import OfflineTrainer
 from algos.wmopo import (
     BRANCH_SNAPSHOT,
+    MAX_DROPPED_BATCHES,
     REFIT_PROGRESS,
     WMOPO,
     ModelErrorFitConfig,
@@ -130,6 +131,20 @@ def test_occupancy_samples_follow_episodes_and_drop_broken_batches() -> None:
     assert set(samples[:, 0].tolist()) <= {0.0, 1.0, 2.0}
     assert torch.allclose(samples[:, 1], samples[:, 0] / 10)
     assert calls["policy"] == 2 + 3  # batch 1: NaN at its 2nd step (dropped); batch 2: 3 steps x 4 episodes = 12 rows
+
+
+def test_occupancy_samples_give_up_on_a_diverged_model() -> None:
+    """A model whose every episode goes non-finite ends sampling with one line after MAX_DROPPED_BATCHES batches,
+    instead of sampling forever."""
+    calls = {"transition": 0}
+
+    def transition(states: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        calls["transition"] += 1
+        return torch.full_like(states, float("inf")), torch.zeros(len(states), dtype=torch.bool)
+
+    with pytest.raises(UserError, match=f"each of {MAX_DROPPED_BATCHES} batches of episodes in a row: it has diverged"):
+        occupancy_samples(transition, lambda states: states, lambda n: torch.zeros(n, 1), 1.0, 9, batch=4)
+    assert calls["transition"] == MAX_DROPPED_BATCHES
 
 
 # ---------------------------------------------------------------------------------------------------- the ensemble

@@ -387,6 +387,33 @@ def test_sweeps_see_a_finished_study_as_finished(study_runs: dict[str, Path]) ->
     assert run_status(study_runs["straight"]) == (3, 3)
 
 
+def test_a_diverged_refit_ends_the_study_with_the_models_scored(
+    policy_file: Path, tmp_path: Path, checkpoint_of: Any
+) -> None:
+    """A refit that leaves θ non-finite (the live correction's refit can run away) ends the iterations: θ_0 and θ_1
+    are scored, θ_2 is not, the chosen model is the better of the two, and the run counts as finished."""
+    from utils.launch import run_status
+
+    original = PendulumStudy.refit
+
+    def refit_diverging_at_1(self: PendulumStudy, weights: torch.Tensor) -> None:
+        original(self, weights)
+        if self.iteration == 1:
+            with torch.no_grad():
+                next(self.model.parameters()).fill_(float("nan"))
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(PendulumStudy, "refit", refit_diverging_at_1)
+        train.main(_study_args(tmp_path, policy_file))
+    run_dir = _study_dir(tmp_path)
+    state = checkpoint_of(run_dir)
+    assert len(state["scores"]) == 2 and state["phase"] == "done"
+    assert state["result"]["models_scored"] == 2
+    assert state["result"]["chosen_iteration"] == int(np.argmax(state["scores"]))
+    assert math.isfinite(state["result"]["sim_return"])
+    assert run_status(run_dir) == (3, 3)
+
+
 def test_the_states_figure_picks_the_chosen_model(study_runs: dict[str, Path], tmp_path: Path) -> None:
     """Figure 1's right panel is the best-scoring model, iterations told apart by number (iter10 sorts before iter2
     as a file name)."""
