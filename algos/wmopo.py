@@ -62,6 +62,10 @@ ENV_START_POOL = 10_000  # real-env reset states drawn once for model_starts=env
 MAX_DROPPED_BATCHES = 100  # batches of model episodes in a row that all went non-finite: the model has diverged
 
 
+class ModelDiverged(UserError):
+    """Occupancy sampling found only non-finite episodes: the model has diverged (one line from the CLIs)."""
+
+
 def _wmopo_dynamics() -> DynamicsConfig:
     """`model_dyna_nn_torch.py`: 7 members / 5 elites of 6 x 256 SiLU, inputs standardised, targets raw; loss the mean
     over members of the (weighted) NLL + 5e-6 ΣW² + 1e-3 Σ(max − min log σ²); Adam 1e-3, batch 512, no bootstrap (all
@@ -215,7 +219,7 @@ def occupancy_samples(
         total += sum(len(part) for part in batch_rows)
         dropped_in_a_row = 0 if batch_rows else dropped_in_a_row + 1
         if dropped_in_a_row == MAX_DROPPED_BATCHES:
-            raise UserError(
+            raise ModelDiverged(
                 f"the model gave a non-finite state or action in each of {MAX_DROPPED_BATCHES} batches of episodes in "
                 "a row: it has diverged; refit it with a smaller learning rate or more weight decay"
             )

@@ -34,7 +34,7 @@ import torch
 from torch.func import functional_call, grad, vmap
 
 from algos.trainer import CHECKPOINT_FORMAT
-from algos.wmopo import occupancy_samples
+from algos.wmopo import ModelDiverged, occupancy_samples
 from config import DynamicsConfig, Rule, RunConfig, between, one_of, positive, register_config
 from envs import custom_pendulum as pendulum
 from envs.behaviour import load_behaviour_policy
@@ -360,13 +360,15 @@ class PendulumStudy:
             started = time.perf_counter()
             self.save_checkpoint()
         while self.phase == "iterate":
-            if not self.model_is_finite():
-                # The refit diverged (the live correction's loss is unbounded below, docs/wmopo.md#decisions): θ_i
-                # cannot be scored and every later model would be non-finite too, so the study ends with θ_0..θ_i−1.
-                print(f"θ_{self.iteration} is not finite: the study chooses among θ_0..θ_{self.iteration - 1}")
+            try:
+                weights = self.score_current()
+            except ModelDiverged:
+                # The refit diverged (the live correction's loss is unbounded below, docs/wmopo.md#decisions): every
+                # episode of π in θ_i goes non-finite, so θ_i cannot be scored and no refit from it could recover;
+                # the study ends with θ_0..θ_i−1.
+                print(f"θ_{self.iteration} has diverged: the study chooses among θ_0..θ_{self.iteration - 1}")
                 self.phase = "done"
                 break
-            weights = self.score_current()
             if self.iteration == cfg.iterations:
                 self.phase = "done"
                 break
@@ -381,9 +383,6 @@ class PendulumStudy:
             self.result = self.evaluate()
             self.save_checkpoint()
         return self.result
-
-    def model_is_finite(self) -> bool:
-        return all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
 
     def score_current(self) -> torch.Tensor:
         """Weights for θ_i from a ratio fit on π's occupancy in θ_i, and the score −L(θ_i; w); logs both, stores

@@ -390,8 +390,9 @@ def test_sweeps_see_a_finished_study_as_finished(study_runs: dict[str, Path]) ->
 def test_a_diverged_refit_ends_the_study_with_the_models_scored(
     policy_file: Path, tmp_path: Path, checkpoint_of: Any
 ) -> None:
-    """A refit that leaves θ non-finite (the live correction's refit can run away) ends the iterations: θ_0 and θ_1
-    are scored, θ_2 is not, the chosen model is the better of the two, and the run counts as finished."""
+    """A refit that leaves a model whose every episode goes non-finite (the live correction's refit can run away)
+    ends the iterations: θ_0 and θ_1 are scored, θ_2 is not, the chosen model is the better of the two, and the run
+    counts as finished. θ_2 here has finite, huge parameters: its first step overflows."""
     from utils.launch import run_status
 
     original = PendulumStudy.refit
@@ -400,7 +401,7 @@ def test_a_diverged_refit_ends_the_study_with_the_models_scored(
         original(self, weights)
         if self.iteration == 1:
             with torch.no_grad():
-                next(self.model.parameters()).fill_(float("nan"))
+                self.model.net.output.bias.fill_(3e38)
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(PendulumStudy, "refit", refit_diverging_at_1)
