@@ -1,11 +1,16 @@
 """Seed stacking (docs/seeds.md) on hopper sizes: 1 seed, S seeds stacked in one process, and S separate processes
 running side by side with the thread budget split between them.
 
-- SAC updates (MOPO's policy step, 256 x 256 networks, batch 256): updates per second.
+- SAC updates (MOPO's policy step, 256 x 256 networks, batch 256): updates per second. `--algo micro` times MICRO's
+  update instead (hopper settings: the critic target values 5 elites x 10 sampled next states per model row).
 - `--epoch`: one MOPO training epoch on synthetic hopper data (200,000 transitions, the default 7 x 4 x 200 ensemble
   untrained, rollouts of 50,000 x 5 every 250 steps, 1000 updates, evaluation of 10 episodes), per seed's run.
 
     python bench/seed_stack_speed.py [--seeds 5] [--updates 200] [--threads 2] [--device cpu] [--epoch]
+                                     [--algo sac|micro] [--default-malloc]
+
+Like train.py, the bench keeps freed memory in the process (utils/allocator.py); `--default-malloc` measures glibc's
+default behaviour instead, for comparison.
 
 "per seed-update" is the cost of one update of one seed: stacking pays when the stacked figure is below the single
 seed's (the S seeds share kernels); separate processes pay when they beat both. The issue's target is an epoch of
@@ -20,6 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import cast
 
 import torch
 
@@ -34,6 +40,7 @@ from config import SACConfig, load_config  # noqa: E402
 from envs import Evaluator, get_task, get_termination_fn  # noqa: E402
 from models.dynamics import EnsembleDynamics  # noqa: E402
 from models.seed_stack import SeedStreams  # noqa: E402
+from utils.allocator import keep_freed_memory  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mopo_speed import synthetic_hopper_data  # noqa: E402
@@ -64,38 +71,50 @@ def sync(device: torch.device) -> None:
 
 
 def timed_updates(algo: SAC, data: list[Batch], device: torch.device) -> float:
-    """Seconds per update, after 5 warm-up updates."""
+    """Seconds per update, after 5 warm-up updates; the first 5% of each batch are dataset rows (MOPO's and
+    MICRO's real_ratio 0.05), the rest model rows (which MICRO's backup penalises)."""
+    num_real = int(0.05 * BATCH)
     for batch in data[:5]:
-        algo.update(batch)
+        algo.update(batch, num_real)
     sync(device)
     start = time.perf_counter()
     for batch in data[5:]:
-        algo.update(batch)
+        algo.update(batch, num_real)
     sync(device)
     return (time.perf_counter() - start) / (len(data) - 5)
 
 
-def one_seed(updates: int, threads: int, device: str, seed: int = 0) -> float:
+def update_algorithm(algo: str, dev: torch.device) -> SAC:
+    """A freshly initialised "sac" (MOPO's policy step) or "micro" (hopper-medium-v2 settings, untrained model)."""
+    if algo == "sac":
+        return SAC(OBS_DIM, ACT_DIM, SACConfig(), epochs=1, device=dev)
+    cfg = load_config(algo, "hopper-medium-v2", cli={"device": str(dev)})
+    dynamics = EnsembleDynamics(OBS_DIM, ACT_DIM, cfg.dynamics, get_termination_fn("hopper")).to(dev)
+    return cast(SAC, build_algorithm(cfg, OBS_DIM, ACT_DIM, dev, dynamics=dynamics))
+
+
+def one_seed(algo: str, updates: int, threads: int, device: str, seed: int = 0, allocator: bool = True) -> float:
+    if allocator:
+        keep_freed_memory()
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     dev = torch.device(device)
-    algo = SAC(OBS_DIM, ACT_DIM, SACConfig(), epochs=1, device=dev)
-    return timed_updates(algo, batches(updates + 5, None, dev), dev)
+    return timed_updates(update_algorithm(algo, dev), batches(updates + 5, None, dev), dev)
 
 
-def stacked(num_seeds: int, updates: int, threads: int, device: str) -> float:
+def stacked(algo: str, num_seeds: int, updates: int, threads: int, device: str) -> float:
     torch.set_num_threads(threads)
     dev = torch.device(device)
     rng, runs = SeedStreams(dev), []
     for seed in range(num_seeds):
         torch.manual_seed(seed)
-        runs.append(SAC(OBS_DIM, ACT_DIM, SACConfig(), epochs=1, device=dev))
+        runs.append(update_algorithm(algo, dev))
         rng.capture()
-    algo = SAC.stack(runs, rng, epochs=1)
-    return timed_updates(algo, batches(updates + 5, num_seeds, dev), dev)
+    stack = type(runs[0]).stack(runs, rng, epochs=1)
+    return timed_updates(stack, batches(updates + 5, num_seeds, dev), dev)
 
 
-def _worker(args: tuple[int, int, str, int]) -> float:
+def _worker(args: tuple[str, int, int, str, int, bool]) -> float:
     return one_seed(*args)
 
 
@@ -144,8 +163,10 @@ def mopo_epoch(num_seeds: int | None, threads: int, device: str, updates: int, s
         return time.perf_counter() - start
 
 
-def _epoch_worker(args: tuple[int, str, int, int]) -> float:
-    threads, device, updates, seed = args
+def _epoch_worker(args: tuple[int, str, int, int, bool]) -> float:
+    threads, device, updates, seed, allocator = args
+    if allocator:
+        keep_freed_memory()
     return mopo_epoch(None, threads, device, updates, seed)
 
 
@@ -156,13 +177,22 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="threads in all (split)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--epoch", action="store_true", help="also time one MOPO epoch (1000 updates) each way")
+    parser.add_argument("--algo", choices=("sac", "micro"), default="sac", help="whose update to time (default sac)")
+    parser.add_argument(
+        "--default-malloc", action="store_true", help="leave glibc's allocator as it is (train.py tunes it)"
+    )
     args = parser.parse_args()
-    seeds, threads = args.seeds, args.threads
-    print(f"device {args.device} | {threads} threads in all | torch {torch.__version__} | SAC 256 x 256, batch {BATCH}")
+    seeds, threads, algo, allocator = args.seeds, args.threads, args.algo, not args.default_malloc
+    if allocator:
+        keep_freed_memory()
+    print(
+        f"device {args.device} | {threads} threads in all | torch {torch.__version__} | {algo} update, 256 x 256, "
+        f"batch {BATCH} | allocator {'kept freed memory' if allocator else 'glibc default'}"
+    )
 
-    single = one_seed(args.updates, threads, args.device)
+    single = one_seed(algo, args.updates, threads, args.device, allocator=allocator)
     print(f"1 seed                 {1 / single:8.1f} updates/s   {single * 1e3:7.2f} ms per seed-update")
-    both = stacked(seeds, args.updates, threads, args.device)
+    both = stacked(algo, seeds, args.updates, threads, args.device)
     print(
         f"{seeds} seeds stacked        {1 / both:8.1f} updates/s   {both / seeds * 1e3:7.2f} ms per seed-update "
         f"({both / single:.2f}x one seed's update time)"
@@ -171,7 +201,8 @@ def main() -> None:
         per_process = max(1, threads // seeds)
         with mp.get_context("spawn").Pool(seeds) as pool:
             start = time.perf_counter()
-            times = pool.map(_worker, [(args.updates, per_process, "cpu", seed) for seed in range(seeds)])
+            jobs = [(algo, args.updates, per_process, "cpu", seed, allocator) for seed in range(seeds)]
+            times = pool.map(_worker, jobs)
             wall = time.perf_counter() - start
         slowest = max(times)
         print(
@@ -187,7 +218,7 @@ def main() -> None:
             per_process = max(1, threads // seeds)
             with mp.get_context("spawn").Pool(seeds) as pool:
                 start = time.perf_counter()
-                pool.map(_epoch_worker, [(per_process, "cpu", 1000, seed) for seed in range(seeds)])
+                pool.map(_epoch_worker, [(per_process, "cpu", 1000, seed, allocator) for seed in range(seeds)])
                 wall = time.perf_counter() - start
             print(
                 f"MOPO epoch, {seeds} processes     {wall:7.1f} s  ({wall / one:.2f}x one seed's; wall, with start-up)"
