@@ -28,6 +28,7 @@ from config import load_config  # noqa: E402
 from envs import get_termination_fn  # noqa: E402
 from envs.datasets import OfflineDataset  # noqa: E402
 from models.dynamics import EnsembleDynamics  # noqa: E402
+from utils.allocator import keep_freed_memory  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mopo_speed import ACT_DIM, OBS_DIM, peak_memory_mb, sync, synthetic_hopper_data  # noqa: E402
@@ -59,6 +60,7 @@ def main() -> None:
     parser.add_argument("--full-epoch", action="store_true", help="time one whole epoch over the synthetic data")
     parser.add_argument("--config", help="a preset in configs/mago/ (e.g. cpu) applied over the defaults")
     args = parser.parse_args()
+    keep_freed_memory()  # as train.py does
     device = torch.device(args.device)
     torch.manual_seed(0)
     cfg = load_config("mago", "hopper-medium-v2", config_file=args.config, cli={"device": args.device})

@@ -27,6 +27,7 @@ from buffers.replay import Batch, ReplayBuffer, sample_mixed  # noqa: E402
 from config import load_config  # noqa: E402
 from envs import Evaluator, get_task, get_termination_fn  # noqa: E402
 from models.dynamics import EnsembleDynamics  # noqa: E402
+from utils.allocator import keep_freed_memory  # noqa: E402
 
 NUM_TRANSITIONS, OBS_DIM, ACT_DIM = 200_000, 11, 3
 
@@ -71,6 +72,7 @@ def main() -> None:
     parser.add_argument("--precision", choices=["fp32", "bf16"], help="dynamics matmul precision (default: config)")
     parser.add_argument("--updates", type=int, default=1000, help="SAC updates per timing")
     args = parser.parse_args()
+    keep_freed_memory()  # as train.py does
     device = torch.device(args.device)
     torch.manual_seed(0)
 

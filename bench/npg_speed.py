@@ -23,6 +23,7 @@ from algos import build_algorithm  # noqa: E402
 from algos.npg_trainer import NPGTrainer  # noqa: E402
 from config import load_task_config  # noqa: E402
 from envs import Evaluator, get_task  # noqa: E402
+from utils.allocator import keep_freed_memory  # noqa: E402
 from utils.logger import RunLogger  # noqa: E402
 
 
@@ -34,6 +35,7 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=3)
     parser.add_argument("--threads", type=int, help="torch threads (default: PyTorch's)")
     args = parser.parse_args()
+    keep_freed_memory()  # as train.py does
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
