@@ -24,6 +24,7 @@ import multiprocessing as mp
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import cast
 
@@ -93,9 +94,7 @@ def update_algorithm(algo: str, dev: torch.device) -> SAC:
     return cast(SAC, build_algorithm(cfg, OBS_DIM, ACT_DIM, dev, dynamics=dynamics))
 
 
-def one_seed(algo: str, updates: int, threads: int, device: str, seed: int = 0, allocator: bool = True) -> float:
-    if allocator:
-        keep_freed_memory()
+def one_seed(algo: str, updates: int, threads: int, device: str, seed: int = 0) -> float:
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     dev = torch.device(device)
@@ -114,7 +113,7 @@ def stacked(algo: str, num_seeds: int, updates: int, threads: int, device: str) 
     return timed_updates(stack, batches(updates + 5, num_seeds, dev), dev)
 
 
-def _worker(args: tuple[str, int, int, str, int, bool]) -> float:
+def _worker(args: tuple[str, int, int, str, int]) -> float:
     return one_seed(*args)
 
 
@@ -163,10 +162,8 @@ def mopo_epoch(num_seeds: int | None, threads: int, device: str, updates: int, s
         return time.perf_counter() - start
 
 
-def _epoch_worker(args: tuple[int, str, int, int, bool]) -> float:
-    threads, device, updates, seed, allocator = args
-    if allocator:
-        keep_freed_memory()
+def _epoch_worker(args: tuple[int, str, int, int]) -> float:
+    threads, device, updates, seed = args
     return mopo_epoch(None, threads, device, updates, seed)
 
 
@@ -190,7 +187,9 @@ def main() -> None:
         f"batch {BATCH} | allocator {'kept freed memory' if allocator else 'glibc default'}"
     )
 
-    single = one_seed(algo, args.updates, threads, args.device, allocator=allocator)
+    # Separate processes start as train.py does: with the allocator setting of this run.
+    worker_pool = partial(mp.get_context("spawn").Pool, seeds, initializer=keep_freed_memory if allocator else None)
+    single = one_seed(algo, args.updates, threads, args.device)
     print(f"1 seed                 {1 / single:8.1f} updates/s   {single * 1e3:7.2f} ms per seed-update")
     both = stacked(algo, seeds, args.updates, threads, args.device)
     print(
@@ -199,10 +198,9 @@ def main() -> None:
     )
     if args.device == "cpu":
         per_process = max(1, threads // seeds)
-        with mp.get_context("spawn").Pool(seeds) as pool:
+        with worker_pool() as pool:
             start = time.perf_counter()
-            jobs = [(algo, args.updates, per_process, "cpu", seed, allocator) for seed in range(seeds)]
-            times = pool.map(_worker, jobs)
+            times = pool.map(_worker, [(algo, args.updates, per_process, "cpu", seed) for seed in range(seeds)])
             wall = time.perf_counter() - start
         slowest = max(times)
         print(
@@ -216,9 +214,9 @@ def main() -> None:
         print(f"MOPO epoch, {seeds} stacked       {together:7.1f} s  ({together / one:.2f}x one seed's)")
         if args.device == "cpu":
             per_process = max(1, threads // seeds)
-            with mp.get_context("spawn").Pool(seeds) as pool:
+            with worker_pool() as pool:
                 start = time.perf_counter()
-                pool.map(_epoch_worker, [(per_process, "cpu", 1000, seed, allocator) for seed in range(seeds)])
+                pool.map(_epoch_worker, [(per_process, "cpu", 1000, seed) for seed in range(seeds)])
                 wall = time.perf_counter() - start
             print(
                 f"MOPO epoch, {seeds} processes     {wall:7.1f} s  ({wall / one:.2f}x one seed's; wall, with start-up)"

@@ -19,6 +19,7 @@ import ctypes
 import ctypes.util
 import os
 import sys
+from collections.abc import Mapping
 
 # mallopt parameters from glibc's <malloc.h>.
 M_TRIM_THRESHOLD = -1
@@ -28,7 +29,7 @@ NEVER_TRIM = 2**31 - 1  # the largest value mallopt accepts (an int)
 _applied: bool | None = None
 
 
-def user_chose_allocator(environ: dict[str, str] | os._Environ[str] = os.environ) -> bool:
+def user_chose_allocator(environ: Mapping[str, str] = os.environ) -> bool:
     """True when the environment already selects an allocator or tunes glibc's."""
     preload = environ.get("LD_PRELOAD", "")
     tuned = any(key.startswith("MALLOC_") for key in environ) or "GLIBC_TUNABLES" in environ
