@@ -7,10 +7,10 @@ running side by side with the thread budget split between them.
   untrained, rollouts of 50,000 x 5 every 250 steps, 1000 updates, evaluation of 10 episodes), per seed's run.
 
     python bench/seed_stack_speed.py [--seeds 5] [--updates 200] [--threads 2] [--device cpu] [--epoch]
-                                     [--algo sac|micro] [--compile] [--default-malloc]
+                                     [--algo sac|micro] [--compile [MODE]] [--default-malloc]
 
-`--compile` also times the same updates under `torch.compile` (default mode; compilation happens in the warm-up), to
-decide where compiling the update pays.
+`--compile` also times the same updates under `torch.compile` (compilation happens in the warm-up), to decide where
+compiling the update pays; MODE is torch.compile's (default "default"; on a GPU "reduce-overhead" replays CUDA graphs).
 
 Like train.py, the bench keeps freed memory in the process (utils/allocator.py); `--default-malloc` measures glibc's
 default behaviour instead, for comparison.
@@ -74,12 +74,12 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def timed_updates(algo: SAC, data: list[Batch], device: torch.device, compiled: bool = False) -> float:
-    """Seconds per update, after 5 warm-up updates (which, with `compiled`, include torch.compile's compilation);
+def timed_updates(algo: SAC, data: list[Batch], device: torch.device, compile_mode: str | None = None) -> float:
+    """Seconds per update, after 5 warm-up updates (which, with a `compile_mode`, include torch.compile's compilation);
     the first 5% of each batch are dataset rows (MOPO's and MICRO's real_ratio 0.05), the rest model rows (which
     MICRO's backup penalises)."""
     num_real = int(0.05 * BATCH)
-    update = torch.compile(algo.update) if compiled else algo.update
+    update = algo.update if compile_mode is None else torch.compile(algo.update, mode=compile_mode)
     for batch in data[:5]:
         update(batch, num_real)
     sync(device)
@@ -99,14 +99,18 @@ def update_algorithm(algo: str, dev: torch.device) -> SAC:
     return cast(SAC, build_algorithm(cfg, OBS_DIM, ACT_DIM, dev, dynamics=dynamics))
 
 
-def one_seed(algo: str, updates: int, threads: int, device: str, seed: int = 0, compiled: bool = False) -> float:
+def one_seed(
+    algo: str, updates: int, threads: int, device: str, seed: int = 0, compile_mode: str | None = None
+) -> float:
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     dev = torch.device(device)
-    return timed_updates(update_algorithm(algo, dev), batches(updates + 5, None, dev), dev, compiled)
+    return timed_updates(update_algorithm(algo, dev), batches(updates + 5, None, dev), dev, compile_mode)
 
 
-def stacked(algo: str, num_seeds: int, updates: int, threads: int, device: str, compiled: bool = False) -> float:
+def stacked(
+    algo: str, num_seeds: int, updates: int, threads: int, device: str, compile_mode: str | None = None
+) -> float:
     torch.set_num_threads(threads)
     dev = torch.device(device)
     rng, runs = SeedStreams(dev), []
@@ -115,7 +119,7 @@ def stacked(algo: str, num_seeds: int, updates: int, threads: int, device: str, 
         runs.append(update_algorithm(algo, dev))
         rng.capture()
     stack = type(runs[0]).stack(runs, rng, epochs=1)
-    return timed_updates(stack, batches(updates + 5, num_seeds, dev), dev, compiled)
+    return timed_updates(stack, batches(updates + 5, num_seeds, dev), dev, compile_mode)
 
 
 def _worker(args: tuple[str, int, int, str, int]) -> float:
@@ -182,8 +186,11 @@ def main() -> None:
     parser.add_argument("--algo", choices=("sac", "micro"), default="sac", help="whose update to time (default sac)")
     parser.add_argument(
         "--compile",
-        action="store_true",
-        help="also time the update under torch.compile (1 seed and stacked), to decide where it pays (docs/seeds.md)",
+        nargs="?",
+        const="default",
+        choices=("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
+        metavar="MODE",
+        help="also time the update under torch.compile in this mode (default: default), 1 seed and stacked",
     )
     parser.add_argument(
         "--default-malloc", action="store_true", help="leave glibc's allocator as it is (train.py tunes it)"
@@ -207,12 +214,12 @@ def main() -> None:
         f"({both / single:.2f}x one seed's update time)"
     )
     if args.compile:
-        single_compiled = one_seed(algo, args.updates, threads, args.device, compiled=True)
-        both_compiled = stacked(algo, seeds, args.updates, threads, args.device, compiled=True)
+        single_compiled = one_seed(algo, args.updates, threads, args.device, compile_mode=args.compile)
+        both_compiled = stacked(algo, seeds, args.updates, threads, args.device, compile_mode=args.compile)
         print(
-            f"torch.compile: 1 seed {single_compiled * 1e3:7.2f} ms per update ({single_compiled / single:.2f}x "
-            f"eager), {seeds} stacked {both_compiled / seeds * 1e3:7.2f} ms per seed-update "
-            f"({both_compiled / both:.2f}x eager)"
+            f"torch.compile ({args.compile}): 1 seed {single_compiled * 1e3:7.2f} ms per update "
+            f"({single_compiled / single:.2f}x eager), {seeds} stacked {both_compiled / seeds * 1e3:7.2f} ms per "
+            f"seed-update ({both_compiled / both:.2f}x eager)"
         )
     if args.device == "cpu":
         per_process = max(1, threads // seeds)
