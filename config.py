@@ -140,8 +140,11 @@ class NPGConfig:
     step_size: float = 0.05  # mjrl's normalised step δ = α² gᵀF⁻¹g: a step moves the policy by mean KL ≈ δ/2
     cg_iters: int = 25
     cg_damping: float = 1e-3
-    # The PAL/MAL configs say 0.999; mjrl's run_model_based_npg.py never passes it, so its runs used 0.995.
-    gamma: float = 0.999
+    # CG's start: "gradient" = x₀ = g, as mjrl's npg_cg.py; "zero" = x₀ = 0, the textbook start.
+    cg_init: str = "gradient"
+    # mjrl's train_step default. The PAL/MAL config files say 0.999, but run_model_based_npg.py never passes gamma,
+    # so the authors' PAL/MAL runs used 0.995; MOReL's run_morel.py does pass its config's 0.999 (its preset).
+    gamma: float = 0.995
     gae_lambda: float = 0.97
     baseline_hidden_dims: list[int] = field(default_factory=lambda: [128, 128])
     baseline_lr: float = 1e-3
@@ -264,7 +267,12 @@ class ModelBasedNPGConfig(RunConfig):
     # models; termination "mopo" = the SAC family's (envs/termination.py).
     reward_fn: str = "env"
     termination_fn: str = "env"
-    state_bound: float = 100.0  # model states clamped to ±bound, as mjrl's rollouts (on its velocity-scaled states)
+    # What the policy, the baseline, the models' clamp and MOReL's disagreement see: "none" = raw observations;
+    # "mjrl" = mjrl's task-file mask (hopper: velocities × 0.02; envs/rewards.py `observation_mask`).
+    obs_mask: str = "none"
+    # Model states are clamped to ±state_bound in the masked space, as mjrl's rollouts (its `large_value`): with the
+    # hopper mask, positions at ±100 and velocities at ±5000 in raw units.
+    state_bound: float = 100.0
     eval_episodes: int = 5
     save_every: int = 1
     npg: NPGConfig = field(default_factory=NPGConfig)
@@ -621,17 +629,21 @@ def load_config(
     config_file: str | None = None,
     overrides: Sequence[str] = (),
     cli: Mapping[str, Any] | None = None,
+    family: str | None = None,
 ) -> RunConfig:
     """Merge all configuration layers for one run (later wins) and validate the result.
 
-    Layers: dataclass defaults <- configs/<algo>/defaults.yaml <- configs/<algo>/<task>.yaml (if present)
-    <- `config_file` <- `overrides` ("dotted.key=value" strings) <- `cli` (typed values; None means "not given").
+    Layers: dataclass defaults <- configs/<algo>/defaults.yaml <- configs/<algo>/<family>.yaml (the task's env
+    family, if given and present) <- configs/<algo>/<task>.yaml (if present) <- `config_file` <- `overrides`
+    ("dotted.key=value" strings) <- `cli` (typed values; None means "not given").
     """
     cls = _config_class(algo)
     cfg = cls()
     origins: dict[str, str] = {}
     algo_dir = CONFIGS_DIR / algo
     files = [algo_dir / "defaults.yaml"]
+    if family and Path(family).name == family:
+        files.append(algo_dir / f"{family}.yaml")
     if task and Path(task).name == task:
         files.append(algo_dir / f"{task}.yaml")
     files = [path for path in files if path.is_file()]
@@ -672,7 +684,9 @@ def load_task_config(
     from envs.tasks import get_task  # envs never imports config, so this cannot cycle
 
     spec = get_task(task)
-    cfg = load_config(algo, spec.name, config_file, overrides, {**(cli or {}), "task_file": spec.source_file})
+    cfg = load_config(
+        algo, spec.name, config_file, overrides, {**(cli or {}), "task_file": spec.source_file}, spec.family
+    )
     check_task_fits(cfg, spec)
     return cfg
 
@@ -703,7 +717,7 @@ def check_task_fits(cfg: RunConfig, spec: Any) -> None:
             f"{spec.gym_id} (python train.py --list-tasks); for the dataset {spec.name} use --algo morel"
         )
     if isinstance(cfg, ModelBasedNPGConfig):  # the known functions model rollouts need, before anything is written
-        from envs.rewards import reward_fn_for
+        from envs.rewards import observation_mask, reward_fn_for
         from envs.termination import termination_fn_for_kind
 
         try:
@@ -715,6 +729,7 @@ def check_task_fits(cfg: RunConfig, spec: Any) -> None:
             termination_fn_for_kind(spec.family, cfg.termination_fn)
         except UserError as err:
             raise UserError(f"{err}; --set termination_fn=mopo uses the SAC family's (pendulum included)") from None
+        observation_mask(spec.family, cfg.obs_mask)
     limit = episode_limit(spec)
     buffer_size = getattr(cfg, "buffer_size", None)
     if cfg.online and limit is not None and buffer_size is not None:
@@ -870,6 +885,8 @@ _RULES: dict[str, Rule] = {
     "start_state": one_of("init", "buffer"),
     "reward_fn": one_of("env", "mjrl", "learned"),
     "termination_fn": one_of("env", "mjrl", "mopo", "mopo_strict"),
+    "obs_mask": one_of("none", "mjrl"),
+    "npg.cg_init": one_of("gradient", "zero"),
     "fit_max_steps": positive_or_none,
     "horizon": lambda value, cfg: None if value >= 5 else ">= 5 (model paths shorter than 5 steps are dropped)",
     **dict.fromkeys(("sac.gamma", "sac.tau", "npg.gamma", "npg.gae_lambda"), between(0, 1)),

@@ -32,6 +32,8 @@ import torch
 from algos.npg import NPG
 from buffers.paths import PathBatch
 from config import ModelBasedNPGConfig, Rule, one_of, positive, register_config
+from envs.rewards import observation_mask
+from envs.tasks import get_task
 from envs.termination import TerminationFn
 from models.dynamics import EnsembleDynamics
 
@@ -89,8 +91,13 @@ class ModelBasedNPG(NPG):
     def __init__(
         self, obs_dim: int, act_dim: int, cfg: ModelBasedNPGConfig, device: torch.device | str = "cpu"
     ) -> None:
-        super().__init__(obs_dim, act_dim, cfg.npg, device)
+        mask = None
+        if cfg.obs_mask != "none":  # mjrl's task-file mask: fixed by the task, kept in the networks' state
+            mask = observation_mask(get_task(cfg.task_file or cfg.task).family, cfg.obs_mask)
+        super().__init__(obs_dim, act_dim, cfg.npg, device, obs_mask=mask)
         self.cfg = cfg
+        # Model states are clamped to ±state_bound in the masked space, i.e. to ±state_bound / mask in raw units.
+        self.register_buffer("state_bounds", cfg.state_bound / self.actor.obs_mask.clone(), persistent=False)
 
     @torch.no_grad()
     def model_paths(
@@ -101,12 +108,11 @@ class ModelBasedNPG(NPG):
         termination_fn: TerminationFn,
     ) -> tuple[PathBatch, torch.Tensor | None]:
         """Roll the stochastic policy for `horizon` steps from every start state [N, obs] in every member: paths
-        [E·N] (member-major), padded to the longest path. A path ends at the first step whose predicted next state
-        the termination function calls done (that step kept, the path terminated). Rewards are `reward_fn`'s on the
-        clipped action (the trainer's: a known reward times `act_repeat`, or the learned one); states are clamped to
-        ±state_bound. With
-        `needs_disagreement`, also the members' pairwise disagreement max_{i<j} ‖f_i(s, a) − f_j(s, a)‖ at every
-        step [E·N, T]."""
+        [E·N] (member-major), padded to the longest path. A path ends at the first step the termination function
+        calls done (that step kept, the path terminated; see `valid_steps`). Rewards are `reward_fn`'s on the
+        clipped action (the trainer's: a known reward times `act_repeat`, or the learned one); predicted states are
+        clamped to ±state_bound in the masked space (mjrl's clamp). With `needs_disagreement`, also the members'
+        pairwise disagreement max_{i<j} ‖mask ⊙ (f_i(s, a) − f_j(s, a))‖ at every step [E·N, T]."""
         cfg, policy = self.cfg, self.actor
         members, num_starts = dynamics.num_members, len(start_states)
         obs = start_states.unsqueeze(0).expand(members, -1, -1)
@@ -118,12 +124,13 @@ class ModelBasedNPG(NPG):
             if self.needs_disagreement:
                 flat_obs, flat_act = obs.reshape(members * num_starts, -1), clipped.reshape(members * num_starts, -1)
                 every = dynamics.next_obs_per_member(flat_obs, flat_act)  # [E, E·N, obs]: every member, every path
-                steps["disagreement"].append(pairwise_disagreement(every).view(members, num_starts))
+                masked = every * self.actor.obs_mask
+                steps["disagreement"].append(pairwise_disagreement(masked).view(members, num_starts))
                 own = every.view(members, members, num_starts, -1).diagonal(dim1=0, dim2=1)  # [N, obs, E]
                 next_obs = own.permute(2, 0, 1)
             else:
                 next_obs = dynamics.next_obs_per_member(obs, clipped)
-            next_obs = next_obs.clamp(-cfg.state_bound, cfg.state_bound)
+            next_obs = torch.maximum(torch.minimum(next_obs, self.state_bounds), -self.state_bounds)
             steps["obs"].append(obs)
             steps["act"].append(action)
             steps["rew"].append(reward_fn(obs, clipped, next_obs))
@@ -133,10 +140,7 @@ class ModelBasedNPG(NPG):
                 break
             obs = next_obs
         stacked = {key: torch.stack(value, dim=2).flatten(0, 1) for key, value in steps.items() if value}
-        done = stacked["done"]
-        # Valid steps: those with no done before them; the path terminated if one of its valid steps is done.
-        mask = (done.cumsum(1) - done.long()) == 0
-        terminated = (done & mask).any(1)
+        mask, terminated = valid_steps(stacked["done"])
         paths = PathBatch(stacked["obs"], stacked["act"], stacked["rew"] * mask, mask, terminated)
         return paths, stacked.get("disagreement")
 
@@ -165,6 +169,13 @@ class ModelBasedNPG(NPG):
             "rollout/terminated": float(shaped.terminated.float().mean()),
             **self.update_from_paths(shaped),
         }
+
+
+def valid_steps(done: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Path masks [N, T] and terminated flags [N] from per-step done flags [N, T]: a step is valid when no step
+    before it is done (the done step itself is kept), and a path terminated when one of its valid steps is done."""
+    mask = (done.cumsum(1) - done.long()) == 0
+    return mask, (done & mask).any(1)
 
 
 def pairwise_disagreement(predictions: torch.Tensor) -> torch.Tensor:

@@ -5,11 +5,15 @@ From an offline dataset D, build a pessimistic MDP and optimise the policy in it
 1. Fit an ensemble {f_i} of deterministic models to D (models/dynamics.py, mjrl's configuration).
 2. Unknown-state detector: the members' disagreement δ(s, a) = max_{i<j} ‖f_i(s, a) − f_j(s, a)‖₂, with the
    threshold τ = max_{(s,a) ∈ D} δ(s, a) / pessimism_coef (no truncation when pessimism_coef is 0 or null).
-3. Pessimistic MDP: a model path reaching a step with δ(s_t, a_t) > τ enters the absorbing HALT state: the path is
-   cut after that step (kept at least 4 steps long), its last reward gets `truncate_reward` (the HALT penalty −κ),
-   and it ends there (terminated: no value beyond it).
+3. Pessimistic MDP: a model path reaching a step t ≤ L − 2 with δ(s_t, a_t) > τ is cut after that step (kept at
+   least 4 steps long) and its last reward gets `truncate_reward` (the HALT penalty −κ). As mjrl runs it, the cut
+   path is not terminal (its value is bootstrapped from its last state) and every path's terminated flag is
+   cleared; `halt_terminates: true` is the paper's absorbing HALT state (no value beyond the cut, falls kept).
 4. Policy: a Gaussian MLP initialised by behaviour cloning on D, improved by NPG steps on paths rolled out in every
    member from the dataset's episode start states (algos/game.py, algos/npg.py).
+
+With `obs_mask: mjrl` (the hopper preset) δ is measured on masked states, velocities × 0.02, as mjrl's models
+predict masked states: velocity disagreements weigh 50x less than in raw units, and τ scales with them.
 """
 
 from __future__ import annotations
@@ -47,10 +51,12 @@ class MOReLConfig(ModelBasedNPGConfig, DatasetConfig):
     eval_episodes: int = 10
     pessimism_coef: float | None = 3.0  # τ = max_D δ / pessimism_coef; 0 or null: no truncation (naive MBRL)
     truncate_reward: float = 0.0  # added to the last reward of a truncated path (MOReL's HALT penalty −κ)
-    # True: a truncated path is terminated (the HALT state is absorbing, as in the paper). False reproduces mjrl's
-    # code, which computes the flag after cutting the path, so every path (fallen ones included) ends unterminated.
-    halt_terminates: bool = True
+    # False, mjrl's code: it computes the flag after cutting the path, so every path (fallen ones included) ends
+    # unterminated and its value is bootstrapped. True: the paper's absorbing HALT state (a cut path is terminated).
+    halt_terminates: bool = False
     bc_init: bool = True
+    # False, mjrl's code: BC leaves the policy's input shift 0 and scale 1. True installs the data's mean and std.
+    bc_set_transforms: bool = False
     bc_epochs: int = 5
     bc_batch_size: int = 256
     bc_lr: float = 1e-3
@@ -66,9 +72,9 @@ class MOReL(ModelBasedNPG):
 
     @torch.no_grad()
     def set_threshold(self, dynamics: EnsembleDynamics, obs: torch.Tensor, act: torch.Tensor) -> dict[str, float]:
-        """τ = max over the dataset of δ(s, a) / pessimism_coef."""
+        """τ = max over the dataset of δ(s, a) / pessimism_coef (δ on masked states, as the rollouts measure it)."""
         largest = max(
-            float(pairwise_disagreement(dynamics.next_obs_per_member(o, a)).max())
+            float(pairwise_disagreement(dynamics.next_obs_per_member(o, a) * self.actor.obs_mask).max())
             for o, a in zip(obs.split(DISAGREEMENT_CHUNK), act.split(DISAGREEMENT_CHUNK))
         )
         coef = self.cfg.pessimism_coef
@@ -97,11 +103,14 @@ class MOReL(ModelBasedNPG):
         return PathBatch(paths.obs, paths.act, rew, mask, terminated)
 
     def behaviour_cloning(self, obs: torch.Tensor, act: torch.Tensor) -> dict[str, Any]:
-        """mjrl's BC initialisation: observation scaling from the data, then `bc_epochs` epochs of Adam on the
-        mean squared error between the policy mean and the dataset action."""
+        """mjrl's BC initialisation: `bc_epochs` epochs of Adam on the mean squared error between the policy mean and
+        the dataset action. The input scaling stays the identity (mjrl's call keeps set_transforms=False);
+        `bc_set_transforms` installs the data's mean and std of the masked observation first."""
         cfg, policy = self.cfg, self.actor
-        policy.obs_shift.copy_(obs.mean(0))
-        policy.obs_scale.copy_(obs.std(0, unbiased=False))
+        if cfg.bc_set_transforms:
+            masked = obs * policy.obs_mask
+            policy.obs_shift.copy_(masked.mean(0))
+            policy.obs_scale.copy_(masked.std(0, unbiased=False))
         optimizer = torch.optim.Adam(policy.mean_net.parameters(), lr=cfg.bc_lr)
         for _ in range(cfg.bc_epochs):
             for rows in torch.randperm(len(obs), device=obs.device).split(cfg.bc_batch_size):

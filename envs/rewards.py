@@ -91,22 +91,36 @@ def halfcheetah_reward(obs: Tensor, act: Tensor, next_obs: Tensor) -> Tensor:
 
 def hopper_reward_mjrl(obs: Tensor, act: Tensor, next_obs: Tensor) -> Tensor:
     """mjrl's hand-written hopper reward (projects/model_based_npg/utils/reward_functions/gym_hopper.py), for
-    reproducing the PAL/MAL paper code rather than the env's reward.
+    reproducing the PAL/MAL/MOReL code rather than the env's reward.
 
     `v_x + [height > 0.7 and |angle| <= 0.2] - 1e-3 * sum(a**2)`, scored on the state the action is taken in (obs,
-    not next_obs, as mjrl's function reads the path's observations), act clipped to +-1. mjrl clips its observation
-    to +-10 after scaling velocities by 0.02, i.e. positions at 10 and velocities at 500, and divides v_x back.
-    Unlike the env, the alive bonus is withheld from unhealthy states.
+    not next_obs, as mjrl's function reads the path's observations), act clipped to +-1. mjrl reads the masked state
+    (velocities x 0.02) clipped to +-10 and divides v_x back by 0.02: in the raw units taken here, positions are
+    clipped at 10 and velocities at 500. Unlike the env, the alive bonus is withheld from unhealthy states.
     """
-    state = obs.clamp(-_MJRL_BOUNDS.to(obs), _MJRL_BOUNDS.to(obs))
+    mask = MJRL_OBS_MASKS["hopper"].to(obs)
+    state = (obs * mask).clamp(-_OBS_BOUND_MJRL, _OBS_BOUND_MJRL)
     height = state[..., 0]
     angle = state[..., 1]
     alive = ((height > 0.7) & (angle.abs() <= 0.2)).to(state.dtype)
-    return state[..., _HOPPER_VX] + alive - _ctrl_cost(act, 1e-3)
+    return state[..., _HOPPER_VX] / mask[_HOPPER_VX] + alive - _ctrl_cost(act, 1e-3)
 
 
-# mjrl's +-10 clip in unscaled units: positions (obs[:5]) at 10, velocities (obs[5:], scaled by 0.02 there) at 500.
-_MJRL_BOUNDS = torch.tensor([10.0] * 5 + [500.0] * 6)
+# mjrl's task-file observation masks: the policy, the baseline and the models read s ⊙ mask. Hopper's scales the
+# velocities (obs[5:]) by the timestep 0.02; mjrl ships no file for walker2d or halfcheetah.
+MJRL_OBS_MASKS: dict[str, Tensor] = {"hopper": torch.tensor([1.0] * 5 + [0.02] * 6, dtype=torch.float64)}
+OBS_MASK_KINDS = ("none", "mjrl")
+
+
+def observation_mask(family: str, kind: str) -> Tensor | None:
+    """The observation mask of kind "none" (None: raw observations) or "mjrl" (hopper only)."""
+    if kind == "none":
+        return None
+    if kind != "mjrl":
+        raise UserError(f"unknown observation mask {kind!r}; valid: {', '.join(OBS_MASK_KINDS)}")
+    if family not in MJRL_OBS_MASKS:
+        raise UserError(f"obs_mask 'mjrl' exists only for env family hopper, not {family!r}; --set obs_mask=none")
+    return MJRL_OBS_MASKS[family].clone()
 
 
 _REWARD_FNS: dict[str, dict[str, RewardFn]] = {

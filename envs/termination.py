@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from envs.rewards import MJRL_OBS_MASKS
 from envs.task_files import resolve_termination
 from envs.tasks import TaskSpec
 from utils.errors import UserError
@@ -149,18 +150,18 @@ def halfcheetah_termination_env(obs: Tensor, act: Tensor, next_obs: Tensor) -> T
 
 
 def hopper_termination_mjrl(obs: Tensor, act: Tensor, next_obs: Tensor) -> Tensor:
-    """mjrl's hopper check (the PAL/MAL code's gym_hopper.py): done unless all positions |x| < 10, all velocities
-    |v| < 500 (its bound 10 on velocities scaled by 0.02), height > 0.7 and |angle| < 0.2.
+    """mjrl's hopper check (gym_hopper.py of the PAL/MAL/MOReL code): done unless every entry of the masked state
+    (velocities x 0.02) is below 10 in magnitude (raw: positions 10, velocities 500), height > 0.7 and
+    |angle| < 0.15 (the alive bonus of its reward uses 0.2).
 
-    mjrl applies it to the state a step starts from and keeps that step; here it is applied to the predicted next
-    state like every termination function, so a path ends on the step that leads into the unhealthy state.
+    Unlike every other termination function it reads the state a step starts from (obs), as mjrl's path-level
+    check does: the first step whose own state is done is kept and ends the path. A non-finite predicted next
+    state also ends it there, so a diverged model never feeds NaN states into the next step (mjrl has no such
+    check; it only matters for a model that has diverged).
     """
-    height = next_obs[..., 0]
-    angle = next_obs[..., 1]
-    bounds = torch.tensor([10.0] * 5 + [500.0] * 6, device=next_obs.device, dtype=next_obs.dtype)
-    bounded = (next_obs.abs() < bounds).all(dim=-1)
-    healthy = _finite(next_obs) & bounded & (height > 0.7) & (angle.abs() < 0.2)
-    return ~healthy
+    masked = obs * MJRL_OBS_MASKS["hopper"].to(obs)
+    healthy = _finite(obs) & (masked.abs() < 10.0).all(dim=-1) & (obs[..., 0] > 0.7) & (obs[..., 1].abs() < 0.15)
+    return ~healthy | ~_finite(next_obs)
 
 
 _ENV_TERMINATION_FNS: dict[str, TerminationFn] = {

@@ -16,7 +16,10 @@ class GaussianMLPPolicy(nn.Module):
 
     The output layer starts 100x smaller than torch's default, so the first policy acts near zero with the initial
     σ = exp(init_log_std); log σ is clamped to [min_log_std, max_log_std] after every update (`clamp_log_std`).
-    Observations are shifted and scaled by `obs_shift`/`obs_scale` (identity unless set, e.g. from BC data).
+    The input is (s ⊙ obs_mask − obs_shift) / (obs_scale + 1e-6), mjrl's form: `obs_mask` is mjrl's per-task
+    observation mask (hopper: velocities × 0.02; ones otherwise), fixed at construction, so the policy reads raw
+    observations wherever it runs (training, evaluation, eval.py) and sees what mjrl's policy saw; `obs_shift` and
+    `obs_scale` are the identity unless set.
     Actions are not squashed: the environment and the models receive them clipped to [-1, 1]; log-probabilities
     are those of the unclipped Gaussian sample.
     """
@@ -29,6 +32,7 @@ class GaussianMLPPolicy(nn.Module):
         init_log_std: float = 0.0,
         min_log_std: float = -2.5,
         max_log_std: float = 1.0,
+        obs_mask: torch.Tensor | None = None,
     ) -> None:
         super().__init__()
         self.act_dim, self.min_log_std, self.max_log_std = act_dim, min_log_std, max_log_std
@@ -37,11 +41,18 @@ class GaussianMLPPolicy(nn.Module):
             self.mean_net[-1].weight.mul_(1e-2)
             self.mean_net[-1].bias.mul_(1e-2)
         self.log_std = nn.Parameter(torch.full((act_dim,), float(init_log_std)))
+        self.register_buffer(  # from the config, not the checkpoint
+            "obs_mask", torch.ones(obs_dim) if obs_mask is None else obs_mask.clone().float(), persistent=False
+        )
         self.register_buffer("obs_shift", torch.zeros(obs_dim))
         self.register_buffer("obs_scale", torch.ones(obs_dim))
 
+    def normalized_input(self, obs: torch.Tensor) -> torch.Tensor:
+        """What the mean network reads: the masked observation, shifted and scaled."""
+        return (obs * self.obs_mask - self.obs_shift) / (self.obs_scale + 1e-6)
+
     def mean(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.mean_net((obs - self.obs_shift) / (self.obs_scale + 1e-8))
+        return self.mean_net(self.normalized_input(obs))
 
     def distribution_params(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and log-std [..., act_dim] (the log-std broadcast to the batch)."""
@@ -77,17 +88,22 @@ class GaussianMLPPolicy(nn.Module):
 
 
 class ValueBaseline(nn.Module):
-    """mjrl's `MLPBaseline`: V(s, t) from the observation clipped to ±10 and divided by 10 and the time features
-    (t/1000)^k for k = 1..4 (t = step within the path), through a ReLU MLP."""
+    """mjrl's `MLPBaseline`: V(s, t) from the (masked, as the policy's) observation clipped to ±10 and divided by 10
+    and the time features (t/1000)^k for k = 1..4 (t = step within the path), through a ReLU MLP."""
 
-    def __init__(self, obs_dim: int, hidden_dims: Sequence[int] = (128, 128)) -> None:
+    def __init__(
+        self, obs_dim: int, hidden_dims: Sequence[int] = (128, 128), obs_mask: torch.Tensor | None = None
+    ) -> None:
         super().__init__()
         self.net = mlp(obs_dim + 4, 1, hidden_dims)
+        self.register_buffer(  # from the config, not the checkpoint
+            "obs_mask", torch.ones(obs_dim) if obs_mask is None else obs_mask.clone().float(), persistent=False
+        )
 
-    @staticmethod
-    def features(obs: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+    def features(self, obs: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
         t = (timestep.to(obs.dtype) / 1000.0).unsqueeze(-1)
-        return torch.cat([obs.clamp(-10.0, 10.0) / 10.0, t, t.square(), t.pow(3), t.pow(4)], dim=-1)
+        masked = obs * self.obs_mask
+        return torch.cat([masked.clamp(-10.0, 10.0) / 10.0, t, t.square(), t.pow(3), t.pow(4)], dim=-1)
 
     def forward(self, obs: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
         """V [...] for observations [..., obs_dim] at steps `timestep` [...]."""

@@ -181,7 +181,7 @@ def test_clamp_log_std_and_act_clipping() -> None:
 def test_value_baseline_features_by_hand() -> None:
     """Observation clipped to ±10 and divided by 10, then (t/1000)^k for k = 1..4."""
     obs = torch.tensor([[-20.0, 5.0, 0.3], [12.0, -10.0, 0.0]])
-    features = ValueBaseline.features(obs, torch.tensor([250, 0]))
+    features = ValueBaseline(3, [8]).features(obs, torch.tensor([250, 0]))
     expected = torch.tensor(
         [[-1.0, 0.5, 0.03, 0.25, 0.0625, 0.015625, 0.00390625], [1.0, -1.0, 0.0, 0.0, 0.0, 0.0, 0.0]]
     )

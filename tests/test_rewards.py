@@ -174,17 +174,26 @@ def test_hopper_reward_mjrl_hand_computed() -> None:
 
 
 def test_hopper_termination_mjrl() -> None:
-    next_obs = torch.stack(
+    """mjrl's gym_hopper.py termination reads the state a step starts from, with the angle bound 0.15 (not the
+    reward's 0.2) and velocities bounded at 500 raw (10 after its 0.02 mask); a non-finite next state also ends."""
+    obs = torch.stack(
         [
-            _state(11, 1.2, (1, 0.19), (7, 499.0)),  # healthy: velocities bounded at 500, angle at 0.2
-            _state(11, 1.2, (1, 0.2)),  # tilted to the bound
+            _state(11, 1.2, (1, 0.149), (7, 499.0)),  # healthy: velocities bounded at 500, angle below 0.15
+            _state(11, 1.2, (1, 0.15)),  # tilted to mjrl's termination bound
+            _state(11, 1.2, (1, -0.19)),  # done under 0.15 although the reward's alive bonus (0.2) still pays
             _state(11, 1.2, (7, 500.0)),  # a velocity at mjrl's bound
             _state(11, 1.2, (3, 10.0)),  # a position at mjrl's bound
             _state(11, 0.7),
+            _state(11, 1.2),  # healthy itself, but its predicted next state is not finite
         ]
     )
-    done = hopper_termination_mjrl(torch.zeros_like(next_obs), torch.zeros(5, 3), next_obs)
-    assert done.tolist() == [False, True, True, True, True]
+    next_obs = torch.zeros_like(obs)
+    next_obs[-1, 3] = float("nan")
+    done = hopper_termination_mjrl(obs, torch.zeros(len(obs), 3), next_obs)
+    assert done.tolist() == [False, True, True, True, True, True, True]
+    # the next state is not what it checks: a fallen next state does not end the step
+    fallen = torch.stack([_state(11, 0.2)] * len(obs))
+    assert hopper_termination_mjrl(obs[:1], torch.zeros(1, 3), fallen[:1]).tolist() == [False]
 
 
 REWARD_FNS = [hopper_reward, walker2d_reward, halfcheetah_reward, hopper_reward_mjrl]
