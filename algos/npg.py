@@ -67,6 +67,11 @@ def gae(
     return discounted_cumsum(deltas, gamma * lam) * mask, discounted_cumsum(rewards, gamma) * mask
 
 
+def whiten(adv: torch.Tensor) -> torch.Tensor:
+    """(Â − mean Â) / (std Â + 1e-6) with the population std, over all steps of all paths (mjrl's whitening)."""
+    return (adv - adv.mean()) / (adv.std(unbiased=False) + 1e-6)
+
+
 def fisher_vector_product(policy: GaussianMLPPolicy, obs: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
     """v ↦ F v for the policy's parameter vector (the order of `policy.parameters()`) at its current parameters:
     the Hessian of the mean KL(π_current ‖ π_θ) over `obs`, in closed form (module docstring, step 3). Equal to
@@ -189,8 +194,7 @@ class NPG(TrainableModule):
             values = self.baseline(paths.obs, paths.timesteps)
         advantages, returns = gae(paths.rew, values, paths.mask, paths.terminated, cfg.gamma, cfg.gae_lambda)
         mask = paths.mask
-        obs, act, adv = paths.obs[mask], paths.act[mask], advantages[mask]
-        adv = (adv - adv.mean()) / (adv.std(unbiased=False) + 1e-6)
+        obs, act, adv = paths.obs[mask], paths.act[mask], whiten(advantages[mask])
 
         with torch.no_grad():
             old_mean, old_log_std = policy.distribution_params(obs)

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.nn.utils import parameters_to_vector
 
-from algos.game import PALConfig, valid_steps
+from algos.game import valid_steps
 from algos.morel import MOReL, MOReLConfig
 from algos.npg import NPG, conjugate_gradient
 from config import NPGConfig, load_task_config
