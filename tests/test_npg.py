@@ -120,10 +120,8 @@ def _toy_paths(seed: int) -> PathBatch:
 def test_one_npg_step_moves_the_policy_by_half_the_normalised_step(hidden_dims: list[int], damping: float) -> None:
     """α = sqrt(δ / gᵀx) with x ≈ F⁻¹g makes ΔθᵀFΔθ = δ (mjrl's normalised step, Rajeswaran et al. 2017), so to
     second order the mean KL is ½ΔθᵀFΔθ = δ/2 (KL ≈ ½ΔθᵀFΔθ): the returned npg/kl_dist is δ/2 within 20 %, the
-    tolerance for the third-order terms the quadratic model leaves out (measured well under 5 % here).
-
-    The module docstring (algos/npg.py step 4) and NPGConfig.step_size's comment say the step moves the policy by
-    mean KL δ; mjrl's code (and this library's) gives δ/2, which is what this test pins.
+    tolerance for the third-order terms the quadratic model leaves out (measured well under 5 % here). CG starts
+    from x₀ = g (mjrl's), as the config's default.
 
     The linear-mean policy with 1e-6 damping makes the CG solve exact and its KL quadratic in the mean parameters;
     the MLP uses the configs' damping 1e-3, because with a tiny damping the exact F⁻¹g of the tanh MLP (whose output
@@ -534,9 +532,9 @@ def test_action_repeat_is_two_plain_env_steps() -> None:
 
 def test_fisher_vector_product_equals_the_kl_hessian() -> None:
     """The closed-form product equals differentiating the mean KL(π_old ‖ π_θ) twice at θ_old, on every parameter
-    (log σ first in the parameter order, then the mean network), with the observation scaling in place."""
+    (the mean network first in the parameter order, then log σ), with an observation mask and scaling in place."""
     torch.manual_seed(3)
-    policy = GaussianMLPPolicy(4, 2, (8, 8), init_log_std=-0.3)
+    policy = GaussianMLPPolicy(4, 2, (8, 8), init_log_std=-0.3, obs_mask=torch.tensor([1.0, 1.0, 0.02, 0.02]))
     policy.obs_shift.copy_(torch.randn(4))
     policy.obs_scale.copy_(torch.rand(4) + 0.5)
     with torch.no_grad():

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.nn.utils import parameters_to_vector
 
-from algos.game import valid_steps
+from algos.game import pairwise_disagreement, valid_steps
 from algos.morel import MOReL, MOReLConfig
 from algos.npg import NPG, conjugate_gradient
 from config import NPGConfig, load_task_config
@@ -169,3 +169,38 @@ def test_morel_bc_keeps_the_input_scaling_unless_asked() -> None:
 
 def test_morel_default_cut_paths_are_not_terminal() -> None:
     assert MOReLConfig().halt_terminates is False and MOReLConfig().bc_set_transforms is False
+
+
+def test_disagreement_is_the_largest_pairwise_distance_with_members_differing_per_row() -> None:
+    """Three members whose predictions differ per row and per member: δ is the largest of the three pairwise
+    Euclidean distances, a different pair on each row (rows: pair (0, 2) with 5; pair (1, 2) with √2; pair (0, 1)
+    with 4), and on masked states the velocity entry counts × 0.02."""
+    predictions = torch.tensor(
+        [
+            [[0.0, 0.0], [1.0, 1.0], [0.0, 0.0]],
+            [[3.0, 0.0], [1.0, 0.0], [4.0, 0.0]],
+            [[3.0, 4.0], [0.0, 1.0], [1.0, 0.0]],
+        ]
+    )
+    torch.testing.assert_close(pairwise_disagreement(predictions), torch.tensor([5.0, 2.0**0.5, 4.0]))
+    mask = torch.tensor([1.0, 0.02])
+    masked = torch.tensor([(9.0 + 0.08**2) ** 0.5, (1.0 + 0.02**2) ** 0.5, 4.0])
+    torch.testing.assert_close(pairwise_disagreement(predictions * mask), masked)
+
+
+def test_npg_step_size_is_exactly_alpha_from_g_and_x() -> None:
+    """α = sqrt(δ / gᵀx) with the g and x the step used, and θ moves by exactly αx (before the log σ clamp, which
+    the wide bounds here leave idle); g is ∇ mean(log π · Â) at θ_old."""
+    torch.manual_seed(4)
+    npg = NPG(3, 2, NPGConfig(policy_hidden_dims=[6], baseline_hidden_dims=[4], min_log_std=-20, max_log_std=20))
+    npg.double()
+    obs, act = torch.randn(40, 3, dtype=torch.float64), torch.randn(40, 2, dtype=torch.float64)
+    adv = torch.randn(40, dtype=torch.float64)
+    params = list(npg.actor.parameters())
+    expected_g = parameters_to_vector(torch.autograd.grad((npg.actor.log_prob(obs, act) * adv).mean(), params))
+    before = parameters_to_vector(params).detach().clone()
+    out = npg.policy_step(obs, act, adv)
+    torch.testing.assert_close(out["vpg"], expected_g)
+    alpha = (npg.npg_cfg.step_size / float(out["vpg"] @ out["direction"] + 1e-20)) ** 0.5
+    assert float(out["alpha"]) == pytest.approx(alpha, rel=1e-14)
+    torch.testing.assert_close(parameters_to_vector(params).detach(), before + out["alpha"] * out["direction"])

@@ -150,6 +150,35 @@ def test_runs_went_through_every_phase(runs: dict[str, dict[str, Path]]) -> None
     for algo in ("pal", "morel"):
         kl = scalar_tags(runs[algo]["straight"]).get("npg/kl_dist")
         assert kl and all(value > 0 for value in kl), algo
+    morel_tags = scalar_tags(runs["morel"]["straight"])
+    assert len(morel_tags["morel/bc_loss"]) == 1 and morel_tags["morel/bc_loss"][0] > 0  # BC ran, once
+
+
+def test_learned_reward_model_is_fitted_and_scores_the_model_paths(data_env: None, tmp_path: Path) -> None:
+    """reward_fn=learned (mjrl's learn_reward): the reward models are fitted with the dynamics (reward/loss_i
+    logged, the reward model and its optimiser in the checkpoint, its weights moved from their initialisation) and
+    the trainer's reward function is the reward model, evaluated on each member's own predictions."""
+    from algos import build_algorithm
+    from algos.npg_trainer import NPGTrainer
+    from config import load_task_config
+    from envs.tasks import get_task
+
+    train.main([*train_args("morel", tmp_path), "reward_fn=learned"])
+    run_dir = only_run_dir(tmp_path, "morel")
+    tags = scalar_tags(run_dir)
+    assert {f"reward/loss_{i}" for i in range(4)} <= set(tags)
+    state = checkpoint(run_dir)
+    assert state["reward_model"] is not None and state["reward_optim"]["state"]
+    cfg = load_task_config("morel", MOREL_TASK, overrides=[*TINY["morel"], "reward_fn=learned"])
+    spec = get_task(MOREL_TASK)
+    trainer = NPGTrainer(cfg, build_algorithm(cfg, spec.obs_dim, spec.act_dim, "cpu"), spec, None, None, tmp_path)  # type: ignore[arg-type]
+    fresh = {name: value.clone() for name, value in trainer.reward_model.state_dict().items()}
+    assert any(not torch.equal(fresh[name], value) for name, value in state["reward_model"].items())
+    trainer.reward_model.load_state_dict(state["reward_model"])
+    obs, act = torch.randn(4, 6, spec.obs_dim), torch.rand(4, 6, spec.act_dim) * 2 - 1
+    next_obs = torch.randn(4, 6, spec.obs_dim)
+    torch.testing.assert_close(trainer.reward_fn(obs, act, next_obs), trainer.reward_model(obs, act, next_obs))
+    trainer.close()
 
 
 def run_eval(run_dir: Path, *args: str) -> list[dict[str, Any]]:
