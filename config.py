@@ -107,6 +107,9 @@ class DynamicsConfig:
     precision: str = "fp32"
     max_logvar_init: float = 0.5
     min_logvar_init: float = -10.0
+    # The std of the input and target scalers: the population std (n, MBPO/OfflineRL-Kit) or, with true, the
+    # unbiased std (n − 1) of PMDB/MAGO's ensemble trainer.
+    unbiased_std: bool = False
 
 
 @dataclass

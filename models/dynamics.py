@@ -54,11 +54,12 @@ class Standardizer(nn.Module):
     kind "mad": shift = mean, scale = mean absolute deviation (divided by scale + 1e-8), as mjrl's dynamics models.
     kind "scale": shift = 0, scale = std (1 where constant), PMDB/MAGO's target scaling.
     kind "none": the identity (raw inputs, as the WMOPO Pendulum study's model).
+    `unbiased` divides the std's sum of squares by n − 1 instead of n (PMDB/MAGO).
     """
 
-    def __init__(self, dim: int, kind: str = "std") -> None:
+    def __init__(self, dim: int, kind: str = "std", unbiased: bool = False) -> None:
         super().__init__()
-        self.kind = kind
+        self.kind, self.unbiased = kind, unbiased
         self.register_buffer("mean", torch.zeros(dim))
         self.register_buffer("std", torch.ones(dim))
 
@@ -70,7 +71,7 @@ class Standardizer(nn.Module):
         if self.kind == "mad":
             self.std.copy_((x - mean).abs().mean(0))
         else:
-            std = x.std(0, unbiased=False)
+            std = x.std(0, unbiased=self.unbiased)
             self.std.copy_(torch.where(std < 1e-12, torch.ones_like(std), std))
 
     @property
@@ -108,11 +109,13 @@ class EnsembleDynamics(nn.Module):
             cfg.num_ensemble, obs_dim + act_dim, out_dim, cfg.hidden_dims, ACTIVATIONS[cfg.activation], cfg.init
         )
         input_kind = {"mad": "mad", "none": "none"}.get(cfg.normalization, "std")
-        self.input_scaler = Standardizer(obs_dim + act_dim, input_kind)
+        self.input_scaler = Standardizer(obs_dim + act_dim, input_kind, cfg.unbiased_std)
         # mjrl scales the Δs targets (mean/MAD), PMDB/MAGO divides them by their std; MBPO-style models regress raw
         # targets.
         target_kind = {"mad": "mad", "scaled_targets": "scale"}.get(cfg.normalization)
-        self.target_scaler = None if target_kind is None else Standardizer(self.target_dim, target_kind)
+        self.target_scaler = (
+            None if target_kind is None else Standardizer(self.target_dim, target_kind, cfg.unbiased_std)
+        )
         # Reward normalisation (r − shift) / scale of PMDB/MAGO. Only such models carry the two buffers, so models and
         # checkpoints saved before the option existed still load.
         if cfg.reward_normalization:
