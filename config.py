@@ -701,8 +701,8 @@ def check_task_fits(cfg: RunConfig, spec: Any) -> None:
     if spec.online and not cfg.online:
         raise UserError(
             f"{spec.name} is an online task (an environment without a dataset), which only pal, mal and the WMOPO "
-            f"Pendulum study (wmopo-erm, wmopo-alg1, wmopo-alg2) use; for {cfg.algo} pick a dataset task such as "
-            f"{spec.family}-medium-gen"
+            "Pendulum study (wmopo-erm, wmopo-alg1, wmopo-alg1-detached, wmopo-alg2) use; "
+            f"for {cfg.algo} pick a dataset task such as {spec.family}-medium-gen"
         )
     if cfg.families is not None and spec.family not in cfg.families:
         from envs.tasks import get_task, list_tasks

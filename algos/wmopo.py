@@ -194,17 +194,21 @@ def occupancy_samples(
     gamma: float,
     num: int,
     batch: int,
+    goes_on: Callable[[int], Tensor] | None = None,
 ) -> Tensor:
     """`num` rows [s, a] from the discounted occupancy of `policy` under `transition` (states, actions -> next
     states, done): `batch` episodes at a time from `starts(batch)`; each step every live row is recorded, then the
-    episode ends at done or, with probability 1 − γ, at random. Batches run until more than `num` rows exist (a batch
+    episode ends at done or, with probability 1 − γ, at random. Batches run until at least `num` rows exist (a batch
     that produces a non-finite state or action is dropped whole; MAX_DROPPED_BATCHES dropped in a row end the run
-    with one line); `num` of them are drawn at random."""
+    with one line); `num` of them are drawn at random. With `batch` 1 the episodes run one after another, as the
+    Pendulum study's original draws them. `goes_on(batch)` replaces the random stops (True: the episode goes on after
+    this step; default uniform draws < γ), so a test can script episode lengths."""
     rows: list[Tensor] = []
     total, dropped_in_a_row = 0, 0
     while total < num:
         states = starts(batch)
-        alive = torch.ones(len(states), dtype=torch.bool, device=states.device)
+        device = states.device
+        alive = torch.ones(len(states), dtype=torch.bool, device=device)
         batch_rows: list[Tensor] = []
         while bool(alive.any()):
             actions = policy(states)
@@ -214,7 +218,8 @@ def occupancy_samples(
                 break
             batch_rows.append(pairs)
             states, done = transition(states, actions)
-            alive &= ~done & (torch.rand(len(alive), device=alive.device) < gamma)
+            going = torch.rand(len(alive), device=device) < gamma if goes_on is None else goes_on(len(alive))
+            alive &= ~done & going
         rows += batch_rows
         total += sum(len(part) for part in batch_rows)
         dropped_in_a_row = 0 if batch_rows else dropped_in_a_row + 1
@@ -246,6 +251,25 @@ def penalty_coefficient(ratios: Tensor, losses: Tensor, b_scale: float) -> tuple
     return 0.5 * b_scale * total ** (-0.25), total
 
 
+def reward_bounds(rewards: Tensor, factor: float, real: str = "min") -> tuple[float, float]:
+    """(factor·R, factor·R′) from the dataset rewards: R = max(|r_min|, |r_max|) bounds the model rewards and
+    R′ = min(|r_min|, |r_max|) the dataset's penalised ones, as the official replay memory does (`real` "max":
+    R′ = R)."""
+    low, high = float(rewards.min().abs()), float(rewards.max().abs())
+    return factor * max(low, high), factor * (max(low, high) if real == "max" else min(low, high))
+
+
+def penalised_real_rewards(rewards: Tensor, shifted_losses: Tensor, b: Tensor | float, bound: float) -> Tensor:
+    """Dataset rewards for the M-step: r − b·ℓ(s, a) with the exact shifted model error, clipped to ±bound."""
+    return (rewards - b * shifted_losses).clamp(-bound, bound)
+
+
+def penalised_model_rewards(rewards: Tensor, penalty: Tensor, b: Tensor | float, bound: Tensor | float) -> Tensor:
+    """r̃ = clip(r̂ − b·c(s, a), ±bound): a NaN r̂ becomes −bound (the original ends such an episode), ±∞ ±bound."""
+    penalised = torch.nan_to_num(rewards - b * penalty, nan=-float(bound), posinf=float(bound))
+    return penalised.clamp(-bound, bound)
+
+
 class ModelErrorNet(nn.Module):
     """c(x) = exp(f(x)) ≈ ℓ(x) for x = [s, a] (raw inputs), f a tanh MLP fitted to log ℓ."""
 
@@ -258,13 +282,18 @@ class ModelErrorNet(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return torch.exp(self.net(x).squeeze(-1)).clamp(0.0, self.cfg.max_prediction)
 
+    def regression_targets(self, losses: Tensor) -> tuple[Tensor, Tensor]:
+        """The rows the fit keeps (ℓ > min_loss: log of the shifted minimum, 0, is −∞) and their targets log ℓ."""
+        keep = losses > self.cfg.min_loss
+        return keep, losses[keep].log()
+
     def fit(self, x: Tensor, losses: Tensor) -> dict[str, float]:
         """Re-initialise, then regress log ℓ on the points with ℓ > min_loss (MSE, Adam); early stopping on the
         holdout MSE, the last weights kept (`model_penalty.py`)."""
         cfg = self.cfg
         self.net = mlp(self.in_dim, 1, cfg.hidden_dims, nn.Tanh).to(x.device)
-        keep = losses > cfg.min_loss
-        x, target = x[keep], losses[keep].log()
+        keep, target = self.regression_targets(losses)
+        x = x[keep]
         order = torch.randperm(len(x), device=x.device)
         num_holdout = int(cfg.holdout_ratio * len(x))
         holdout, train = order[:num_holdout], order[num_holdout:]
@@ -308,16 +337,13 @@ class WMOPOTrainer(OfflineTrainer):
         data = self.real_buffer.storage
         self.raw_rewards = data.rew.clone()
         self.data_x = torch.cat([data.obs, data.act], dim=-1)
-        reward_min, reward_max = float(data.rew.min().abs()), float(data.rew.max().abs())
         cfg = self.wmopo_cfg
         if cfg.model_starts == "env":  # the official code's starts: the real simulator's reset distribution
             seed = int(torch.randint(2**31 - 1, ()).item())
             pool = reset_states(self.evaluator.spec, ENV_START_POOL, seed)
             self.start_states = pool.to(data.obs.device)
             self.wmopo.start_states = self.start_states
-        self.model_bound = cfg.reward_bound * max(reward_min, reward_max)
-        real = max(reward_min, reward_max) if cfg.real_reward_bound == "max" else min(reward_min, reward_max)
-        self.real_bound = cfg.reward_bound * real
+        self.model_bound, self.real_bound = reward_bounds(data.rew, cfg.reward_bound, cfg.real_reward_bound)
         self.wmopo.model_reward_bound.fill_(self.model_bound)
 
     @property
@@ -440,7 +466,7 @@ class WMOPOTrainer(OfflineTrainer):
 
     def penalise_real_rewards(self, shifted_losses: Tensor) -> None:
         """Dataset rewards for the M-step: r − b·ℓ(s, a), clipped to ±10R′."""
-        penalised = (self.raw_rewards - self.wmopo.b * shifted_losses).clamp(-self.real_bound, self.real_bound)
+        penalised = penalised_real_rewards(self.raw_rewards, shifted_losses, self.wmopo.b, self.real_bound)
         self.real_buffer.storage.rew.copy_(penalised)
 
     @torch.no_grad()
@@ -515,9 +541,7 @@ class WMOPO(SAC):
         """r̃ = clip(r̂ − b·c(s, a), ±10R); a non-finite model reward becomes −10R."""
         with torch.no_grad():
             penalty = self.model_error(torch.cat([info["obs"], info["act"]], dim=-1))
-        bound = self.model_reward_bound
-        penalised = torch.nan_to_num(reward - self.b * penalty, nan=-float(bound), posinf=float(bound))
-        return penalised.clamp(-bound, bound)
+        return penalised_model_rewards(reward, penalty, self.b, self.model_reward_bound)
 
     # ------------------------------------------------------------------------------------------------ evaluation
     def monitor_evaluation(self, result: dict[str, float], spec: Any) -> tuple[dict[str, float], dict[str, float]]:

@@ -8,12 +8,14 @@ With ℓ_θ(x) the Gaussian NLL of a data transition x = (s, a, s') and L(θ; w)
 - Algorithm 2 (`wmopo-alg2`): for i = 0..I−1, roll π out in θ_i with geometric stopping (samples of its discounted
   occupancy d^π_θi), fit the density ratio r_ψ ≈ d^π_θi / d^D, weights w = relu(r_ψ) / mean, score_i = −L(θ_i; w);
   θ_{i+1} = argmin L(θ; w^α) from θ_i. The weights and score of θ_I close the loop; the best-scoring θ_i is kept.
-- Algorithm 1 (`wmopo-alg1`): Algorithm 2 whose refit minimises L(θ; w^α) + ⟨θ − θ_i, g⟩, where
-  g = Σ_j w_j^α ℓ_θi(x_j) φ(s_j)ᵀΘ / Σ_j w_j^α is the part of the gradient that comes from the weights depending on
-  θ, with ∇_θ log d^π_θ(s) ≈ φ(s)ᵀΘ, φ(s) = [1, s, s²], Θ from a constrained LSTD(λ) on simulated episodes whose
-  "cost" is ∇_θ log p_θ(s' | s, a) of each simulated transition.
-- `wmopo-alg1-detached`: the official code's Algorithm 1, whose correction is built from detached parameters: it
-  changes the loss it prints and stops on, not the gradient (docs/wmopo.md#decisions).
+- Algorithm 1 as its authors' code runs it (`wmopo-alg1-detached`): Algorithm 2 whose refit loss also carries
+  ⟨θ − θ_i, g⟩, where g = Σ_j w_j^α ℓ_θi(x_j) φ(s_j)ᵀΘ / Σ_j w_j^α is the part of the gradient that comes from the
+  weights depending on θ, with ∇_θ log d^π_θ(s) ≈ φ(s)ᵀΘ, φ(s) = [1, s, s²], Θ from a constrained LSTD(λ) on
+  simulated episodes whose "cost" is ∇_θ log p_θ(s' | s, a) of each simulated transition. The authors build the
+  term from detached parameter values, so it never reaches the gradient: it changes the loss the refit prints and
+  stops on, and the random draws (the LSTD episodes), but the refit follows Algorithm 2's gradient.
+- `wmopo-alg1`: this project's differentiable reading of that correction: the same term through the live
+  parameters, so the refit's gradient gains g (docs/wmopo.md#decisions).
 
 The outcome: π's discounted return in the real pendulum and in the chosen model, and the policy-evaluation error
 |real − simulated|.
@@ -47,8 +49,7 @@ from utils.errors import UserError
 from utils.logger import RunLogger
 
 Policy = Callable[[torch.Tensor], torch.Tensor]  # states [B, 2] -> torques [B, 1]
-Transition = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # states, torques -> next states
-SIM_EPISODE_BATCH = 64  # episodes simulated side by side when drawing occupancy samples
+Transition = Callable[..., torch.Tensor]  # states, torques (, standard-normal noise) -> next states
 
 
 def study_dynamics() -> DynamicsConfig:
@@ -100,7 +101,9 @@ class PendulumStudyConfig(RunConfig):
     families: ClassVar[tuple[str, ...] | None] = ("custom_pendulum",)
 
     iterations: int = 10  # loop_num; 0 = ERM alone
-    correction: str = "none"  # "none" (Algorithm 2), "live" (Algorithm 1), "detached" (the official Algorithm 1)
+    # "none" (Algorithm 2), "detached" (Algorithm 1 as the authors' code runs it: ⟨θ − θ_i, g⟩ on the loss value
+    # only), "live" (this project's differentiable reading: the term's gradient g reaches the refit)
+    correction: str = "none"
     weight_exponent: float = 1.0  # α: the refit uses w^α
     gamma: float = pendulum.GAMMA
     data_transitions: int = 1000
@@ -168,7 +171,8 @@ class Alg2StudyConfig(PendulumStudyConfig):
 @register_config("wmopo-alg1")
 @dataclass
 class Alg1StudyConfig(PendulumStudyConfig):
-    """The full algorithm with the correction through live parameters."""
+    """This project's differentiable reading of Algorithm 1: ⟨θ − θ_i, g⟩ through the live parameters, so the refit's
+    gradient gains g (the authors' code never does this; `wmopo-alg1-detached` is what it runs)."""
 
     correction: str = "live"
 
@@ -176,8 +180,9 @@ class Alg1StudyConfig(PendulumStudyConfig):
 @register_config("wmopo-alg1-detached")
 @dataclass
 class Alg1DetachedStudyConfig(PendulumStudyConfig):
-    """The official code's Algorithm 1 (`mle_e_step.py` default): the correction is built from detached
-    parameters."""
+    """Algorithm 1 as its authors' code runs it (`python mle_e_step.py`, their README's "full version"): the
+    correction is built from detached parameter values, so it changes the refit's loss value (and its early stopping)
+    but not its gradient."""
 
     correction: str = "detached"
 
@@ -191,7 +196,7 @@ def lstd_features(states: torch.Tensor) -> torch.Tensor:
 class LSTDLambda:
     """A linear fit Θ of a vector-valued function g(s) ≈ φ(s)ᵀΘ from the backward recursion
     g(s') = γ E[g(s) + c(s, a, s') | s'] on sampled transitions (s → s'), by LSTD(λ) with the trace
-    e ← γλ e + φ(s'):
+    e ← γλ e + φ(s'), reset to 0 at each episode's start:
 
         A = Σ e (φ(s') − γ φ(s))ᵀ,   b = γ Σ e cᵀ,   C = Σ φ(s) φ(s)ᵀ,   φ̄ = Σ φ(s') / n,
 
@@ -208,28 +213,34 @@ class LSTDLambda:
         self.c = torch.zeros(num_features, num_features, dtype=torch.float64)
         self.phi_next_sum = torch.zeros(num_features, dtype=torch.float64)
         self.count = 0
-        self.trace: torch.Tensor | None = None
+        self.trace: torch.Tensor | None = None  # [episodes, F]
 
     def add(self, phi: torch.Tensor, phi_next: torch.Tensor, cost: torch.Tensor, alive: torch.Tensor) -> None:
-        """One transition of each episode: φ(s) [B, F], φ(s') [B, F], c [B, P]; rows with alive False (episodes
-        already stopped) add nothing. Call with the same B episodes every step, from their first transition on."""
+        """One transition of each episode still running: φ(s) [L, F], φ(s') [L, F] and c [L, P] for the L episodes
+        where `alive` [B] (over every episode, the same B each call, from their first transition on) is True, in
+        episode order. Stopped episodes are left out, not multiplied by 0: a stopped episode cannot turn the
+        statistics non-finite (inf · 0)."""
         phi, phi_next, cost = phi.double(), phi_next.double(), cost.double()
-        mask = alive.double().unsqueeze(-1)
-        trace = torch.zeros_like(phi) if self.trace is None else self.trace
-        trace = (self.gamma * self.lam * trace + phi_next) * mask
-        self.trace = trace
+        if self.trace is None:
+            self.trace = torch.zeros(len(alive), phi.shape[1], dtype=torch.float64)
+        trace = self.gamma * self.lam * self.trace[alive] + phi_next
+        self.trace[alive] = trace
         self.a += trace.T @ (phi_next - self.gamma * phi)
         self.b += self.gamma * (trace.T @ cost)
-        self.c += (phi * mask).T @ phi
-        self.phi_next_sum += (phi_next * mask).sum(0)
-        self.count += int(alive.sum())
+        self.c += phi.T @ phi
+        self.phi_next_sum += phi_next.sum(0)
+        self.count += len(phi)
+
+    def statistics(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A, b, C and φ̄, each divided by n (float64)."""
+        if self.count == 0:
+            raise ValueError("LSTD(λ) saw no transitions")
+        n = self.count
+        return self.a / n, self.b / n, self.c / n, self.phi_next_sum / n
 
     def solve(self, penalty: float) -> torch.Tensor:
         """Θ [F, P] (float32)."""
-        if self.count == 0:
-            raise ValueError("LSTD(λ) saw no transitions")
-        a, b, c = self.a / self.count, self.b / self.count, self.c / self.count
-        phi_mean = self.phi_next_sum / self.count
+        a, b, c, phi_mean = self.statistics()
         c_inv_a, c_inv_b = torch.linalg.solve(c, a), torch.linalg.solve(c, b)
         normal = a.T @ c_inv_a + penalty * torch.outer(phi_mean, phi_mean)
         return torch.linalg.solve(normal, a.T @ c_inv_b).float()
@@ -267,34 +278,103 @@ def log_likelihood_grads(
 
 
 def model_transition(model: EnsembleDynamics) -> Transition:
-    """s' = s + μ_θ(s, a) + σ_θ ε with the first member (the study's single model)."""
+    """s' = s + μ_θ(s, a) + σ_θ ε with the first member (the study's single model); ε is drawn unless given."""
 
     @torch.no_grad()
-    def transition(states: torch.Tensor, torques: torch.Tensor) -> torch.Tensor:
+    def transition(states: torch.Tensor, torques: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
         mean, logvar = model(states, torques)
         assert logvar is not None
-        return states + mean[0] + torch.exp(0.5 * logvar[0]) * torch.randn_like(mean[0])
+        noise = torch.randn_like(mean[0]) if noise is None else noise
+        return states + mean[0] + torch.exp(0.5 * logvar[0]) * noise
 
     return transition
 
 
-def grad_log_density(model: EnsembleDynamics, policy: Policy, cfg: PendulumStudyConfig) -> torch.Tensor:
-    """Θ with ∇_θ log d^π_θ(s) ≈ φ(s)ᵀΘ: LSTD(λ) over `lstd_episodes` simulated episodes (model starts, geometric
-    stopping), the cost of each transition the score ∇_θ log p_θ(s'|s, a) of the sampled next state."""
+@dataclass
+class EpisodeDraws:
+    """The random draws of simulated episodes, given instead of drawn (tests against the authors' outputs): episode i
+    starts at `starts[i]`, takes torque `torques[i, t]` (None: the policy's) and noise ε = `noise[i, t]` at step t,
+    and stops after `lengths[i]` transitions."""
+
+    starts: torch.Tensor  # [B, 2]
+    lengths: torch.Tensor  # [B]
+    noise: torch.Tensor  # [B, T, 2]
+    torques: torch.Tensor | None = None  # [B, T, 1]
+
+
+def lstd_statistics(
+    model: EnsembleDynamics, policy: Policy, cfg: PendulumStudyConfig, draws: EpisodeDraws | None = None
+) -> LSTDLambda:
+    """LSTD(λ)'s statistics over `lstd_episodes` episodes of π simulated in the model from the model start states,
+    side by side, each stopping with probability 1 − γ after every transition (or as `draws` script them); the cost
+    of a transition is the score ∇_θ log p_θ(s'|s, a) of the sampled next state. An episode is simulated only until
+    it stops, as the original's one-at-a-time episodes are, so a state it would have reached later cannot overflow
+    the statistics."""
     transition = model_transition(model)
-    num_params = parameter_vector(model).numel()
-    lstd = LSTDLambda(1 + 2 * model.obs_dim, num_params, cfg.gamma, cfg.lstd_lambda)
-    states = pendulum.evaluation_reset(cfg.lstd_episodes, cfg.model_eval_reset_std)
-    alive = torch.ones(cfg.lstd_episodes, dtype=torch.bool)
-    while alive.any():
-        with torch.no_grad():
-            torques = policy(states)
-        next_states = transition(states, torques)
-        cost = log_likelihood_grads(model, states, torques, next_states)
-        lstd.add(lstd_features(states), lstd_features(next_states), cost, alive)
-        states = next_states
-        alive &= torch.rand(cfg.lstd_episodes) < cfg.gamma
-    return lstd.solve(cfg.lstd_penalty)
+    lstd = LSTDLambda(1 + 2 * model.obs_dim, parameter_vector(model).numel(), cfg.gamma, cfg.lstd_lambda)
+    if draws is None:
+        states = pendulum.evaluation_reset(cfg.lstd_episodes, cfg.model_eval_reset_std)
+    else:
+        states = draws.starts.clone()
+    alive = torch.ones(len(states), dtype=torch.bool)
+    step = 0
+    while bool(alive.any()):
+        running = alive.nonzero().squeeze(1)
+        now = states[running]
+        if draws is not None and draws.torques is not None:
+            torques = draws.torques[running, step]
+        else:
+            with torch.no_grad():
+                torques = policy(now)
+        then = transition(now, torques, None if draws is None else draws.noise[running, step])
+        cost = log_likelihood_grads(model, now, torques, then)
+        lstd.add(lstd_features(now), lstd_features(then), cost, alive)
+        states[running] = then.to(states.dtype)
+        step += 1
+        if draws is None:
+            alive[running] = torch.rand(len(running)) < cfg.gamma
+        else:
+            alive[running] = draws.lengths[running] > step
+    return lstd
+
+
+def grad_log_density(
+    model: EnsembleDynamics, policy: Policy, cfg: PendulumStudyConfig, draws: EpisodeDraws | None = None
+) -> torch.Tensor:
+    """Θ with ∇_θ log d^π_θ(s) ≈ φ(s)ᵀΘ, from `lstd_statistics`, solved with the constraint weight κ
+    (`lstd_penalty`)."""
+    return lstd_statistics(model, policy, cfg, draws).solve(cfg.lstd_penalty)
+
+
+def study_score(
+    model: EnsembleDynamics, obs: torch.Tensor, act: torch.Tensor, next_obs: torch.Tensor, weights: torch.Tensor
+) -> float:
+    """The study's score of a model, −mean_D[w · ℓ_θ] (ℓ with its log 2π; the original's `-loss()`): higher is a
+    better model where π goes."""
+    with torch.no_grad():
+        return -float((weights * pointwise_nll(model, obs, act, next_obs)).mean())
+
+
+def occupancy_set(
+    transition: Transition,
+    policy: Policy,
+    starts: Callable[[int], torch.Tensor],
+    gamma: float,
+    num: int,
+    goes_on: Callable[[int], torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """`num` rows [s, a] of π's discounted occupancy in a model, drawn as the original's `get_sim_data`: whole
+    episodes one after another (each from `starts(1)`, stopping with probability 1 − γ after every step, no
+    termination) until at least `num` rows exist, then `num` of them at random."""
+    return occupancy_samples(
+        lambda states, torques: (transition(states, torques), torch.zeros(len(states), dtype=torch.bool)),
+        policy,
+        starts,
+        gamma,
+        num,
+        batch=1,
+        goes_on=goes_on,
+    )
 
 
 def correction_vector(theta: torch.Tensor, obs: torch.Tensor, nll: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -307,8 +387,9 @@ def correction_loss(
     model: EnsembleDynamics, anchor: torch.Tensor, g: torch.Tensor | None, live: bool, proximal_coef: float = 0.0
 ) -> Callable[[], Any]:
     """⟨θ − θ_i, g⟩ (if g is given) + κ‖θ − θ_i‖² as a loss term. The correction goes through the live parameters
-    (its gradient is g) or, as the official code, through detached ones (a value without a gradient); the proximal
-    term κ‖θ − θ_i‖² is always live."""
+    (its gradient is g: `wmopo-alg1`) or, as the authors' code builds it, through detached ones (a value without a
+    gradient: `wmopo-alg1-detached`); the proximal term κ‖θ − θ_i‖² is always live (a project option; the authors'
+    `param_update_penalty`, 0 in all their runs, is detached too)."""
 
     def term() -> torch.Tensor:
         theta = parameter_vector(model)
@@ -388,20 +469,18 @@ class PendulumStudy:
         """Weights for θ_i from a ratio fit on π's occupancy in θ_i, and the score −L(θ_i; w); logs both, stores
         θ_i, writes the figure data, and returns w."""
         cfg, i = self.cfg, self.iteration
-        transition = model_transition(self.model)
-        sim = occupancy_samples(
-            lambda states, torques: (transition(states, torques), torch.zeros(len(states), dtype=torch.bool)),
+        sim = occupancy_set(
+            model_transition(self.model),
             self.policy,
             lambda num: pendulum.evaluation_reset(num, cfg.model_eval_reset_std),
             cfg.gamma,
             cfg.sim_samples,
-            SIM_EPISODE_BATCH,
         )
         ratio_metrics = self.ratio.fit(self.data_x, sim, cfg.ratio)
         weights = self.ratio.weights(self.data_x)
         with torch.no_grad():
             nll = pointwise_nll(self.model, self.obs, self.act, self.next_obs)
-        score = -float((weights * nll).mean())
+        score = study_score(self.model, self.obs, self.act, self.next_obs, weights)
         self.scores.append(score)
         self.models.append({k: v.clone() for k, v in self.model.state_dict().items()})
         sim_return = self.model_returns()

@@ -1,6 +1,8 @@
-"""WMOPO's D4RL algorithm (algos/wmopo.py, docs/wmopo.md): b, the model error and the penalised rewards on
-hand-computed cases, occupancy sampling, the ensemble options and episode-mode rollouts it configures, killed-and-
-resumed runs (inside an M-step and inside the weighted refit) against an uninterrupted one, and bad input."""
+"""WMOPO's D4RL algorithm (algos/wmopo.py, docs/wmopo.md): b, the model error and the penalised rewards (R′ for the
+dataset's) on hand-computed cases, b from raw ratios and the default model-episode starts in a run, occupancy
+sampling, the ensemble options and episode-mode rollouts it configures, killed-and-resumed runs (inside an M-step and
+inside the weighted refit) against an uninterrupted one, and bad input. The authors' outputs are in
+test_reference_wmopo.py."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import dataclasses
 import functools
 import math
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -25,9 +28,11 @@ from algos.wmopo import (
     ModelErrorFitConfig,
     ModelErrorNet,
     WMOPOConfig,
+    WMOPOTrainer,
     occupancy_samples,
     penalty_coefficient,
     pointwise_loss,
+    reward_bounds,
     weights_power,
 )
 from buffers.replay import ReplayBuffer
@@ -45,6 +50,20 @@ def test_b_by_hand() -> None:
     b, total = penalty_coefficient(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([0.0, 1.0, 2.0]), 1e-2)
     assert total == pytest.approx(8.0)
     assert b == pytest.approx(0.005 * 8**-0.25)
+
+
+def test_dataset_rewards_are_penalised_and_clipped_to_the_smaller_bound() -> None:
+    """Rewards (−0.5, 0.2, 3): R = max(|r_min|, |r_max|) = 3 bounds the model rewards, R′ = min = 0.5 the dataset's
+    (`real_reward_bound: max` gives R). With factor 1, b = 5 and ℓ = (0, 2, 0) the trainer stores
+    clip(r − bℓ, ±R′) = (−0.5, −0.5, 0.5), where ±R would keep −3 and 3."""
+    rewards = torch.tensor([-0.5, 0.2, 3.0])
+    assert reward_bounds(rewards, 1.0, "min") == (3.0, 0.5)
+    assert reward_bounds(rewards, 10.0, "max") == (30.0, 30.0)
+    storage = SimpleNamespace(rew=torch.zeros(3))
+    trainer = SimpleNamespace(raw_rewards=rewards, wmopo=SimpleNamespace(b=torch.tensor(5.0)), real_bound=0.5,
+                              real_buffer=SimpleNamespace(storage=storage))  # fmt: skip
+    WMOPOTrainer.penalise_real_rewards(trainer, torch.tensor([0.0, 2.0, 0.0]))  # type: ignore[arg-type]
+    assert storage.rew.tolist() == [-0.5, -0.5, 0.5]
 
 
 def _model(members: int = 3, elites: int = 2, **changes: Any) -> EnsembleDynamics:
@@ -310,6 +329,46 @@ def runs(tiny_dataset_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> di
         assert (refit / REFIT_PROGRESS).is_file()
         train.main(["--resume", str(refit), "--no-progress"])
     return {"straight": _run_dir(log_dir / "straight"), "m_step": m_step, "refit": refit}
+
+
+def test_e_step_b_takes_raw_ratios_and_model_episodes_start_at_dataset_episode_starts(
+    tiny_dataset_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """E-step 0 of a run: b = ½ B′ (Σ r ℓ)^{−1/4} with the ratio network's raw outputs on the data (not divided by
+    their mean, not raised to α), and by default every model episode (occupancy samples, M-step, model evaluation)
+    starts at a dataset episode's first state."""
+    from envs.datasets import load_dataset
+    from envs.tasks import get_task
+
+    monkeypatch.setenv("D4RL_DATASET_DIR", str(tiny_dataset_dir))
+    seen: dict[str, Any] = {}
+    original = WMOPOTrainer.e_step
+
+    def e_step_and_stop(self: WMOPOTrainer) -> None:
+        original(self)
+        data = self.real_buffer.storage
+        losses = pointwise_loss(self.model, data.obs, data.act, data.next_obs, self.raw_rewards)
+        with torch.no_grad():
+            ratios = self.wmopo.ratio(self.data_x)
+        tempered = ratios.pow(self.wmopo_cfg.weight_exponent)
+        seen["b"] = float(self.wmopo.b)
+        seen["candidates"] = [
+            penalty_coefficient(r, losses - losses.min(), self.wmopo_cfg.b_scale)[0]
+            for r in (ratios, ratios / ratios.mean(), tempered / tempered.mean())
+        ]
+        seen["starts"] = [self.start_states, self.wmopo.start_states, self._starts(300)]
+        raise Killed
+
+    monkeypatch.setattr(WMOPOTrainer, "e_step", e_step_and_stop)
+    with pytest.raises(Killed):
+        train.main(_train_args(tmp_path))
+    raw, normalised, tempered = seen["candidates"]
+    assert seen["b"] == pytest.approx(raw, rel=1e-5)
+    assert abs(normalised - raw) > 1e-3 * raw and abs(tempered - raw) > 1e-3 * raw
+    dataset_starts = torch.as_tensor(load_dataset(get_task(TASK)).start_observations())
+    trainer_starts, agent_starts, drawn = seen["starts"]
+    assert torch.equal(trainer_starts, dataset_starts) and torch.equal(agent_starts, dataset_starts)
+    assert bool((drawn.unsqueeze(1) == dataset_starts).all(-1).any(-1).all())
 
 
 @pytest.mark.parametrize("killed", ["m_step", "refit"])

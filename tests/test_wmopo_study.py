@@ -1,6 +1,7 @@
-"""WMOPO's Pendulum study (algos/wmopo_study.py, docs/wmopo.md): LSTD(λ) against its closed form on a small chain,
-the gradient-correction term (live vs detached), the weighted MLE, the study's model options, a killed-and-resumed
-run against an uninterrupted one, and bad input."""
+"""WMOPO's Pendulum study (algos/wmopo_study.py, docs/wmopo.md): LSTD(λ) by hand and against its closed form on a
+small chain, the gradient-correction term (live vs detached), the score by hand, the occupancy set's composition, the
+model episodes' start states, warm-started refits with a fresh Adam, the weighted MLE, the study's model options, a
+killed-and-resumed run against an uninterrupted one, and bad input. The authors' outputs: test_reference_wmopo.py."""
 
 from __future__ import annotations
 
@@ -18,12 +19,16 @@ from algos.wmopo_study import (
     PendulumStudy,
     correction_loss,
     correction_vector,
+    grad_log_density,
     log_likelihood_grads,
     lstd_features,
+    occupancy_set,
     parameter_vector,
     pointwise_nll,
     study_dynamics,
+    study_score,
 )
+from config import load_config
 from envs import custom_pendulum as pendulum
 from envs.behaviour import save_behaviour_policy
 from envs.tasks import get_task
@@ -38,12 +43,12 @@ TASK = "CustomPendulum-v0"
 def test_lstd_statistics_by_hand() -> None:
     """One episode of two transitions s0 → s1 → s2 with scalar features φ = [x] and costs c1, c2 (γ = 0.5, λ = 0.5):
     e1 = φ(s1), e2 = γλ e1 + φ(s2); A = e1(φ(s1) − γφ(s0)) + e2(φ(s2) − γφ(s1)), b = γ(e1 c1 + e2 c2), over n = 2.
-    A stopped episode (alive False) adds nothing."""
+    A stopped episode (alive False) has no rows and adds nothing; its trace does not leak into the other's."""
     lstd = LSTDLambda(num_features=1, num_outputs=1, gamma=0.5, lam=0.5)
     phi = {0: 1.0, 1: 2.0, 2: 3.0}
-    alive = torch.tensor([True, False])
-    lstd.add(torch.tensor([[phi[0]], [9.0]]), torch.tensor([[phi[1]], [9.0]]), torch.tensor([[4.0], [9.0]]), alive)
-    lstd.add(torch.tensor([[phi[1]], [9.0]]), torch.tensor([[phi[2]], [9.0]]), torch.tensor([[-1.0], [9.0]]), alive)
+    alive = torch.tensor([False, True])
+    lstd.add(torch.tensor([[phi[0]]]), torch.tensor([[phi[1]]]), torch.tensor([[4.0]]), alive)
+    lstd.add(torch.tensor([[phi[1]]]), torch.tensor([[phi[2]]]), torch.tensor([[-1.0]]), alive)
     e1, e2 = 2.0, 0.25 * 2.0 + 3.0
     assert float(lstd.a) == pytest.approx(e1 * (2.0 - 0.5) + e2 * (3.0 - 1.0))
     assert float(lstd.b) == pytest.approx(0.5 * (e1 * 4.0 + e2 * -1.0))
@@ -51,6 +56,18 @@ def test_lstd_statistics_by_hand() -> None:
     assert float(lstd.phi_next_sum) == pytest.approx(5.0) and lstd.count == 2
     # One feature, no penalty: Θ = A⁻¹ b.
     assert float(lstd.solve(0.0)) == pytest.approx(float(lstd.b / lstd.a), rel=1e-6)
+
+
+def test_lstd_trace_follows_each_episode_and_stopped_ones_add_nothing() -> None:
+    """Two episodes, γ = λ = 0.5 (γλ = 0.25), scalar φ: A: φ 1 → 2 (c = 1), then stops; B: φ 3 → 1 (c = 2) → 2
+    (c = −1). Step 1: e_A = 2, e_B = 1; step 2 (B alone): e_B = 0.25 · 1 + 2 = 2.25. A = 2(2 − ½) + 1(1 − 3/2) +
+    2.25(2 − ½) = 5.875, b = ½(2 · 1 + 1 · 2 + 2.25 · −1) = 0.875, C = 1 + 9 + 1, Σφ(s') = 5, n = 3."""
+    lstd = LSTDLambda(num_features=1, num_outputs=1, gamma=0.5, lam=0.5)
+    lstd.add(torch.tensor([[1.0], [3.0]]), torch.tensor([[2.0], [1.0]]), torch.tensor([[1.0], [2.0]]),
+             torch.tensor([True, True]))  # fmt: skip
+    lstd.add(torch.tensor([[1.0]]), torch.tensor([[2.0]]), torch.tensor([[-1.0]]), torch.tensor([False, True]))
+    assert (float(lstd.a), float(lstd.b), float(lstd.c)) == pytest.approx((5.875, 0.875, 11.0))
+    assert float(lstd.phi_next_sum) == 5.0 and lstd.count == 3
 
 
 def _chain_closed_form(
@@ -100,7 +117,7 @@ def test_lstd_lambda_on_a_chain_matches_the_closed_form(lam: float) -> None:
     alive = torch.ones(episodes, dtype=torch.bool)
     while alive.any():
         next_state = torch.multinomial(p[state], 1).squeeze(1)
-        lstd.add(eye[state], eye[next_state], cost_t[state, next_state], alive)
+        lstd.add(eye[state][alive], eye[next_state][alive], cost_t[state, next_state][alive], alive)
         state = next_state
         alive &= torch.rand(episodes) < gamma
     assert lstd.count / episodes == pytest.approx(transitions_per_episode, rel=0.03)
@@ -199,6 +216,60 @@ def test_live_correction_changes_the_gradient_and_the_detached_one_does_not() ->
     assert value == pytest.approx(expected, rel=1e-5) and value != 0.0
 
 
+def test_study_score_by_hand() -> None:
+    """score = −mean_D[w · ℓ] with ℓ = ½ Σ_d [(μ_d − Δs_d)² / σ²_d + log σ²_d] + log 2π: μ = 0, log σ² = 0, rows
+    with Δs = (1, 0) and (0, 2) give ℓ = ½ + log 2π and 2 + log 2π; weights (1.5, 0.5) make the score
+    −(1.5 (½ + log 2π) + 0.5 (2 + log 2π)) / 2."""
+    model = _model()
+    with torch.no_grad():
+        model.net.output.weight.zero_()
+        model.net.output.bias.zero_()
+    obs, act = torch.zeros(2, 2), torch.zeros(2, 1)
+    next_obs = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    log_2pi = math.log(2 * math.pi)
+    expected = -(1.5 * (0.5 + log_2pi) + 0.5 * (2.0 + log_2pi)) / 2
+    assert study_score(model, obs, act, next_obs, torch.tensor([1.5, 0.5])) == pytest.approx(expected, rel=1e-6)
+
+
+def _scripted_episodes(lengths: list[int]) -> tuple[Any, Any, list[int]]:
+    """starts(1) gives episode k the state (k, 0), and goes_on ends episode k after lengths[k] transitions."""
+    calls: list[int] = []
+    flags = iter([step < length for length in lengths for step in range(1, length + 1)])
+
+    def starts(num: int) -> torch.Tensor:
+        calls.append(num)
+        return torch.tensor([[float(len(calls) - 1), 0.0]]).expand(num, 2)
+
+    def goes_on(size: int) -> torch.Tensor:
+        return torch.tensor([next(flags)] * size)
+
+    return starts, goes_on, calls
+
+
+def test_occupancy_set_is_whole_episodes_one_after_another() -> None:
+    """The original's `get_sim_data`: one episode at a time, each from starts(1), until at least `num` rows exist
+    (the last episode whole), then `num` of those rows at random. States (k, t) count the episode and its step, the
+    action is 10·t. Lengths 4, 2, 5, 3 and num = 9: three episodes (11 rows) run, the fourth never starts, and 9 of
+    the 11 rows are drawn; with num = 11 the set is exactly those three episodes."""
+
+    def transition(states: torch.Tensor, torques: torch.Tensor) -> torch.Tensor:
+        return states + torch.tensor([0.0, 1.0])
+
+    def policy(states: torch.Tensor) -> torch.Tensor:
+        return 10 * states[:, 1:]
+
+    lengths = [4, 2, 5, 3]
+    episodes = {(k, t) for k in range(3) for t in range(lengths[k])}
+    for num in (9, 11):
+        starts, goes_on, calls = _scripted_episodes(lengths)
+        sim = occupancy_set(transition, policy, starts, 0.5, num, goes_on=goes_on)
+        assert calls == [1, 1, 1]
+        rows = {(int(k), int(t)) for k, t, _ in sim.tolist()}
+        assert len(rows) == len(sim) == num and rows <= episodes
+        assert torch.equal(sim[:, 2], 10 * sim[:, 1])
+    assert rows == episodes
+
+
 # ---------------------------------------------------------------------------------------------------- weighted MLE
 def _pendulum_data(n: int = 256) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return pendulum.random_data(n, torch.Generator().manual_seed(0))
@@ -261,6 +332,67 @@ def policy_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("policy") / "target.pt"
     save_behaviour_policy(TanhGaussianActor(2, 1, (16, 16)), get_task(TASK), path, note="test")
     return path
+
+
+class _NoLogger:
+    def scalars(self, metrics: dict[str, float], step: int) -> None:
+        pass
+
+
+def _study(policy: Path, run_dir: Path, algo: str, *overrides: str) -> PendulumStudy:
+    """A study object at toy size (no run directory machinery)."""
+    cfg = load_config(algo, TASK, overrides=[f"policy_path={policy}", "data_transitions=64", *overrides])
+    return PendulumStudy(cfg, get_task(TASK), _NoLogger(), run_dir)  # type: ignore[arg-type]
+
+
+def test_model_episodes_start_where_the_originals_do(
+    policy_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Occupancy samples (one episode per draw) and LSTD(λ) episodes (all at once) start from N((π, 0), 0.5²·I) by
+    default, the original's `reset`: every draw goes through `pendulum.evaluation_reset` with std 0.5, the starts
+    have that mean and spread, and the occupancy set's states include them (γ = 0.5: short episodes, many starts)."""
+    study = _study(policy_file, tmp_path, "wmopo-alg1", "sim_samples=300", "ratio.max_epochs=1", "eval_episodes=4",
+                   "lstd_episodes=50", "gamma=0.5")  # fmt: skip
+    assert load_config("wmopo-alg1", TASK).model_eval_reset_std == 0.5
+    torch.manual_seed(0)
+    drawn: list[tuple[int, float, torch.Tensor]] = []
+    original = pendulum.evaluation_reset
+
+    def recorded(num: int, std: float, generator: Any = None) -> torch.Tensor:
+        drawn.append((num, std, original(num, std, generator)))
+        return drawn[-1][2]
+
+    monkeypatch.setattr(pendulum, "evaluation_reset", recorded)
+    study.score_current()
+    assert {num for num, _, _ in drawn} == {1, 4} and all(std == 0.5 for _, std, _ in drawn)  # episodes, returns
+    starts = torch.cat([starts for num, _, starts in drawn if num == 1])
+    assert len(starts) > 100
+    assert torch.allclose(starts.mean(0), torch.tensor([math.pi, 0.0]), atol=0.15)
+    assert torch.allclose(starts.std(0), torch.tensor([0.5, 0.5]), atol=0.1)
+    sim = np.load(tmp_path / "figures" / "iter0.npz")["sim"]
+    assert len(set(map(tuple, starts.tolist())) & set(map(tuple, sim[:, :2].tolist()))) > 50
+    drawn.clear()
+    grad_log_density(study.model, study.policy, study.cfg)
+    assert [(num, std) for num, std, _ in drawn] == [(50, 0.5)]
+
+
+def test_refit_warm_starts_with_a_fresh_adam(policy_file: Path, tmp_path: Path) -> None:
+    """Each refit starts from θ_i (not a new initialisation) with a new Adam, as the original's `train_model`: with
+    one batch per epoch and one epoch, θ_{i+1} = θ_i − lr · ĝ / (|ĝ| + 1e-8), Adam's first step, where ĝ is the
+    gradient of mean(w · ℓ) plus the coupled L2 1e-4 · θ_i; a second refit takes the same kind of step again."""
+    study = _study(policy_file, tmp_path, "wmopo-alg2", "dynamics.batch_size=64", "refit_epochs=1",
+                   "refit_lr=0.01")  # fmt: skip
+    weights = torch.linspace(0.5, 1.5, 64)
+    for _ in range(2):
+        before = {name: p.detach().clone() for name, p in study.model.named_parameters()}
+        study.model.zero_grad()
+        x = study.model.input_scaler(torch.cat([study.obs, study.act], dim=-1))
+        study.model.training_loss(x, study.next_obs - study.obs, weights, include_decay=False).backward()
+        grads = {name: p.grad + 1e-4 * p.detach() for name, p in study.model.named_parameters()}
+        study.refit(weights)
+        for name, p in study.model.named_parameters():
+            expected = before[name] - 0.01 * grads[name] / (grads[name].abs() + 1e-8)
+            assert torch.allclose(p.detach(), expected, atol=1e-6), name
 
 
 def _study_args(log_dir: Path, policy: Path, algo: str = "wmopo-alg1") -> list[str]:
