@@ -52,7 +52,12 @@ def test_morel_hopper_preset_runs_what_run_morel_ran() -> None:
     assert cfg.halt_terminates is False and cfg.bc_set_transforms is False
     assert (cfg.reward_fn, cfg.termination_fn, cfg.obs_mask) == ("mjrl", "mjrl", "mjrl")
     cheetah = load_task_config("morel", "halfcheetah-medium-gen")
-    assert (cheetah.reward_fn, cheetah.termination_fn, cheetah.obs_mask) == ("env", "env", "none")  # type: ignore[attr-defined]
+    assert isinstance(cheetah, MOReLConfig)
+    assert (cheetah.reward_fn, cheetah.termination_fn, cheetah.obs_mask) == ("env", "env", "none")
+    # this project's halfcheetah preset (mjrl has none): buffer starts, pessimism 1.5, less exploration noise
+    assert (cheetah.start_state, cheetah.pessimism_coef, cheetah.npg.init_log_std) == ("buffer", 1.5, -1.0)
+    walker = load_task_config("morel", "walker2d-medium-gen")
+    assert (walker.start_state, walker.pessimism_coef) == ("init", 3.0)  # type: ignore[attr-defined]
 
 
 def test_mjrl_mask_on_a_family_without_one_is_one_clear_line() -> None:
