@@ -169,3 +169,21 @@ TINY_MOPO_SETTINGS = (
 def tiny_mopo_settings() -> list[str]:
     """TINY_MOPO_SETTINGS, as a fixture."""
     return list(TINY_MOPO_SETTINGS)
+
+
+REFERENCE_DIR = Path(__file__).parent / "fixtures" / "reference"
+
+
+@pytest.fixture(scope="session")
+def reference_arrays():
+    """`reference_arrays("npg")`: every array of tests/fixtures/reference/npg/npg_reference.npz (the authors' outputs
+    on fixed inputs; README there), read once per session."""
+    cache: dict[str, dict[str, np.ndarray]] = {}
+
+    def load(algo: str) -> dict[str, np.ndarray]:
+        if algo not in cache:
+            with np.load(REFERENCE_DIR / algo / f"{algo}_reference.npz") as data:
+                cache[algo] = {name: data[name] for name in data.files}
+        return cache[algo]
+
+    return load

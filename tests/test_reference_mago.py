@@ -18,6 +18,7 @@ reference's raw-space value by the constant E · mean_j log target_std_j (the pa
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -45,15 +46,13 @@ from envs.termination import hopper_termination
 from models.actor_critic import CriticEnsemble, TanhGaussianActor
 from models.dynamics import EnsembleDynamics
 
-FIXTURE = Path(__file__).parent / "fixtures" / "reference" / "mago" / "mago_reference.npz"
 RELATIVE = 1e-6
 
 
 @pytest.fixture(scope="module")
-def fx() -> dict[str, np.ndarray]:
+def fx(reference_arrays: Callable[[str], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """Every array of the fixture, read once for the module."""
-    with np.load(FIXTURE) as data:
-        return {name: data[name] for name in data.files}
+    return reference_arrays("mago")
 
 
 # ------------------------------------------------------------------------------------------------ helpers

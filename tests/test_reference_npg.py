@@ -12,7 +12,7 @@ counts must match exactly. Names: `ref_*` arrays are mjrl's outputs, every other
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -29,16 +29,14 @@ from envs.termination import hopper_termination_mjrl
 from models.dynamics import EnsembleDynamics
 from models.npg import GaussianMLPPolicy
 
-FIXTURE = Path(__file__).parent / "fixtures" / "reference" / "npg" / "npg_reference.npz"
 RTOL = ATOL = 1e-6
 OBS_DIM, ACT_DIM, HIDDEN = 11, 3, [32, 32]
 
 
 @pytest.fixture(scope="module")
-def fx() -> dict[str, np.ndarray]:
+def fx(reference_arrays: Callable[[str], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """Every array of the fixture, read once for the whole module."""
-    with np.load(FIXTURE) as data:
-        return {name: data[name] for name in data.files}
+    return reference_arrays("npg")
 
 
 # ------------------------------------------------------------------------------------------------ helpers

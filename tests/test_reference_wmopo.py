@@ -24,7 +24,7 @@ everywhere else; Θ is returned in float32. The boolean mask and the count must 
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -63,16 +63,14 @@ from envs import custom_pendulum as pendulum
 from models.density_ratio import DensityRatio, classification_loss
 from models.dynamics import EnsembleDynamics
 
-FIXTURE = Path(__file__).parent / "fixtures" / "reference" / "wmopo" / "wmopo_reference.npz"
 RELATIVE = 1e-6
 D4RL_OBS, D4RL_ACT = 11, 3
 
 
 @pytest.fixture(scope="module")
-def fx() -> dict[str, np.ndarray]:
+def fx(reference_arrays: Callable[[str], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """Every array of the fixture, read once for the module."""
-    with np.load(FIXTURE) as data:
-        return {name: data[name] for name in data.files}
+    return reference_arrays("wmopo")
 
 
 # ------------------------------------------------------------------------------------------------ helpers
