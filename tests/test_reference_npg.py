@@ -23,7 +23,7 @@ from algos.game import MIN_PATH_LENGTH, pairwise_disagreement, valid_steps
 from algos.morel import MOReL, MOReLConfig
 from algos.npg import NPG, conjugate_gradient, fisher_vector_product, gae, whiten
 from buffers.paths import PathBatch
-from config import DynamicsConfig, NPGConfig
+from config import NPGConfig, _npg_dynamics
 from envs.rewards import hopper_reward_mjrl
 from envs.termination import hopper_termination_mjrl
 from models.dynamics import EnsembleDynamics
@@ -347,18 +347,8 @@ def test_baseline_fit(fx: dict[str, np.ndarray], batch_size: int) -> None:
 def make_dynamics(fx: dict[str, np.ndarray], install: bool = True) -> EnsembleDynamics:
     """mjrl's deterministic ensemble (2 members, 32x32 ReLU, mean/MAD scaling) in float64; with `install`, holding
     the fixture's weights and input/output statistics."""
-    cfg = DynamicsConfig(
-        num_ensemble=2,
-        num_elites=2,
-        hidden_dims=list(HIDDEN),
-        weight_decay=[0.0, 0.0, 0.0],
-        bootstrap=False,
-        loss="mse",
-        activation="relu",
-        init="uniform",
-        normalization="mad",
-        predict_reward=False,
-    )
+    # the NPG family's own ensemble configuration, shrunk to the fixture's 2 members of 32x32
+    cfg = dataclasses.replace(_npg_dynamics(), num_ensemble=2, num_elites=2, hidden_dims=list(HIDDEN))
     dynamics = EnsembleDynamics(OBS_DIM, ACT_DIM, cfg).double()
     if not install:
         return dynamics
