@@ -120,8 +120,13 @@ class PendulumStudyConfig(RunConfig):
     lstd_penalty: float = 0.1
     lstd_episodes: int = 2000
     eval_episodes: int = 100
+    # Start spreads σ of N((π, 0), σ²) (docs/wmopo.md#evaluation-starts). The authors evaluate π's real return from
+    # σ = 1 and its model return from the model env's reset, σ = 0.5, which is also where every simulated episode of
+    # training starts (occupancy samples, LSTD). Evaluation and training starts are separate keys here; the result
+    # also reports the matched-start error, the model's episodes starting from the real episodes' own start states.
     real_eval_reset_std: float = pendulum.REAL_EVAL_RESET_STD
-    model_eval_reset_std: float = pendulum.MODEL_EVAL_RESET_STD  # the original's model rollouts start tighter
+    model_eval_reset_std: float = pendulum.MODEL_EVAL_RESET_STD  # the authors' model rollouts start tighter
+    model_start_std: float = pendulum.MODEL_EVAL_RESET_STD  # training's simulated episodes (the model env's reset)
     save_every: int = 1
     dynamics: DynamicsConfig = field(default_factory=study_dynamics)
     ratio: RatioFitConfig = field(default_factory=study_ratio)
@@ -150,6 +155,10 @@ class PendulumStudyConfig(RunConfig):
         **dict.fromkeys(
             ("data_transitions", "sim_samples", "refit_epochs", "refit_lr", "lstd_episodes", "eval_episodes"),
             positive,
+        ),
+        **dict.fromkeys(
+            ("real_eval_reset_std", "model_eval_reset_std", "model_start_std"),
+            lambda value, cfg: None if value >= 0 else ">= 0 (a start spread; 0 starts every episode hanging still)",
         ),
     }
 
@@ -313,7 +322,7 @@ def lstd_statistics(
     transition = model_transition(model)
     lstd = LSTDLambda(1 + 2 * model.obs_dim, parameter_vector(model).numel(), cfg.gamma, cfg.lstd_lambda)
     if draws is None:
-        states = pendulum.evaluation_reset(cfg.lstd_episodes, cfg.model_eval_reset_std)
+        states = pendulum.evaluation_reset(cfg.lstd_episodes, cfg.model_start_std)
     else:
         states = draws.starts.clone()
     alive = torch.ones(len(states), dtype=torch.bool)
@@ -375,6 +384,15 @@ def occupancy_set(
         batch=1,
         goes_on=goes_on,
     )
+
+
+def evaluation_errors(real: torch.Tensor, sim: torch.Tensor) -> dict[str, float]:
+    """π's simulated return (mean, std over episodes) and the policy-evaluation error |mean real − mean simulated|."""
+    return {
+        "sim_return": float(sim.mean()),
+        "sim_return_std": float(sim.std(unbiased=False)),
+        "evaluation_error": abs(float(real.mean()) - float(sim.mean())),
+    }
 
 
 def correction_vector(theta: torch.Tensor, obs: torch.Tensor, nll: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -472,7 +490,7 @@ class PendulumStudy:
         sim = occupancy_set(
             model_transition(self.model),
             self.policy,
-            lambda num: pendulum.evaluation_reset(num, cfg.model_eval_reset_std),
+            lambda num: pendulum.evaluation_reset(num, cfg.model_start_std),
             cfg.gamma,
             cfg.sim_samples,
         )
@@ -536,22 +554,24 @@ class PendulumStudy:
         return pendulum.discounted_returns(self.policy, starts, model_transition(self.model), self.cfg.gamma)
 
     def evaluate(self) -> dict[str, float]:
-        """The chosen (best-scoring) model's simulated return next to π's real return, and the evaluation error."""
+        """The chosen (best-scoring) model's simulated return next to π's real return, and the evaluation error twice:
+        under the authors' protocol (real starts σ = `real_eval_reset_std`, model starts `model_eval_reset_std`) and
+        with matched starts (the model's episodes start from the real episodes' start states)."""
         cfg = self.cfg
         chosen = int(np.argmax(np.nan_to_num(self.scores, nan=-np.inf)))
         self.model.load_state_dict(self.models[chosen])
-        real_states = pendulum.rollout(
-            self.policy, pendulum.evaluation_reset(cfg.eval_episodes, cfg.real_eval_reset_std), pendulum.step
-        )
+        real_starts = pendulum.evaluation_reset(cfg.eval_episodes, cfg.real_eval_reset_std)
+        real_states = pendulum.rollout(self.policy, real_starts, pendulum.step)
         real = pendulum.discounted_return_of(real_states, cfg.gamma)
         np.savez(self.run_dir / "figures" / "real_states.npz", states=real_states.reshape(-1, 2).numpy())
         sim = self.model_returns()
+        # Drawn after the authors' protocol, so its figures stay what they were without the matched evaluation.
+        sim_matched = pendulum.discounted_returns(self.policy, real_starts, model_transition(self.model), cfg.gamma)
         result = {
             "real_return": float(real.mean()),
             "real_return_std": float(real.std(unbiased=False)),
-            "sim_return": float(sim.mean()),
-            "sim_return_std": float(sim.std(unbiased=False)),
-            "evaluation_error": abs(float(real.mean()) - float(sim.mean())),
+            **evaluation_errors(real, sim),
+            **{f"{k}_matched": v for k, v in evaluation_errors(real, sim_matched).items()},
             "chosen_iteration": float(chosen),
             "chosen_score": self.scores[chosen],
             "models_scored": float(len(self.scores)),  # fewer than iterations + 1 where a refit diverged

@@ -338,6 +338,9 @@ class _NoLogger:
     def scalars(self, metrics: dict[str, float], step: int) -> None:
         pass
 
+    def evaluation(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
 
 def _study(policy: Path, run_dir: Path, algo: str, *overrides: str) -> PendulumStudy:
     """A study object at toy size (no run directory machinery)."""
@@ -374,6 +377,48 @@ def test_model_episodes_start_where_the_originals_do(
     drawn.clear()
     grad_log_density(study.model, study.policy, study.cfg)
     assert [(num, std) for num, std, _ in drawn] == [(50, 0.5)]
+
+
+def test_training_and_evaluation_starts_are_separate_keys(
+    policy_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`model_start_std` moves the simulated episodes of training (occupancy samples, LSTD) and nothing else;
+    `model_eval_reset_std` moves only the model's evaluation episodes."""
+    study = _study(policy_file, tmp_path, "wmopo-alg1", "sim_samples=100", "ratio.max_epochs=1", "eval_episodes=4",
+                   "lstd_episodes=20", "gamma=0.5", "model_start_std=0.3", "model_eval_reset_std=0.7")  # fmt: skip
+    drawn: list[tuple[int, float]] = []
+    original = pendulum.evaluation_reset
+
+    def recorded(num: int, std: float, generator: Any = None) -> torch.Tensor:
+        drawn.append((num, std))
+        return original(num, std, generator)
+
+    monkeypatch.setattr(pendulum, "evaluation_reset", recorded)
+    study.score_current()
+    assert {std for num, std in drawn if num == 1} == {0.3} and [d for d in drawn if d[0] == 4] == [(4, 0.7)]
+    drawn.clear()
+    grad_log_density(study.model, study.policy, study.cfg)
+    assert drawn == [(20, 0.3)]
+
+
+def test_matched_start_evaluation_measures_the_model_alone(
+    policy_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the real pendulum as the model and a deterministic policy, the matched-start error (the model's episodes
+    from the real episodes' own starts) is exactly 0, while the authors' protocol (real starts σ = 1, model starts
+    σ = 0.5) still reports an error: the start mismatch alone. Both are in the result."""
+    study = _study(policy_file, tmp_path, "wmopo-erm", "eval_episodes=200")
+    real_pendulum = lambda states, torques, noise=None: pendulum.step(states, torques)  # noqa: E731
+    monkeypatch.setattr("algos.wmopo_study.model_transition", lambda model: real_pendulum)
+    study.policy = lambda states: -0.5 * states[..., 1:]  # type: ignore[method-assign]
+    study.scores, study.models = [0.0], [study.model.state_dict()]
+    (tmp_path / "figures").mkdir()
+    torch.manual_seed(0)
+    result = study.evaluate()
+    assert result["evaluation_error_matched"] == 0.0
+    assert result["sim_return_matched"] == result["real_return"]
+    assert result["evaluation_error"] > 0.01
+    assert result["evaluation_error"] == abs(result["real_return"] - result["sim_return"])
 
 
 def test_refit_warm_starts_with_a_fresh_adam(policy_file: Path, tmp_path: Path) -> None:
