@@ -778,6 +778,32 @@ def between(low: float, high: float, *, open_interval: bool = False) -> Rule:
     return lambda value, cfg: None if low <= value <= high else f"between {low:g} and {high:g}"
 
 
+def discount(why: str) -> Rule:
+    """A discount factor of bootstrapped (infinite-horizon) values, which 1 would leave unbounded; `why` says what
+    breaks at 1 for this algorithm. A finite-horizon method with no 1/(1 − γ) anywhere uses between(0, 1) instead."""
+    return lambda value, cfg: None if 0 <= value < 1 else f"in [0, 1) ({why})"
+
+
+def penalty_weight(value: Any, cfg: Any) -> str | None:
+    """Weights of pessimism penalties: 0 switches the penalty off, a negative weight would turn it into a bonus."""
+    return None if value >= 0 else ">= 0 (0 switches the penalty off; a negative one would reward uncertainty)"
+
+
+def polyak_rate(value: Any, cfg: Any) -> str | None:
+    """Polyak rates of target networks: 1 copies, 0 would never move the targets from their initial weights."""
+    return None if 0 < value <= 1 else "in (0, 1] (0 never moves the target networks from their initial weights)"
+
+
+def above(other: str) -> Rule:
+    """The upper end of a range whose lower end is the key `other` (dotted), e.g. log-std bounds."""
+
+    def rule(value: Any, cfg: Any) -> str | None:
+        low = _get(cfg, other)
+        return None if value > low else f"> {other} ({low:g})"
+
+    return rule
+
+
 def _device(value: Any, cfg: Any) -> str | None:
     """Catch typos like `gpu` or `cuda0` before any tensor is built."""
     return None if re.fullmatch(r"cpu|cuda(:\d+)?", value) else "cpu, cuda or cuda:N"
@@ -892,7 +918,27 @@ _RULES: dict[str, Rule] = {
     "npg.cg_init": one_of("gradient", "zero"),
     "fit_max_steps": positive_or_none,
     "horizon": lambda value, cfg: None if value >= 5 else ">= 5 (model paths shorter than 5 steps are dropped)",
-    **dict.fromkeys(("sac.gamma", "sac.tau", "npg.gamma", "npg.gae_lambda"), between(0, 1)),
+    # SAC's critic targets bootstrap through time limits: at γ = 1 nothing bounds their values.
+    "sac.gamma": discount("at 1 SAC's bootstrapped values have no bound"),
+    "sac.tau": polyak_rate,
+    "sac.alpha": non_negative,  # the fixed entropy weight (auto_alpha false): 0 drops the entropy term
+    "sac.alpha_max": positive_or_none,
+    "sac.log_std_max": above("sac.log_std_min"),
+    # NPG's paths are finite (`horizon` model steps, or real episodes) and its baseline sees the step t, with no
+    # 1/(1 − γ) anywhere: γ = 1 is the undiscounted return of a path, a meaningful objective.
+    **dict.fromkeys(("npg.gamma", "npg.gae_lambda"), between(0, 1)),
+    "npg.init_log_std": lambda value, cfg: (
+        None
+        if cfg.npg.min_log_std <= value <= cfg.npg.max_log_std
+        else f"between npg.min_log_std ({cfg.npg.min_log_std:g}) and npg.max_log_std ({cfg.npg.max_log_std:g})"
+    ),
+    **dict.fromkeys(("dynamics.improvement_threshold", "dynamics.logvar_bound_coef"), non_negative),
+    "dynamics.max_logvar_init": above("dynamics.min_logvar_init"),
+    # The density-ratio fits (models/density_ratio.py) of every config with a `ratio` block.
+    "ratio.hidden_dims": all_positive,
+    **dict.fromkeys(("ratio.lr", "ratio.batch_size", "ratio.patience", "ratio.max_epochs"), positive),
+    "ratio.weight_decay": non_negative,
+    "ratio.holdout_ratio": lambda value, cfg: None if 0 <= value < 1 else "in [0, 1) (0: stop on the training loss)",
     "dynamics.holdout_ratio": _holdout_ratio,
     "dynamics.num_elites": _elites,
     "dynamics.weight_decay": _weight_decay,
@@ -909,8 +955,12 @@ def _rules_of(cls: type) -> dict[str, Rule]:
     return rules
 
 
-def _validate(cfg: RunConfig, origins: Mapping[str, str]) -> None:
-    """Raise one UserError listing every value that breaks a rule, with the source that set it."""
+SET_FIX = "change the value there or with --set key=value"
+
+
+def _validate(cfg: RunConfig, origins: Mapping[str, str], fix: str = SET_FIX) -> None:
+    """Raise one UserError listing every value that breaks a rule, with the source that set it, ending in `fix`
+    (how the caller's user changes a value: --set where the command has it)."""
     keys = set(list_keys(type(cfg)))
     problems = []
     for key, rule in _rules_of(type(cfg)).items():
@@ -922,7 +972,7 @@ def _validate(cfg: RunConfig, origins: Mapping[str, str]) -> None:
             where = origins.get(key, "the dataclass default")
             problems.append(f"{key}={value!r} (from {where}) must be {requirement}")
     if problems:
-        raise UserError(f"invalid config: {'; '.join(problems)}; change the value there or with --set key=value")
+        raise UserError(f"invalid config: {'; '.join(problems)}; {fix}")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -974,7 +1024,8 @@ def load_run_config(path: str | os.PathLike[str]) -> RunConfig:
     cfg = classes[algo]()
     origins: dict[str, str] = {}
     _apply(cfg, data, _display(path), origins)
-    _validate(cfg, origins)
+    # A saved run config is read by eval.py and --resume, which take no --set: the file is the one place to fix it.
+    _validate(cfg, origins, f"change the value in {_display(path)}")
     if cfg.task_file is not None:  # a user's own task: make its name known again from the file the run recorded
         from envs.tasks import load_task_file
 

@@ -38,8 +38,10 @@ from config import (
     Rule,
     all_positive,
     between,
+    discount,
     non_negative,
     one_of,
+    polyak_rate,
     positive,
     positive_or_none,
     register_config,
@@ -61,7 +63,9 @@ class BCQConfig(OfflineConfig):
         **dict.fromkeys(("latent_dim", "latent_clip"), positive_or_none),
         **dict.fromkeys(("phi", "kl_weight"), non_negative),
         **dict.fromkeys(("actor_hidden_dims", "critic_hidden_dims", "vae_hidden_dims"), all_positive),
-        **dict.fromkeys(("gamma", "tau", "lmbda"), between(0, 1)),
+        "gamma": discount("at 1 the bootstrapped critic targets have no bound"),
+        "tau": polyak_rate,
+        "lmbda": between(0, 1),
         "vae_log_std_max": lambda value, cfg: (
             None if cfg.vae_log_std_min < value else f"> vae_log_std_min ({cfg.vae_log_std_min:g})"
         ),

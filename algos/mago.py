@@ -37,7 +37,18 @@ import torch
 from algos.base import TrainableModule
 from algos.sac import adam
 from buffers.replay import Batch
-from config import DynamicsConfig, LearnedModelConfig, Rule, between, positive, register_config
+from config import (
+    DynamicsConfig,
+    LearnedModelConfig,
+    Rule,
+    above,
+    all_positive,
+    between,
+    discount,
+    polyak_rate,
+    positive,
+    register_config,
+)
 from envs.evaluation import isolated_global_rngs
 from envs.tasks import TaskSpec, normalized_score
 from models.actor_critic import CriticEnsemble, TanhGaussianActor, tanh_log_det
@@ -105,7 +116,12 @@ class MAGOConfig(LearnedModelConfig):
         ),
         "order_statistic": _order_statistic_rule,
         "num_action_samples": lambda value, cfg: None if value >= 2 else ">= 2 (half from π, half from π_ref)",
-        **dict.fromkeys(("gamma", "tau_value", "tau_policy", "adv_explore_ratio", "explore_ratio"), between(0, 1)),
+        # Every value lies in [0, 1/(1 − γ)] (rewards normalised to [0, 1]), the clip of the critic targets.
+        "gamma": discount("the critic targets are clipped to [0, 1/(1 − γ)]"),
+        **dict.fromkeys(("tau_value", "tau_policy"), polyak_rate),
+        **dict.fromkeys(("adv_explore_ratio", "explore_ratio"), between(0, 1)),
+        "hidden_dims": all_positive,
+        "log_std_max": above("log_std_min"),
         **dict.fromkeys(
             ("factor", "eval_penalty_coef", "policy_beta", "ood_inner"), lambda v, c: None if v >= 0 else ">= 0"
         ),

@@ -22,7 +22,7 @@ import torch
 
 from algos.sac import SAC
 from buffers.replay import Batch
-from config import ModelBasedConfig, Rule, one_of, positive, register_config
+from config import ModelBasedConfig, Rule, one_of, penalty_weight, positive, register_config
 from models.dynamics import EnsembleDynamics
 from models.seed_stack import SeedStreams
 
@@ -37,7 +37,11 @@ class MICROConfig(ModelBasedConfig):
     The critic ensemble size (MICRO's `num_q_ensemble`) is `sac.num_critics`.
     """
 
-    rules: ClassVar[dict[str, Rule]] = {"num_samples": positive, "uncertainty_precision": one_of("fp32", "bf16")}
+    rules: ClassVar[dict[str, Rule]] = {
+        "num_samples": positive,
+        "uncertainty_precision": one_of("fp32", "bf16"),
+        "penalty_coef": penalty_weight,  # β: 0 is the standard backup, 1 the robust one (min over the set)
+    }
 
     penalty_coef: float = 1.0  # beta: weight of (mean - min) of the next-state values over the uncertainty set
     num_samples: int = 10  # K next states sampled from each elite member

@@ -20,7 +20,7 @@ from typing import ClassVar
 import torch
 
 from algos.sac import SAC
-from config import ModelBasedConfig, Rule, one_of, register_config
+from config import ModelBasedConfig, Rule, one_of, penalty_weight, register_config
 
 
 @register_config("mopo")
@@ -28,7 +28,10 @@ from config import ModelBasedConfig, Rule, one_of, register_config
 class MOPOConfig(ModelBasedConfig):
     """MOPO (docs/mopo.md): reward penalised by lambda * u(s, a)."""
 
-    rules: ClassVar[dict[str, Rule]] = {"penalty_type": one_of("aleatoric", "pairwise_diff", "ensemble_std")}
+    rules: ClassVar[dict[str, Rule]] = {
+        "penalty_type": one_of("aleatoric", "pairwise_diff", "ensemble_std"),
+        "penalty_coef": penalty_weight,
+    }
 
     penalty_coef: float = 2.5
     penalty_type: str = "aleatoric"  # aleatoric | pairwise_diff | ensemble_std

@@ -39,7 +39,10 @@ from config import (
     ModelBasedConfig,
     Rule,
     SACConfig,
+    all_positive,
+    discount,
     load_run_config,
+    non_negative,
     one_of,
     positive,
     register_config,
@@ -139,6 +142,18 @@ class WMOPOConfig(ModelBasedConfig):
         "rollout_mode": one_of("episodes"),
         "dynamics.predict_reward": lambda value, cfg: None if value else "true (WMOPO's model predicts rewards)",
         "dynamics.loss": one_of("nll"),
+        # Occupancy samples are episodes that stop with probability 1 − γ after every step.
+        "sac.gamma": discount("model episodes of the occupancy samples stop with probability 1 − γ; at 1 never"),
+        "model_eval_episodes": positive,
+        "model_error.hidden_dims": all_positive,
+        **dict.fromkeys(
+            ("model_error.lr", "model_error.batch_size", "model_error.patience", "model_error.max_epochs"), positive
+        ),
+        "model_error.holdout_ratio": lambda value, cfg: (
+            None if 0 <= value < 1 else "in [0, 1) (0: stop on the training loss)"
+        ),
+        "model_error.min_loss": non_negative,
+        "model_error.max_prediction": positive,
         "branch_from": lambda value, cfg: (
             None
             if value is None or cfg.em_iterations >= 2

@@ -37,7 +37,7 @@ from torch.func import functional_call, grad, vmap
 
 from algos.trainer import CHECKPOINT_FORMAT
 from algos.wmopo import ModelDiverged, occupancy_samples
-from config import DynamicsConfig, Rule, RunConfig, between, one_of, positive, register_config
+from config import DynamicsConfig, Rule, RunConfig, between, discount, one_of, positive, register_config
 from envs import custom_pendulum as pendulum
 from envs.behaviour import load_behaviour_policy
 from envs.generate import BEHAVIOUR_ROOT
@@ -139,7 +139,7 @@ class PendulumStudyConfig(RunConfig):
         "iterations": lambda value, cfg: None if value >= 0 else ">= 0 (0 fits the ERM model alone)",
         "correction": one_of("none", "live", "detached"),
         "weight_exponent": lambda value, cfg: None if value >= 0 else ">= 0",
-        "gamma": between(0.0, 1.0),
+        "gamma": discount("simulated episodes stop with probability 1 − γ after every step; at 1 they never stop"),
         "lstd_lambda": between(0.0, 1.0),
         "lstd_penalty": lambda value, cfg: None if value >= 0 else ">= 0",
         "proximal_coef": lambda value, cfg: None if value >= 0 else ">= 0",

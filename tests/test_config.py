@@ -6,6 +6,7 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+import torch
 
 from algos.mopo import MOPOConfig
 from config import (
@@ -378,3 +379,107 @@ def test_micro_files_carry_the_published_values() -> None:
     assert quick.epochs == 10 and quick.rollout_length == 5
     with pytest.raises(UserError, match="penalty_type"):
         load_config("micro", "hopper-medium-v2", overrides=["penalty_type=aleatoric"])  # a MOPO key
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Domains of every algorithm's keys (a value inside its rule's range must be one the algorithm can run with)
+
+ALGO_TASKS = {"wmopo-erm": "CustomPendulum-v0", "wmopo-alg2": "CustomPendulum-v0", "wmopo-alg1": "CustomPendulum-v0",
+              "wmopo-alg1-detached": "CustomPendulum-v0"}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("algo", "item", "fragment"),
+    [
+        ("mago", "gamma=1.0", "gamma=1.0 (from --set gamma=1.0) must be in [0, 1) (the critic targets are clipped"),
+        ("mopo", "sac.gamma=1", "sac.gamma=1.0 (from --set sac.gamma=1) must be in [0, 1)"),
+        ("micro", "sac.gamma=1", "sac.gamma=1.0 (from --set sac.gamma=1) must be in [0, 1)"),
+        ("wmopo", "sac.gamma=1", "must be in [0, 1) (model episodes of the occupancy samples stop"),
+        ("bcq", "gamma=1", "gamma=1.0 (from --set gamma=1) must be in [0, 1)"),
+        ("wmopo-erm", "gamma=1", "must be in [0, 1) (simulated episodes stop with probability 1 − γ"),
+        ("mopo", "penalty_coef=-1", "penalty_coef=-1.0 (from --set penalty_coef=-1) must be >= 0 (0 switches"),
+        ("micro", "penalty_coef=-0.5", "penalty_coef=-0.5 (from --set penalty_coef=-0.5) must be >= 0"),
+        ("mopo", "sac.tau=0", "sac.tau=0.0 (from --set sac.tau=0) must be in (0, 1]"),
+        ("bcq", "tau=0", "tau=0.0 (from --set tau=0) must be in (0, 1]"),
+        ("mago", "tau_policy=0", "tau_policy=0.0 (from --set tau_policy=0) must be in (0, 1]"),
+        ("micro", "sac.alpha=-0.1", "sac.alpha=-0.1 (from --set sac.alpha=-0.1) must be >= 0"),
+        (
+            "mopo",
+            "sac.log_std_max=-6",
+            "sac.log_std_max=-6.0 (from --set sac.log_std_max=-6) must be > sac.log_std_min",
+        ),
+        ("mago", "log_std_max=-5", "log_std_max=-5.0 (from --set log_std_max=-5) must be > log_std_min (-4)"),
+        ("mago", "hidden_dims=[]", "hidden_dims=[] (from --set hidden_dims=[]) must be a non-empty list"),
+        ("morel", "npg.init_log_std=2", "must be between npg.min_log_std (-1) and npg.max_log_std (1)"),
+        ("mopo", "dynamics.max_logvar_init=-20", "must be > dynamics.min_logvar_init (-10)"),
+        ("mopo", "dynamics.logvar_bound_coef=-1", "dynamics.logvar_bound_coef=-1.0"),
+        (
+            "wmopo",
+            "ratio.holdout_ratio=1",
+            "(from --set ratio.holdout_ratio=1) must be in [0, 1)",
+        ),
+        ("wmopo", "model_error.patience=0", "model_error.patience=0 (from --set model_error.patience=0) must be > 0"),
+        ("wmopo", "model_eval_episodes=0", "model_eval_episodes=0"),
+    ],
+)
+def test_values_outside_an_algorithms_domain_are_refused(algo: str, item: str, fragment: str) -> None:
+    message = error_of(algo=algo, task=ALGO_TASKS.get(algo, "hopper-medium-gen"), overrides=[item])
+    assert message.startswith("invalid config:") and fragment in message, message
+    assert message.endswith("; change the value there or with --set key=value")
+
+
+def test_gamma_one_only_where_no_value_needs_one_minus_gamma() -> None:
+    """Over every registered algorithm: a discount of 1 is refused wherever values bootstrap (1/(1 − γ) bounds them,
+    or episodes stop with probability 1 − γ); only NPG's finite-horizon paths, with a baseline that sees the step and
+    no 1/(1 − γ) anywhere, take γ = 1, the undiscounted return of a path."""
+    from config import config_classes
+
+    accepted = []
+    for algo, cls in sorted(config_classes().items()):
+        for key in (key for key in list_keys(cls) if key.rsplit(".", 1)[-1] == "gamma"):
+            try:
+                load_config(algo, ALGO_TASKS.get(algo, "x"), overrides=[f"{key}=1"])
+            except UserError as err:
+                assert f"{key}=1.0 (from --set {key}=1) must be in [0, 1)" in str(err)
+            else:
+                accepted.append((algo, key))
+            load_config(algo, ALGO_TASKS.get(algo, "x"), overrides=[f"{key}=0.999"])
+    assert accepted == [("mal", "npg.gamma"), ("morel", "npg.gamma"), ("pal", "npg.gamma")]
+
+
+def test_npg_gamma_one_is_the_undiscounted_return_of_a_finite_path() -> None:
+    from algos.npg import gae
+
+    rewards = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
+    advantages, returns = gae(
+        rewards, torch.zeros(1, 4), torch.ones(1, 4, dtype=torch.bool), torch.tensor([True]), 1.0, 0.97
+    )
+    assert returns.tolist() == [[10.0, 9.0, 7.0, 4.0]]
+    assert torch.isfinite(advantages).all()
+
+
+def test_penalty_and_polyak_keys_of_every_algorithm_have_their_domain() -> None:
+    """A negative penalty weight would reward uncertainty; a Polyak rate of 0 would freeze the target networks."""
+    from config import config_classes
+
+    checked = 0
+    for algo, cls in sorted(config_classes().items()):
+        for key in list_keys(cls):
+            name = key.rsplit(".", 1)[-1]
+            bad = "-1" if name.endswith("penalty_coef") else "0" if name == "tau" or name.startswith("tau_") else None
+            if bad is None:
+                continue
+            with pytest.raises(UserError, match=rf"{key}=-?[01]\.0 \(from --set {key}={bad}\) must be"):
+                load_config(algo, ALGO_TASKS.get(algo, "x"), overrides=[f"{key}={bad}"])
+            checked += 1
+    assert checked >= 8
+
+
+def test_a_saved_run_configs_bad_value_is_fixed_in_the_file(tmp_path: Path) -> None:
+    """eval.py and --resume read a run's config.yaml and take no --set, so the message points at the file alone."""
+    path = write(tmp_path / "run" / "config.yaml", "algo: mopo\nsac:\n  gamma: 1.0\n")
+    with pytest.raises(UserError) as info:
+        load_run_config(path)
+    message = str(info.value)
+    assert "sac.gamma=1.0 (from " in message and message.endswith(f"; change the value in {path}")
+    assert "--set" not in message
