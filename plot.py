@@ -24,14 +24,16 @@ from __future__ import annotations
 
 import argparse
 import re
+import shlex
 import sys
 from pathlib import Path
 
 from envs.tasks import get_task
 from utils.errors import UserError, run_cli
-from utils.plotting import BandCurve, curves_with_bands, group_styles, state_scatter_panels
+from utils.plotting import BandCurve, curves_in_panels, curves_with_bands, group_styles, state_scatter_panels
 from utils.runs import (
     DEFAULT_METRIC,
+    RAW_METRIC,
     Run,
     add_selection_arguments,
     averaged_over,
@@ -40,7 +42,7 @@ from utils.runs import (
     find_runs,
     group_runs,
     learning_curves,
-    metric_series,
+    read_metric,
     resolve_keys,
     settings_order,
 )
@@ -120,19 +122,25 @@ def figure_path(out: Path, task: str, metric: str, name: str | None = None) -> P
 
 
 ITERATION_ALGOS = frozenset({"morel"})  # offline algorithms that log per iteration (one NPG step), not per update
+# The runs each named figure set is drawn from: (what they are, their algorithms).
+FIGURE_RUNS = {
+    "mago": ("MAGO", frozenset({"mago"})),
+    "wmopo-em": ("WMOPO (D4RL-style)", frozenset({"wmopo"})),
+    "wmopo": ("WMOPO Pendulum study", STUDY_ALGOS),
+    "wmopo-states": ("WMOPO Pendulum study", STUDY_ALGOS),
+}
 
 
-def x_label(task: str, algos: set[str], metric: str) -> str:
-    """What the logged step counts for a task's runs: environment samples for online tasks (PAL/MAL log at the
-    samples taken so far), iterations for MOReL, else gradient steps (dynamics epochs for the model fit's curves)."""
-    if algos and algos <= STUDY_ALGOS:
+def x_unit(task: str, algo: str, metric: str) -> str:
+    """What the logged step of one algorithm's runs counts, i.e. its x axis: the model index for the Pendulum study,
+    environment samples on online tasks (PAL/MAL log at the samples taken so far), iterations for MOReL, else
+    gradient steps (dynamics epochs for the model fit's curves)."""
+    if algo in STUDY_ALGOS:
         return "Iteration i (model θ_i)"
     if get_task(task).online:
         return "Environment samples"
-    if algos <= ITERATION_ALGOS:
+    if algo in ITERATION_ALGOS:
         return "Iterations"
-    if algos & ITERATION_ALGOS:
-        return "Gradient steps (MOReL: iterations)"
     return "Dynamics model epochs" if metric.startswith("dynamics/") else "Gradient steps"
 
 
@@ -151,8 +159,10 @@ def main(argv: list[str] | None = None) -> list[Path]:
             f"{why} would mix runs of different tasks into one figure: {', '.join(tasks)}; pick one with --task"
         )
 
+    if args.figures:
+        check_figure_runs(args.figures, runs)
     if args.figures == "wmopo-states":
-        return [study_states_figure(run, out) for run in runs if run.algo in STUDY_ALGOS] or _no_study_runs()
+        return [study_states_figure(run, out) for run in runs if run.algo in STUDY_ALGOS]
     names = FIGURE_SETS[args.figures] if args.figures else dict.fromkeys(args.metric)
     if out.suffix.lower() == ".png" and len(names) > 1:
         raise UserError(
@@ -164,12 +174,38 @@ def main(argv: list[str] | None = None) -> list[Path]:
     return written
 
 
+def check_figure_runs(figures: str, runs: list[Run]) -> None:
+    """A named figure set draws one family's metrics: refuse, in one line, runs of which none is of that family."""
+    what, algos = FIGURE_RUNS[figures]
+    if not any(run.algo in algos for run in runs):
+        given = ", ".join(sorted({run.algo for run in runs}))
+        raise UserError(
+            f"--figures {figures} draws {what} runs (algo {', '.join(sorted(algos))}), but the {len(runs)} runs "
+            f"given are {given} runs; pass {what} run directories"
+        )
+
+
 def plot_metric(runs: list, metric: str, name: str | None, args: argparse.Namespace, out: Path) -> list[Path]:
-    """One figure per task for one metric."""
-    series, skipped = metric_series(runs, metric)
-    if skipped:
-        print(f"note: left out {len(skipped)} runs with no {metric}: {describe(skipped)}", file=sys.stderr)
-    groups = group_runs(series, args.group_by, args.ignore)
+    """One figure per task for one metric; runs with nothing to draw are left out with a note saying why, and a task
+    with nothing left gets no figure."""
+    read = read_metric(runs, metric)
+    nan_only = read.nan_only
+    series = {run: points for run, points in read.series.items() if run not in nan_only}
+    instead = f", e.g. {suggest_metric(args, RAW_METRIC)}" if metric == DEFAULT_METRIC else ""
+    if not series:
+        raise UserError(
+            f"nothing to plot: every run with {metric} logged it as NaN only ({describe(nan_only)}); "
+            f"plot another metric{instead}"
+        )
+    groups = group_runs(series, args.group_by, args.ignore)  # may refuse: before any note, so a refusal is one line
+    for line in read.notes():
+        print(f"note: {line}", file=sys.stderr)
+    if nan_only:
+        print(
+            f"note: nothing to plot for {describe(nan_only)}: they logged {metric} as NaN only; plot another "
+            f"metric for them{instead}",
+            file=sys.stderr,
+        )
     mixed = averaged_over(groups)
     if mixed:
         print(f"note: each line averages runs that differ in {', '.join(mixed)} (not grouped on)", file=sys.stderr)
@@ -180,25 +216,33 @@ def plot_metric(runs: list, metric: str, name: str | None, args: argparse.Namesp
     ylabel = AXIS_LABELS.get(metric, metric)
     written = []
     for task in sorted({c.task for c in curves}):
-        lines = [
-            BandCurve(
-                f"{c.label} ({c.num_seeds} seed{'s' * (c.num_seeds != 1)})", c.steps, c.mean, c.std, *styles[c.label]
-            )
-            for c in curves
-            if c.task == task
-        ]
+        panels: dict[str, list[BandCurve]] = {}  # x unit -> its lines: two units never share an axis
+        for c in curves:
+            if c.task == task:
+                label = f"{c.label} ({c.num_seeds} seed{'s' * (c.num_seeds != 1)})"
+                line = BandCurve(label, c.steps, c.mean, c.std, *styles[c.label])
+                panels.setdefault(x_unit(task, c.algo, metric), []).append(line)
         path = figure_path(out, task, metric, name)
-        curves_with_bands(path, lines, x_label(task, {c.algo for c in curves if c.task == task}, metric), ylabel, task)
+        if len(panels) == 1:
+            ((unit, lines),) = panels.items()
+            curves_with_bands(path, lines, unit, ylabel, task)
+        else:
+            curves_in_panels(path, list(panels.items()), ylabel, task)
         written.append(path)
         print(path)
     return written
 
 
-def _no_study_runs() -> list[Path]:
-    raise UserError(
-        f"--figures wmopo-states draws WMOPO Pendulum study runs ({', '.join(sorted(STUDY_ALGOS))}); none among "
-        "the runs given"
+def suggest_metric(args: argparse.Namespace, metric: str) -> str:
+    """This call's command with `--metric metric` instead of its metric or figure set (a hint that works as given)."""
+    command = ["python", "plot.py", *args.runs, "--metric", metric, "--smooth", str(args.smooth), "--out", args.out]
+    command += [arg for task in args.task for arg in ("--task", task)]
+    command += [arg for algo in args.algo for arg in ("--algo", algo)]
+    command += ["--single-figure"] if args.single_figure else []
+    command += (["--group-by", *args.group_by] if args.group_by else []) + (
+        ["--ignore", *args.ignore] if args.ignore else []
     )
+    return shlex.join(command)
 
 
 def study_states_figure(run: Run, out: Path) -> Path:

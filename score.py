@@ -17,15 +17,20 @@ per-seed values.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
+
+import numpy as np
 
 from utils.checkpoint import atomic_write
 from utils.errors import UserError, run_cli
 from utils.runs import (
     DEFAULT_METRIC,
     RAW_METRIC,
+    Run,
     Score,
+    Series,
     add_selection_arguments,
     averaged_over,
     describe,
@@ -34,7 +39,7 @@ from utils.runs import (
     find_runs,
     group_runs,
     markdown_table,
-    metric_series,
+    read_metric,
     resolve_keys,
     scores_csv,
     unfinished,
@@ -67,9 +72,18 @@ def main(argv: list[str] | None = None) -> list[Score]:
     if args.metric and args.raw:
         raise UserError("--raw and --metric both pick the metric; pass one of them")
     metric = args.metric or (RAW_METRIC if args.raw else DEFAULT_METRIC)
-    series, skipped = metric_series(runs, metric)
-    if skipped:
-        print(f"note: {len(skipped)} runs have no evaluation yet, left out: {describe(skipped)}", file=sys.stderr)
+    read = read_metric(runs, metric)
+    series, short = enough_evaluations(read.series, args.last, metric)
+    groups = group_runs(series, args.group_by, args.ignore)  # may refuse: before any note, so a refusal is one line
+    for line in read.notes():
+        print(f"note: {line}", file=sys.stderr)
+    if short:
+        counts = " or ".join(map(str, sorted({len(read.series[run]) for run in short})))
+        print(
+            f"note: left out {len(short)} runs with fewer than --last {args.last} evaluations (they have {counts}): "
+            f"{describe(short)}",
+            file=sys.stderr,
+        )
     running = unfinished(series)
     if running:
         print(
@@ -77,7 +91,6 @@ def main(argv: list[str] | None = None) -> list[Score]:
             file=sys.stderr,
         )
 
-    groups = group_runs(series, args.group_by, args.ignore)
     mixed = averaged_over(groups)
     if mixed:
         print(f"note: each column averages runs that differ in {', '.join(mixed)} (not grouped on)", file=sys.stderr)
@@ -85,12 +98,47 @@ def main(argv: list[str] | None = None) -> list[Score]:
     what = args.metric or ("Return" if args.raw else "D4RL normalized score")
     last = "last evaluation" if args.last == 1 else f"mean over its last {args.last} evaluations"
     table = markdown_table(scores, f"{what}: mean ± std over seeds (seed count) of each seed's {last}.")
+    # Cells where every seed's value is NaN read n/a (format_cell); the table and a note say whose and why.
+    not_available = [run for s, members in zip(scores, groups.values()) if np.isnan(s.values).all() for run in members]
+    if not_available:
+        table += f"\nn/a: {metric} is NaN in every seed of these runs: {describe(not_available)}.\n"
+        print(f"note: {not_available_note(not_available, metric, args)}", file=sys.stderr)
     csv_text = scores_csv(scores, metric, args.last)
     atomic_write(out, lambda handle: handle.write(table.encode()))
     atomic_write(out.with_suffix(".csv"), lambda handle: handle.write(csv_text.encode()))
     print(table, end="")
     print(f"written: {out}, {out.with_suffix('.csv')}", file=sys.stderr)
     return scores
+
+
+def enough_evaluations(series: dict[Run, Series], last: int, metric: str) -> tuple[dict[Run, Series], list[Run]]:
+    """The runs with at least `last` evaluations, and those left out for having fewer (a study's single result, a
+    run still early on); only when none has enough is it an error, naming the --last that would work."""
+    short = [run for run, points in series.items() if len(points) < last]
+    if len(short) == len(series):
+        most = max(len(points) for points in series.values())
+        raise UserError(
+            f"none of the {len(series)} runs with {metric} has {last} evaluations (the most is {most}); "
+            f"pass --last {most} or less"
+        )
+    return {run: points for run, points in series.items() if len(points) >= last}, short
+
+
+def not_available_note(runs: list[Run], metric: str, args: argparse.Namespace) -> str:
+    """Why cells read n/a and, for the default normalized score (NaN where a task or method has none, as the WMOPO
+    Pendulum study), the command that scores those runs by their return: this one's selection and grouping, narrowed
+    to their tasks."""
+    note = f"{describe(runs)} logged {metric} as NaN (n/a in the table)"
+    if metric != DEFAULT_METRIC:
+        return note
+    command = ["python", "score.py", *args.runs]
+    command += [arg for task in sorted({run.task for run in runs}) for arg in ("--task", task)]
+    command += [arg for algo in args.algo for arg in ("--algo", algo)]
+    command += ["--raw"] + (["--last", str(args.last)] if args.last != 1 else [])
+    command += (["--group-by", *args.group_by] if args.group_by else []) + (
+        ["--ignore", *args.ignore] if args.ignore else []
+    )
+    return f"{note}: they have no normalized score; their returns: {shlex.join(command)}"
 
 
 if __name__ == "__main__":

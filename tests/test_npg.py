@@ -567,8 +567,9 @@ def test_online_seeds_align_on_the_iteration() -> None:
 
 
 def test_plot_labels_online_axes_with_samples() -> None:
-    from plot import x_label
+    from plot import x_unit
 
-    assert x_label("Hopper-v4", {"pal", "mal"}, "normalized_score_mean") == "Environment samples"
-    assert x_label("hopper-medium-gen", {"morel"}, "normalized_score_mean") == "Iterations"
-    assert x_label("hopper-medium-gen", {"mopo"}, "dynamics/holdout_loss") == "Dynamics model epochs"
+    assert x_unit("Hopper-v4", "pal", "normalized_score_mean") == "Environment samples"
+    assert x_unit("Hopper-v4", "mal", "normalized_score_mean") == "Environment samples"
+    assert x_unit("hopper-medium-gen", "morel", "normalized_score_mean") == "Iterations"
+    assert x_unit("hopper-medium-gen", "mopo", "dynamics/holdout_loss") == "Dynamics model epochs"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import re
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -130,7 +131,7 @@ def test_score_filters_globs_and_skips_runs_without_evaluations(
     scores = score.main([str(log_root / "hopper-*" / "mopo" / "seed*"), "--out", str(out)])
     assert len(scores) == 1 and scores[0].seeds == (0, 1, 2, 4)
     err = capsys.readouterr().err
-    assert "1 runs have no evaluation yet" in err and "hopper-medium-v2/mopo seed 3" in err
+    assert "left out 1 runs with no evaluation yet: hopper-medium-v2/mopo seed 3" in err
     assert "1 runs stop short of their last epoch" in err and "hopper-medium-v2/mopo seed 4" in err
 
     scores = score.main([str(log_root), "--task", "walker2d-*", "--algo", "micro", "--out", str(out)])
@@ -267,7 +268,10 @@ def test_bad_input(cli, log_root: Path, tmp_path: Path, capsys: pytest.CaptureFi
         assert "--smooth" in err
     else:
         err = cli_error(score, [str(log_root), "--last", "6", *out], capsys)
-        assert "5 evaluations, fewer than --last 6" in err
+        assert "none of the 12 runs with normalized_score_mean has 6 evaluations (the most is 5)" in err
+        assert err.endswith("pass --last 5 or less")
+        assert len(score.main([str(log_root), "--last", "5", *out])) == 4  # the --last it suggests works
+        capsys.readouterr()
         err = cli_error(score, [str(log_root), "--out", str(tmp_path / "scores.txt")], capsys)
         assert "must end in .md" in err
 
@@ -560,3 +564,185 @@ def test_group_runs_rejects_unknown_keys_directly(log_root: Path) -> None:
     runs = find_runs([str(log_root)])
     with pytest.raises(UserError, match="--group-by rollout_lenght: no run config has this key.*rollout_length"):
         group_runs(runs, group_by=["rollout_lenght"])
+
+
+# ------------------------------------------------------------------------------------ a folder of many algorithms
+
+PENDULUM = "CustomPendulum-v0"
+
+
+def write_steps_run(
+    root: Path, task: str, algo: str, seed: int, steps: list[int], values: list[float], returns: list[float]
+) -> Path:
+    """A run evaluated at `steps` (gradient steps, iterations or a study's single result) with these normalized
+    scores and returns."""
+    run = root / task / algo / f"seed{seed}-20260101-000000"
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text(yaml.safe_dump({"task": task, "algo": algo, "seed": seed}))
+    with open(run / "progress.csv", "w", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(PROGRESS_COLUMNS)
+        for i, (step, value, ret) in enumerate(zip(steps, values, returns)):
+            writer.writerow([i + 1, step, ret, 1.0, value, 0.1, 200, 1.0])
+    return run
+
+
+@pytest.fixture
+def mixed_root(tmp_path: Path) -> Path:
+    """What a shared log folder holds: BC (5 evaluations at gradient steps, loss/critic in TensorBoard), MOReL (5 at
+    iterations 1-5) and WMOPO Pendulum study runs (one result at iteration 0, normalized score NaN, `result/*` in
+    TensorBoard; seed 2 not evaluated yet)."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    root = tmp_path / "log"
+    for seed in (0, 1):
+        bc = write_steps_run(root, "hopper-medium-gen", "bc", seed, list(STEPS), [30.0 + seed] * 5, [900.0] * 5)
+        with SummaryWriter(str(bc)) as writer:
+            writer.add_scalar("loss/critic", 1.0 + seed, 1000)
+        write_steps_run(root, "hopper-medium-gen", "morel", seed, [1, 2, 3, 4, 5], [40.0 + seed] * 5, [1200.0] * 5)
+        study = write_steps_run(root, PENDULUM, "wmopo-erm", seed, [0], [float("nan")], [-70.0 - seed])
+        with SummaryWriter(str(study)) as writer:
+            writer.add_scalar("result/evaluation_error", 55.0 + seed, 0)
+            writer.add_scalar("result/real_return", -13.0 - seed, 0)
+    write_steps_run(root, PENDULUM, "wmopo-erm", 2, [], [], [])
+    return root
+
+
+def suggested_command(err: str, script: str) -> list[str]:
+    """The arguments of the `python <script> ...` command a message suggests, ready for that script's main."""
+    found = re.search(rf"python {script} (.+)$", err, re.MULTILINE)
+    assert found, err
+    return shlex.split(found.group(1))
+
+
+def test_score_last_k_leaves_out_runs_with_fewer_evaluations(
+    mixed_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "scores.md"
+    scores = score.main([str(mixed_root), "--last", "2", "--out", str(out)])
+    assert [(s.task, s.algo, s.values) for s in scores] == [
+        ("hopper-medium-gen", "bc", pytest.approx((30.0, 31.0))),
+        ("hopper-medium-gen", "morel", pytest.approx((40.0, 41.0))),
+    ]
+    err = capsys.readouterr().err
+    assert f"left out 2 runs with fewer than --last 2 evaluations (they have 1): {PENDULUM}/wmopo-erm seeds 0,1" in err
+    table = out.read_text()
+    assert PENDULUM not in table and "| hopper-medium-gen | 30.5 ± 0.5 (2) | 40.5 ± 0.5 (2) |" in table
+    err = cli_error(score, [str(mixed_root), "--last", "6", "--out", str(out)], capsys)
+    assert "none of the 6 runs with normalized_score_mean has 6 evaluations (the most is 5)" in err
+
+
+def test_score_shows_n_a_where_runs_have_no_normalized_score(
+    mixed_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "scores.md"
+    scores = score.main([str(mixed_root), "--out", str(out)])
+    assert [s.num_seeds for s in scores if s.task == PENDULUM] == [2]
+    table = out.read_text()
+    assert "nan ±" not in table.lower()
+    assert f"| {PENDULUM} | – | – | n/a (2) |" in table
+    assert f"n/a: normalized_score_mean is NaN in every seed of these runs: {PENDULUM}/wmopo-erm seeds 0,1." in table
+    err = capsys.readouterr().err
+    assert f"left out 1 runs with no evaluation yet: {PENDULUM}/wmopo-erm seed 2" in err
+    assert "they have no normalized score; their returns: python score.py" in err
+    # The command the note suggests works as given (run where its default --out lands in a scratch directory).
+    monkeypatch.chdir(tmp_path)
+    (returns,) = score.main(suggested_command(err, "score.py"))
+    assert (returns.task, returns.values) == (PENDULUM, pytest.approx((-70.0, -71.0)))
+    assert f"| {PENDULUM} | -70.5 ± 0.5 (2) |" in (tmp_path / "plots" / "scores.md").read_text()
+
+
+def test_score_says_a_metric_is_missing_from_runs_that_were_evaluated(
+    mixed_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "scores.md"
+    (study,) = score.main([str(mixed_root), "--metric", "result/evaluation_error", "--out", str(out)])
+    assert study.values == pytest.approx((55.0, 56.0))
+    err = capsys.readouterr().err
+    assert "left out 4 runs with no evaluation yet" not in err  # they were evaluated, just not on this metric
+    assert (
+        "left out 4 runs that do not log result/evaluation_error (only wmopo-erm runs here do): "
+        "hopper-medium-gen/bc seeds 0,1; hopper-medium-gen/morel seeds 0,1"
+    ) in err
+    assert f"left out 1 runs with no evaluation yet: {PENDULUM}/wmopo-erm seed 2" in err
+    assert f"| {PENDULUM} | 55.5 ± 0.5 (2) |" in out.read_text()
+
+
+def test_plot_writes_no_empty_figure_and_says_why(
+    mixed_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "plots"
+    written = plot.main([str(mixed_root), "--out", str(out)])
+    assert [p.name for p in written] == ["hopper-medium-gen.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["hopper-medium-gen.png"]  # no legend-only Pendulum figure
+    err = capsys.readouterr().err
+    assert f"nothing to plot for {PENDULUM}/wmopo-erm seeds 0,1: they logged normalized_score_mean as NaN only" in err
+    # Its suggestion draws them.
+    again = plot.main(suggested_command(err, "plot.py"))
+    assert [p.name for p in again] == [f"{PENDULUM}_return_mean.png", "hopper-medium-gen_return_mean.png"]
+    capsys.readouterr()
+
+    only_study = tmp_path / "study_plots"
+    err = cli_error(plot, [str(mixed_root / PENDULUM), "--out", str(only_study)], capsys)
+    assert err.startswith("error: nothing to plot: every run with normalized_score_mean logged it as NaN only")
+    assert f"({PENDULUM}/wmopo-erm seeds 0,1)" in err and not only_study.exists()
+    assert [p.name for p in plot.main(suggested_command(err, "plot.py"))] == [f"{PENDULUM}_return_mean.png"]
+
+    written = plot.main([str(mixed_root), "--metric", "result/evaluation_error", "--out", str(out)])
+    assert [p.name for p in written] == [f"{PENDULUM}_result_evaluation_error.png"]
+    err = capsys.readouterr().err
+    assert "left out 4 runs that do not log result/evaluation_error (only wmopo-erm runs here do)" in err
+
+
+def test_plot_never_puts_two_step_units_on_one_axis(
+    mixed_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import utils.plotting
+
+    drawn: dict[str, list[tuple[str, list[str]]]] = {}
+    save = utils.plotting._save
+
+    def record(fig: Any, path: Any) -> None:  # what each saved figure's axes show, read from the figure itself
+        axes = [(ax.get_xlabel(), [t.get_text() for t in ax.get_legend().get_texts()]) for ax in fig.axes]
+        drawn[Path(path).name] = axes
+        save(fig, path)
+
+    monkeypatch.setattr(utils.plotting, "_save", record)
+    written = plot.main([str(mixed_root), "--out", str(tmp_path / "plots"), "--smooth", "1"])
+    assert written[0].is_file()
+    assert drawn == {
+        "hopper-medium-gen.png": [
+            ("Gradient steps", ["bc (2 seeds)"]),
+            ("Iterations", ["morel (2 seeds)"]),
+        ]
+    }
+
+
+def test_plot_misspelt_metric_suggests_close_names_in_one_short_line(
+    mixed_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "plots"
+    err = cli_error(plot, [str(mixed_root), "--metric", "loss/critc", "--out", str(out)], capsys)
+    assert err == "error: no run logged the metric 'loss/critc'; did you mean loss/critic?"
+    err = cli_error(plot, [str(mixed_root), "--metric", "nothing/like/it", "--out", str(out)], capsys)
+    assert "normalized_score_mean" in err and "3 TensorBoard tags under loss/ (1), result/ (2)" in err
+    assert len(err) < 250 and not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("figures", "needs"),
+    [
+        ("mago", "MAGO runs (algo mago)"),
+        ("wmopo-em", "WMOPO (D4RL-style) runs (algo wmopo)"),
+        ("wmopo", "WMOPO Pendulum study runs (algo wmopo-alg1, wmopo-alg1-detached, wmopo-alg2, wmopo-erm)"),
+        ("wmopo-states", "WMOPO Pendulum study runs (algo wmopo-alg1"),
+    ],
+)
+def test_plot_figure_sets_name_the_runs_they_need(
+    figures: str, needs: str, mixed_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "plots"
+    bc_runs = str(mixed_root / "hopper-medium-gen" / "bc")
+    err = cli_error(plot, [bc_runs, "--figures", figures, "--out", str(out)], capsys)
+    assert f"--figures {figures} draws {needs}" in err and "the 2 runs given are bc runs" in err
+    assert not out.exists()

@@ -540,7 +540,7 @@ def test_plot_draws_the_study_figures(study_runs: dict[str, Path], tmp_path: Pat
     assert sorted(path.name for path in curves) == sorted(
         f"{TASK}_{name}.png" for name in ("sim-return", "score", "weights-ess")
     )
-    assert plot.x_label(TASK, {"wmopo-alg1"}, "study/score") == "Iteration i (model θ_i)"
+    assert plot.x_unit(TASK, "wmopo-alg1", "study/score") == "Iteration i (model θ_i)"
 
 
 def test_score_tables_any_logged_metric(study_runs: dict[str, Path], tmp_path: Path, checkpoint_of: Any) -> None:

@@ -86,6 +86,25 @@ def curves_with_bands(
 ) -> None:
     """Several lines on one axis, each with a ±std band; a legend when any curve has a label; 250k-style x ticks."""
     fig, ax = plt.subplots(figsize=figsize)
+    _draw_bands(ax, curves, xlabel, ylabel, markers)
+    ax.set_title(title, fontsize=12)
+    _save(fig, path)
+
+
+def curves_in_panels(
+    path: str | Path, panels: Sequence[tuple[str, Sequence[BandCurve]]], ylabel: str, title: str
+) -> None:
+    """One panel per x axis, side by side and sharing the y axis: `panels` are (x label, curves). For curves whose
+    steps count different things (gradient steps, iterations, environment samples), which one axis would mislabel."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.4), sharey=True, squeeze=False)
+    for ax, (xlabel, curves) in zip(axes[0], panels):
+        _draw_bands(ax, curves, xlabel, ylabel if ax is axes[0][0] else "", markers=False)
+    fig.suptitle(title, fontsize=12)
+    _save(fig, path)
+
+
+def _draw_bands(ax: plt.Axes, curves: Sequence[BandCurve], xlabel: str, ylabel: str, markers: bool) -> None:
+    """The lines and ±std bands of `curves` on one axis, with its labels, grid and legend."""
     for curve in curves:
         x, mean, std = (np.asarray(v, dtype=float) for v in (curve.x, curve.mean, curve.std))
         style = {"marker": "o", "markersize": 3} if markers or len(x) == 1 else {"linewidth": 1.8}
@@ -95,11 +114,9 @@ def curves_with_bands(
         ax.xaxis.set_major_formatter(FuncFormatter(_step_label))
     ax.set_xlabel(xlabel, fontsize=11)
     ax.set_ylabel(ylabel, fontsize=11)
-    ax.set_title(title, fontsize=12)
     ax.grid(alpha=0.3)
     if any(c.label for c in curves):
         ax.legend(frameon=False, fontsize=9, loc="best")
-    _save(fig, path)
 
 
 MAX_HEATMAP_COLUMNS = 3  # panels per figure row; more wrap onto further rows

@@ -575,11 +575,69 @@ def _series(steps: Sequence[float], values: Sequence[float]) -> Series:
     return Series(np.asarray(order, dtype=np.int64), np.asarray([last[s] for s in order], dtype=float))
 
 
-def metric_series(runs: Sequence[Run], metric: str) -> tuple[dict[Run, Series], list[Run]]:
-    """Each run's series of `metric`, and the runs that have no point of it (skipped; e.g. not evaluated yet).
+@dataclass(frozen=True)
+class MetricRead:
+    """One metric read from many runs: each run's series, and why the others have none, so the CLIs can say which
+    runs they leave out and why (not evaluated yet, or evaluated but never logging this metric)."""
+
+    metric: str
+    series: dict[Run, Series]
+    not_evaluated: list[Run]  # progress.csv has no row yet: nothing to read so far
+    lacking: list[Run]  # evaluated, but this metric is not theirs (another algorithm's)
+
+    @property
+    def nan_only(self) -> list[Run]:
+        """Runs that logged the metric as NaN only (the WMOPO study's normalized score, a task without reference
+        returns): nothing to draw or average, though the column is there."""
+        return [run for run, series in self.series.items() if np.isnan(series.values).all()]
+
+    def notes(self) -> list[str]:
+        """One line per reason a run is left out, naming the runs (empty when none is)."""
+        lines = []
+        if self.not_evaluated:
+            lines.append(
+                f"left out {len(self.not_evaluated)} runs with no evaluation yet: {describe(self.not_evaluated)}"
+            )
+        if self.lacking:
+            algos = ", ".join(sorted({run.algo for run in self.series}))
+            lines.append(
+                f"left out {len(self.lacking)} runs that do not log {self.metric} (only {algos} runs here do): "
+                f"{describe(self.lacking)}"
+            )
+        return lines
+
+
+def metric_hint(metric: str, logged: Iterable[str]) -> str:
+    """What to say about a metric no run logged, given what they do log, in a few words: close names (`did you mean
+    loss/critic?`), else the names under the metric's own prefix, else the progress.csv columns and how many
+    TensorBoard tags lie under which prefixes (never the whole list, which runs to a hundred names)."""
+    names = sorted(set(logged))
+    close = difflib.get_close_matches(metric, names, n=3, cutoff=0.6)
+    if close:
+        return f"did you mean {', '.join(close)}?"
+    prefix = metric.split("/", 1)[0] + "/" if "/" in metric else None
+    siblings = [name for name in names if prefix and name.startswith(prefix)]
+    if siblings:
+        more = f" and {len(siblings) - 6} more" if len(siblings) > 6 else ""
+        return f"under {prefix} they log {', '.join(siblings[:6])}{more}"
+    columns = [name for name in names if "/" not in name]
+    prefixes: dict[str, int] = {}
+    for name in names:
+        if "/" in name:
+            head = name.split("/", 1)[0] + "/"
+            prefixes[head] = prefixes.get(head, 0) + 1
+    parts = [f"columns {', '.join(columns)}"] if columns else []
+    if prefixes:
+        counted = ", ".join(f"{head} ({count})" for head, count in prefixes.items())
+        parts.append(f"{sum(prefixes.values())} TensorBoard tags under {counted}")
+    return "they log " + " and ".join(parts) if parts else "they log nothing yet"
+
+
+def read_metric(runs: Sequence[Run], metric: str) -> MetricRead:
+    """Each run's series of `metric`, and the runs without a point of it, by reason.
 
     Every run's progress.csv is read (and must be well formed) whatever the metric; a metric no run has is a
-    UserError listing the metrics they do have.
+    UserError saying so in one line, with close names or a summary of what the runs do log.
     """
     progress = {run: read_progress(run) for run in runs}
     columns = {c for table in progress.values() for c in table if c != "step"}
@@ -597,9 +655,17 @@ def metric_series(runs: Sequence[Run], metric: str) -> tuple[dict[Run, Series], 
             raise UserError(f"none of the {len(runs)} runs has an evaluation yet (progress.csv has no rows)")
         scalars = tensorboard.values() if tensorboard else (read_tensorboard(run) for run in runs)
         tags = {tag for tags_of_run in scalars for tag in tags_of_run}
-        available = ", ".join(sorted(columns) + sorted(tags - columns))
-        raise UserError(f"no run logged the metric {metric!r}; available: {available}")
-    return series, [run for run in runs if run not in series]
+        raise UserError(f"no run logged the metric {metric!r}; {metric_hint(metric, columns | tags)}")
+    missing = [run for run in runs if run not in series]
+    not_evaluated = [run for run in missing if not len(progress[run]["step"])]
+    lacking = [run for run in missing if len(progress[run]["step"])]
+    return MetricRead(metric, series, not_evaluated, lacking)
+
+
+def metric_series(runs: Sequence[Run], metric: str) -> tuple[dict[Run, Series], list[Run]]:
+    """Each run's series of `metric`, and the runs that have no point of it (skipped); `read_metric` says why."""
+    read = read_metric(runs, metric)
+    return read.series, [run for run in runs if run not in read.series]
 
 
 # ------------------------------------------------------------------------------------------------------ aggregation
@@ -710,9 +776,16 @@ def describe(runs: Iterable[Run]) -> str:
 
 
 def format_cell(score: Score | None, digits: int = 1) -> str:
-    """`72.3 ± 4.1 (3)`: mean ± std over seeds and the seed count; `–` for a missing cell."""
+    """`72.3 ± 4.1 (3)`: mean ± std over seeds and the seed count; `–` for a missing cell; `n/a (2)` where every
+    seed's value is NaN (a metric logged as NaN, e.g. no normalized score) and `NaN in 1 of 3 seeds` where some
+    are (a seed that diverged), never a bare `nan ± nan`."""
     if score is None:
         return "–"
+    nans = int(np.isnan(score.values).sum())
+    if nans == score.num_seeds:
+        return f"n/a ({score.num_seeds})"
+    if nans:
+        return f"NaN in {nans} of {score.num_seeds} seeds"
     return f"{score.mean:.{digits}f} ± {score.std:.{digits}f} ({score.num_seeds})"
 
 
