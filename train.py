@@ -1,4 +1,6 @@
-"""Train an offline RL algorithm on a D4RL-style task.
+"""Train an algorithm on a task: offline RL from a dataset (mopo, micro, bc, bcq, morel, mago, wmopo on D4RL or
+generated data), online model-based RL in a gymnasium environment (pal, mal), or the WMOPO Pendulum study's model fits
+(wmopo-erm, wmopo-alg2, wmopo-alg1, wmopo-alg1-detached). --list-tasks says which tasks are which.
 
 python train.py --task hopper-medium-v2 --algo mopo --seed 0
 python train.py --task hopper-medium-v2 --algo mopo --set epochs=100 --set dynamics.max_epochs=50
@@ -44,7 +46,6 @@ from envs import (
     OfflineDataset,
     TaskSpec,
     get_task,
-    list_tasks,
     load_dataset,
     normalized_score,
     termination_for,
@@ -58,6 +59,7 @@ from utils.errors import UserError, run_cli
 from utils.launch import Job, RunRequest, check_threads, check_workers, run_local, summary
 from utils.logger import RunLogger, copy_logs
 from utils.runs import resolve_seed_path
+from utils.task_listing import task_listing
 
 FIT_PROGRESS = "dynamics_fit.pt"  # an interrupted dynamics fit's state, in the run directory
 
@@ -100,7 +102,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         nargs="+",
         help="continue a run from its last checkpoint (with --stack-seeds: the run dirs of stacked seeds, together)",
     )
-    parser.add_argument("--list-tasks", action="store_true", help="print the known task names and exit")
+    parser.add_argument(
+        "--list-tasks",
+        action="store_true",
+        help="print the tasks by kind (online, D4RL, generated, task files), with whether each one's data is here, "
+        "and exit",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (for logs and CI)")
     return parser.parse_args(argv)
 
@@ -229,7 +236,7 @@ def main(argv: list[str] | None = None) -> dict[str, float] | None:
     args = parse_args(argv)
     check_threads(args.threads)
     if args.list_tasks:
-        print("\n".join(list_tasks()))
+        print(task_listing())
         return None
     keep_freed_memory()  # a third of MICRO's CPU update time was re-faulting freed pages (utils/allocator.py)
     if args.stack_seeds and not (args.seeds or args.resume):

@@ -160,8 +160,13 @@ def test_a_directory_of_task_files_names_tasks(tmp_path: Path, monkeypatch: pyte
     _, second = write_task(tmp_path / "tasks", termination=None)
     monkeypatch.setenv(TASKS_PATH_ENV, str(tmp_path / "tasks"))
     train.main(["--list-tasks"])
-    listed = capsys.readouterr().out.split()
+    out = capsys.readouterr().out
+    listed = out.split()
     assert first in listed and second in listed and "hopper-medium-v2" in listed
+    # Listed in a section of their own, after the built-in kinds, each with where its data lies.
+    own = out.split(f"\n\nYour task files (${TASKS_PATH_ENV}):\n")[1].splitlines()
+    data = (tmp_path / "tasks" / "data" / "car.hdf5").resolve()
+    assert sorted(line.split() for line in own) == sorted([name, "present:", str(data)] for name in (first, second))
     assert get_task(second).termination is None
     monkeypatch.setenv(TASKS_PATH_ENV, str(tmp_path / "nowhere"))
     assert "OFFLINE_MBRL_TASKS names" in cli_error(train.main, ["--list-tasks"], capsys)
