@@ -7,7 +7,8 @@ python eval.py --run RUN --choice attack --attack-mode min_Q                 # e
 python eval.py --run RUN --choice attack --attack-mode action_diff --attack-steps 10   # + projected gradient steps
 
 Values are `start:stop:num` (numpy.linspace) or a comma list, sorted and de-duplicated. Each setting plays
-`--episodes` deterministic episodes side by side, reset with the same seeds in every setting.
+`--episodes` deterministic episodes side by side, reset with the same seeds in every setting. A choice's own flags
+(the sim2real and attack groups of --help) given with another choice are refused, not ignored.
 
 Outputs go to RUN/eval/ under a name (stem) that encodes every setting that changes the numbers, so evaluations with
 different settings never overwrite each other and a re-run with the same settings replaces exactly its own files:
@@ -32,6 +33,7 @@ import hashlib
 import io
 import itertools
 import os
+import shlex
 import shutil
 import sys
 import tempfile
@@ -47,7 +49,7 @@ from tqdm.auto import tqdm
 from algos import load_run
 from algos.trainer import read_checkpoint
 from envs import Evaluator, get_task, load_dataset
-from envs.attacks import ATTACK_MODES, ObservationAttack
+from envs.attacks import ATTACK_MODES, ObservationAttack, applicable_modes, mode_problem
 from envs.physics import PHYSICS_AXES, check_axes, effective_scales, scaled_physics
 from utils.checkpoint import atomic_write
 from utils.errors import UserError, run_cli
@@ -56,6 +58,19 @@ from utils.plotting import curve_with_band, heatmaps
 # MICRO's eval.py grids (docs/micro.md#robustness-evaluation).
 DEFAULT_PHYSICS = {"friction": "0.5:1.5:10", "gravity": "0.5:5:10"}
 DEFAULT_EPSILONS = "0:0.2:10"
+DEFAULT_ATTACK_MODE = "random"
+DEFAULT_CANDIDATES = 50  # as MICRO
+# The flags that belong to one --choice, with their defaults. The parser leaves them None, so a flag the user gave is
+# told from one left out: a flag given with another choice is refused, not silently ignored.
+CHOICE_FLAGS: dict[str, dict[str, object]] = {
+    "sim2real": {"physics": [], "micro_gravity_quirk": False, "vmin": None, "vmax": None},
+    "attack": {
+        "attack_mode": DEFAULT_ATTACK_MODE,
+        "epsilons": DEFAULT_EPSILONS,
+        "num_candidates": DEFAULT_CANDIDATES,
+        "attack_steps": 0,
+    },
+}
 # A comma list longer than this goes into file names as range, count and a hash of the exact values.
 MAX_LISTED_CHARS = 24
 QUIRK_TOKEN = "quirk-micro-gravity"
@@ -215,7 +230,6 @@ def build_parser() -> argparse.ArgumentParser:
     sim2real.add_argument(
         "--physics",
         nargs="+",
-        default=[],
         metavar="AXIS=VALUES",
         help=f"grid over {', '.join(PHYSICS_AXES)} scales, VALUES as start:stop:num or a comma list; axes not given "
         "stay at 1 (default: MICRO's friction=0.5:1.5:10 gravity=0.5:5:10)",
@@ -242,31 +256,47 @@ def build_parser() -> argparse.ArgumentParser:
     attack.add_argument(
         "--attack-mode",
         choices=ATTACK_MODES,
-        default="random",
-        help="how δ is chosen, see README (default: %(default)s)",
+        help=f"how δ is chosen, see README (default: {DEFAULT_ATTACK_MODE})",
     )
     attack.add_argument(
         "--epsilons",
-        default=DEFAULT_EPSILONS,
-        help="attack budgets in units of the dataset's obs std, start:stop:num or a comma list (default: %(default)s)",
+        help=f"attack budgets in units of the dataset's obs std, start:stop:num or a comma list (default: "
+        f"{DEFAULT_EPSILONS})",
     )
     attack.add_argument(
         "--num-candidates",
         type=int,
-        default=50,
-        help="sampled perturbations per step for action_diff and min_Q (default: %(default)s, as MICRO)",
+        help=f"sampled perturbations per step for action_diff and min_Q (default: {DEFAULT_CANDIDATES}, as MICRO)",
     )
     attack.add_argument(
         "--attack-steps",
         type=int,
-        default=0,
-        help="projected gradient steps after sampling (default: %(default)s, sampling only)",
+        help="projected gradient steps after sampling, for action_diff and min_Q (default: 0, sampling only)",
     )
     return parser
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    return build_parser().parse_args(argv)
+    """The arguments, with each choice's own flags refused under another choice, then set to their defaults."""
+    args = build_parser().parse_args(argv)
+    candidates_given = args.num_candidates is not None
+    for choice, flags in CHOICE_FLAGS.items():
+        given = [name for name in flags if getattr(args, name) not in (None, False)]
+        if given and args.choice != choice:
+            names = " and ".join(f"--{name.replace('_', '-')}" for name in given)
+            raise UserError(
+                f"{names} {'belongs' if len(given) == 1 else 'belong'} to --choice {choice}, not --choice "
+                f"{args.choice}; drop {'it' if len(given) == 1 else 'them'} or pass --choice {choice}"
+            )
+        for name, default in flags.items():
+            if getattr(args, name) is None:
+                setattr(args, name, default)
+    if args.attack_mode == "random" and candidates_given:
+        raise UserError(
+            "--num-candidates applies to --attack-mode action_diff and min_Q; the random attack draws one "
+            "perturbation, so drop it or pick one of those modes"
+        )
+    return args
 
 
 def evaluate_settings(
@@ -437,6 +467,13 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
     elif args.choice == "attack":
         epsilons = parse_values(args.epsilons, "--epsilons")
         critics = getattr(algo, "critics", None)
+        problem = mode_problem(args.attack_mode, args.attack_steps, algo.actor, critics)
+        if problem is not None:  # the one line names what this run's policy can take, as a command
+            mode = args.attack_mode if args.attack_mode in applicable_modes(algo.actor, critics) else "random"
+            raise UserError(
+                f"{cfg.algo} run: {problem}; e.g. python eval.py --run {shlex.quote(str(run_dir))} --choice attack "
+                f"--attack-mode {mode}"
+            )
         ObservationAttack(
             args.attack_mode,
             0.0,

@@ -21,6 +21,36 @@ from utils.errors import UserError
 
 ATTACK_MODES = ("random", "action_diff", "min_Q")
 MODES_NEEDING_CRITICS = frozenset({"min_Q"})
+_NEEDS = {
+    "action_diff": "a stochastic (Gaussian) policy, and this one is deterministic",
+    "min_Q": "the policy's critics, and this algorithm has none",
+}
+
+
+def applicable_modes(actor: nn.Module, critics: nn.Module | None) -> list[str]:
+    """The attack modes this policy can be attacked with: random always, action_diff for a Gaussian policy, min_Q
+    with critics."""
+    modes = ["random"]
+    if hasattr(actor, "distribution_params"):
+        modes.append("action_diff")
+    if critics is not None:
+        modes.append("min_Q")
+    return modes
+
+
+def mode_problem(mode: str, steps: int, actor: nn.Module, critics: nn.Module | None) -> str | None:
+    """Why `mode` (with `steps` gradient steps) cannot attack this policy, naming the modes that can; None if it can."""
+    modes = applicable_modes(actor, critics)
+    if mode not in ATTACK_MODES:
+        return f"unknown attack mode {mode!r}; choose one of {', '.join(ATTACK_MODES)}"
+    if mode not in modes:
+        return f"attack mode {mode} needs {_NEEDS[mode]}; this policy takes {' or '.join(modes)}"
+    if mode == "random" and steps:
+        gradient = [name for name in modes if name != "random"]
+        if not gradient:
+            return "the random attack has no objective to follow and this policy takes no other; drop --attack-steps"
+        return f"the random attack has no objective to follow; --attack-steps needs {' or '.join(gradient)}"
+    return None
 
 
 def symmetric_kl(
@@ -48,14 +78,9 @@ class ObservationAttack:
         steps: int = 0,
         seed: int = 0,
     ) -> None:
-        if mode not in ATTACK_MODES:
-            raise UserError(f"unknown attack mode {mode!r}; choose one of {', '.join(ATTACK_MODES)}")
-        if mode in MODES_NEEDING_CRITICS and critics is None:
-            raise UserError(f"attack mode {mode} needs the policy's critics, and this algorithm has none")
-        if mode == "action_diff" and not hasattr(actor, "distribution_params"):
-            raise UserError("attack mode action_diff needs a stochastic (Gaussian) policy; use min_Q or random")
-        if mode == "random" and steps:
-            raise UserError("the random attack has no objective to follow; --attack-steps needs action_diff or min_Q")
+        problem = mode_problem(mode, steps, actor, critics)
+        if problem is not None:
+            raise UserError(problem)
         if epsilon < 0 or num_candidates < 1 or steps < 0:
             raise UserError("attack needs epsilon >= 0, num_candidates >= 1 and attack steps >= 0")
         self.mode, self.actor, self.critics = mode, actor, critics

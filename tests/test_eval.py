@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import os
+import shlex
 import shutil
 from pathlib import Path
 
@@ -329,3 +330,95 @@ def test_bad_input(runs: dict[str, Path], tmp_path: Path, capsys: pytest.Capture
     torch.save(state, mixed / "checkpoints" / "checkpoint.pt")
     err = cli_error(["--run", str(mixed)], capsys)
     assert "walker2d-random-gen" in err and "hopper-random-gen" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (
+            ["--choice", "clean", "--physics", "friction=2"],
+            "--physics belongs to --choice sim2real, not --choice clean",
+        ),  # noqa: E501
+        (["--physics", "friction=2"], "--physics belongs to --choice sim2real, not --choice clean; drop it or pass"),
+        (["--choice", "clean", "--micro-gravity-quirk"], "--micro-gravity-quirk belongs to --choice sim2real"),
+        (["--choice", "attack", "--vmax", "90"], "--vmax belongs to --choice sim2real, not --choice attack"),
+        (
+            ["--choice", "sim2real", "--attack-mode", "min_Q", "--epsilons", "0.3"],
+            "--attack-mode and --epsilons belong to --choice attack, not --choice sim2real; drop them or pass "
+            "--choice attack",
+        ),
+        (["--choice", "clean", "--attack-steps", "3"], "--attack-steps belongs to --choice attack, not --choice clean"),
+        (["--choice", "attack", "--num-candidates", "5"], "--num-candidates applies to --attack-mode action_diff"),
+        (["--num-candidates", "5"], "--num-candidates belongs to --choice attack, not --choice clean"),
+    ],
+)
+def test_flags_of_another_choice_are_refused_before_any_work(
+    runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], needle: str
+) -> None:
+    """A choice's own flags under another choice used to be ignored in silence; now one line names the flag and the
+    choice it belongs to, and nothing is evaluated or written."""
+    run = isolated_run(runs, tmp_path)
+    assert needle in cli_error(["--run", str(run), "--no-progress", *argv], capsys)
+    assert not (run / "eval").exists()
+
+
+def test_the_choice_a_refusal_names_takes_the_flag(runs: dict[str, Path], tmp_path: Path, data_env: None) -> None:
+    run = isolated_run(runs, tmp_path)
+    (row,) = run_eval(run, "--choice", "sim2real", "--physics", "friction=2", "--episodes", "1")
+    assert row["friction"] == 2.0 and (run / "eval" / "sim2real_friction=2_ep1.csv").is_file()
+    rows = run_eval(run, "--choice", "attack", "--attack-mode", "min_Q", "--epsilons", "0.3", "--episodes", "1")
+    assert [r["epsilon"] for r in rows] == [0.3]
+
+
+@pytest.fixture(scope="module")
+def bc_run(tiny_dataset_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny BC run: a deterministic policy without critics."""
+    log_dir = tmp_path_factory.mktemp("bc_log")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("D4RL_DATASET_DIR", str(tiny_dataset_dir))
+        train.main(["--task", TASK, "--algo", "bc", "--log-dir", str(log_dir), "--no-progress", "--set", "epochs=1",
+                    "steps_per_epoch=5", "eval_episodes=1"])  # fmt: skip
+    return next((log_dir / TASK / "bc").iterdir())
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (
+            ["--attack-mode", "action_diff"],
+            "action_diff needs a stochastic (Gaussian) policy, and this one is "
+            "deterministic; this policy takes random; e.g. python eval.py",
+        ),
+        (
+            ["--attack-mode", "min_Q"],
+            "min_Q needs the policy's critics, and this algorithm has none; this policy takes "
+            "random; e.g. python eval.py",
+        ),
+        (
+            ["--attack-steps", "2"],
+            "the random attack has no objective to follow and this policy takes no other; drop "
+            "--attack-steps; e.g. python eval.py",
+        ),
+    ],
+)
+def test_attack_advice_names_only_modes_the_policy_takes(
+    bc_run: Path, capsys: pytest.CaptureFixture[str], data_env: None, argv: list[str], needle: str
+) -> None:
+    """BC is refused action_diff and min_Q alike: the refusal offers neither, and the command it suggests runs."""
+    err = cli_error(["--run", str(bc_run), "--no-progress", "--choice", "attack", *argv], capsys)
+    assert err.startswith("error: bc run: ") and needle in err
+    command = shlex.split(err.rsplit("python eval.py ", 1)[1])
+    assert command == ["--run", str(bc_run), "--choice", "attack", "--attack-mode", "random"]
+    rows = evaluate_cli.main([*command, "--epsilons", "0,0.1", "--episodes", "1", "--no-progress"])
+    assert [row["epsilon"] for row in rows] == [0.0, 0.1]
+
+
+def test_a_bad_value_in_a_runs_config_is_fixed_in_that_file(
+    runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """eval.py has no --set: its config refusal points at the run's config.yaml alone."""
+    run = isolated_run(runs, tmp_path)
+    config = run / "config.yaml"
+    config.write_text(config.read_text().replace("  gamma: 0.99\n", "  gamma: 1.0\n", 1))
+    err = cli_error(["--run", str(run), "--choice", "clean"], capsys)
+    assert "sac.gamma=1.0" in err and err.endswith(f"change the value in {config}") and "--set" not in err
