@@ -438,18 +438,25 @@ def check_stackable_configs(configs: list[RunConfig], run_dirs: list[Path]) -> N
             f"--stack-seeds supports {', '.join(stackable)} so far, not {algo}; drop --stack-seeds to train the "
             "seeds as separate processes"
         )
-    seeds = [cfg.seed for cfg in configs]
-    if len(set(seeds)) < len(seeds):
-        raise UserError(f"--stack-seeds got seed {max(set(seeds), key=seeds.count)} twice; stack distinct seeds")
     first = {key: value for key, value in asdict(configs[0]).items() if key != "seed"}
     for cfg, run_dir in zip(configs[1:], run_dirs[1:]):
+        for key in ("algo", "task"):  # the differences that make two runs different experiments, named first
+            if getattr(cfg, key) != getattr(configs[0], key):
+                raise UserError(
+                    f"{run_dir} is a {cfg.algo} run on {cfg.task} but {run_dirs[0]} a {algo} run on "
+                    f"{configs[0].task}; stacked seeds share one {key}, so resume each run on its own: python "
+                    f"train.py --resume {run_dir}"
+                )
         other = {key: value for key, value in asdict(cfg).items() if key != "seed"}
         differing = sorted(key for key in first.keys() | other.keys() if first.get(key) != other.get(key))
         if differing:
             raise UserError(
                 f"{run_dir} differs from {run_dirs[0]} in {', '.join(differing)}; stacked seeds share every setting "
-                "but the seed, so resume these runs separately"
+                f"but the seed, so resume each run on its own: python train.py --resume {run_dir}"
             )
+    seeds = [cfg.seed for cfg in configs]
+    if len(set(seeds)) < len(seeds):
+        raise UserError(f"--stack-seeds got seed {max(set(seeds), key=seeds.count)} twice; stack distinct seeds")
 
 
 def run_study(
