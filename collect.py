@@ -70,8 +70,25 @@ def dataset(args: argparse.Namespace) -> list[Path]:
     ]
 
 
+def _generated(task: str) -> bool:
+    """Whether `task` names a task whose dataset this project generates."""
+    try:
+        return get_task(task).version == "gen"
+    except UserError:
+        return False
+
+
 def dataset_tasks(args: argparse.Namespace) -> list[str]:
-    """The generated tasks a dataset or stats command names: --task names, or every level of --env."""
+    """The generated tasks a dataset or stats command names: --task names, or every level of --env (never both:
+    one of them would be ignored)."""
+    if args.env and args.task:
+        choices = [f"--task {task}" for task in args.task if _generated(task)]
+        choices += [f"--env {args.env}"] if args.env in ENVS else []
+        example = f", e.g. python collect.py {args.command} {choices[0]}" if choices else ""
+        raise UserError(
+            f"--task and --env both name datasets (--task {' '.join(args.task)}; --env {args.env}: every "
+            f"{args.env} level); pass one of them{example}"
+        )
     tasks = [f"{env_spec(args.env).family}-{level}-gen" for level in GENERATED_LEVELS] if args.env else args.task
     if not tasks:
         raise UserError(

@@ -224,3 +224,21 @@ def test_episode_returns_split_at_terminals_and_timeouts() -> None:
     rewards = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
     returns = episode_returns(rewards, np.array([0, 1, 0, 0, 0]), np.array([0, 0, 0, 1, 0]))
     assert returns.tolist() == [3.0, 7.0, 5.0]
+
+
+@pytest.mark.parametrize("command", ["dataset", "stats"])
+def test_collect_refuses_task_and_env_together(dataset_dirs, cli_error, command: str) -> None:
+    """--env used to win silently: `--task hopper-random-gen --env walker2d` wrote all five walker2d levels. Now one
+    line, exit 2, nothing written, and the command it suggests writes the one dataset asked for by --task."""
+    argv = [command, "--task", "hopper-random-gen", "--env", "walker2d"]
+    err = cli_error(lambda: collect.main([*argv, *(["--transitions", "1000"] if command == "dataset" else [])]))
+    assert "--task and --env both name datasets" in err and "every walker2d level" in err
+    assert not dataset_dirs.home_datasets.exists() and not dataset_dirs.env_dir.exists()
+    suggestion = err.rsplit("python collect.py ", 1)[1].split()
+    assert suggestion == [command, "--task", "hopper-random-gen"]
+    if command == "dataset":
+        (out,) = collect.main([*suggestion, "--transitions", "20"])
+        assert out == dataset_dirs.home_datasets / "hopper-random-gen.hdf5"
+        assert sorted(p.name for p in dataset_dirs.home_datasets.iterdir()) == ["hopper-random-gen.hdf5"]
+    err = cli_error(lambda: collect.main([command, "--task", "hopper-medium-v2", "--env", "walker2d"]))
+    assert err.endswith(f"e.g. python collect.py {command} --env walker2d")  # a D4RL task is not generated here
