@@ -33,6 +33,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import torch
 import yaml
 
 from utils.errors import UserError
@@ -129,6 +130,43 @@ def resolve_termination(reference: str, base: Path, path: str) -> Callable[..., 
     return fn
 
 
+def termination_problem(done: Any, next_obs: torch.Tensor) -> str | None:
+    """What is wrong with a termination function's output for the batch `next_obs` [..., obs_dim]: it must be a bool
+    tensor with one flag per row (a float 0/1 would pass a shape check and mean something else to every caller)."""
+    rows = tuple(next_obs.shape[:-1])
+    if not isinstance(done, torch.Tensor):
+        got = f"a {type(done).__name__}"
+    elif done.shape != rows:
+        got = f"shape {tuple(done.shape)}"
+    elif done.dtype != torch.bool:
+        got = f"a {str(done.dtype).removeprefix('torch.')} tensor"
+    else:
+        return None
+    return (
+        f"returned {got}; it must return a bool tensor of shape {rows}, one flag per row of next_obs (a comparison "
+        "such as next_obs[..., 0] > 1, not a float)"
+    )
+
+
+def _probe_termination(fn: Callable[..., Any], reference: str, env: gym.Env, path: str) -> None:
+    """Call the termination function once on a small batch of the env's own states and actions, so a function that
+    fails or answers wrongly is refused when the task file is read, before any work."""
+    env.observation_space.seed(0)
+    env.action_space.seed(0)
+    obs = torch.as_tensor(np.stack([env.reset(seed=0)[0], env.observation_space.sample()]), dtype=torch.float32)
+    act = torch.as_tensor(np.stack([env.action_space.sample() for _ in range(2)]), dtype=torch.float32)
+    try:
+        done = fn(obs, act, obs.flip(0))
+    except Exception as err:  # noqa: BLE001 - the user's code: report it in one line
+        raise UserError(
+            f"task file {path}: termination {reference} failed on a batch of 2 states: {type(err).__name__}: "
+            f"{' '.join(str(err).split())}"
+        ) from None
+    problem = termination_problem(done, obs)
+    if problem is not None:
+        raise UserError(f"task file {path}: termination {reference} {problem}")
+
+
 def import_env_module(spec: Any) -> None:
     """Import the module a task file names to register its env id (before gym.make)."""
     _import_module(spec.env_module, Path(spec.source_file).parent, spec.source_file, "env_module")
@@ -192,8 +230,9 @@ def load_task_file_spec(path: str) -> dict[str, Any]:
         "termination": data.get("termination"),
         "max_episode_steps": data.get("max_episode_steps"),
     }
+    termination = None
     if fields["termination"] is not None:
-        resolve_termination(fields["termination"], base, path)
+        termination = resolve_termination(fields["termination"], base, path)
     if fields["env_module"] is not None:
         _import_module(fields["env_module"], base, path, "env_module")
     try:
@@ -206,6 +245,8 @@ def load_task_file_spec(path: str) -> dict[str, Any]:
     try:
         fields["obs_dim"] = _box_dim(env.observation_space, "observation", path, fields["gym_id"])
         fields["act_dim"] = _box_dim(env.action_space, "action", path, fields["gym_id"])
+        if termination is not None:
+            _probe_termination(termination, fields["termination"], env, path)
     finally:
         env.close()
     return fields

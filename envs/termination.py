@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from envs.rewards import MJRL_OBS_MASKS
-from envs.task_files import resolve_termination
+from envs.task_files import resolve_termination, termination_problem
 from envs.tasks import TaskSpec
 from utils.errors import UserError
 
@@ -110,13 +110,10 @@ def termination_for(spec: TaskSpec, strict: bool = False) -> TerminationFn:
 
     def checked(obs: Tensor, act: Tensor, next_obs: Tensor) -> Tensor:
         done = user_fn(obs, act, next_obs)
-        if not isinstance(done, Tensor) or done.shape != next_obs.shape[:-1]:
-            got = tuple(done.shape) if isinstance(done, Tensor) else type(done).__name__
-            raise UserError(
-                f"termination {spec.termination} (task file {spec.source_file}) returned {got}; it must return a "
-                f"bool tensor of shape {tuple(next_obs.shape[:-1])}, one flag per row of next_obs"
-            )
-        return done.bool() | ~_finite(next_obs)
+        problem = termination_problem(done, next_obs)
+        if problem is not None:
+            raise UserError(f"task file {spec.source_file}: termination {spec.termination} {problem}")
+        return done | ~_finite(next_obs)
 
     return checked
 

@@ -4,6 +4,7 @@ bad task files refused with one line."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from pathlib import Path
 
@@ -46,6 +47,12 @@ def reached_goal(obs, act, next_obs):
 
 def one_flag_too_few(obs, act, next_obs):
     return (next_obs[..., 0] >= 0.45)[:-1]
+
+def float_flags(obs, act, next_obs):
+    return (next_obs[..., 0] >= 0.45).float()
+
+def fails(obs, act, next_obs):
+    return next_obs[..., 5]
 """
 _names = (f"car-{i}" for i in itertools.count())  # the task registry is per process: one name per task file
 
@@ -150,8 +157,16 @@ def test_termination_by_import_path_and_none(tmp_path: Path) -> None:
     assert never(obs, torch.zeros(3, 1), next_obs).tolist() == [False, False, False]
 
     short_file, _ = write_task(tmp_path, termination="car_termination.py:one_flag_too_few")
-    with pytest.raises(UserError, match=r"must return a bool tensor of shape \(3,\)"):
-        termination_for(get_task(str(short_file)))(obs, torch.zeros(3, 1), next_obs)
+    with pytest.raises(
+        UserError, match=r"one_flag_too_few returned shape \(1,\); it must return a bool tensor of shape \(2,\)"
+    ):
+        get_task(str(short_file))  # tried on two of the env's states when the file is read
+    # A function that misbehaves only later is still refused where it is called.
+    floats = dataclasses.replace(get_task(str(task_file)), termination="car_termination.py:float_flags")
+    with pytest.raises(
+        UserError, match=r"float_flags returned a float32 tensor; it must return a bool tensor of shape \(3,\)"
+    ):
+        termination_for(floats)(obs, torch.zeros(3, 1), next_obs)
 
 
 def test_a_directory_of_task_files_names_tasks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -192,6 +207,14 @@ def test_no_reference_returns_reports_returns_only(tmp_path: Path, capsys: pytes
         ({"termination": "car_termination.py"}, "termination must be MODULE:FUNCTION"),
         ({"termination": "car_termination.py:nope"}, "has no function 'nope'"),
         ({"termination": "no_such_module:done"}, "'no_such_module' cannot be imported"),
+        (
+            {"termination": "car_termination.py:float_flags"},
+            "float_flags returned a float32 tensor; it must return a bool",
+        ),
+        (
+            {"termination": "car_termination.py:fails"},
+            "termination car_termination.py:fails failed on a batch of 2 states: IndexError",
+        ),
         ({"env_module": "missing.py"}, "env_module names missing.py"),
         ({"ref_max_score": None}, "give both ref_min_score and ref_max_score"),
         ({"ref_max_score": -40.0}, "ref_max_score must exceed ref_min_score"),
@@ -218,3 +241,26 @@ def test_missing_task_file_and_moved_task_file(tmp_path: Path, capsys: pytest.Ca
     task_file.rename(tmp_path / "elsewhere.yaml")
     err = cli_error(eval_cli.main, ["--run", str(run_dir), "--choice", "clean"], capsys)
     assert "which is missing; put it back there" in err
+
+
+def test_termination_returning_floats_is_refused_naming_the_file_and_the_function(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """0/1 floats used to pass (and be cast): one line names the task file and the function, before any work."""
+    task_file, _ = write_task(tmp_path, termination="car_termination.py:float_flags")
+    argv = ["--task", str(task_file), "--algo", "mopo", "--log-dir", str(tmp_path / "log"), "--no-progress"]
+    err = cli_error(train.main, argv, capsys)
+    assert err.startswith(
+        f"error: task file {task_file}: termination car_termination.py:float_flags returned a float32"
+    )
+    assert not (tmp_path / "log").exists()
+
+
+def test_a_task_files_missing_dataset_is_the_users_to_write(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """No collect.py command: it makes only the built-in generated tasks, not a task file's data."""
+    task_file, _ = write_task(tmp_path, dataset="data/nowhere.hdf5")
+    argv = ["--task", str(task_file), "--algo", "bc", "--log-dir", str(tmp_path / "log"), "--no-progress"]
+    err = cli_error(train.main, argv, capsys)
+    assert f"task file {task_file}: its dataset {tmp_path / 'data' / 'nowhere.hdf5'} does not exist" in err
+    assert "collect.py" not in err and "docs/custom_tasks.md" in err
+    assert not (tmp_path / "log").exists()
