@@ -440,6 +440,11 @@ def load_dataset(
             return to_transitions(_raw_from_d4rl_package(spec), spec, source=f"d4rl:{spec.name}")
     if path is None:
         looked_in = _candidate_paths(spec, dataset_path)
+        if spec.source_file is not None:  # a user's own task: its data are theirs to provide, nothing generates them
+            raise UserError(
+                f"task file {spec.source_file}: its dataset {spec.dataset_file} does not exist; write the data there "
+                "in D4RL's layout (docs/custom_tasks.md) or point `dataset:` at the file"
+            )
         if spec.url is None:
             raise UserError(
                 f"no dataset for {spec.name} (looked in: {', '.join(str(p) for p in looked_in)}); generate it with "
