@@ -60,6 +60,28 @@ def test_mago_gamma_one_is_refused_before_the_dynamics_fit(tmp_path: Path, cli_e
     )
 
 
+# ---------------------------------------------------------------------------------------------------- item 4
+@pytest.mark.parametrize(
+    ("algo", "item", "needle"),
+    [
+        ("mopo", "sac.gamma=1", "sac.gamma=1.0 (from --set sac.gamma=1) must be in [0, 1)"),
+        ("micro", "sac.gamma=1", "sac.gamma=1.0 (from --set sac.gamma=1) must be in [0, 1)"),
+        ("mopo", "penalty_coef=-1", "penalty_coef=-1.0 (from --set penalty_coef=-1) must be >= 0"),
+        ("micro", "penalty_coef=-1", "penalty_coef=-1.0 (from --set penalty_coef=-1) must be >= 0"),
+    ],
+)
+def test_values_outside_the_domain_are_refused_at_the_cli(
+    algo: str, item: str, needle: str, tmp_path: Path, cli_error: Any
+) -> None:
+    err = refusal(cli_error, ["--task", "hopper-medium-gen", "--algo", algo, "--set", item], tmp_path / "log")
+    assert needle in err
+
+
+def test_npg_gamma_one_is_accepted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """NPG's paths are finite and nothing divides by 1 − γ: γ = 1, the undiscounted path return, stays allowed."""
+    assert_accepted(["--task", "Hopper-v4", "--algo", "pal", "--set", "npg.gamma=1"], tmp_path / "log", monkeypatch)
+
+
 # ---------------------------------------------------------------------------------------------------- item 8
 def test_online_algorithm_on_pendulum_data_suggests_only_what_runs(
     tmp_path: Path, cli_error: Any, monkeypatch: pytest.MonkeyPatch
