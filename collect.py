@@ -21,7 +21,7 @@ from envs import generate
 from envs.behaviour import export_policies
 from envs.datasets import find_dataset, load_dataset
 from envs.tasks import GENERATED_LEVELS, TaskSpec, get_task, normalized_score
-from utils.errors import UserError, run_cli
+from utils.errors import Interrupted, UserError, run_cli
 
 ENVS = ("hopper", "walker2d", "halfcheetah", "pendulum", "custom_pendulum")
 
@@ -44,7 +44,7 @@ def train(args: argparse.Namespace) -> None:
     try:
         trainer.train()
     except KeyboardInterrupt:
-        raise UserError(f"interrupted; checkpoint in {work_dir}, run the same command to continue") from None
+        raise Interrupted(f"interrupted; checkpoint in {work_dir}, run the same command to continue") from None
     print(f"trained {trainer.env_steps} env steps; state in {trainer.training_path}")
 
 

@@ -15,13 +15,25 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import os
 import shlex
 import sys
 from pathlib import Path
 
-from utils.errors import UserError, run_cli
-from utils.launch import RunRequest, check_threads, check_workers, plan, run_local, run_ray, summary, threads_per_run
+from config import config_to_dict
+from utils.errors import Interrupted, UserError, run_cli
+from utils.launch import (
+    RunRequest,
+    check_distinct,
+    check_threads,
+    check_workers,
+    plan,
+    run_local,
+    run_ray,
+    summary,
+    threads_per_run,
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -57,7 +69,12 @@ def grid_points(items: list[str]) -> list[tuple[str, ...]]:
         key, eq, values = item.partition("=")
         if not eq or not key or not values:
             raise UserError(f"--grid {item!r} is not key=v1,v2,...; write e.g. --grid penalty_coef=0.5,1.0")
-        axes.append([f"{key}={value}" for value in values.split(",")])
+        listed = values.split(",")
+        twice = next((value for i, value in enumerate(listed) if value in listed[:i]), None)
+        if twice is not None:
+            once = ",".join(dict.fromkeys(listed))
+            raise UserError(f"--grid {item} lists {key}={twice} twice; give each value once: --grid {key}={once}")
+        axes.append([f"{key}={value}" for value in listed])
     return list(itertools.product(*axes)) if axes else [()]
 
 
@@ -66,6 +83,11 @@ def point_dir(log_dir: str, point: tuple[str, ...]) -> str:
 
 
 def build_requests(args: argparse.Namespace) -> list[RunRequest]:
+    """Every run of the grid, each checked before anything starts; a run listed twice is refused, since its two
+    copies would train the same config twice and a re-run could not tell which one to resume."""
+    check_distinct("--tasks", args.tasks)
+    check_distinct("--algos", args.algos)
+    check_distinct("--seeds", args.seeds)
     requests = [
         RunRequest(
             task, algo, seed, point_dir(args.log_dir, point), (*args.overrides, *point), args.config, args.device
@@ -75,11 +97,19 @@ def build_requests(args: argparse.Namespace) -> list[RunRequest]:
         for algo in args.algos
         for seed in args.seeds
     ]
+    seen: dict[str, RunRequest] = {}
     for request in requests:  # every key and value is checked before anything starts
         try:
-            request.resolved_config()
+            config = config_to_dict(request.resolved_config())
         except UserError as err:
             raise UserError(f"{request.algo} on {request.task}: {err}") from None
+        config.pop("log_dir")  # one config under two grid points' roots is still one run done twice
+        same = seen.setdefault(json.dumps(config, sort_keys=True, default=str), request)
+        if same is not request:
+            raise UserError(
+                f"{same.label} and {request.label} are one run (the same merged config); list each task, algorithm, "
+                "seed and --grid value once"
+            )
     return requests
 
 
@@ -116,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
             done = run_ray(to_run, args.address, args.cpus_per_run, args.threads)
     except KeyboardInterrupt:
         again = shlex.join(["python", "sweep.py", *(sys.argv[1:] if argv is None else argv)])
-        raise UserError(f"interrupted; finished runs are kept, continue with: {again}") from None
+        raise Interrupted(f"interrupted; finished runs are kept, continue with: {again}") from None
     print(summary([*finished, *done]))
     failed = [job for job in done if job.outcome.startswith("failed")]
     if failed:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import csv
 import os
+import shlex
 import shutil
 import sys
 import time
@@ -33,6 +34,7 @@ from algos.trainer import OfflineTrainer, SeedStackedTrainer, read_checkpoint
 from algos.wmopo_study import PendulumStudy, PendulumStudyConfig
 from buffers.replay import ReplayBuffer
 from config import (
+    LearnedModelConfig,
     ModelBasedConfig,
     ModelBasedNPGConfig,
     OfflineConfig,
@@ -55,13 +57,23 @@ from models.dynamics import EnsembleDynamics, read_fit_progress
 from models.seed_stack import SeedStreams
 from utils.allocator import keep_freed_memory
 from utils.checkpoint import seed_everything
-from utils.errors import UserError, run_cli
-from utils.launch import Job, RunRequest, check_threads, check_workers, run_local, summary
+from utils.errors import Interrupted, UserError, run_cli
+from utils.launch import (
+    CHECKPOINT,
+    FIT_PROGRESS,
+    Job,
+    RunRequest,
+    can_resume,
+    check_distinct,
+    check_threads,
+    check_workers,
+    run_local,
+    saved_its_model_only,
+    summary,
+)
 from utils.logger import RunLogger, copy_logs
-from utils.runs import resolve_seed_path
+from utils.runs import create_run_dir, resolve_seed_path
 from utils.task_listing import task_listing
-
-FIT_PROGRESS = "dynamics_fit.pt"  # an interrupted dynamics fit's state, in the run directory
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -113,7 +125,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def resolve_config(args: argparse.Namespace) -> tuple[RunConfig, Path, dict[str, Any] | None]:
-    """The run's config, its directory, and the checkpoint to resume from (None for a fresh start)."""
+    """The run's config, its directory (for a fresh start, the name wanted: open_run claims it or a free variant),
+    and the checkpoint to resume from (None for a fresh start)."""
     if args.resume:
         run_dir = Path(args.resume)
         if not (run_dir / "config.yaml").is_file():
@@ -125,10 +138,10 @@ def resolve_config(args: argparse.Namespace) -> tuple[RunConfig, Path, dict[str,
             given = getattr(args, flag)
             if given is not None and str(given) != str(getattr(cfg, flag)):
                 raise UserError(f"--{flag} {given} does not match the run being resumed ({getattr(cfg, flag)})")
-        checkpoint_path = run_dir / "checkpoints" / "checkpoint.pt"
-        if not checkpoint_path.exists():
-            # Killed before its first checkpoint: a fit in progress continues (prepare_dynamics); otherwise nothing
-            # was trained yet and the run starts over in its directory with its saved config.
+        if not can_resume(run_dir):
+            raise nothing_to_resume(cfg, run_dir)
+        checkpoint_path = run_dir / CHECKPOINT
+        if not checkpoint_path.exists():  # killed while fitting its model: the fit continues (prepare_dynamics)
             return cfg, run_dir, None
         return cfg, run_dir, read_checkpoint(checkpoint_path)
 
@@ -143,12 +156,28 @@ def resolve_config(args: argparse.Namespace) -> tuple[RunConfig, Path, dict[str,
     )
     spec = get_task(cfg.task)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    run_dir = Path(cfg.log_dir) / spec.name / cfg.algo / f"seed{cfg.seed}-{stamp}"
-    suffix = 1
-    while run_dir.exists():
-        run_dir = run_dir.with_name(f"seed{cfg.seed}-{stamp}-{suffix}")
-        suffix += 1
-    return cfg, run_dir, None
+    return cfg, Path(cfg.log_dir) / spec.name / cfg.algo / f"seed{cfg.seed}-{stamp}", None
+
+
+def nothing_to_resume(cfg: RunConfig, run_dir: Path) -> UserError:
+    """The refusal of `--resume` for a run directory without a checkpoint (nor a model fit in progress): it stopped
+    before saving anything to continue from, so the run is started afresh in a new directory from its saved
+    config, reusing its fitted model if it saved one; the directory itself is left as it is."""
+    model = run_dir / "dynamics.pt"
+    command = ["python", "train.py", "--task", cfg.task_file or cfg.task, "--algo", cfg.algo]
+    command += ["--config", str(run_dir / "config.yaml")]
+    if saved_its_model_only(cfg, run_dir):
+        command += ["--set", "dynamics_only=false", f"dynamics_path={model}"]
+        return UserError(
+            f"{run_dir} is a dynamics_only run that saved its model, so it has nothing to resume; train on that "
+            f"model with: {shlex.join(command)}"
+        )
+    if isinstance(cfg, LearnedModelConfig) and model.is_file():
+        command += ["--set", f"dynamics_path={model}"]
+    return UserError(
+        f"{run_dir} has no checkpoint to resume (it stopped before its first save); start the run afresh in a new "
+        f"run directory with: {shlex.join(command)}"
+    )
 
 
 def resolve_device(name: str) -> torch.device:
@@ -221,7 +250,7 @@ def train_seeds(args: argparse.Namespace) -> None:
     log_dir = args.log_dir or OfflineConfig.log_dir
     requests = [
         RunRequest(args.task, args.algo, seed, log_dir, tuple(args.overrides), args.config, args.device)
-        for seed in dict.fromkeys(args.seeds)
+        for seed in args.seeds
     ]
     for request in requests:
         request.resolved_config()  # a bad key or value stops everything before any run starts
@@ -239,6 +268,8 @@ def main(argv: list[str] | None = None) -> dict[str, float] | None:
         print(task_listing())
         return None
     keep_freed_memory()  # a third of MICRO's CPU update time was re-faulting freed pages (utils/allocator.py)
+    if args.seeds:
+        check_distinct("--seeds", args.seeds)  # one seed twice would be one run trained twice
     if args.stack_seeds and not (args.seeds or args.resume):
         raise UserError(
             "--stack-seeds trains the seeds of --seeds (or continues the run dirs of --resume) in one process; pass "
@@ -267,7 +298,7 @@ def main(argv: list[str] | None = None) -> dict[str, float] | None:
         try:
             result = trainer.train()
         except KeyboardInterrupt:
-            raise UserError(f"interrupted; continue with: python train.py --resume {run.run_dir}") from None
+            raise Interrupted(f"interrupted; continue with: python train.py --resume {run.run_dir}") from None
         evaluator.close()
         if isinstance(trainer, NPGTrainer):
             trainer.close()
@@ -307,8 +338,8 @@ def open_run(cfg: RunConfig, run_dir: Path, checkpoint: dict[str, Any] | None, a
     snapshot = None
     if checkpoint is None and getattr(cfg, "branch_from", None):  # WMOPO: take over another run's iteration 0
         snapshot = ALGORITHMS[cfg.algo].trainer_class.branch_snapshot(cfg)
-    run_dir.mkdir(parents=True, exist_ok=True)
     if not args.resume:
+        run_dir = create_run_dir(run_dir)  # exclusively: never a directory another run has claimed
         save_config(cfg, run_dir / "config.yaml")
     source = "online" if dataset is None else f"{dataset.num_transitions} transitions from {dataset.source}"
     print(f"run dir: {run_dir}  ({source}; {torch.get_num_threads()} threads)", flush=True)
@@ -325,12 +356,9 @@ def open_run(cfg: RunConfig, run_dir: Path, checkpoint: dict[str, Any] | None, a
     resume_step, resume_events = None, None
     if checkpoint:
         resume_step, resume_events = checkpoint["global_step"], checkpoint.get("num_events")
-    elif args.resume and (run_dir / FIT_PROGRESS).exists():
+    elif args.resume:  # no checkpoint: a dynamics fit in progress (resolve_config refuses anything else)
         fit = read_fit_progress(run_dir / FIT_PROGRESS)
         resume_step, resume_events = fit["epoch"], fit["num_events"]
-    elif args.resume:  # no checkpoint and no fit in progress: start over, dropping what the first attempt logged
-        print(f"{run_dir} has no checkpoint yet; starting it from the beginning with its saved config", flush=True)
-        resume_step, resume_events = 0, 0
     logger = RunLogger(run_dir, resume_step, resume_events=resume_events)
     return OpenRun(cfg, run_dir, checkpoint, spec, device, dataset, logger, progress, branched_from)
 
@@ -385,8 +413,9 @@ def train_stacked(args: argparse.Namespace) -> list[dict[str, float] | None]:
         )
     if args.workers is not None:
         raise UserError("--workers sets concurrent processes; --stack-seeds trains every seed in this one")
-    per_run = [{"seed": seed, "resume": None} for seed in dict.fromkeys(args.seeds or [])]
-    per_run += [{"resume": run_dir} for run_dir in dict.fromkeys(args.resume or [])]
+    check_distinct("--resume", [os.path.realpath(run_dir) for run_dir in args.resume or []])
+    per_run = [{"seed": seed, "resume": None} for seed in args.seeds or []]
+    per_run += [{"resume": run_dir} for run_dir in args.resume or []]
     resolved = [resolve_config(argparse.Namespace(**{**vars(args), **changes})) for changes in per_run]
     check_stackable_configs([cfg for cfg, _, _ in resolved], [run_dir for _, run_dir, _ in resolved])
     if args.threads is not None:
@@ -417,7 +446,7 @@ def train_stacked(args: argparse.Namespace) -> list[dict[str, float] | None]:
             results = SeedStackedTrainer(trainers, stacked, streams, progress).train()
         except KeyboardInterrupt:
             dirs = " ".join(str(run.run_dir) for run in runs)
-            raise UserError(f"interrupted; continue with: python train.py --stack-seeds --resume {dirs}") from None
+            raise Interrupted(f"interrupted; continue with: python train.py --stack-seeds --resume {dirs}") from None
     finally:
         for evaluator in evaluators:
             evaluator.close()
@@ -475,7 +504,7 @@ def run_study(
         try:
             result = study.train()
         except KeyboardInterrupt:
-            raise UserError(f"interrupted; continue with: python train.py --resume {run_dir}") from None
+            raise Interrupted(f"interrupted; continue with: python train.py --resume {run_dir}") from None
     finally:
         logger.close()
     print(

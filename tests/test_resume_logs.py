@@ -4,11 +4,14 @@ nothing is duplicated; `--resume` of a run without a checkpoint says so (and its
 from __future__ import annotations
 
 import csv
+import dataclasses
+import shlex
 from pathlib import Path
 
 import pytest
 
 import train
+from config import load_run_config
 from utils.logger import RunLogger
 from utils.runs import Run, read_tensorboard
 
@@ -125,15 +128,71 @@ def test_plot_reads_a_resumed_run_without_out_of_order_events(tmp_path: Path, mo
         assert steps == sorted(set(steps)), tag
 
 
-def test_resume_without_a_checkpoint_starts_over_in_place(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """A run directory whose checkpoint is gone (nothing to continue) is started over by --resume in the same
-    directory with its saved config: its old progress rows are dropped, not duplicated, and no second run appears."""
+def files_of(run_dir: Path) -> dict[str, tuple[bytes, int]]:
+    """Every file below a run directory with its bytes and modification time."""
+    return {
+        str(path.relative_to(run_dir)): (path.read_bytes(), path.stat().st_mtime_ns)
+        for path in sorted(run_dir.rglob("*"))
+        if path.is_file()
+    }
+
+
+def test_resume_without_a_checkpoint_is_refused_and_touches_nothing(tmp_path: Path, cli_error) -> None:
+    """A run directory whose checkpoint is gone has nothing to continue from: --resume refuses it in one line naming
+    the directory and the command that starts the run afresh, leaves every file in it as it was, and that command
+    trains the run in a new directory with the same config and the model the first attempt fitted."""
     train.main(args(tmp_path, epochs=1))
     run_dir = run_dir_of(tmp_path)
     (run_dir / "checkpoints" / "checkpoint.pt").unlink()
-    result = train.main(["--resume", str(run_dir), "--no-progress"])
-    assert result is not None
-    assert "starting it from the beginning" in capsys.readouterr().out
-    with open(run_dir / "progress.csv", newline="") as handle:
+    before = files_of(run_dir)
+
+    err = cli_error(lambda: train.main(["--resume", str(run_dir), "--no-progress"]))
+    assert err.startswith(f"error: {run_dir} has no checkpoint to resume"), err
+    assert files_of(run_dir) == before
+    assert [path.name for path in (tmp_path / TASK / "mopo").iterdir()] == [run_dir.name]
+
+    command = shlex.split(err.split("start the run afresh in a new run directory with: ", 1)[1])
+    assert command[:2] == ["python", "train.py"]
+    assert f"dynamics_path={run_dir / 'dynamics.pt'}" in command
+    assert train.main([*command[2:], "--no-progress"]) is not None
+    assert files_of(run_dir) == before
+    (fresh,) = [path for path in (tmp_path / TASK / "mopo").iterdir() if path != run_dir]
+    assert (fresh / "dynamics.pt").read_bytes() == (run_dir / "dynamics.pt").read_bytes()
+    with open(fresh / "progress.csv", newline="") as handle:
         assert [row["epoch"] for row in csv.DictReader(handle)] == ["1"]
-    assert len(list((tmp_path / TASK / "mopo").iterdir())) == 1
+    old, new = load_run_config(run_dir / "config.yaml"), load_run_config(fresh / "config.yaml")
+    assert dataclasses.replace(new, dynamics_path=None) == old
+
+
+def test_resume_of_a_run_without_a_model_names_a_plain_fresh_start(tmp_path: Path, cli_error) -> None:
+    """BC fits no model: the suggested command is the run's own config, and it trains."""
+    bc = ["--task", TASK, "--algo", "bc", "--seed", "2", "--log-dir", str(tmp_path), "--no-progress", "--set",
+          "epochs=1", "steps_per_epoch=1", "eval_episodes=1"]  # fmt: skip
+    train.main(bc)
+    (run_dir,) = (tmp_path / TASK / "bc").iterdir()
+    (run_dir / "checkpoints" / "checkpoint.pt").unlink()
+    before = files_of(run_dir)
+    err = cli_error(lambda: train.main(["--resume", str(run_dir)]))
+    command = shlex.split(err.split(" with: ", 1)[1])
+    assert command == ["python", "train.py", "--task", TASK, "--algo", "bc", "--config", str(run_dir / "config.yaml")]
+    train.main([*command[2:], "--no-progress"])
+    assert files_of(run_dir) == before
+    (fresh,) = [path for path in (tmp_path / TASK / "bc").iterdir() if path != run_dir]
+    assert fresh.name.startswith("seed2-")
+    assert load_run_config(fresh / "config.yaml") == load_run_config(run_dir / "config.yaml")
+
+
+def test_resume_of_a_finished_dynamics_only_run_names_the_command_that_trains_on_its_model(
+    tmp_path: Path, cli_error
+) -> None:
+    train.main([*args(tmp_path, epochs=1), "dynamics_only=true"])
+    run_dir = run_dir_of(tmp_path)
+    before = files_of(run_dir)
+    err = cli_error(lambda: train.main(["--resume", str(run_dir)]))
+    assert f"{run_dir} is a dynamics_only run that saved its model, so it has nothing to resume" in err
+    assert files_of(run_dir) == before
+    command = shlex.split(err.split(" with: ", 1)[1])
+    assert train.main([*command[2:], "--no-progress"]) is not None
+    (fresh,) = [path for path in (tmp_path / TASK / "mopo").iterdir() if path != run_dir]
+    assert (fresh / "checkpoints" / "checkpoint.pt").is_file()
+    assert (fresh / "dynamics.pt").read_bytes() == (run_dir / "dynamics.pt").read_bytes()

@@ -22,7 +22,7 @@ from config import DynamicsConfig, SACConfig
 from models.actor_critic import CriticEnsemble, TanhGaussianActor
 from models.dynamics import EnsembleDynamics
 from models.seed_stack import SeedStack, SeedStackedActor, SeedStreams
-from utils.errors import UserError
+from utils.errors import Interrupted
 
 OBS_DIM, ACT_DIM, SEEDS = 3, 2, (0, 1, 2)
 TINY_DATASET_TASK = "hopper-random-gen"  # the tiny_dataset_dir fixture's task
@@ -258,7 +258,7 @@ def test_stacked_seeds_resume_together_where_they_stopped(
         save(trainer)
 
     monkeypatch.setattr(OfflineTrainer, "save_checkpoint", killed_in_epoch_two)
-    with pytest.raises(UserError, match="continue with: python train.py --stack-seeds --resume"):
+    with pytest.raises(Interrupted, match="continue with: python train.py --stack-seeds --resume"):
         _train("mopo", tmp_path / "split", tiny_mopo_settings, "--seeds", "0", "1", "--stack-seeds")
     monkeypatch.setattr(OfflineTrainer, "save_checkpoint", save)
     split = _run_dirs(tmp_path / "split", "mopo")

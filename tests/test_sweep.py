@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 import sys
 import types
@@ -225,3 +226,95 @@ def test_ray_backend_shuts_ray_down_when_a_task_raises(
     with pytest.raises(RuntimeError, match="worker died"):
         launch.run_ray([job], None, cpus_per_run=1)
     assert stand_in_ray.shutdowns == 1
+
+
+BC_TINY = ["epochs=1", "steps_per_epoch=1", "eval_episodes=1"]
+
+
+def test_a_seed_listed_twice_is_refused_before_anything_runs(
+    data_env: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--seeds 0 0` used to start two processes writing into one run directory (sweep.py) or silently run one seed
+    (train.py, with or without --stack-seeds); now each refuses it in one line naming the fix, and writes nothing.
+    A run listed twice some other way (the same --grid value twice, or spelled two ways) is refused as well."""
+    log = ["--log-dir", str(tmp_path / "log")]
+    sweep_argv = ["--tasks", TASK, "--algos", "bc", "--seeds", "0", "0", "--set", *BC_TINY, *log]
+    err = one_line_error(sweep.main, sweep_argv, capsys)
+    assert "--seeds lists 0 twice; give each value once (--seeds 0)" in err
+    train_argv = ["--task", TASK, "--algo", "bc", "--seeds", "0", "1", "0", "--set", *BC_TINY, *log]
+    err = one_line_error(train.main, train_argv, capsys)
+    assert "--seeds lists 0 twice; give each value once (--seeds 0 1)" in err
+    err = one_line_error(train.main, [*train_argv, "--stack-seeds"], capsys)
+    assert "--seeds lists 0 twice" in err
+    same_dir = ["--stack-seeds", "--resume", str(tmp_path / "run"), f"{tmp_path}/./run/"]
+    err = one_line_error(train.main, same_dir, capsys)
+    assert f"--resume lists {os.path.realpath(tmp_path / 'run')} twice" in err
+    err = one_line_error(sweep.main, ["--tasks", TASK, "--algos", "bc", "bc", "--set", *BC_TINY, *log], capsys)
+    assert "--algos lists bc twice" in err
+    grid = ["--tasks", TASK, "--algos", "bc", "--set", *BC_TINY, *log, "--grid"]
+    err = one_line_error(sweep.main, [*grid, "actor_lr=1e-3,1e-3"], capsys)
+    assert "lists actor_lr=1e-3 twice; give each value once: --grid actor_lr=1e-3" in err
+    err = one_line_error(sweep.main, [*grid, "actor_lr=1e-3,0.001"], capsys)
+    assert "are one run (the same merged config)" in err
+    assert not (tmp_path / "log").exists()
+
+
+def test_runs_started_at_the_same_second_get_their_own_directories(
+    data_env: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two runs of one seed named in the same second, even when the other claims the name between this run choosing
+    it and creating it (two processes racing), each write into a directory of their own: one evaluation row and one
+    event file each."""
+    monkeypatch.setattr(train.time, "strftime", lambda *args: "20260101-120000")
+    resolve = train.resolve_config
+
+    def another_run_claims_the_name_first(args: Any) -> Any:
+        cfg, run_dir, checkpoint = resolve(args)
+        run_dir.mkdir(parents=True, exist_ok=True)  # as a second process would, after this one chose the name
+        return cfg, run_dir, checkpoint
+
+    monkeypatch.setattr(train, "resolve_config", another_run_claims_the_name_first)
+    argv = ["--task", TASK, "--algo", "bc", "--seed", "0", "--log-dir", str(tmp_path), "--set", *BC_TINY]
+    train.main([*argv, "--no-progress"])
+    parent = tmp_path / TASK / "bc"
+    assert sorted(p.name for p in parent.iterdir()) == ["seed0-20260101-120000", "seed0-20260101-120000-1"]
+    assert list((parent / "seed0-20260101-120000").iterdir()) == []  # the other run's directory, untouched
+    train.main([*argv, "--no-progress"])
+    runs = sorted(p.parent for p in parent.glob("*/config.yaml"))
+    assert [run.name for run in runs] == ["seed0-20260101-120000-1", "seed0-20260101-120000-2"]
+    for run in runs:
+        assert (run / "progress.csv").read_text().count("\n1,") == 1  # epoch 1 logged once
+        assert len(list(run.glob("events.out.tfevents.*"))) == 1
+
+
+def test_run_directories_are_claimed_exclusively(tmp_path: Path) -> None:
+    """Many creators of one name at once: each gets a directory of its own, the first the name itself."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from utils.runs import create_run_dir
+
+    wanted = tmp_path / "task" / "algo" / "seed0-20260101-120000"
+    with ThreadPoolExecutor(8) as pool:
+        created = list(pool.map(lambda _: create_run_dir(wanted), range(8)))
+    assert len(set(created)) == 8
+    assert {path.name for path in created} == {wanted.name, *(f"{wanted.name}-{n}" for n in range(1, 8))}
+
+
+def test_a_sweep_starts_afresh_a_run_that_stopped_before_its_first_checkpoint(
+    data_env: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """train.py --resume refuses a run directory with nothing to resume, so a sweep run again starts such a run in a
+    new directory instead of resuming it, and leaves the old directory as it was."""
+    argv = ["--tasks", TASK, "--algos", "bc", "--seeds", "0", "--set", *BC_TINY, "--log-dir", str(tmp_path)]
+    assert sweep.main(argv) == 0
+    (stopped,) = run_dirs(tmp_path)
+    (stopped / "checkpoints" / "checkpoint.pt").unlink()
+    before = {path: path.read_bytes() for path in stopped.rglob("*") if path.is_file()}
+    capsys.readouterr()
+    assert sweep.main(argv) == 0
+    assert "0 already finished, 0 to resume, 1 to start" in capsys.readouterr().out
+    assert {path: path.read_bytes() for path in stopped.rglob("*") if path.is_file()} == before
+    (fresh,) = [run for run in run_dirs(tmp_path) if run != stopped]
+    assert (fresh / "checkpoints" / "checkpoint.pt").is_file()
+    to_run, finished = plan(sweep.build_requests(sweep.parse_args(argv)))
+    assert not to_run and [job.run_dir for job in finished] == [fresh]

@@ -109,7 +109,11 @@ def test_sweep_interrupted_prints_the_command_that_continues_it(
 
     monkeypatch.setattr(sweep, "run_local", interrupted)
     argv = ["--tasks", TASK, "--algos", "bc", "--seeds", "0", "1", "--log-dir", str(tmp_path), "--set", *TINY]
-    err = cli_error(sweep.main, argv, capsys)
+    with pytest.raises(SystemExit) as info:
+        run_cli(lambda: sweep.main(argv))
+    assert info.value.code == 130  # the shell's code for Ctrl-C, not a refused input's 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith("error: interrupted; finished runs are kept")
     command = shlex.split(err.split("continue with: ", 1)[1])
     assert command[:2] == ["python", "sweep.py"]
     assert sweep.parse_args(command[2:]) == sweep.parse_args(argv)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -308,11 +309,12 @@ def test_a_run_killed_while_fitting_its_model_resumes_the_fit(
     assert [event.step for event in accumulator.Scalars("dynamics/train_loss")] == [1, 2, 3, 4]
 
 
-def test_resuming_a_run_killed_before_its_first_checkpoint_starts_it_over(
+def test_resuming_a_run_killed_before_its_first_checkpoint_is_refused(
     env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A run that died after fitting its model but before its first checkpoint (and with no fit in progress) is
-    started over in its own directory by --resume, reusing its model file; what it logged before is dropped."""
+    """A run that died after fitting its model but before its first checkpoint (and with no fit in progress) has
+    nothing to resume: --resume refuses it, exit 2, naming the directory and the command that starts the run afresh
+    in a new directory on the model it fitted; the directory is left as it was, and the command trains the run."""
     from algos.trainer import OfflineTrainer
 
     def die(self: OfflineTrainer) -> None:
@@ -323,9 +325,15 @@ def test_resuming_a_run_killed_before_its_first_checkpoint_starts_it_over(
         train.main(train_args(tmp_path, 2))
     run_dir = only_run_dir(tmp_path)
     assert (run_dir / "dynamics.pt").is_file() and not (run_dir / "checkpoints").exists()
-    model_bytes = (run_dir / "dynamics.pt").read_bytes()
-    train.main(["--resume", str(run_dir), "--no-progress"])
-    assert "starting it from the beginning" in capsys.readouterr().out
-    assert checkpointed_epoch(run_dir) == 2
-    assert [int(row["epoch"]) for row in progress_rows(run_dir)] == [1, 2]
-    assert (run_dir / "dynamics.pt").read_bytes() == model_bytes
+    files = {path: path.read_bytes() for path in run_dir.rglob("*") if path.is_file()}
+    err = cli_error(["--resume", str(run_dir), "--no-progress"], capsys)
+    assert f"{run_dir} has no checkpoint to resume" in err
+    assert {path: path.read_bytes() for path in run_dir.rglob("*") if path.is_file()} == files
+    command = shlex.split(err.split(" with: ", 1)[1])
+    assert command[:2] == ["python", "train.py"] and f"dynamics_path={run_dir / 'dynamics.pt'}" in command
+    train.main([*command[2:], "--no-progress"])
+    (fresh,) = [path for path in (tmp_path / TASK / "mopo").iterdir() if path != run_dir]
+    assert checkpointed_epoch(fresh) == 2
+    assert [int(row["epoch"]) for row in progress_rows(fresh)] == [1, 2]
+    assert (fresh / "dynamics.pt").read_bytes() == files[run_dir / "dynamics.pt"]
+    assert {path: path.read_bytes() for path in run_dir.rglob("*") if path.is_file()} == files

@@ -19,10 +19,12 @@ from pathlib import Path
 
 import torch
 
-from config import OfflineConfig, config_to_dict, load_run_config, load_task_config
+from config import LearnedModelConfig, OfflineConfig, RunConfig, config_to_dict, load_run_config, load_task_config
 from utils.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
+CHECKPOINT = Path("checkpoints") / "checkpoint.pt"  # a run's last checkpoint, relative to its run directory
+FIT_PROGRESS = "dynamics_fit.pt"  # an interrupted dynamics fit's state, in the run directory
 
 
 @dataclass(frozen=True)
@@ -76,12 +78,34 @@ class RunRequest:
         return argv
 
 
+def can_resume(run_dir: Path) -> bool:
+    """Whether `train.py --resume` has something to continue: a checkpoint, or a dynamics fit in progress. A run
+    directory with neither stopped before it saved anything to resume; a new run starts it afresh."""
+    return (run_dir / CHECKPOINT).is_file() or (run_dir / FIT_PROGRESS).is_file()
+
+
+def saved_its_model_only(cfg: RunConfig, run_dir: Path) -> bool:
+    """A `dynamics_only` run that did all it was asked: fit the model and save it (it never checkpoints)."""
+    return isinstance(cfg, LearnedModelConfig) and cfg.dynamics_only and (run_dir / "dynamics.pt").is_file()
+
+
+def check_distinct(flag: str, values: Sequence[object]) -> None:
+    """Refuse a value listed twice (`--seeds 0 0`): it would be one run trained twice, and two runs of one config
+    must never share a run directory or be mistaken for each other when a sweep resumes."""
+    seen: list[object] = []
+    for value in values:
+        if value in seen:
+            once = " ".join(str(v) for v in dict.fromkeys(values))
+            raise UserError(f"{flag} lists {value} twice; give each value once ({flag} {once})")
+        seen.append(value)
+
+
 def run_status(run_dir: Path) -> tuple[int, int]:
     """(epochs checkpointed, epochs configured) of a run directory — iterations for the NPG family; (0, epochs)
     when it has no checkpoint yet."""
     cfg = load_run_config(run_dir / "config.yaml")
     epochs = cfg.planned_epochs()
-    checkpoint = run_dir / "checkpoints" / "checkpoint.pt"
+    checkpoint = run_dir / CHECKPOINT
     if not checkpoint.is_file():
         return 0, epochs
     try:  # mmap: only the counters are read, not the networks and buffers
@@ -102,11 +126,15 @@ class Job:
 
 
 def plan(requests: Sequence[RunRequest]) -> tuple[list[Job], list[Job]]:
-    """Split requests into jobs to run (fresh or resumed) and runs that already finished."""
+    """Split requests into jobs to run (fresh or resumed) and runs that already finished. A run directory with
+    nothing to resume (killed before its first checkpoint) is left as it is and the run starts in a new one."""
     to_run, finished = [], []
     for request in requests:
         existing = request.existing_run()
-        if existing is None:
+        if existing is not None and saved_its_model_only(request.resolved_config(), existing):
+            finished.append(Job(request, None, "skipped (model already saved)", existing))
+            continue
+        if existing is None or not can_resume(existing):
             to_run.append(Job(request, None))
             continue
         done, epochs = run_status(existing)

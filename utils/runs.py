@@ -288,6 +288,21 @@ def resolve_seed_path(pattern: str, seed: int, key: str, kind: str) -> Path:
     return Path(matches[0])
 
 
+def create_run_dir(wanted: Path) -> Path:
+    """Create a new, empty run directory at `wanted`, or at `wanted-1`, `wanted-2`, ... when that name is taken.
+    Each name is claimed with an exclusive mkdir (it fails if the directory exists), so two runs started at the same
+    second with the same seed, even by separate processes, never share a directory."""
+    wanted.parent.mkdir(parents=True, exist_ok=True)
+    candidate, suffix = wanted, 0
+    while True:
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            suffix += 1
+            candidate = wanted.with_name(f"{wanted.name}-{suffix}")
+
+
 def _is_run_dir(path: Path) -> bool:
     return (path / "config.yaml").is_file()
 
