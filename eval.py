@@ -46,9 +46,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from algos import load_run
+from algos import load_run, run_evaluator
 from algos.trainer import read_checkpoint
-from envs import Evaluator, get_task, load_dataset
+from envs import get_task, load_dataset
 from envs.attacks import ATTACK_MODES, ObservationAttack, applicable_modes, mode_problem
 from envs.physics import PHYSICS_AXES, check_axes, effective_scales, scaled_physics
 from utils.checkpoint import atomic_write
@@ -495,7 +495,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
     stem = evaluation.stem
     title = f"{name}\n{evaluation.caption}"
 
-    evaluator = Evaluator(spec, args.episodes, seed, device, getattr(cfg, "act_repeat", 1))
+    evaluator = run_evaluator(cfg, args.episodes, seed, device)
     try:
         if args.choice == "clean":
             rows = [evaluator.evaluate(algo.act)]

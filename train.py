@@ -26,7 +26,7 @@ from typing import Any, cast
 import numpy as np
 import torch
 
-from algos import ALGORITHMS, STUDIES, build_algorithm
+from algos import ALGORITHMS, STUDIES, build_algorithm, run_evaluator
 from algos.base import SeedOfStack, TrainableModule
 from algos.game import ModelBasedNPG
 from algos.npg_trainer import NPGTrainer
@@ -261,7 +261,19 @@ def train_seeds(args: argparse.Namespace) -> None:
         raise UserError(f"{len(failed)} of {len(jobs)} seeds failed (see above); resume each with --resume RUN_DIR")
 
 
-def main(argv: list[str] | None = None) -> dict[str, float] | None:
+class TrainResult(dict[str, float]):
+    """What one run's `train.main` returns: its last evaluation (return_mean, normalized_mean, ... ; empty when it
+    evaluated nothing, e.g. a dynamics_only run) as a dict, as the CLI has always returned it, and where the run is
+    (`run_dir`), so a script can go on with `algos.load_run(result.run_dir)` (docs/api.md)."""
+
+    def __init__(self, metrics: dict[str, float] | None, run_dir: Path) -> None:
+        super().__init__(metrics or {})
+        self.run_dir = run_dir
+
+
+def main(argv: list[str] | None = None) -> TrainResult | None:
+    """train.py's command line, callable from Python with the same arguments: one run returns a TrainResult;
+    --list-tasks, --seeds and --stack-seeds (several runs, or none) return None. Bad input raises UserError."""
     args = parse_args(argv)
     check_threads(args.threads)
     if args.list_tasks:
@@ -290,11 +302,11 @@ def main(argv: list[str] | None = None) -> dict[str, float] | None:
         torch.set_num_threads(args.threads)
     run = open_run(*resolve_config(args), args)
     if isinstance(run.cfg, PendulumStudyConfig):
-        return run_study(run.cfg, run.spec, run.logger, run.run_dir, run.checkpoint)
+        return TrainResult(run_study(run.cfg, run.spec, run.logger, run.run_dir, run.checkpoint), run.run_dir)
     try:
         trainer, evaluator = build_trainer(run)
         if trainer is None:
-            return None
+            return TrainResult(None, run.run_dir)
         try:
             result = trainer.train()
         except KeyboardInterrupt:
@@ -306,7 +318,7 @@ def main(argv: list[str] | None = None) -> dict[str, float] | None:
         run.logger.close()
     if result is not None:
         print(final_line(result, run.spec, run.dataset, run.run_dir))
-    return result
+    return TrainResult(result, run.run_dir)
 
 
 @dataclass
@@ -367,7 +379,7 @@ def build_trainer(run: OpenRun) -> tuple[OfflineTrainer | NPGTrainer | None, Eva
     """The run's evaluator and trainer (fitting or loading its dynamics model first), restored from its checkpoint
     or checkpointed before any training; no trainer for a `dynamics_only` run."""
     cfg, spec, device, dataset = run.cfg, run.spec, run.device, run.dataset
-    evaluator = Evaluator(spec, cfg.eval_episodes, cfg.seed, device, getattr(cfg, "act_repeat", 1))
+    evaluator = run_evaluator(cfg, cfg.eval_episodes, device=device)
     if isinstance(cfg, ModelBasedNPGConfig):
         trainer: OfflineTrainer | NPGTrainer = npg_trainer(
             cfg, spec, dataset, evaluator, run.logger, run.run_dir, device

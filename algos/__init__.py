@@ -1,7 +1,9 @@
-"""Algorithms by name: `from algos import MOPO`, or `build_algorithm(cfg, obs_dim, act_dim, device, dynamics)`."""
+"""Algorithms by name: `from algos import MOPO`, or `build_algorithm(cfg, obs_dim, act_dim, device, dynamics)`; a
+trained run in one call (`load_run`) and the evaluator that scores its policy (`run_evaluator`), docs/api.md."""
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import torch
@@ -20,6 +22,7 @@ from algos.wmopo import WMOPO
 from algos.wmopo_study import PendulumStudy, PendulumStudyConfig
 from config import RunConfig, load_run_config
 from envs.datasets import OfflineDataset
+from envs.evaluation import Evaluator
 from envs.tasks import get_task
 from models.dynamics import EnsembleDynamics
 from utils.errors import UserError
@@ -57,10 +60,13 @@ def build_algorithm(
         raise UserError(f"unknown algorithm {cfg.algo!r}; choose one of: {', '.join(sorted(ALGORITHMS))}")
     cls = ALGORITHMS[cfg.algo]
     if getattr(cls, "needs_dataset", False):
-        return cls(obs_dim, act_dim, cfg, device, dynamics=dynamics, dataset=dataset)
-    if cls.needs_dynamics:
-        return cls(obs_dim, act_dim, cfg, device, dynamics=dynamics)
-    return cls(obs_dim, act_dim, cfg, device)
+        algo = cls(obs_dim, act_dim, cfg, device, dynamics=dynamics, dataset=dataset)
+    elif cls.needs_dynamics:
+        algo = cls(obs_dim, act_dim, cfg, device, dynamics=dynamics)
+    else:
+        algo = cls(obs_dim, act_dim, cfg, device)
+    algo.obs_dim = obs_dim  # what `action` checks its inputs against
+    return algo
 
 
 def load_run(
@@ -70,7 +76,9 @@ def load_run(
     evaluation; the dynamics model is not loaded). `task`, if given, must be the run's task."""
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
-        raise UserError(f"{run_dir} is not a run directory (no config.yaml); pass a directory under log/")
+        inside = next(run_dir.glob("**/config.yaml"), None) if run_dir.is_dir() else None
+        hint = f"it holds runs, e.g. {inside.parent}" if inside else "pass a directory under log/"
+        raise UserError(f"{run_dir} is not a run directory (no config.yaml); {hint}")
     cfg = load_run_config(run_dir / "config.yaml")
     if isinstance(cfg, PendulumStudyConfig):
         raise UserError(
@@ -79,6 +87,13 @@ def load_run(
         )
     if task is not None and task != cfg.task:
         raise UserError(f"run {run_dir} was trained on {cfg.task}, not {task}; drop --task or pick a {task} run")
+    if getattr(cfg, "dynamics_only", False):
+        model = run_dir / "dynamics.pt"
+        raise UserError(
+            f"{run_dir} is a dynamics_only run: it fits a model ({model}) and trains no policy; train one on that "
+            f"model with python train.py --task {shlex.quote(cfg.task_file or cfg.task)} --algo {cfg.algo} --set "
+            f"{shlex.quote(f'dynamics_path={model}')}"
+        )
     state = read_checkpoint(run_dir / "checkpoints" / "checkpoint.pt")
     if (state["task"], state["algo"]) != (cfg.task, cfg.algo):
         raise UserError(
@@ -89,6 +104,17 @@ def load_run(
     algo = build_algorithm(cfg, spec.obs_dim, spec.act_dim, device)
     algo.load_state_dict(state["algo_state"]["modules"])
     return cfg, algo.eval()
+
+
+def run_evaluator(
+    cfg: RunConfig, episodes: int, seed: int | None = None, device: torch.device | str = "cpu"
+) -> Evaluator:
+    """The evaluator a run's policy is scored with: its task's environment, its action repeat and (by default) its
+    seed's episode resets, so `run_evaluator(cfg, cfg.eval_episodes).evaluate(algo.act)` repeats the run's own
+    evaluations. Close it (or use it in a `with` block) to release the environments."""
+    return Evaluator(
+        get_task(cfg.task), episodes, cfg.seed if seed is None else seed, device, getattr(cfg, "act_repeat", 1)
+    )
 
 
 __all__ = [
@@ -106,4 +132,5 @@ __all__ = [
     "STUDIES",
     "build_algorithm",
     "load_run",
+    "run_evaluator",
 ]

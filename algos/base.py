@@ -1,4 +1,4 @@
-"""What the trainer, the registry and eval.py need from an algorithm, whatever its family.
+"""What the trainer, the registry, eval.py and the Python API (docs/api.md) need from an algorithm, of any family.
 
 SAC and its model-based subclasses (MOPO, MICRO) and the model-free baselines (BC, BCQ) all satisfy `Algorithm`;
 only algorithms trained on model rollouts also satisfy `ModelBasedAlgorithm`.
@@ -10,11 +10,14 @@ import copy
 from collections.abc import Sequence
 from typing import Any, ClassVar, Protocol, cast
 
+import numpy as np
 import torch
+from numpy.typing import ArrayLike
 from torch import nn
 
 from buffers.replay import Batch
 from models.seed_stack import SeedStack, SeedStreams, stack_modules
+from utils.errors import UserError
 
 
 class Policy(Protocol):
@@ -30,6 +33,10 @@ class Algorithm(Protocol):
 
     def act(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
         """Actions [B, act_dim] for observations [B, obs_dim], without gradients."""
+        ...
+
+    def action(self, obs: ArrayLike | torch.Tensor, deterministic: bool = True) -> np.ndarray | torch.Tensor:
+        """`act` for library users: one observation or a batch, numpy or tensor (`TrainableModule.action`)."""
         ...
 
     def update(self, batch: Batch, num_real: int = 0) -> dict[str, torch.Tensor]:
@@ -71,6 +78,34 @@ class TrainableModule(nn.Module):
     sets `stackable` and builds its optimisers in `_build_optimizers`; `stack` then makes S runs one instance."""
 
     stackable: ClassVar[bool] = False
+    # The observation width, set by `algos.build_algorithm`, so `action` refuses a wrong-sized input in one line.
+    obs_dim: int | None = None
+
+    def action(self, obs: ArrayLike | torch.Tensor, deterministic: bool = True) -> np.ndarray | torch.Tensor:
+        """The policy's action for one observation [obs_dim] or for a batch [B, obs_dim], in the kind given: a tensor
+        comes back as a float32 tensor on its own device, anything else (numpy array, list) as a float32 numpy array.
+        Deterministic by default, as evaluation plays; `deterministic=False` samples (from the global torch stream).
+        The trainer and the evaluator call `act` on batched tensors directly; this is the one-call form for scripts
+        (docs/api.md), which should not have to know the algorithm's device or batch convention."""
+        device = next(self.parameters()).device
+        try:
+            batch = torch.as_tensor(obs, dtype=torch.float32).to(device)
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise UserError(
+                f"observations must be numbers (a numpy array, tensor or list of shape [obs_dim] or [batch, "
+                f"obs_dim]); got {type(obs).__name__}: {str(err).splitlines()[0]}"
+            ) from None
+        width = self.obs_dim if self.obs_dim is not None else batch.shape[-1] if batch.dim() else 0
+        if batch.dim() not in (1, 2) or batch.shape[-1] != width:
+            raise UserError(
+                f"observations of shape {tuple(batch.shape)} do not fit this policy; pass one observation "
+                f"[{width}] or a batch [batch, {width}]"
+            )
+        actions = cast(Algorithm, self).act(batch.unsqueeze(0) if batch.dim() == 1 else batch, deterministic)
+        actions = actions.squeeze(0) if batch.dim() == 1 else actions
+        if isinstance(obs, torch.Tensor):
+            return actions.to(obs.device, torch.float32)
+        return actions.to("cpu", torch.float32).numpy()
 
     def optimizers(self) -> dict[str, Any]:
         raise NotImplementedError

@@ -68,6 +68,13 @@ class Evaluator:
             env.close()
         self.envs = []
 
+    def __enter__(self) -> Evaluator:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        """`with Evaluator(...) as evaluator:` closes the environments however the block ends."""
+        self.close()
+
 
 def evaluate_together(
     evaluators: Sequence[Evaluator], act_fn: Callable[[torch.Tensor], torch.Tensor]
