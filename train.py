@@ -72,6 +72,7 @@ from utils.launch import (
     summary,
 )
 from utils.logger import RunLogger, copy_logs
+from utils.provenance import start_run
 from utils.runs import create_run_dir, resolve_seed_path
 from utils.task_listing import task_listing
 
@@ -121,7 +122,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "and exit",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (for logs and CI)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # the exact command, for provenance.json
+    return args
 
 
 def resolve_config(args: argparse.Namespace) -> tuple[RunConfig, Path, dict[str, Any] | None]:
@@ -350,9 +353,12 @@ def open_run(cfg: RunConfig, run_dir: Path, checkpoint: dict[str, Any] | None, a
     snapshot = None
     if checkpoint is None and getattr(cfg, "branch_from", None):  # WMOPO: take over another run's iteration 0
         snapshot = ALGORITHMS[cfg.algo].trainer_class.branch_snapshot(cfg)
-    if not args.resume:
+    if args.resume:  # refused here, before anything of the run changes, if its data changed since it started
+        record_provenance(cfg, run_dir, dataset, args)
+    else:
         run_dir = create_run_dir(run_dir)  # exclusively: never a directory another run has claimed
         save_config(cfg, run_dir / "config.yaml")
+        record_provenance(cfg, run_dir, dataset, args)
     source = "online" if dataset is None else f"{dataset.num_transitions} transitions from {dataset.source}"
     print(f"run dir: {run_dir}  ({source}; {torch.get_num_threads()} threads)", flush=True)
 
@@ -373,6 +379,21 @@ def open_run(cfg: RunConfig, run_dir: Path, checkpoint: dict[str, Any] | None, a
         resume_step, resume_events = fit["epoch"], fit["num_events"]
     logger = RunLogger(run_dir, resume_step, resume_events=resume_events)
     return OpenRun(cfg, run_dir, checkpoint, spec, device, dataset, logger, progress, branched_from)
+
+
+def record_provenance(cfg: RunConfig, run_dir: Path, dataset: OfflineDataset | None, args: argparse.Namespace) -> None:
+    """The run's provenance.json (utils/provenance.py): its data, code, software, machine and command."""
+    data = None
+    if dataset is not None:
+        path = Path(dataset.source)
+        data = {
+            "name": cfg.task,
+            "path": str(path.resolve()) if path.is_file() else dataset.source,
+            "sha256": dataset.content_hash,
+            "transitions": dataset.num_transitions,
+        }
+    identity = {"task": cfg.task, "algo": cfg.algo, "seed": cfg.seed}
+    start_run(run_dir, identity, data, getattr(args, "argv", []), torch.get_num_threads(), bool(args.resume))
 
 
 def build_trainer(run: OpenRun) -> tuple[OfflineTrainer | NPGTrainer | None, Evaluator]:

@@ -7,9 +7,12 @@ s -> s', so a transition never pairs the last state of one episode with the firs
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import http.client
 import importlib
 import importlib.util
+import json
 import os
 import sys
 import tempfile
@@ -25,7 +28,9 @@ import numpy as np
 from tqdm import tqdm
 
 from envs.tasks import TaskSpec
+from utils.checkpoint import atomic_write
 from utils.errors import UserError
+from utils.provenance import machine
 
 REQUIRED_KEYS: tuple[str, ...] = ("observations", "actions", "rewards", "terminals")
 OPTIONAL_KEYS: tuple[str, ...] = ("timeouts", "next_observations")
@@ -33,6 +38,11 @@ BACKENDS: tuple[str, ...] = ("auto", "hdf5", "d4rl", "minari")
 DATASET_DIR_ENV = "D4RL_DATASET_DIR"  # the same variable the d4rl package reads, so both share one cache
 # D4RL's qlearning_dataset assumes this episode length when a file has no timeouts (some -v0 files).
 D4RL_MAX_EPISODE_STEPS = 1000
+
+# The arrays a dataset's content hash covers, in this order: what training reads (docs/datasets.md, "Content hash").
+HASHED_KEYS: tuple[str, ...] = (*REQUIRED_KEYS, *OPTIONAL_KEYS)
+HASH_ATTRIBUTE = "content_sha256"  # the hdf5 attribute where generated files carry it
+HASH_CACHE_FILE = ".content_sha256.json"  # beside files without the attribute (D4RL's): path -> size, mtime, hash
 
 _GENERATE_HINT = (
     "generate one with python collect.py dataset --task <env>-<level>-gen (see python train.py --list-tasks)"
@@ -51,6 +61,7 @@ class OfflineDataset:
     episode_starts: np.ndarray
     source: str
     metadata: dict[str, Any] = field(default_factory=dict)  # scalars of the file's metadata/ group (generated data)
+    content_hash: str | None = None  # sha256 of the raw arrays (content_hash), None when not computed
 
     @property
     def num_transitions(self) -> int:
@@ -317,7 +328,8 @@ def download_file(url: str, dest: Path, timeout: float = 60) -> Path:
 
 
 def write_d4rl_hdf5(path: Path, data: Mapping[str, np.ndarray], metadata: Mapping[str, Any] | None = None) -> None:
-    """Write arrays in D4RL's layout ("infos/qpos" becomes a nested dataset) atomically.
+    """Write arrays in D4RL's layout ("infos/qpos" becomes a nested dataset) atomically, with the attributes of
+    `made_with` (content hash, versions, CPU) on the file.
 
     The file is written next to `path`, flushed to disk and renamed over it, so a crash never leaves a
     half-written file under the final name.
@@ -333,6 +345,7 @@ def write_d4rl_hdf5(path: Path, data: Mapping[str, np.ndarray], metadata: Mappin
                 file.create_dataset(key, data=np.asarray(value))
             for key, value in (metadata or {}).items():
                 file.create_dataset(f"metadata/{key}", data=value)
+            file.attrs.update(made_with(data))
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -419,7 +432,7 @@ def load_dataset(
         raise UserError(f"unknown dataset backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
     if backend == "minari":
         raw = _raw_from_minari(spec)
-        return to_transitions(raw, spec, source=f"minari:{spec.minari_id}")
+        return _hashed(to_transitions(raw, spec, source=f"minari:{spec.minari_id}"), raw)
     if backend == "d4rl":
         if spec.url is None:
             raise UserError(
@@ -431,13 +444,15 @@ def load_dataset(
                 f"the d4rl backend needs the d4rl package ({reason}); install it with "
                 f"pip install git+https://github.com/Farama-Foundation/D4RL or use --set dataset_backend=hdf5"
             )
-        return to_transitions(_raw_from_d4rl_package(spec), spec, source=f"d4rl:{spec.name}")
+        raw = _raw_from_d4rl_package(spec)
+        return _hashed(to_transitions(raw, spec, source=f"d4rl:{spec.name}"), raw)
 
     path = find_dataset(spec, dataset_path)
     if path is None and backend == "auto" and spec.url is not None:
         d4rl_module, _ = _import_optional("d4rl")
         if d4rl_module is not None:
-            return to_transitions(_raw_from_d4rl_package(spec), spec, source=f"d4rl:{spec.name}")
+            raw = _raw_from_d4rl_package(spec)
+            return _hashed(to_transitions(raw, spec, source=f"d4rl:{spec.name}"), raw)
     if path is None:
         looked_in = _candidate_paths(spec, dataset_path)
         if spec.source_file is not None:  # a user's own task: its data are theirs to provide, nothing generates them
@@ -456,8 +471,10 @@ def load_dataset(
                 f"{_how_to_get(spec.dataset_file, looked_in, spec.url)}"
             )
         path = download_file(spec.url, default_dataset_dirs()[0] / spec.dataset_file)
-    dataset = to_transitions(read_d4rl_hdf5(path), spec, source=str(path))
+    raw = read_d4rl_hdf5(path)
+    dataset = to_transitions(raw, spec, source=str(path))
     dataset.metadata = read_metadata(path)
+    dataset.content_hash = file_content_hash(path, raw)
     return dataset
 
 
@@ -475,3 +492,75 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
                     value.decode() if isinstance(value, bytes) else value.item() if hasattr(value, "item") else value
                 )
     return out
+
+
+# ---------------------------------------------------------------------------------------------------- content hash
+
+
+def content_hash(raw: Mapping[str, np.ndarray]) -> str:
+    """sha256 of a dataset's HASHED_KEYS arrays, so it names the data, not the file's bytes (compression, chunking,
+    attributes and metadata do not count; one changed value does).
+
+    Each array present is hashed in HASHED_KEYS order as its name, its canonical dtype and shape, then its values in
+    C order: floats as little-endian float32 (what training reads), terminals and timeouts as one byte 0/1, and
+    rewards, terminals and timeouts flattened to one value per row.
+    """
+    digest = hashlib.sha256()
+    for key in HASHED_KEYS:
+        if key not in raw:
+            continue
+        value = np.asarray(raw[key])
+        if key in ("terminals", "timeouts"):
+            value = value.reshape(-1).astype(bool).astype(np.uint8)
+        else:
+            value = value.astype("<f4", copy=False)
+            value = value.reshape(-1) if key == "rewards" else value
+        value = np.ascontiguousarray(value)
+        digest.update(f"{key}|{value.dtype.str}|{value.shape}\n".encode())
+        digest.update(memoryview(value).cast("B"))
+    return digest.hexdigest()
+
+
+def made_with(data: Mapping[str, np.ndarray]) -> dict[str, str]:
+    """The hdf5 attributes a written dataset carries: its content hash and the software and CPU that made it."""
+    facts = machine()
+    versions = {f"version_{name}": version or "none" for name, version in facts["versions"].items()}
+    return {HASH_ATTRIBUTE: content_hash(data), **versions, "cpu_model": facts["cpu"]}
+
+
+def _hashed(dataset: OfflineDataset, raw: Mapping[str, np.ndarray]) -> OfflineDataset:
+    dataset.content_hash = content_hash(raw)
+    return dataset
+
+
+def file_content_hash(path: str | Path, raw: Mapping[str, np.ndarray] | None = None) -> str:
+    """A dataset file's content hash: its own attribute when it was written here, else the one cached beside it for
+    this path, size and modification time, else computed from `raw` (or the file) and cached (D4RL's files: their
+    first load pays for it). A directory that cannot be written just goes without the cache."""
+    path = Path(path).resolve()
+    with h5py.File(path, "r") as file:
+        recorded = file.attrs.get(HASH_ATTRIBUTE)
+    if recorded is not None:
+        return recorded.decode() if isinstance(recorded, bytes) else str(recorded)
+    stat = path.stat()
+    key = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    cache_path = path.parent / HASH_CACHE_FILE
+    cache = _read_hash_cache(cache_path)
+    entry = cache.get(str(path))
+    if isinstance(entry, dict) and {k: entry.get(k) for k in key} == key and isinstance(entry.get("sha256"), str):
+        return entry["sha256"]
+    digest = content_hash(raw if raw is not None else read_d4rl_hdf5(path))
+    cache[str(path)] = {**key, "sha256": digest}
+    text = json.dumps(cache, indent=1, sort_keys=True) + "\n"
+    with contextlib.suppress(OSError):  # a read-only dataset directory: the hash is recomputed on each load
+        atomic_write(cache_path, lambda handle: handle.write(text.encode()))
+    return digest
+
+
+def _read_hash_cache(path: Path) -> dict[str, Any]:
+    """The cache's entries; a missing or damaged cache is an empty one (it only saves time)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}

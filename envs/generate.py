@@ -12,6 +12,7 @@ timeouts, infos/qpos, infos/qvel, infos/action_log_probs), so every loader and t
 from __future__ import annotations
 
 import argparse
+import copy
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,9 +23,9 @@ import torch
 from tqdm import tqdm
 
 from envs.behaviour import InteractionLog, load_behaviour_policy, replay_log_episodes
-from envs.datasets import default_dataset_dirs, find_dataset, write_d4rl_hdf5
+from envs.datasets import content_hash, default_dataset_dirs, find_dataset, read_metadata, write_d4rl_hdf5
 from envs.tasks import TaskSpec, get_task, list_tasks, make_env, normalized_score, physics_state
-from models.actor_critic import TanhGaussianActor
+from models.actor_critic import TanhGaussianActor, squashed_gaussian_sample
 from utils.errors import UserError
 
 # Maps a batch of one observation [1, obs_dim] to (actions [1, act_dim], log-probabilities [1]).
@@ -119,15 +120,25 @@ def episode_returns(rewards: np.ndarray, terminals: np.ndarray, timeouts: np.nda
 
 
 BEHAVIOUR_ROOT = Path(__file__).resolve().parents[1] / "behaviour"  # committed policies, one folder per env
+POLICY_DTYPE = "float64"  # the behaviour network's precision while generating (actor_policy; metadata/policy_dtype)
 MEDIUM_REPLAY_FILE = "medium_replay.npz"
 
 
 def actor_policy(actor: TanhGaussianActor) -> BehaviourPolicy:
-    """Stochastic actions of a behaviour actor with their log-probabilities, as D4RL's rlkit policies acted."""
+    """Stochastic actions of a behaviour actor with their log-probabilities, as D4RL's rlkit policies acted.
+
+    The network runs in float64 and its outputs are rounded once to the dataset's float32: in float32 the last bits
+    of an action depend on which matmul kernel the BLAS picks for this CPU (MKL chooses per CPU model), and MuJoCo
+    amplifies one bit into another trajectory, so the same command made different data on different machines
+    (docs/datasets.md, "Same data on every machine"). The noise is drawn in float32, as the actor itself draws it.
+    """
+    actor64 = copy.deepcopy(actor).to(torch.float64)
 
     @torch.no_grad()
     def policy(obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        action, log_prob = actor(torch.as_tensor(obs, dtype=torch.float32))
+        mean, log_std = actor64.distribution_params(torch.as_tensor(obs, dtype=torch.float64))
+        noise = torch.randn(mean.shape, dtype=torch.float32).to(torch.float64)
+        action, log_prob = squashed_gaussian_sample(mean, log_std, noise, actor64.max_action)
         return action.numpy(), log_prob.squeeze(-1).numpy()
 
     return policy
@@ -177,6 +188,7 @@ def build_dataset(
         return data, {
             **metadata,
             "behaviour_policy": f"{spec.level}.pt",
+            "policy_dtype": POLICY_DTYPE,
             "policy_env_steps": info["env_steps"],
             "policy_normalized_score": info["evaluation"]["normalized_mean"],
             **weights,
@@ -204,7 +216,8 @@ def build_dataset(
 def _existing_or_built(
     spec: TaskSpec, num_transitions: int, seed: int, max_episode_steps: int | None, policies_dir: Path
 ) -> dict[str, np.ndarray]:
-    """A level's arrays: read from its dataset file when that was made with the same seed, size and policy."""
+    """A level's arrays: read from its dataset file when that was made with the same seed, size, policy and
+    precision."""
     path = find_dataset(spec, None)
     if path is not None:
         with h5py.File(path, "r") as file:
@@ -216,6 +229,7 @@ def _existing_or_built(
                 and len(file["rewards"]) == num_transitions
                 and "policy_env_steps" in made
                 and int(made["policy_env_steps"][()]) == policy_steps
+                and read_metadata(path).get("policy_dtype") == POLICY_DTYPE  # older files: the CPU-dependent path
             ):
                 return {key: file[key][()] for key in _COLUMNS}
     return build_dataset(spec, num_transitions, seed, max_episode_steps, policies_dir)[0]
@@ -273,7 +287,8 @@ def write_dataset(
     returns = episode_returns(data["rewards"], data["terminals"], data["timeouts"])
     print(
         f"wrote {out}: {len(data['rewards'])} transitions, {len(returns)} episodes, mean episode return "
-        f"{returns.mean():.1f}, normalized score {normalized_score(spec, float(returns.mean())):.1f}"
+        f"{returns.mean():.1f}, normalized score {normalized_score(spec, float(returns.mean())):.1f}, content sha256 "
+        f"{content_hash(data)[:12]}"
     )
     return out
 

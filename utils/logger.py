@@ -21,6 +21,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from utils.checkpoint import atomic_write
+from utils.provenance import record_wall_time
 
 EVENT_FILE_MARK = "tfevents"  # TensorBoard reads every file whose name contains this
 
@@ -59,6 +60,7 @@ class RunLogger:
             self._truncate_progress(resume_step)
             self.num_events = truncate_events(self.run_dir, resume_events, resume_step)
         self.writer = SummaryWriter(str(self.run_dir))
+        self.wall_time: float | None = None  # training seconds at the last evaluation (provenance.json gets them)
         if not self.progress_path.exists():
             atomic_write(self.progress_path, lambda f: f.write((",".join(PROGRESS_COLUMNS) + "\n").encode()))
 
@@ -110,6 +112,8 @@ class RunLogger:
         with open(self.progress_path, "a", newline="") as handle:
             csv.DictWriter(handle, PROGRESS_COLUMNS, lineterminator="\n").writerow(row)
         self.writer.flush()
+        self.wall_time = wall_time
+        record_wall_time(self.run_dir, wall_time)
         if not self.quiet:
             normalized = (  # tasks without reference returns (task files) have no normalized score
                 ""
@@ -123,6 +127,8 @@ class RunLogger:
 
     def close(self) -> None:
         self.writer.close()
+        if self.wall_time is not None:  # the run's end (or interruption): provenance.json says when
+            record_wall_time(self.run_dir, self.wall_time)
 
 
 def copy_logs(source: Path, target: Path) -> None:

@@ -51,6 +51,7 @@ import yaml
 from config import config_classes, config_to_dict
 from utils.errors import UserError
 from utils.logger import PROGRESS_COLUMNS
+from utils.provenance import UNKNOWN, run_data, short_hash
 
 # Metrics read from progress.csv (every column but the x axis); anything else is looked up in TensorBoard.
 PROGRESS_METRICS = tuple(c for c in PROGRESS_COLUMNS if c != "step")
@@ -103,6 +104,12 @@ class Run:
         epochs, steps = self.config.get("epochs"), self.config.get("steps_per_epoch")
         repeats = self.config.get("em_iterations", 1)  # WMOPO's epochs count one M-step of its EM loop
         return epochs * steps * repeats if isinstance(epochs, int) and isinstance(steps, int) else None
+
+    @cached_property
+    def data(self) -> str:
+        """The sha256 of the dataset the run learned from (its provenance.json), ONLINE, or UNKNOWN for a run made
+        before runs recorded provenance."""
+        return run_data(self.path)
 
     @cached_property
     def settings(self) -> dict[str, Hashable]:
@@ -534,6 +541,43 @@ def averaged_over(groups: Mapping[Group, Sequence[Run]]) -> list[str]:
     return sorted(keys - skip)
 
 
+def group_data(groups: Mapping[Group, Sequence[Run]], allow_mixed: bool = False) -> dict[Group, str]:
+    """Each group's data: the one dataset hash its runs learned from (ONLINE, or UNKNOWN when none of its runs
+    recorded it), or `a;b` when it averages runs made on different data. That is refused, naming the group, the
+    hashes and their seeds, unless `allow_mixed`; runs without provenance are left out of the comparison (unknown
+    data is noted by the caller, not refused)."""
+    out = {}
+    for group, members in groups.items():
+        seeds: dict[str, list[int]] = {}
+        for run in members:
+            if run.data != UNKNOWN:
+                seeds.setdefault(run.data, []).append(run.seed)
+        if len(seeds) > 1 and not allow_mixed:
+            which = " and ".join(
+                f"sha256 {short_hash(digest)} in seed{'s' * (len(of) > 1)} {','.join(map(str, of))}"
+                for digest, of in seeds.items()
+            )
+            raise UserError(
+                f"{group.task} / {group.label} would average runs made on different data ({which}): pass the run "
+                "directories of one dataset, or --allow-mixed-data to average them anyway"
+            )
+        out[group] = ";".join(seeds) if seeds else UNKNOWN
+    return out
+
+
+def data_notes(groups: Mapping[Group, str]) -> dict[tuple[str, str], str]:
+    """`(task, label) -> "data 1a2b3c4d5e6f"` for the cells of tasks whose groups differ in data (what a table shows
+    so that columns learned from different datasets are not read as comparable); none where they agree."""
+    by_task: dict[str, set[str]] = {}
+    for group, data in groups.items():
+        by_task.setdefault(group.task, set()).add(data)
+    return {
+        (group.task, group.label): "data " + ", ".join(short_hash(part) for part in data.split(";"))
+        for group, data in groups.items()
+        if len(by_task[group.task]) > 1
+    }
+
+
 # ----------------------------------------------------------------------------------------------------------- reading
 
 
@@ -570,8 +614,33 @@ def read_progress(run: Run) -> dict[str, np.ndarray]:
     return {name: data[:, i] for i, name in enumerate(header)}
 
 
+SCALARS_FILE = "scalars.csv"  # a published run's TensorBoard scalars (tag,step,value), in place of its event files
+
+
+def read_scalars_csv(path: Path) -> dict[str, Series]:
+    """The scalars of a published run's scalars.csv, by tag; a malformed file is a UserError naming it."""
+    points: dict[str, tuple[list[float], list[float]]] = {}
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            reader = csv.reader(handle)
+            if next(reader, None) != ["tag", "step", "value"]:
+                raise UserError(f"{path}: not a scalars file (its header must be tag,step,value); restore it")
+            for row in reader:
+                if not row:
+                    continue
+                steps, values = points.setdefault(row[0], ([], []))
+                steps.append(float(row[1]))
+                values.append(float(row[2]))
+    except (OSError, UnicodeDecodeError, csv.Error, IndexError, ValueError) as err:
+        raise UserError(f"{path}: corrupt scalars file ({type(err).__name__}); restore it") from None
+    return {tag: _series(steps, values) for tag, (steps, values) in points.items()}
+
+
 def read_tensorboard(run: Run) -> dict[str, Series]:
-    """Every TensorBoard scalar tag of the run directory (its own event files, not eval/'s), all points loaded."""
+    """Every TensorBoard scalar tag of the run directory (its own event files, not eval/'s), all points loaded; a
+    published run's scalars.csv instead when it has one (docs/results.md)."""
+    if (run.path / SCALARS_FILE).is_file():
+        return read_scalars_csv(run.path / SCALARS_FILE)
     from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
 
     accumulator = EventAccumulator(str(run.path), size_guidance={SCALARS: 0})  # 0: keep every point
@@ -804,8 +873,12 @@ def format_cell(score: Score | None, digits: int = 1) -> str:
     return f"{score.mean:.{digits}f} ± {score.std:.{digits}f} ({score.num_seeds})"
 
 
-def markdown_table(scores: Sequence[Score], caption: str, digits: int = 1) -> str:
-    """Tasks as rows, one column per group label (`mopo`, `mopo penalty_coef=0.5`), a caption line above."""
+def markdown_table(
+    scores: Sequence[Score], caption: str, digits: int = 1, notes: Mapping[tuple[str, str], str] | None = None
+) -> str:
+    """Tasks as rows, one column per group label (`mopo`, `mopo penalty_coef=0.5`), a caption line above; `notes`
+    adds `[note]` to the cells of (task, label) it names (data_notes)."""
+    notes = notes or {}
     tasks = sorted({s.task for s in scores})
     order = {s.label: settings_order(s.algo, s.settings) for s in scores}
     labels = sorted(order, key=lambda label: order[label])
@@ -813,16 +886,22 @@ def markdown_table(scores: Sequence[Score], caption: str, digits: int = 1) -> st
     header = " | ".join(label.replace("|", "\\|") for label in labels)
     lines = [caption, "", f"| task | {header} |", "|---|" + "---:|" * len(labels)]
     for task in tasks:
-        lines.append(f"| {task} | " + " | ".join(format_cell(cells.get((task, a)), digits) for a in labels) + " |")
+        row = [format_cell(cells.get((task, a)), digits) for a in labels]
+        row = [f"{cell} [{notes[task, a]}]" if (task, a) in notes else cell for cell, a in zip(row, labels)]
+        lines.append(f"| {task} | " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
 
 
-SCORE_CSV_COLUMNS = ("task", "algo", "metric", "last_k", "mean", "std", "n_seeds", "seeds", "values")
+SCORE_CSV_COLUMNS = ("task", "algo", "metric", "last_k", "mean", "std", "n_seeds", "seeds", "values", "data")
 
 
-def scores_csv(scores: Sequence[Score], metric: str, last: int) -> str:
+def scores_csv(
+    scores: Sequence[Score], metric: str, last: int, data: Mapping[tuple[str, str], str] | None = None
+) -> str:
     """One row per group; after `algo`, one column per grouping key (empty where a group lacks it); `seeds` and
-    `values` list the per-seed numbers, `;`-separated, in the same order."""
+    `values` list the per-seed numbers, `;`-separated, in the same order; `data` the group's dataset sha256 (`;`
+    between several, `online`, or `unknown` for runs without provenance), from `data` keyed by (task, label)."""
+    data = data or {}
     keys = list(dict.fromkeys(key for s in scores for key, _ in s.settings))
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
@@ -842,6 +921,7 @@ def scores_csv(scores: Sequence[Score], metric: str, last: int) -> str:
                 s.num_seeds,
                 ";".join(map(str, s.seeds)),
                 ";".join(f"{v:.6g}" for v in s.values),
+                data.get((s.task, s.label), UNKNOWN),
             ]
         )
     return text.getvalue()
