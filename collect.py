@@ -1,6 +1,6 @@
 """Behaviour policies and D4RL-style datasets from gymnasium MuJoCo envs (for machines without D4RL's data).
 
-python collect.py train --env hopper [--steps 1000000]          # behaviour SAC; rerun to continue
+python collect.py train --env hopper [--steps 1000000]          # behaviour SAC; rerun to continue (needs training.pt)
 python collect.py policies --env hopper                          # pick medium/expert, export medium-replay log
 python collect.py dataset --task hopper-medium-gen [--overwrite] # write one dataset (--help: all flags)
 python collect.py dataset --env hopper                           # every level of one env
@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shlex
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from algos.behaviour import BehaviourConfig, BehaviourTrainer
+from algos.behaviour import TRAINING_FILE, BehaviourConfig, BehaviourTrainer
 from envs import generate
 from envs.behaviour import export_policies
 from envs.datasets import find_dataset, load_dataset
@@ -32,19 +33,56 @@ def env_spec(env: str) -> TaskSpec:
     return get_task(f"{env}-random-gen")
 
 
+def exported_run(work_dir: Path) -> list[Path]:
+    """What an earlier training run left in `work_dir` besides its state: exported policies, the medium-replay log,
+    snapshots. A clone holds these (not snapshots) but not training.pt, which git does not track."""
+    exported = [work_dir / name for name in ("medium.pt", "expert.pt", generate.MEDIUM_REPLAY_FILE)]
+    return [path for path in (*exported, *sorted((work_dir / "snapshots").glob("step*.pt"))) if path.is_file()]
+
+
+def train_command(args: argparse.Namespace, from_scratch: bool) -> str:
+    """The `collect.py train` command with the flags given, and --from-scratch when asked for."""
+    words = ["python", "collect.py", "train", "--env", args.env]
+    for flag, value, default in (
+        ("--steps", args.steps, BehaviourConfig.total_steps),
+        ("--seed", args.seed, BehaviourConfig.seed),
+        ("--snapshot-every", args.snapshot_every, BehaviourConfig.snapshot_every),
+        ("--work-dir", args.work_dir, None),
+    ):
+        words += [flag, str(value)] if value != default else []
+    words += ["--no-progress"] * args.no_progress + ["--from-scratch"] * from_scratch
+    return shlex.join(words)
+
+
 def train(args: argparse.Namespace) -> None:
     spec = env_spec(args.env)
     cfg = dataclasses.replace(
         BehaviourConfig(), total_steps=args.steps, seed=args.seed, snapshot_every=args.snapshot_every
     )
     work_dir = args.work_dir or generate.BEHAVIOUR_ROOT / args.env
+    state = work_dir / TRAINING_FILE
+    if args.from_scratch and state.exists():
+        raise UserError(
+            f"{state} exists and --from-scratch would start over from step 0; continue it with "
+            f"{train_command(args, from_scratch=False)} (or move the file away to discard it)"
+        )
+    if not args.from_scratch and not state.exists() and exported_run(work_dir):
+        raise UserError(
+            f"{state} is missing, so training cannot continue (a clone carries the policies and medium-replay log "
+            f"exported from a run, not its training state); recreate it by training again from step 0: "
+            f"{train_command(args, from_scratch=True)}"
+        )
     trainer = BehaviourTrainer(spec, cfg, work_dir, progress=not args.no_progress and sys.stderr.isatty())
     if trainer.resume():
         print(f"resumed {work_dir} at env step {trainer.env_steps}", flush=True)
     try:
         trainer.train()
     except KeyboardInterrupt:
-        raise Interrupted(f"interrupted; checkpoint in {work_dir}, run the same command to continue") from None
+        if args.from_scratch and state.exists():  # the same command would now be refused: continue without the flag
+            how = f"continue with {train_command(args, from_scratch=False)}"
+        else:
+            how = "run the same command to continue"
+        raise Interrupted(f"interrupted; checkpoint in {work_dir}, {how}") from None
     print(f"trained {trainer.env_steps} env steps; state in {trainer.training_path}")
 
 
@@ -140,6 +178,11 @@ def main(argv: list[str] | None = None) -> list[Path] | None:
     train_parser.add_argument("--work-dir", type=Path, help="training.pt and snapshots/ (default behaviour/ENV)")
     train_parser.add_argument("--snapshot-every", type=int, default=BehaviourConfig.snapshot_every)
     train_parser.add_argument("--no-progress", action="store_true")
+    train_parser.add_argument(
+        "--from-scratch",
+        action="store_true",
+        help="start at step 0 where a run's exported policies are but its training.pt is not (as in a clone)",
+    )
     policies_parser = commands.add_parser("policies", help="choose medium/expert snapshots, export medium-replay")
     policies_parser.add_argument("--env", required=True, help=f"one of: {', '.join(ENVS)}")
     policies_parser.add_argument("--work-dir", type=Path, help="the training run (default behaviour/ENV)")

@@ -5,7 +5,8 @@ policies, the interaction log and the datasets they make are the world's (envs/b
 Everything needed to continue training lives in one small file, `<work_dir>/training.pt`: the SAC training state,
 the RNG states, the counters, and the interaction log (each episode's reset seed and its float32 actions). The
 replay buffer is not saved: on resume it is rebuilt by replaying the log in the deterministic MuJoCo env (checked
-against a fingerprint of each episode's observations), which keeps the file a few MB instead of hundreds.
+against a fingerprint of each episode's observations), which keeps the file a few MB instead of hundreds. Git does
+not track it (it changes with every session); dataset generation needs only what `collect.py policies` exports.
 
 Policy snapshots (actor weights plus their evaluation return) go to `<work_dir>/snapshots/step<k>.pt`.
 """
@@ -31,6 +32,7 @@ from utils.checkpoint import atomic_torch_save, capture_rng_state, restore_rng_s
 from utils.errors import UserError
 
 TRAINING_FORMAT = "offline-mbrl-behaviour-training/1"
+TRAINING_FILE = "training.pt"  # in the work dir; git does not track it (behaviour/<env>/ keeps what it exported)
 
 
 def online_sac_config() -> SACConfig:
@@ -54,7 +56,7 @@ class BehaviourConfig:
 class BehaviourTrainer:
     def __init__(self, spec: TaskSpec, cfg: BehaviourConfig, work_dir: str | Path, progress: bool = True) -> None:
         self.spec, self.cfg, self.work_dir, self.progress = spec, cfg, Path(work_dir), progress
-        self.training_path = self.work_dir / "training.pt"
+        self.training_path = self.work_dir / TRAINING_FILE
         seed_everything(cfg.seed)
         self.sac = SAC(spec.obs_dim, spec.act_dim, cfg.sac, epochs=1)
         self.buffer = ReplayBuffer(cfg.total_steps, spec.obs_dim, spec.act_dim)

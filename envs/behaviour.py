@@ -7,6 +7,7 @@ algos/behaviour.py; nothing here imports algorithms.
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,10 +17,12 @@ import torch
 
 from envs.tasks import TaskSpec, physics_state
 from models.actor_critic import TanhGaussianActor
-from utils.checkpoint import atomic_torch_save, load_project_file
+from utils.checkpoint import atomic_torch_save, atomic_write, load_project_file
 from utils.errors import UserError
 
 POLICY_FORMAT = "offline-mbrl-behaviour-policy/1"
+TRAINING_FILE = "training.pt"  # a training run's state (algos/behaviour.py), not tracked by git
+MEDIUM_REPLAY_FILE = "medium_replay.npz"  # the training log up to the medium snapshot, numpy arrays, tracked
 
 
 @dataclass
@@ -164,7 +167,8 @@ def export_policies(
     expert = the snapshot with the best evaluation return; medium = the earliest snapshot whose normalized score
     reaches 100 * `medium_fraction` (D4RL: "about 1/3 of the expert", measured against D4RL's expert reference
     rather than our own best snapshot, so the choice does not move as training continues).
-    Writes out_dir/{medium,expert}.pt and out_dir/medium_replay.npz, the training log up to the medium snapshot.
+    Writes out_dir/{medium,expert}.pt and out_dir/medium_replay.npz, the training log up to the medium snapshot,
+    taken from work_dir/training.pt, or from the medium_replay.npz already there when that holds it (a clone).
     """
     work_dir, out_dir = Path(work_dir), Path(out_dir)
     # Snapshots are not committed; policies exported earlier stay candidates, so a later session can only keep
@@ -194,20 +198,52 @@ def export_policies(
             f"no snapshot in {work_dir} reaches normalized score {100 * medium_fraction:.1f} yet (best: "
             f"{expert[1]:.1f}); train longer or pass a smaller --medium-fraction"
         )
+    log = _medium_replay_log(spec, work_dir, out_dir, medium[0])  # checked before anything is written
     chosen = {}
     for level, (_, _, actor, metadata) in (("medium", medium), ("expert", expert)):
         save_behaviour_policy(
             actor, spec, out_dir / f"{level}.pt", **metadata, level=level, rule=f"medium_fraction={medium_fraction:.4f}"
         )
         chosen[level] = metadata
-    state = torch.load(work_dir / "training.pt", weights_only=False)
-    log = InteractionLog.from_state_dict(state["log"])
-    if log.num_steps < medium[0]:
-        raise UserError(
-            f"{work_dir / 'training.pt'} logs {log.num_steps} steps, fewer than the medium snapshot's "
-            f"{medium[0]}; let training write its next checkpoint first"
-        )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with open(out_dir / "medium_replay.npz", "wb") as handle:
-        np.savez_compressed(handle, **log.prefix(medium[0]).state_dict())
+    if log is not None:
+        arrays = log.state_dict()
+        atomic_write(out_dir / MEDIUM_REPLAY_FILE, lambda handle: np.savez_compressed(handle, **arrays))
     return chosen
+
+
+def _medium_replay_log(spec: TaskSpec, work_dir: Path, out_dir: Path, medium_steps: int) -> InteractionLog | None:
+    """The training log up to the medium snapshot, from work_dir's training.pt or, without one (a clone: git does
+    not track it), from the medium-replay log exported before; None when out_dir already holds exactly that log."""
+    state_path, replay_path = work_dir / TRAINING_FILE, out_dir / MEDIUM_REPLAY_FILE
+    exported = None
+    if replay_path.is_file():
+        with np.load(replay_path) as archive:
+            exported = InteractionLog.from_state_dict(dict(archive))
+    if state_path.is_file():
+        log = InteractionLog.from_state_dict(torch.load(state_path, weights_only=False)["log"])
+        if log.num_steps < medium_steps:
+            raise UserError(
+                f"{state_path} logs {log.num_steps} steps, fewer than the medium snapshot's "
+                f"{medium_steps}; let training write its next checkpoint first"
+            )
+    elif exported is not None and exported.num_steps >= medium_steps:
+        log = exported
+    else:
+        # collect.py trains in out_dir unless told --work-dir
+        work_flag = [] if work_dir.resolve() == out_dir.resolve() else ["--work-dir", str(work_dir)]
+        command = ["python", "collect.py", "train", "--env", spec.family, "--steps", str(medium_steps), *work_flag]
+        raise UserError(
+            f"{state_path} is missing and {replay_path} does not log the training up to the medium snapshot (step "
+            f"{medium_steps}); recreate the training state: {shlex.join([*command, '--from-scratch'])}"
+        )
+    log = log.prefix(medium_steps)
+    if exported is not None and _same_log(log, exported):
+        return None  # rewriting would only change the archive's timestamps
+    return log
+
+
+def _same_log(a: InteractionLog, b: InteractionLog) -> bool:
+    first, second = a.state_dict(), b.state_dict()
+    return first.keys() == second.keys() and all(
+        np.array_equal(first[key], second[key], equal_nan=True) for key in first
+    )
