@@ -256,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     attack.add_argument(
         "--attack-mode",
         choices=ATTACK_MODES,
-        help=f"how δ is chosen, see README (default: {DEFAULT_ATTACK_MODE})",
+        help=f"how δ is chosen, see docs/micro.md#robustness-evaluation (default: {DEFAULT_ATTACK_MODE})",
     )
     attack.add_argument(
         "--epsilons",
