@@ -149,8 +149,9 @@ class PendulumStudyConfig(RunConfig):
         "policy_path": lambda value, cfg: (
             None
             if policy_file(value).is_file()
-            else "an existing policy file (make one: python collect.py train --env custom_pendulum, then python "
-            "collect.py policies --env custom_pendulum)"
+            else "an existing policy file (the default, behaviour/custom_pendulum/expert.pt, is committed; to train "
+            "another: python collect.py train --env custom_pendulum --steps 40000 --snapshot-every 2000 --work-dir "
+            "data/custom_pendulum, then policy_path=data/custom_pendulum/snapshots/step40000.pt)"
         ),
         **dict.fromkeys(
             ("data_transitions", "sim_samples", "refit_epochs", "refit_lr", "lstd_episodes", "eval_episodes"),
