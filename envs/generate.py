@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from envs.behaviour import InteractionLog, load_behaviour_policy, replay_log_episodes
+from envs.behaviour import MEDIUM_REPLAY_FILE, InteractionLog, load_behaviour_policy, replay_log_episodes
 from envs.datasets import content_hash, default_dataset_dirs, find_dataset, read_metadata, write_d4rl_hdf5
 from envs.tasks import TaskSpec, get_task, list_tasks, make_env, normalized_score, physics_state
 from models.actor_critic import TanhGaussianActor, squashed_gaussian_sample
@@ -121,7 +121,6 @@ def episode_returns(rewards: np.ndarray, terminals: np.ndarray, timeouts: np.nda
 
 BEHAVIOUR_ROOT = Path(__file__).resolve().parents[1] / "behaviour"  # committed policies, one folder per env
 POLICY_DTYPE = "float64"  # the behaviour network's precision while generating (actor_policy; metadata/policy_dtype)
-MEDIUM_REPLAY_FILE = "medium_replay.npz"
 
 
 def actor_policy(actor: TanhGaussianActor) -> BehaviourPolicy:
