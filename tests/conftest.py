@@ -106,6 +106,20 @@ def assert_same_tensors(expected: Any, actual: Any, where: str = "checkpoint") -
 
 
 @pytest.fixture(scope="session")
+def study_policy_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small untrained target policy for the Pendulum study (the machinery, not the study's result; the committed
+    one is not needed)."""
+    from envs import get_task
+    from envs.behaviour import save_behaviour_policy
+    from models.actor_critic import TanhGaussianActor
+
+    torch.manual_seed(3)
+    path = tmp_path_factory.mktemp("study_policy") / "target.pt"
+    save_behaviour_policy(TanhGaussianActor(2, 1, (16, 16)), get_task("CustomPendulum-v0"), path, note="test")
+    return path
+
+
+@pytest.fixture(scope="session")
 def same_tensors():
     """assert_same_tensors, as a fixture so test modules need no import path tricks."""
     return assert_same_tensors

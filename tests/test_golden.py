@@ -70,9 +70,7 @@ import pytest
 import torch
 
 import train
-from envs.behaviour import save_behaviour_policy
 from envs.tasks import get_task
-from models.actor_critic import TanhGaussianActor
 
 GOLDEN_DIR = Path(__file__).parent / "fixtures" / "golden"
 RECORD = os.environ.get("GOLDEN_RECORD", "") not in ("", "0")
@@ -390,12 +388,9 @@ def machine_note(differs: dict[str, tuple[str | None, str]]) -> str:
 
 # ---------------------------------------------------------------------------------------------------- the tests
 @pytest.fixture(scope="module")
-def policy_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The Pendulum study's target policy: a small untrained actor (the machinery, not the study's result)."""
-    torch.manual_seed(3)
-    path = tmp_path_factory.mktemp("golden_policy") / "target.pt"
-    save_behaviour_policy(TanhGaussianActor(2, 1, (16, 16)), get_task(STUDY_TASK), path, note="golden")
-    return path
+def policy_file(study_policy_file: Path) -> Path:
+    """The study's target policy: conftest's small untrained actor."""
+    return study_policy_file
 
 
 @pytest.fixture(scope="module")
@@ -442,32 +437,32 @@ def test_inputs_match_golden(tiny_dataset_dir: Path, policy_file: Path) -> None:
     assert not problems, "\n".join(problems[:20]) + (f"\n({machine_note(differs)})" if differs else "")
 
 
-@pytest.mark.parametrize("run", RUNS, ids=[run.name for run in RUNS])
-def test_progress_matches_golden(run: GoldenRun, result: Any) -> None:
-    """Every progress.csv value: equal on the recording machine; elsewhere counters equal and the rest within the
-    run's cross_rtol."""
+def assert_matches_golden(run: GoldenRun, result: Any, compare: Any) -> tuple[dict[str, Any], dict[str, Any], Any]:
+    """Compare every seed of `run` with its golden record (`compare`: progress or tensors; exact on the recording
+    machine, within the run's cross_rtol elsewhere); returns what the caller needs to go on."""
     got, record = result(run)
     if record is None:
         pytest.skip("GOLDEN_RECORD: recorded")
     differs = other_machine(record)
     problems = []
     for seed, want in record["seeds"].items():
-        problems += compare_progress(f"{run.name} {seed}", want, got[seed], run.cross_rtol if differs else None)
+        problems += compare(f"{run.name} {seed}", want, got[seed], run.cross_rtol if differs else None)
     assert not problems, "\n".join(problems[:20]) + (f"\n({machine_note(differs)})" if differs else "")
+    return got, record, differs
+
+
+@pytest.mark.parametrize("run", RUNS, ids=[run.name for run in RUNS])
+def test_progress_matches_golden(run: GoldenRun, result: Any) -> None:
+    """Every progress.csv value: equal on the recording machine; elsewhere counters equal and the rest within the
+    run's cross_rtol."""
+    assert_matches_golden(run, result, compare_progress)
 
 
 @pytest.mark.parametrize("run", RUNS, ids=[run.name for run in RUNS])
 def test_parameters_match_golden(run: GoldenRun, result: Any) -> None:
     """The final checkpoint's tensors: the same SHA-256 on the recording machine; elsewhere the same tensors with
     sums within the run's cross_rtol, and the hash skipped with the reason."""
-    got, record = result(run)
-    if record is None:
-        pytest.skip("GOLDEN_RECORD: recorded")
-    differs = other_machine(record)
-    problems = []
-    for seed, want in record["seeds"].items():
-        problems += compare_tensors(f"{run.name} {seed}", want, got[seed], run.cross_rtol if differs else None)
-    assert not problems, "\n".join(problems[:20]) + (f"\n({machine_note(differs)})" if differs else "")
+    got, record, differs = assert_matches_golden(run, result, compare_tensors)
     if differs:
         worst = max(
             max(tensor_deviations(want["tensors"], got[seed]["tensors"])[1].values(), default=0.0)

@@ -30,9 +30,7 @@ from algos.wmopo_study import (
 )
 from config import load_config
 from envs import custom_pendulum as pendulum
-from envs.behaviour import save_behaviour_policy
 from envs.tasks import get_task
-from models.actor_critic import TanhGaussianActor
 from models.dynamics import EnsembleDynamics
 from utils.errors import UserError
 
@@ -326,12 +324,9 @@ class Killed(Exception):
 
 
 @pytest.fixture(scope="module")
-def policy_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small untrained target policy (the committed one is not needed to test the machinery)."""
-    torch.manual_seed(3)
-    path = tmp_path_factory.mktemp("policy") / "target.pt"
-    save_behaviour_policy(TanhGaussianActor(2, 1, (16, 16)), get_task(TASK), path, note="test")
-    return path
+def policy_file(study_policy_file: Path) -> Path:
+    """The study's target policy: conftest's small untrained actor."""
+    return study_policy_file
 
 
 class _NoLogger:
