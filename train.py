@@ -49,10 +49,9 @@ from envs import (
     TaskSpec,
     get_task,
     load_dataset,
-    normalized_score,
     termination_for,
 )
-from envs.generate import behaviour_policy_score
+from envs.generate import dataset_reference
 from models.dynamics import EnsembleDynamics, read_fit_progress
 from models.seed_stack import SeedStreams
 from utils.allocator import keep_freed_memory
@@ -391,6 +390,7 @@ def record_provenance(cfg: RunConfig, run_dir: Path, dataset: OfflineDataset | N
             "path": str(path.resolve()) if path.is_file() else dataset.source,
             "sha256": dataset.content_hash,
             "transitions": dataset.num_transitions,
+            **dataset_reference(get_task(cfg.task), dataset),  # what the run's scores are read against
         }
     identity = {"task": cfg.task, "algo": cfg.algo, "seed": cfg.seed}
     start_run(run_dir, identity, data, getattr(args, "argv", []), torch.get_num_threads(), bool(args.resume))
@@ -594,13 +594,13 @@ def final_line(result: dict[str, float], spec: TaskSpec, dataset: OfflineDataset
     if dataset is None:
         context = f"online, {int(float(rows[-1]['step']))} environment steps"
     else:
-        dataset_return = float(dataset.episode_returns().mean())
+        reference = dataset_reference(spec, dataset)
+        behaviour = reference["behaviour_normalized"]
         if spec.normalizable:
-            behaviour = behaviour_policy_score(spec, dataset.metadata)
-            context = f"dataset episodes {float(normalized_score(spec, dataset_return)):.1f}"
+            context = f"dataset episodes {reference['episode_normalized_mean']:.1f}"
             context += "" if behaviour is None else f", behaviour policy {behaviour:.1f}"
         else:
-            context = f"dataset episodes {dataset_return:.1f}"
+            context = f"dataset episodes {reference['episode_return_mean']:.1f}"
     return (
         f"{score} | {context} | curves: tensorboard --logdir {run_dir} (progress.csv there; python plot.py {run_dir})"
     )

@@ -34,9 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from algos import ALGORITHMS, STUDIES  # noqa: E402
 from config import config_classes, config_to_dict, suggest_train  # noqa: E402
-from envs import OfflineDataset, TaskSpec, get_task, list_tasks, load_dataset, normalized_score  # noqa: E402
+from envs import OfflineDataset, TaskSpec, get_task, list_tasks, load_dataset  # noqa: E402
 from envs.datasets import find_dataset  # noqa: E402
-from envs.generate import behaviour_policy_score  # noqa: E402
+from envs.generate import dataset_reference  # noqa: E402
 from utils.errors import Interrupted, UserError, run_cli  # noqa: E402
 from utils.launch import Job, RunRequest, check_distinct, check_workers, plan, run_local, summary  # noqa: E402
 from utils.provenance import UNKNOWN, run_data, short_hash  # noqa: E402
@@ -340,9 +340,9 @@ def table(
         name = ALGORITHMS[method].__name__
         cell = f"{values.mean():.1f} ± {values.std():.1f}"
         rows.append(f"| {name} | {cell} | {per_seed} | {steps}: `{budget.describe()}` |")
-    returns = dataset.episode_returns()
-    episodes = float(normalized_score(spec, float(returns.mean()))) if spec.normalizable else float(returns.mean())
-    behaviour = behaviour_policy_score(spec, dataset.metadata) if spec.normalizable else None
+    reference = dataset_reference(spec, dataset)
+    episodes = reference["episode_normalized_mean" if spec.normalizable else "episode_return_mean"]
+    behaviour = reference["behaviour_normalized"]
     behaviour_cell = "–" if behaviour is None else f"{behaviour:.1f}"
     source = dataset.metadata.get("behaviour_policy")  # generated data name their policy (envs/generate.py)
     if behaviour is not None:
@@ -351,7 +351,8 @@ def table(
         behaviour_note = "no score recorded for these data" + (f" (behaviour: {source})" if source else "")
     rows.append(f"| behaviour policy | {behaviour_cell} | | {behaviour_note} |")
     rows.append(
-        f"| dataset episodes | {episodes:.1f} | | {len(returns)} episodes, {dataset.num_transitions} transitions |"
+        f"| dataset episodes | {episodes:.1f} | | {reference['episodes']} episodes, {dataset.num_transitions} "
+        "transitions |"
     )
     last = f"its last {LAST_K}" if counts == {LAST_K} else f"its last {'/'.join(map(str, sorted(counts)))}"
     caption = (

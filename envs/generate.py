@@ -23,7 +23,14 @@ import torch
 from tqdm import tqdm
 
 from envs.behaviour import MEDIUM_REPLAY_FILE, InteractionLog, load_behaviour_policy, replay_log_episodes
-from envs.datasets import content_hash, default_dataset_dirs, find_dataset, read_metadata, write_d4rl_hdf5
+from envs.datasets import (
+    OfflineDataset,
+    content_hash,
+    default_dataset_dirs,
+    find_dataset,
+    read_metadata,
+    write_d4rl_hdf5,
+)
 from envs.tasks import TaskSpec, get_task, list_tasks, make_env, normalized_score, physics_state
 from models.actor_critic import TanhGaussianActor, squashed_gaussian_sample
 from utils.errors import UserError
@@ -304,3 +311,17 @@ def behaviour_policy_score(spec: TaskSpec, metadata: dict[str, object]) -> float
         return None
     _, info = load_behaviour_policy(path, spec)
     return float(info["evaluation"]["normalized_mean"]) if info["env_steps"] == metadata["policy_env_steps"] else None
+
+
+def dataset_reference(spec: TaskSpec, dataset: OfflineDataset) -> dict[str, float | int | None]:
+    """What a policy trained on these data is compared with: the data's episodes (count, mean return and its
+    normalized score) and the behaviour policy's normalized score (None where no single recorded policy made them, or
+    the task has no reference returns). train.py's final line, provenance.json and the results tables read it."""
+    returns = dataset.episode_returns()
+    mean_return = float(returns.mean())
+    return {
+        "episodes": len(returns),
+        "episode_return_mean": mean_return,
+        "episode_normalized_mean": float(normalized_score(spec, mean_return)) if spec.normalizable else None,
+        "behaviour_normalized": behaviour_policy_score(spec, dataset.metadata) if spec.normalizable else None,
+    }

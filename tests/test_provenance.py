@@ -18,7 +18,7 @@ from conftest import TINY_DATASET_TASK, TINY_MOPO_SETTINGS
 
 import train
 from envs import datasets as datasets_module
-from envs import get_task, load_dataset
+from envs import get_task, load_dataset, normalized_score
 from envs.behaviour import load_behaviour_policy
 from envs.datasets import (
     HASH_ATTRIBUTE,
@@ -226,11 +226,23 @@ def test_a_run_records_its_data_code_software_and_machine(offline_run: Path, tin
     dataset_file = tiny_dataset_dir / get_task(TINY_DATASET_TASK).dataset_file
     with h5py.File(dataset_file, "r") as file:
         recorded = file.attrs[HASH_ATTRIBUTE]
-    assert provenance["dataset"] == {
+        rewards, ends = file["rewards"][:], file["terminals"][:] | file["timeouts"][:]
+    # The data's episodes by hand: returns summed up to each terminal or timeout (the tail as far as it goes).
+    bounds = [0, *(np.flatnonzero(ends) + 1)]
+    bounds += [] if bounds[-1] == len(rewards) else [len(rewards)]
+    returns = [rewards[start:stop].astype(np.float64).sum() for start, stop in zip(bounds[:-1], bounds[1:])]
+    reference = provenance["dataset"]
+    spec = get_task(TINY_DATASET_TASK)
+    assert {key: reference.pop(key) for key in ("episode_return_mean", "episode_normalized_mean")} == pytest.approx(
+        {"episode_return_mean": np.mean(returns), "episode_normalized_mean": normalized_score(spec, np.mean(returns))}
+    )
+    assert reference == {
         "name": TINY_DATASET_TASK,
         "path": str(dataset_file.resolve()),
         "sha256": recorded,
         "transitions": 2000,
+        "episodes": len(returns),
+        "behaviour_normalized": None,  # random data: no single policy's score
     }
     assert (provenance["task"], provenance["algo"], provenance["seed"]) == (TINY_DATASET_TASK, "mopo", 1)
     assert provenance["argv"] == tiny_mopo(offline_run.parents[2])
