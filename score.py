@@ -7,6 +7,7 @@ python score.py log/ --group-by penalty_coef            # one column per algo an
 python score.py log/CustomPendulum-v0 --metric result/evaluation_error   # any logged scalar, last value per seed
 python score.py results/                               # the published runs (docs/results.md)
 python score.py publish log/hopper-medium-gen/mopo/seed0-20261121-120000 [--label L]   # publish finished runs
+python score.py tables [--check]                       # README's and docs' results tables from the registry
 
 Never the maximum over training. Cells read `72.3 ± 4.1 (3)`: mean ± std (numpy's, ddof=0) over seeds, and the seed
 count. Runs are grouped as plot.py groups them: by task, algorithm and the config keys whose values differ between
@@ -57,6 +58,9 @@ from utils.runs import (
     scores_csv,
     unfinished,
 )
+from utils.tables import regenerate
+
+REPOSITORY = Path(__file__).resolve().parent  # where the tables' files (README.md, docs/...) lie
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -210,10 +214,33 @@ def publish_main(argv: list[str] | None = None) -> list[Path]:
     return publish(args.runs, args.results, args.label, args.scalars, args.overwrite)
 
 
-def cli() -> list[Score] | list[Path]:
-    """The script's entry point: `score.py publish ...` publishes, anything else scores."""
+def tables_main(argv: list[str] | None = None) -> list[str]:
+    """`score.py tables`: regenerate the results tables in README and docs from the registry (utils/tables.py)."""
+    parser = argparse.ArgumentParser(
+        prog="score.py tables",
+        description="Rewrite every generated results table (the blocks results/tables.yaml names in README.md and "
+        "docs/) from the published runs in the registry (docs/results.md#tables-and-figures-from-the-registry).",
+    )
+    parser.add_argument("--results", default=str(RESULTS_DIR), help="the registry's root (default: results/)")
+    parser.add_argument(
+        "--check", action="store_true", help="rewrite nothing; exit 1 and print the difference where a block is stale"
+    )
+    args = parser.parse_args(argv)
+    stale = regenerate(Path(args.results), REPOSITORY, check=args.check)
+    if args.check and stale:
+        print("\n".join(stale))
+        raise SystemExit(f"{len(stale)} files hold tables that differ from the registry; run python score.py tables")
+    print(f"{'stale' if args.check else 'rewritten'}: {', '.join(stale)}" if stale else "every table is up to date")
+    return stale
+
+
+def cli() -> list[Score] | list[Path] | list[str]:
+    """The script's entry point: `score.py publish ...` publishes, `score.py tables` writes the results tables,
+    anything else scores."""
     if sys.argv[1:2] == ["publish"]:
         return publish_main(sys.argv[2:])
+    if sys.argv[1:2] == ["tables"]:
+        return tables_main(sys.argv[2:])
     return main()
 
 
