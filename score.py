@@ -58,7 +58,7 @@ from utils.runs import (
     scores_csv,
     unfinished,
 )
-from utils.tables import regenerate
+from utils.tables import read_figure_spec, regenerate
 
 REPOSITORY = Path(__file__).resolve().parent  # where the tables' files (README.md, docs/...) lie
 
@@ -214,23 +214,35 @@ def publish_main(argv: list[str] | None = None) -> list[Path]:
     return publish(args.runs, args.results, args.label, args.scalars, args.overwrite)
 
 
-def tables_main(argv: list[str] | None = None) -> list[str]:
+def tables_main(argv: list[str] | None = None, root: Path = REPOSITORY) -> list[str]:
     """`score.py tables`: regenerate the results tables in README and docs from the registry (utils/tables.py)."""
     parser = argparse.ArgumentParser(
         prog="score.py tables",
         description="Rewrite every generated results table (the blocks results/tables.yaml names in README.md and "
-        "docs/) from the published runs in the registry (docs/results.md#tables-and-figures-from-the-registry).",
+        "docs/) and draw each registry task's learning curves, from the published runs in the registry "
+        "(docs/results.md#tables-and-figures-from-the-registry).",
     )
     parser.add_argument("--results", default=str(RESULTS_DIR), help="the registry's root (default: results/)")
     parser.add_argument(
         "--check", action="store_true", help="rewrite nothing; exit 1 and print the difference where a block is stale"
     )
+    parser.add_argument("--no-figures", action="store_true", help="tables only: leave the learning-curve figures")
     args = parser.parse_args(argv)
-    stale = regenerate(Path(args.results), REPOSITORY, check=args.check)
+    results = Path(args.results)
+    stale = regenerate(results, root, check=args.check)
     if args.check and stale:
         print("\n".join(stale))
         raise SystemExit(f"{len(stale)} files hold tables that differ from the registry; run python score.py tables")
     print(f"{'stale' if args.check else 'rewritten'}: {', '.join(stale)}" if stale else "every table is up to date")
+    figures = None if args.check or args.no_figures else read_figure_spec(results)
+    if figures is not None:
+        import plot  # the figures are plot.py's own; only this subcommand needs matplotlib
+
+        out = root / figures.out
+        for task in sorted(path.name for path in results.iterdir() if path.is_dir()):
+            written = plot.main([str(results / task), "--smooth", str(figures.smooth), "--out", str(out)])
+            stale += [str(path) for path in written]
+        print(f"figures: {out}")
     return stale
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+import score
 from utils.errors import UserError
 from utils.logger import PROGRESS_COLUMNS
 from utils.provenance import PROVENANCE_FILE, PROVENANCE_FORMAT
@@ -51,7 +52,7 @@ def registry(tmp_path: Path) -> Path:
     published(results, "mopo-check-cpu", "mopo", 1, [0.0, 20.0, 20.0, 20.0, 20.0, 20.0])  # last 5: 20.0
     published(results, "bc-check-cpu", "bc", 0, [1.0, 30.0, 30.0, 30.0, 30.0, 30.0])  # 30.0
     published(results, "bc-check-cpu", "bc", 1, [1.0, 32.0, 32.0, 32.0, 32.0, 32.0])  # 32.0
-    (results / "tables.yaml").write_text("readme: {file: README.md, baseline: bc-check-cpu}\n")
+    (results / "tables.yaml").write_text("tables:\n  readme: {file: README.md, baseline: bc-check-cpu}\n")
     return results
 
 
@@ -95,6 +96,18 @@ def test_regenerate_rewrites_the_block_and_check_reports_it_stale(tmp_path: Path
     text = readme.read_text()
     assert "old rows" not in text and text.endswith("\nafter\n") and "**28.0 ± 8.0** (2)" in text
     assert regenerate(results, tmp_path, check=True) == []  # up to date now
+
+
+def test_the_command_writes_the_tables_and_one_figure_per_task(tmp_path: Path) -> None:
+    results = registry(tmp_path)
+    with open(results / "tables.yaml", "a") as handle:
+        handle.write("figures: {out: figures, smooth: 1}\n")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{BEGIN.format(name='readme')}\n{END.format(name='readme')}\n")
+    written = score.tables_main(["--results", str(results)], root=tmp_path)
+    assert written == [str(readme), str(tmp_path / "figures" / f"{TASK}.png")]
+    assert (tmp_path / "figures" / f"{TASK}.png").stat().st_size > 1000 and "| mopo |" in readme.read_text()
+    assert score.tables_main(["--results", str(results), "--check"], root=tmp_path) == []
 
 
 def test_a_file_without_the_markers_is_one_line_naming_them(tmp_path: Path) -> None:

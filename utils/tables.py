@@ -62,25 +62,55 @@ class TableSpec:
     tasks: tuple[str, ...] = ()
 
 
-def read_specs(results: Path) -> list[TableSpec]:
-    """The tables `results/tables.yaml` declares; a missing or malformed file is one line naming it."""
+@dataclass(frozen=True)
+class FigureSpec:
+    """The learning curves drawn from the registry: one PNG per registry task (python plot.py results/<task>)."""
+
+    out: str
+    smooth: int = 1
+
+
+def _read_spec_file(results: Path) -> dict[str, Any]:
     path = results / SPEC_FILE
     if not path.is_file():
         raise UserError(f"{path} not found: the registry's table list; restore it (git checkout {path})")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise UserError(f"{path}: not YAML ({type(err).__name__}); restore it (git checkout {path})") from None
+    return raw if isinstance(raw, dict) else {}
+
+
+def read_specs(results: Path) -> list[TableSpec]:
+    """The tables `results/tables.yaml` declares under `tables:`; a missing or malformed file is one line naming it."""
+    path = results / SPEC_FILE
+    try:
         specs = [
             TableSpec(name, str(entry["file"]), str(entry["baseline"]), tuple(entry.get("tasks") or ()))
-            for name, entry in (raw or {}).items()
+            for name, entry in (_read_spec_file(results).get("tables") or {}).items()
         ]
-    except (yaml.YAMLError, TypeError, KeyError, AttributeError) as err:
+    except (TypeError, KeyError, AttributeError) as err:
         raise UserError(
-            f"{path}: malformed ({type(err).__name__}: {err}); each table is NAME: {{file: PATH, baseline: LABEL, "
-            "tasks: [TASK, ...]}}"
+            f"{path}: malformed table ({type(err).__name__}: {err}); each is NAME: {{file: PATH, baseline: LABEL, "
+            "tasks: [TASK, ...]}} under tables:"
         ) from None
     if not specs:
-        raise UserError(f"{path} declares no table; add one as NAME: {{file: README.md, baseline: bc-check-cpu}}")
+        raise UserError(f"{path} declares no table; add one under tables: as readme: {{file: README.md, baseline: L}}")
     return specs
+
+
+def read_figure_spec(results: Path) -> FigureSpec | None:
+    """The `figures:` entry of `results/tables.yaml` (out: a folder, smooth: a window), None when it has none."""
+    entry = _read_spec_file(results).get("figures")
+    if entry is None:
+        return None
+    if (
+        not isinstance(entry, dict)
+        or not isinstance(entry.get("out"), str)
+        or not isinstance(entry.get("smooth", 1), int)
+    ):
+        raise UserError(f"{results / SPEC_FILE}: figures: must be {{out: FOLDER, smooth: N}}")
+    return FigureSpec(entry["out"], entry.get("smooth", 1))
 
 
 def label_of(run: Run) -> str:
