@@ -417,12 +417,8 @@ def build_trainer(run: OpenRun) -> tuple[OfflineTrainer | NPGTrainer | None, Eva
                 return None, evaluator
         algo = build_algorithm(cfg, spec.obs_dim, spec.act_dim, device, dynamics, dataset)
         rollouts = dynamics if isinstance(cfg, ModelBasedConfig) else None  # MAGO plays its own game instead
-        episodes = rollouts is not None and cfg.rollout_mode == "episodes"
-        starts = episode_starts(dataset, device) if episodes else None
         trainer_class = getattr(algo, "trainer_class", OfflineTrainer)  # WMOPO wraps its EM schedule around it
-        trainer = trainer_class(
-            cfg, algo, real_buffer, evaluator, run.logger, run.run_dir, rollouts, run.progress, starts
-        )
+        trainer = trainer_class(cfg, algo, real_buffer, evaluator, run.logger, run.run_dir, rollouts, run.progress)
     trainer.progress = run.progress
     if run.checkpoint is not None and run.branched_from is not None:
         trainer.load_state(run.checkpoint, source=run.branched_from)
