@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -21,7 +22,7 @@ from tqdm.auto import tqdm
 
 from algos.base import Algorithm, ModelBasedAlgorithm
 from buffers.replay import Batch, ReplayBuffer, sample_mixed, sample_mixed_seeds
-from config import OfflineConfig
+from config import OfflineConfig, RunConfig
 from envs.evaluation import evaluate_together
 from models.dynamics import EnsembleDynamics
 from models.seed_stack import SeedStreams
@@ -86,6 +87,16 @@ class BranchRollouts(RolloutStrategy):
 ROLLOUT_STATE = "episodes"  # the checkpoint key of the rollout strategy's state, as checkpoints have always named it
 
 
+@dataclass(frozen=True)
+class Takeover:
+    """Another run's saved state that a fresh run starts from instead of repeating what that run already did:
+    train.py copies the logs and `files` of `run_dir` into the new run and continues from `checkpoint`."""
+
+    run_dir: Path
+    checkpoint: Path
+    files: tuple[str, ...] = ()
+
+
 class OfflineTrainer:
     def __init__(
         self,
@@ -115,6 +126,12 @@ class OfflineTrainer:
     def rollout_strategy(self) -> RolloutStrategy:
         """The model data of this trainer's algorithm; a subclass with its own kind of rollouts returns its own."""
         return BranchRollouts()
+
+    @classmethod
+    def takeover(cls, cfg: RunConfig) -> Takeover | None:
+        """The saved state a fresh run of `cfg` starts from, once checked (None: from scratch, the default). Asked
+        before the run directory exists, so a refusal leaves nothing behind."""
+        return None
 
     # ------------------------------------------------------------------------------------------------ rollouts
     @torch.no_grad()

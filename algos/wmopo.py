@@ -18,7 +18,7 @@ r − b·ℓ(s, a) (clipped to ±10R′), R = max(|r_min|, |r_max|), R′ = min(
 
 The ensemble, SAC, the buffers and the offline loop are the shared ones; WMOPO's own pieces are the occupancy
 sampling, the ratio and model-error networks, b and the penalised rewards, the model episodes its M-steps learn from
-(`ModelEpisodes`, the trainer's rollout strategy) and the EM schedule.
+(`ModelEpisodes`, the trainer's rollout strategy) and the EM schedule, with its branches off iteration 0.
 """
 
 from __future__ import annotations
@@ -35,12 +35,13 @@ from torch import nn
 
 from algos.base import ModelBasedAlgorithm
 from algos.sac import SAC
-from algos.trainer import OfflineTrainer, RolloutStrategy
+from algos.trainer import OfflineTrainer, RolloutStrategy, Takeover
 from buffers.replay import Batch
 from config import (
     DynamicsConfig,
     ModelBasedConfig,
     Rule,
+    RunConfig,
     SACConfig,
     all_positive,
     discount,
@@ -542,6 +543,14 @@ class WMOPOTrainer(OfflineTrainer):
         staging = snapshot.with_name(snapshot.name + ".partial")
         shutil.copyfile(self.checkpoint_path, staging)
         os.replace(staging, snapshot)
+
+    @classmethod
+    def takeover(cls, cfg: RunConfig) -> Takeover | None:
+        """With `branch_from`: the named run's end-of-iteration-0 state, its logs and its model (the ERM fit)."""
+        if not isinstance(cfg, WMOPOConfig) or not cfg.branch_from:
+            return None
+        snapshot = cls.branch_snapshot(cfg)
+        return Takeover(snapshot.parent.parent, snapshot, ("dynamics.pt",))
 
     @staticmethod
     def branch_snapshot(cfg: WMOPOConfig) -> Path:
