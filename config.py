@@ -214,14 +214,14 @@ class LearnedModelConfig(OfflineConfig):
 class ModelBasedConfig(LearnedModelConfig):
     """Keys of the offline model-based (MBPO-style) family: SAC on real data plus short branched model rollouts."""
 
-    # "branch": every rollout_freq steps, rollout_batch_size rollouts of rollout_length steps branch from dataset
-    # states (MBPO/MOPO). "episodes": rollout_batch_size model episodes run on from the dataset's episode starts, each
-    # rollout advancing them by rollout_length steps; an episode ends at termination or after model_episode_length
-    # steps (a time limit, not a termination) and starts again (WMOPO's M-step: one episode, a step per update).
-    rollout_mode: str = "branch"
-    model_episode_length: int = 1000
-    rollout_random_steps: int = 0  # "episodes": model steps taken with uniform random actions first
-    update_after: int = 0  # "episodes": model steps before the first update
+    # Keys this block once had, which moved to WMOPO's config (its episode rollouts), at the values every other
+    # algorithm's run configs hold them; `load_run_config` reads past them so those runs still resume.
+    retired: typing.ClassVar[dict[str, Any]] = {
+        "rollout_mode": "branch",
+        "model_episode_length": 1000,
+        "rollout_random_steps": 0,
+        "update_after": 0,
+    }
     model_buffer_size: int | None = None  # None: rollout_batch_size x rollout_length x model_retain_epochs
     rollout_length: int = 1
     rollout_batch_size: int = 50_000
@@ -1004,10 +1004,6 @@ _RULES: dict[str, Rule] = {
     **dict.fromkeys(("npg.cg_damping", "npg.baseline_weight_decay"), non_negative),
     "npg.min_log_std": lambda value, cfg: None if value < cfg.npg.max_log_std else "< npg.max_log_std",
     "real_ratio": between(0, 1),
-    "rollout_mode": one_of("branch", "episodes"),
-    "model_episode_length": positive,
-    "rollout_random_steps": lambda value, cfg: None if value >= 0 else ">= 0",
-    "update_after": lambda value, cfg: None if value >= 0 else ">= 0",
     "model_buffer_size": positive_or_none,
     "buffer_frac": between(0, 1),
     "start_state": one_of("init", "buffer"),
@@ -1103,6 +1099,18 @@ def save_config(cfg: RunConfig, path: str | os.PathLike[str]) -> None:
         raise
 
 
+def without_retired(cls: type, data: Mapping[str, Any]) -> dict[str, Any]:
+    """A saved config's keys less those `cls` no longer has (its `retired` class attribute) at the value that meant
+    what the class does now. Another value stays, so reading it refuses the key: that setting is gone."""
+    retired = getattr(cls, "retired", {})
+    fields = _field_types(cls)
+    return {
+        key: value
+        for key, value in data.items()
+        if not (key in retired and key not in fields and value == retired[key])
+    }
+
+
 def load_run_config(path: str | os.PathLike[str]) -> RunConfig:
     """Read a saved run config back (class chosen by its `algo` key), as strictly as load_config reads YAML.
 
@@ -1122,7 +1130,7 @@ def load_run_config(path: str | os.PathLike[str]) -> RunConfig:
         )
     cfg = classes[algo]()
     origins: dict[str, str] = {}
-    _apply(cfg, data, _display(path), origins)
+    _apply(cfg, without_retired(type(cfg), data), _display(path), origins)
     # A saved run config is read by eval.py and --resume, which take no --set: the file is the one place to fix it.
     _validate(cfg, origins, f"change the value in {_display(path)}")
     if cfg.task_file is not None:  # a user's own task: make its name known again from the file the run recorded

@@ -335,7 +335,13 @@ class OpenRun:
     dataset: OfflineDataset | None
     logger: RunLogger
     progress: bool
-    branched_from: Path | None = None  # the run whose state this one took over at its start (`branch_from`)
+    branched_from: Path | None = None  # the run whose state this one took over at its start (`Takeover`)
+
+
+def trainer_class_of(algo: str) -> type[OfflineTrainer]:
+    """The offline trainer an algorithm trains with (WMOPO wraps its EM schedule around the shared loop); the shared
+    one for the rest, whose `takeover` is None."""
+    return getattr(ALGORITHMS.get(algo), "trainer_class", OfflineTrainer)
 
 
 def open_run(cfg: RunConfig, run_dir: Path, checkpoint: dict[str, Any] | None, args: argparse.Namespace) -> OpenRun:
@@ -349,9 +355,8 @@ def open_run(cfg: RunConfig, run_dir: Path, checkpoint: dict[str, Any] | None, a
     if not spec.online:
         dataset = load_dataset(spec, cfg.dataset_path, cfg.dataset_backend, cfg.download)
         dataset.validate(spec)
-    snapshot = None
-    if checkpoint is None and getattr(cfg, "branch_from", None):  # WMOPO: take over another run's iteration 0
-        snapshot = ALGORITHMS[cfg.algo].trainer_class.branch_snapshot(cfg)
+    # A fresh run may start from another run's saved state (WMOPO's branch_from), checked before anything is written.
+    takeover = trainer_class_of(cfg.algo).takeover(cfg) if checkpoint is None else None
     if args.resume:  # refused here, before anything of the run changes, if its data changed since it started
         record_provenance(cfg, run_dir, dataset, args)
     else:
@@ -362,11 +367,12 @@ def open_run(cfg: RunConfig, run_dir: Path, checkpoint: dict[str, Any] | None, a
     print(f"run dir: {run_dir}  ({source}; {torch.get_num_threads()} threads)", flush=True)
 
     branched_from = None
-    if snapshot is not None:
-        branched_from = snapshot.parent.parent
+    if takeover is not None:
+        branched_from = takeover.run_dir
         copy_logs(branched_from, run_dir)
-        shutil.copyfile(branched_from / "dynamics.pt", run_dir / "dynamics.pt")
-        checkpoint = read_checkpoint(snapshot)
+        for name in takeover.files:
+            shutil.copyfile(branched_from / name, run_dir / name)
+        checkpoint = read_checkpoint(takeover.checkpoint)
 
     # Resuming (or branching) drops what the interrupted process logged after its last checkpoint (or dynamics-fit
     # save), and keeps all it logged before.
@@ -417,12 +423,8 @@ def build_trainer(run: OpenRun) -> tuple[OfflineTrainer | NPGTrainer | None, Eva
                 return None, evaluator
         algo = build_algorithm(cfg, spec.obs_dim, spec.act_dim, device, dynamics, dataset)
         rollouts = dynamics if isinstance(cfg, ModelBasedConfig) else None  # MAGO plays its own game instead
-        episodes = rollouts is not None and cfg.rollout_mode == "episodes"
-        starts = episode_starts(dataset, device) if episodes else None
-        trainer_class = getattr(algo, "trainer_class", OfflineTrainer)  # WMOPO wraps its EM schedule around it
-        trainer = trainer_class(
-            cfg, algo, real_buffer, evaluator, run.logger, run.run_dir, rollouts, run.progress, starts
-        )
+        trainer_class = trainer_class_of(cfg.algo)
+        trainer = trainer_class(cfg, algo, real_buffer, evaluator, run.logger, run.run_dir, rollouts, run.progress)
     trainer.progress = run.progress
     if run.checkpoint is not None and run.branched_from is not None:
         trainer.load_state(run.checkpoint, source=run.branched_from)

@@ -4,13 +4,16 @@ Per epoch: `steps_per_epoch` updates on mixed real/model batches, with model rol
 then evaluation every `eval_every` epochs and an atomic checkpoint every `save_every` epochs. Without a dynamics
 model (model-free baselines) batches come from the dataset alone.
 
-Rollouts either branch short paths from dataset states (`rollout_mode: branch`, MBPO/MOPO) or run whole model
-episodes on from the dataset's episode starts, a few steps per rollout (`rollout_mode: episodes`, WMOPO's M-step).
+What a rollout adds and whether a step's update may run is the trainer's rollout strategy (`RolloutStrategy`), so
+the loop is the same for every algorithm: by default `BranchRollouts`, short paths branched from dataset states
+(MBPO/MOPO); a trainer subclass whose algorithm gathers model data otherwise picks its own in `rollout_strategy`.
 """
 
 from __future__ import annotations
 
 import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -19,7 +22,7 @@ from tqdm.auto import tqdm
 
 from algos.base import Algorithm, ModelBasedAlgorithm
 from buffers.replay import Batch, ReplayBuffer, sample_mixed, sample_mixed_seeds
-from config import OfflineConfig
+from config import OfflineConfig, RunConfig
 from envs.evaluation import evaluate_together
 from models.dynamics import EnsembleDynamics
 from models.seed_stack import SeedStreams
@@ -43,6 +46,57 @@ def step_bar(cfg: OfflineConfig, initial: int, desc: str, progress: bool) -> tqd
     )
 
 
+class RolloutStrategy(ABC):
+    """How an offline trainer gets its model data: the loop asks its strategy every `rollout_freq` steps to collect
+    and every step whether the update may run. What the rollouts carry from one call to the next (none for the
+    default) is the strategy's own, checkpointed with the trainer."""
+
+    @abstractmethod
+    def collect(self, trainer: OfflineTrainer) -> dict[str, float]:
+        """Add model transitions to `trainer.fake_buffer` before the step's update; returns scalars to log at it."""
+
+    @abstractmethod
+    def may_update(self) -> bool:
+        """Whether this step's update runs (a strategy may hold updates back until enough model data exists)."""
+
+    def epoch_metrics(self) -> dict[str, float]:
+        """Scalars logged at the end of each epoch, for rollout statistics gathered over it."""
+        return {}
+
+    def state_dict(self) -> dict[str, Any] | None:
+        """What a checkpoint keeps of the strategy so a resumed run rolls out on as it would have (None: nothing)."""
+        return None
+
+    def load_state_dict(self, state: dict[str, Any] | None) -> None:
+        """Restore `state_dict`'s result; a strategy that keeps nothing has nothing to restore (its state is None)."""
+        if state is not None:
+            raise ValueError(f"{type(self).__name__} keeps no state, but the checkpoint holds rollout state for it")
+
+
+class BranchRollouts(RolloutStrategy):
+    """MBPO/MOPO's model data, the default: each collection branches fresh short paths from dataset states
+    (`OfflineTrainer.rollout`) and keeps nothing between them; updates run from the first step."""
+
+    def collect(self, trainer: OfflineTrainer) -> dict[str, float]:
+        return trainer.rollout()
+
+    def may_update(self) -> bool:
+        return True
+
+
+ROLLOUT_STATE = "episodes"  # the checkpoint key of the rollout strategy's state, as checkpoints have always named it
+
+
+@dataclass(frozen=True)
+class Takeover:
+    """Another run's saved state that a fresh run starts from instead of repeating what that run already did:
+    train.py copies the logs and `files` of `run_dir` into the new run and continues from `checkpoint`."""
+
+    run_dir: Path
+    checkpoint: Path
+    files: tuple[str, ...] = ()
+
+
 class OfflineTrainer:
     def __init__(
         self,
@@ -54,16 +108,11 @@ class OfflineTrainer:
         run_dir: str | Path,
         dynamics: EnsembleDynamics | None = None,
         progress: bool = True,
-        start_states: torch.Tensor | None = None,
     ) -> None:
         self.cfg, self.algo, self.real_buffer, self.evaluator, self.logger = cfg, algo, real_buffer, evaluator, logger
         self.run_dir, self.dynamics, self.progress = Path(run_dir), dynamics, progress
         self.checkpoint_path = self.run_dir / "checkpoints" / "checkpoint.pt"
         self.fake_buffer: ReplayBuffer | None = None
-        self.episodes = dynamics is not None and getattr(cfg, "rollout_mode", "branch") == "episodes"
-        if self.episodes and (start_states is None or len(start_states) == 0):
-            raise UserError("rollout_mode=episodes needs episode start states; the dataset marks no episode starts")
-        self.start_states = start_states
         if dynamics is not None:
             capacity = cfg.model_buffer_size or cfg.rollout_batch_size * cfg.rollout_length * cfg.model_retain_epochs
             obs_dim, act_dim = real_buffer.storage.obs.shape[1], real_buffer.storage.act.shape[1]
@@ -72,13 +121,17 @@ class OfflineTrainer:
         self.global_step = 0
         self.wall_time = 0.0  # training seconds, summed over resumed segments
         self.last_eval: dict[str, float] | None = None
-        # rollout_mode=episodes: the running model episodes, and the model steps taken since `reset_episodes`
-        self.episode_obs: torch.Tensor | None = None
-        self.episode_steps: torch.Tensor | None = None
-        self.episode_returns: torch.Tensor | None = None
-        self.model_steps = 0
-        self.random_steps = getattr(cfg, "rollout_random_steps", 0)
-        self.episode_stats: dict[str, float] = {}
+        self.rollouts = self.rollout_strategy()
+
+    def rollout_strategy(self) -> RolloutStrategy:
+        """The model data of this trainer's algorithm; a subclass with its own kind of rollouts returns its own."""
+        return BranchRollouts()
+
+    @classmethod
+    def takeover(cls, cfg: RunConfig) -> Takeover | None:
+        """The saved state a fresh run of `cfg` starts from, once checked (None: from scratch, the default). Asked
+        before the run directory exists, so a refusal leaves nothing behind."""
+        return None
 
     # ------------------------------------------------------------------------------------------------ rollouts
     @torch.no_grad()
@@ -113,78 +166,6 @@ class OfflineTrainer:
             "rollout_info/steps": steps_taken,
         }
 
-    def _starts(self, num: int) -> torch.Tensor:
-        assert self.start_states is not None
-        return self.start_states[torch.randint(len(self.start_states), (num,), device=self.start_states.device)]
-
-    def reset_episodes(self) -> None:
-        """Start every model episode afresh and count model steps from 0 (the update delay applies again; random
-        actions for the first `random_steps`)."""
-        num = self.cfg.rollout_batch_size
-        self.episode_obs = self._starts(num)
-        self.episode_steps = torch.zeros(num, dtype=torch.long, device=self.episode_obs.device)
-        self.episode_returns = torch.zeros(num, device=self.episode_obs.device)
-        self.model_steps = 0
-        self.episode_stats = {}
-
-    @torch.no_grad()
-    def rollout_episodes(self) -> None:
-        """Advance the running model episodes by `rollout_length` steps (uniform random actions for the first
-        `rollout_random_steps` model steps); store every transition. An episode ends at termination, at a non-finite
-        prediction (stored as a terminal transition that stays in place) or after `model_episode_length` steps (a
-        time limit: stored as not terminal), and starts again from a dataset episode start."""
-        cfg, dynamics, fake = self.cfg, self.dynamics, self.fake_buffer
-        assert dynamics is not None and fake is not None
-        algo = cast(ModelBasedAlgorithm, self.algo)
-        if self.episode_obs is None:
-            self.reset_episodes()
-        assert self.episode_obs is not None and self.episode_steps is not None and self.episode_returns is not None
-        stats = self.episode_stats
-        for _ in range(cfg.rollout_length):
-            obs = self.episode_obs
-            if self.model_steps < self.random_steps:
-                act = torch.rand(obs.shape[0], self.real_buffer.storage.act.shape[1], device=obs.device) * 2 - 1
-            else:
-                act = algo.act(obs, deterministic=False)
-            next_obs, raw_reward, done, info = dynamics.step(obs, act, algo.penalty_type)
-            broken = ~torch.isfinite(next_obs).all(-1)
-            next_obs = torch.where(broken.unsqueeze(-1), obs, next_obs)
-            done = done | broken
-            reward = algo.model_reward(raw_reward, {**info, "obs": obs, "act": act, "next_obs": next_obs})
-            fake.add(Batch(obs, act, reward, next_obs, done.float()))
-            self.model_steps += len(obs)
-            self.episode_steps += 1
-            self.episode_returns += reward
-            ended = done | (self.episode_steps >= cfg.model_episode_length)
-            stats["reward_sum"] = stats.get("reward_sum", 0.0) + float(reward.sum())
-            stats["raw_reward_sum"] = stats.get("raw_reward_sum", 0.0) + float(raw_reward.sum())
-            stats["transitions"] = stats.get("transitions", 0.0) + len(obs)
-            if bool(ended.any()):
-                stats["episodes"] = stats.get("episodes", 0.0) + float(ended.sum())
-                stats["return_sum"] = stats.get("return_sum", 0.0) + float(self.episode_returns[ended].sum())
-                stats["length_sum"] = stats.get("length_sum", 0.0) + float(self.episode_steps[ended].sum())
-                next_obs = next_obs.clone()
-                next_obs[ended] = self._starts(int(ended.sum()))
-                self.episode_steps[ended] = 0
-                self.episode_returns[ended] = 0.0
-            self.episode_obs = next_obs
-
-    def _episode_metrics(self) -> dict[str, float]:
-        """The epoch's model-episode statistics (then cleared): mean stored and raw model reward, and the return and
-        length of the episodes that ended."""
-        stats, self.episode_stats = self.episode_stats, {}
-        if not stats:
-            return {}
-        metrics = {
-            "rollout_info/reward_mean": stats["reward_sum"] / stats["transitions"],
-            "rollout_info/raw_reward_mean": stats["raw_reward_sum"] / stats["transitions"],
-            "rollout_info/episodes_ended": stats.get("episodes", 0.0),
-        }
-        if stats.get("episodes"):
-            metrics["rollout_info/episode_return"] = stats["return_sum"] / stats["episodes"]
-            metrics["rollout_info/episode_length"] = stats["length_sum"] / stats["episodes"]
-        return metrics
-
     # ------------------------------------------------------------------------------------------------ training
     def train(self, until_epoch: int | None = None) -> dict[str, float] | None:
         """Run the remaining epochs (up to `until_epoch`, default all); returns the last evaluation."""
@@ -196,11 +177,8 @@ class OfflineTrainer:
             epoch_metrics: dict[str, list[torch.Tensor]] = {}
             for _ in range(cfg.steps_per_epoch):
                 if self.dynamics is not None and self.global_step % cfg.rollout_freq == 0:
-                    if self.episodes:
-                        self.rollout_episodes()
-                    else:
-                        self.logger.scalars(self.rollout(), self.global_step)
-                if not self.episodes or self.model_steps > cfg.update_after:
+                    self.logger.scalars(self.rollouts.collect(self), self.global_step)
+                if self.rollouts.may_update():
                     batch, num_real = sample_mixed(
                         self.real_buffer, self.fake_buffer, cfg.batch_size, getattr(cfg, "real_ratio", 1)
                     )
@@ -232,8 +210,7 @@ class OfflineTrainer:
         due = self.evaluation_due(final_epoch)
         self.epoch += 1
         self.logger.scalars({k: float(torch.stack(v).mean()) for k, v in epoch_metrics.items()}, self.global_step)
-        if self.episodes:
-            self.logger.scalars(self._episode_metrics(), self.global_step)
+        self.logger.scalars(self.rollouts.epoch_metrics(), self.global_step)
         if due:
             self.last_eval = self.evaluator.evaluate(self.algo.act) if evaluation is None else evaluation
             monitor = getattr(self.algo, "monitor_evaluation", None)  # an algorithm's own evaluation extras
@@ -261,7 +238,7 @@ class OfflineTrainer:
             "last_eval": self.last_eval,
             "algo_state": self.algo.training_state(),
             "fake_buffer": None if self.fake_buffer is None else self.fake_buffer.state_dict(),
-            "episodes": self.episode_state() if self.episodes else None,
+            ROLLOUT_STATE: self.rollouts.state_dict(),
             "extra": self.extra_state(),
             "rng": capture_rng_state(),
         }
@@ -270,15 +247,6 @@ class OfflineTrainer:
     def extra_state(self) -> dict[str, Any] | None:
         """What a subclass adds to the checkpoint (read back in its `load_state`)."""
         return None
-
-    def episode_state(self) -> dict[str, Any]:
-        return {
-            "obs": self.episode_obs,
-            "steps": self.episode_steps,
-            "returns": self.episode_returns,
-            "model_steps": self.model_steps,
-            "stats": dict(self.episode_stats),
-        }
 
     def load_state(self, state: dict[str, Any], source: str | Path = "checkpoint") -> None:
         """Restore what `save_checkpoint` wrote (see `read_checkpoint`), RNG states last so training continues
@@ -291,11 +259,7 @@ class OfflineTrainer:
         self.algo.load_training_state(state["algo_state"])
         if self.fake_buffer is not None and state["fake_buffer"] is not None:
             self.fake_buffer.load_state_dict(state["fake_buffer"])
-        if self.episodes and state.get("episodes") is not None:
-            episodes = state["episodes"]
-            self.episode_obs, self.episode_steps = episodes["obs"], episodes["steps"]
-            self.episode_returns, self.model_steps = episodes["returns"], episodes["model_steps"]
-            self.episode_stats = dict(episodes["stats"])
+        self.rollouts.load_state_dict(state.get(ROLLOUT_STATE))
         self.epoch, self.global_step = state["epoch"], state["global_step"]
         self.wall_time, self.last_eval = state["wall_time"], state["last_eval"]
         restore_rng_state(state["rng"])
@@ -311,9 +275,8 @@ class SeedStackedTrainer:
     """
 
     def __init__(self, trainers: list[OfflineTrainer], stacked: Any, streams: SeedStreams, progress: bool) -> None:
-        lead = trainers[0]
-        if lead.episodes:
-            raise UserError("seed stacking supports rollout_mode=branch only; train these seeds as separate runs")
+        if any(type(trainer.rollouts) is not BranchRollouts for trainer in trainers):
+            raise UserError("seed stacking supports branched model rollouts only; train these seeds as separate runs")
         if len({(t.epoch, t.global_step) for t in trainers}) > 1:
             raise UserError("stacked seeds must start at the same epoch; resume them as separate runs")
         self.trainers, self.stacked, self.streams, self.progress = trainers, stacked, streams, progress
@@ -329,7 +292,7 @@ class SeedStackedTrainer:
                 if lead.dynamics is not None and lead.global_step % cfg.rollout_freq == 0:
                     for seed, trainer in enumerate(trainers):
                         with streams.active(seed):
-                            trainer.logger.scalars(trainer.rollout(), trainer.global_step)
+                            trainer.logger.scalars(trainer.rollouts.collect(trainer), trainer.global_step)
                 batch, num_real = sample_mixed_seeds(
                     lead.real_buffer,
                     [trainer.fake_buffer for trainer in trainers],

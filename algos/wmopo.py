@@ -16,8 +16,9 @@ M-step of iteration k: SAC in the model, one whole model episode at a time (one 
 batches half from the model episodes with r̃ = clip(r̂ − b·c(s, a), ±10R) and half from the data with
 r − b·ℓ(s, a) (clipped to ±10R′), R = max(|r_min|, |r_max|), R′ = min(|r_min|, |r_max|) (the official code's bounds).
 
-The ensemble, SAC, the episode-mode rollouts, the buffers and the trainer are the shared ones; WMOPO's own pieces
-are the occupancy sampling, the ratio and model-error networks, b and the penalised rewards, and the EM schedule.
+The ensemble, SAC, the buffers and the offline loop are the shared ones; WMOPO's own pieces are the occupancy
+sampling, the ratio and model-error networks, b and the penalised rewards, the model episodes its M-steps learn from
+(`ModelEpisodes`, the trainer's rollout strategy) and the EM schedule, with its branches off iteration 0.
 """
 
 from __future__ import annotations
@@ -27,17 +28,20 @@ import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
 from torch import nn
 
+from algos.base import ModelBasedAlgorithm
 from algos.sac import SAC
-from algos.trainer import OfflineTrainer
+from algos.trainer import OfflineTrainer, RolloutStrategy, Takeover
+from buffers.replay import Batch
 from config import (
     DynamicsConfig,
     ModelBasedConfig,
     Rule,
+    RunConfig,
     SACConfig,
     all_positive,
     discount,
@@ -140,6 +144,9 @@ class WMOPOConfig(ModelBasedConfig):
         "real_reward_bound": one_of("min", "max"),
         "model_starts": one_of("dataset", "env"),
         "rollout_mode": one_of("episodes"),
+        "model_episode_length": positive,
+        "rollout_random_steps": non_negative,
+        "update_after": non_negative,
         "dynamics.predict_reward": lambda value, cfg: None if value else "true (WMOPO's model predicts rewards)",
         "dynamics.loss": one_of("nll"),
         # Occupancy samples are episodes that stop with probability 1 − γ after every step.
@@ -179,13 +186,17 @@ class WMOPOConfig(ModelBasedConfig):
     save_every: int = 1
     batch_size: int = 512
     real_ratio: float = 0.5
+    # The M-step's model data (`ModelEpisodes`): rollout_batch_size model episodes run on from episode starts, each
+    # rollout (every rollout_freq steps) advancing them by rollout_length steps; an episode ends at termination or
+    # after model_episode_length steps (a time limit, not a termination) and starts again. The only mode there is:
+    # the key stays so configs that name it keep loading.
     rollout_mode: str = "episodes"
     rollout_batch_size: int = 1
     rollout_length: int = 1
     rollout_freq: int = 1
     model_episode_length: int = 1000
-    rollout_random_steps: int = 10_000  # iteration 0 only; later M-steps act with the policy from the start
-    update_after: int = 10_000
+    rollout_random_steps: int = 10_000  # uniform random actions first; iteration 0 only (later M-steps: 0)
+    update_after: int = 10_000  # model steps before the first update of every M-step
     model_buffer_size: int | None = 1_000_000
     sac: SACConfig = field(default_factory=_wmopo_sac)
     dynamics: DynamicsConfig = field(default_factory=_wmopo_dynamics)
@@ -336,6 +347,138 @@ def weights_power(ratio: DensityRatio, x: Tensor, exponent: float) -> Tensor:
     return powered / powered.mean()
 
 
+# ---------------------------------------------------------------------------------------------------- model episodes
+class ModelEpisodes(RolloutStrategy):
+    """The M-step's model data, as the official code's SAC gathers it: `num` model episodes run on from start states,
+    each collection advancing them by `length` steps. An episode ends at termination, at a non-finite prediction
+    (stored as a terminal transition that stays in place) or after `episode_length` steps (a time limit: stored as
+    not terminal), and starts again from a start state. Counted from `reset`, the first `random_steps` model steps
+    act uniformly at random and updates wait until more than `update_after` model steps exist."""
+
+    def __init__(
+        self,
+        start_states: Tensor | None,
+        num: int,
+        length: int,
+        episode_length: int,
+        random_steps: int,
+        update_after: int,
+    ) -> None:
+        if start_states is None or len(start_states) == 0:
+            raise UserError("rollout_mode=episodes needs episode start states; the dataset marks no episode starts")
+        self.start_states = start_states
+        self.num, self.length, self.episode_length = num, length, episode_length
+        self.random_steps, self.update_after = random_steps, update_after
+        # The running episodes (None until the first `reset`) and the model steps taken since it.
+        self.obs: Tensor | None = None
+        self.steps: Tensor | None = None
+        self.returns: Tensor | None = None
+        self.model_steps = 0
+        self.stats: dict[str, float] = {}
+
+    @classmethod
+    def of(cls, cfg: WMOPOConfig, start_states: Tensor | None) -> ModelEpisodes:
+        """The model episodes `cfg` asks for (`rollout_batch_size` of them, `rollout_length` steps per rollout)."""
+        return cls(
+            start_states,
+            cfg.rollout_batch_size,
+            cfg.rollout_length,
+            cfg.model_episode_length,
+            cfg.rollout_random_steps,
+            cfg.update_after,
+        )
+
+    def starts(self, num: int) -> Tensor:
+        """`num` start states drawn uniformly with replacement (the occupancy samples start there too)."""
+        return self.start_states[torch.randint(len(self.start_states), (num,), device=self.start_states.device)]
+
+    def reset(self) -> None:
+        """Start every episode afresh and count model steps from 0 (the update delay applies again; random actions
+        for the first `random_steps`)."""
+        self.obs = self.starts(self.num)
+        self.steps = torch.zeros(self.num, dtype=torch.long, device=self.obs.device)
+        self.returns = torch.zeros(self.num, device=self.obs.device)
+        self.model_steps = 0
+        self.stats = {}
+
+    @torch.no_grad()
+    def collect(self, trainer: OfflineTrainer) -> dict[str, float]:
+        """Advance the episodes by `length` steps in the trainer's model, storing every transition in its model
+        buffer; their statistics are logged once per epoch (`epoch_metrics`), so nothing per rollout."""
+        dynamics, fake = trainer.dynamics, trainer.fake_buffer
+        assert dynamics is not None and fake is not None
+        algo = cast(ModelBasedAlgorithm, trainer.algo)
+        if self.obs is None:
+            self.reset()
+        assert self.obs is not None and self.steps is not None and self.returns is not None
+        stats, act_dim = self.stats, trainer.real_buffer.storage.act.shape[1]
+        for _ in range(self.length):
+            obs = self.obs
+            if self.model_steps < self.random_steps:
+                act = torch.rand(obs.shape[0], act_dim, device=obs.device) * 2 - 1
+            else:
+                act = algo.act(obs, deterministic=False)
+            next_obs, raw_reward, done, info = dynamics.step(obs, act, algo.penalty_type)
+            broken = ~torch.isfinite(next_obs).all(-1)
+            next_obs = torch.where(broken.unsqueeze(-1), obs, next_obs)
+            done = done | broken
+            reward = algo.model_reward(raw_reward, {**info, "obs": obs, "act": act, "next_obs": next_obs})
+            fake.add(Batch(obs, act, reward, next_obs, done.float()))
+            self.model_steps += len(obs)
+            self.steps += 1
+            self.returns += reward
+            ended = done | (self.steps >= self.episode_length)
+            stats["reward_sum"] = stats.get("reward_sum", 0.0) + float(reward.sum())
+            stats["raw_reward_sum"] = stats.get("raw_reward_sum", 0.0) + float(raw_reward.sum())
+            stats["transitions"] = stats.get("transitions", 0.0) + len(obs)
+            if bool(ended.any()):
+                stats["episodes"] = stats.get("episodes", 0.0) + float(ended.sum())
+                stats["return_sum"] = stats.get("return_sum", 0.0) + float(self.returns[ended].sum())
+                stats["length_sum"] = stats.get("length_sum", 0.0) + float(self.steps[ended].sum())
+                next_obs = next_obs.clone()
+                next_obs[ended] = self.starts(int(ended.sum()))
+                self.steps[ended] = 0
+                self.returns[ended] = 0.0
+            self.obs = next_obs
+        return {}
+
+    def may_update(self) -> bool:
+        return self.model_steps > self.update_after
+
+    def epoch_metrics(self) -> dict[str, float]:
+        """The epoch's statistics (then cleared): mean stored and raw model reward, and the return and length of the
+        episodes that ended."""
+        stats, self.stats = self.stats, {}
+        if not stats:
+            return {}
+        metrics = {
+            "rollout_info/reward_mean": stats["reward_sum"] / stats["transitions"],
+            "rollout_info/raw_reward_mean": stats["raw_reward_sum"] / stats["transitions"],
+            "rollout_info/episodes_ended": stats.get("episodes", 0.0),
+        }
+        if stats.get("episodes"):
+            metrics["rollout_info/episode_return"] = stats["return_sum"] / stats["episodes"]
+            metrics["rollout_info/episode_length"] = stats["length_sum"] / stats["episodes"]
+        return metrics
+
+    def state_dict(self) -> dict[str, Any]:
+        """The running episodes and counters (`random_steps` is the trainer's to save: it belongs to the EM
+        schedule, which sets it per M-step)."""
+        return {
+            "obs": self.obs,
+            "steps": self.steps,
+            "returns": self.returns,
+            "model_steps": self.model_steps,
+            "stats": dict(self.stats),
+        }
+
+    def load_state_dict(self, state: dict[str, Any] | None) -> None:
+        if state is None:  # a checkpoint from before the first M-step's episodes existed
+            return
+        self.obs, self.steps, self.returns = state["obs"], state["steps"], state["returns"]
+        self.model_steps, self.stats = state["model_steps"], dict(state["stats"])
+
+
 # ---------------------------------------------------------------------------------------------------- the EM loop
 class WMOPOTrainer(OfflineTrainer):
     """The EM schedule around the shared trainer: E-step 0 (the ERM model is the run's fitted model), M-step 0, then
@@ -345,8 +488,9 @@ class WMOPOTrainer(OfflineTrainer):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        assert isinstance(self.algo, WMOPO)
+        assert isinstance(self.algo, WMOPO) and isinstance(self.rollouts, ModelEpisodes)
         self.wmopo: WMOPO = self.algo
+        self.episodes: ModelEpisodes = self.rollouts
         self.iteration = 0
         self.phase = "e-step"  # "e-step" -> "m-step" -> next iteration's "e-step" ... -> "done"
         data = self.real_buffer.storage
@@ -356,10 +500,14 @@ class WMOPOTrainer(OfflineTrainer):
         if cfg.model_starts == "env":  # the official code's starts: the real simulator's reset distribution
             seed = int(torch.randint(2**31 - 1, ()).item())
             pool = reset_states(self.evaluator.spec, ENV_START_POOL, seed)
-            self.start_states = pool.to(data.obs.device)
-            self.wmopo.start_states = self.start_states
+            self.episodes.start_states = pool.to(data.obs.device)
+            self.wmopo.start_states = self.episodes.start_states
         self.model_bound, self.real_bound = reward_bounds(data.rew, cfg.reward_bound, cfg.real_reward_bound)
         self.wmopo.model_reward_bound.fill_(self.model_bound)
+
+    def rollout_strategy(self) -> ModelEpisodes:
+        """Model episodes from the dataset's episode starts, which the agent read from the data."""
+        return ModelEpisodes.of(self.wmopo_cfg, cast(WMOPO, self.algo).start_states)
 
     @property
     def wmopo_cfg(self) -> WMOPOConfig:
@@ -396,6 +544,14 @@ class WMOPOTrainer(OfflineTrainer):
         shutil.copyfile(self.checkpoint_path, staging)
         os.replace(staging, snapshot)
 
+    @classmethod
+    def takeover(cls, cfg: RunConfig) -> Takeover | None:
+        """With `branch_from`: the named run's end-of-iteration-0 state, its logs and its model (the ERM fit)."""
+        if not isinstance(cfg, WMOPOConfig) or not cfg.branch_from:
+            return None
+        snapshot = cls.branch_snapshot(cfg)
+        return Takeover(snapshot.parent.parent, snapshot, ("dynamics.pt",))
+
     @staticmethod
     def branch_snapshot(cfg: WMOPOConfig) -> Path:
         """The snapshot `cfg.branch_from` names, once its run is checked to be this one's but for BRANCH_FREE_KEYS."""
@@ -428,8 +584,8 @@ class WMOPOTrainer(OfflineTrainer):
         """A fresh model buffer and fresh model episodes; random actions only in iteration 0."""
         assert self.fake_buffer is not None
         self.fake_buffer.size, self.fake_buffer.position = 0, 0
-        self.reset_episodes()
-        self.random_steps = self.wmopo_cfg.rollout_random_steps if self.iteration == 0 else 0
+        self.episodes.reset()
+        self.episodes.random_steps = self.wmopo_cfg.rollout_random_steps if self.iteration == 0 else 0
 
     # ------------------------------------------------------------------------------------------------ E-step
     def e_step(self) -> None:
@@ -459,7 +615,7 @@ class WMOPOTrainer(OfflineTrainer):
         cfg = self.wmopo_cfg
         num = cfg.sim_samples or len(self.data_x)
         sim = occupancy_samples(
-            self.model_transition, self.stochastic_policy, self._starts, cfg.sac.gamma, num, cfg.sim_batch
+            self.model_transition, self.stochastic_policy, self.episodes.starts, cfg.sac.gamma, num, cfg.sim_batch
         )
         fitted = self.wmopo.ratio.fit(self.data_x, sim, cfg.ratio)
         return {f"{prefix}/{key.split('/')[-1]}": value for key, value in fitted.items()}
@@ -505,13 +661,14 @@ class WMOPOTrainer(OfflineTrainer):
             "iteration": self.iteration,
             "phase": self.phase,
             "dynamics": self.model.state_dict(),
-            "random_steps": self.random_steps,
+            "random_steps": self.episodes.random_steps,
         }
 
     def load_state(self, state: dict[str, Any], source: str | Path = "checkpoint") -> None:
         super().load_state(state, source)
         extra = state["extra"]
-        self.iteration, self.phase, self.random_steps = extra["iteration"], extra["phase"], extra["random_steps"]
+        self.iteration, self.phase = extra["iteration"], extra["phase"]
+        self.episodes.random_steps = extra["random_steps"]
         if self.phase == "done" and self.iteration < self.wmopo_cfg.em_iterations:  # a branch planned longer
             self.phase = "e-step"
         self.model.load_state_dict(extra["dynamics"])

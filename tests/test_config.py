@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from algos.mopo import MOPOConfig
+from algos.wmopo import WMOPOConfig
 from config import (
     CONFIGS_DIR,
     config_to_dict,
@@ -350,6 +351,32 @@ def test_load_run_config_is_strict(tmp_path: Path) -> None:
         load_run_config(write(tmp_path / "config.yaml", "algo: mopo\nrollout_len: 5\n"))
     with pytest.raises(UserError, match="epochs must be an integer"):
         load_run_config(write(tmp_path / "config.yaml", "algo: mopo\nepochs: many\n"))
+
+
+def test_wmopos_rollout_keys_are_its_own() -> None:
+    """The model-episode keys live in WMOPO's config: WMOPO takes them from --set (and checks them), other algorithms
+    refuse them as unknown keys in one line."""
+    cfg = load_config("wmopo", "hopper-medium-v2", overrides=["update_after=5", "rollout_random_steps=0"])
+    assert isinstance(cfg, WMOPOConfig)
+    assert (cfg.rollout_mode, cfg.update_after, cfg.rollout_random_steps, cfg.model_episode_length) == (
+        "episodes", 5, 0, 1000,
+    )  # fmt: skip
+    assert "update_after=-1 (from --set update_after=-1) must be >= 0" in error_of(
+        algo="wmopo", overrides=["update_after=-1"]
+    )
+    assert "model_episode_length=0" in error_of(algo="wmopo", overrides=["model_episode_length=0"])
+    for item in ("rollout_mode=branch", "model_episode_length=1000", "rollout_random_steps=0", "update_after=0"):
+        assert f"unknown config key '{item.split('=')[0]}' in --set {item}" in error_of(overrides=[item])
+
+
+def test_run_configs_saved_before_the_rollout_keys_moved_still_load(tmp_path: Path) -> None:
+    """A MOPO run config that holds the moved keys at the values meaning branched rollouts (as every one saved
+    before they moved does) loads as if it lacked them, so those runs resume; any other value is refused by name."""
+    old = "algo: mopo\nrollout_mode: branch\nmodel_episode_length: 1000\nrollout_random_steps: 0\nupdate_after: 0\n"
+    loaded = load_run_config(write(tmp_path / "old" / "config.yaml", old))
+    assert loaded == load_run_config(write(tmp_path / "new" / "config.yaml", "algo: mopo\n"))
+    with pytest.raises(UserError, match="unknown config key 'rollout_mode'"):
+        load_run_config(write(tmp_path / "episodes" / "config.yaml", "algo: mopo\nrollout_mode: episodes\n"))
 
 
 MICRO_TASK_FILES = sorted(p.stem for p in (CONFIGS_DIR / "micro").glob("*.yaml") if p.stem not in PRESETS)

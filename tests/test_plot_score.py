@@ -373,6 +373,19 @@ def test_runs_differing_only_in_seed_and_bookkeeping_are_one_group(tmp_path: Pat
     assert len(scores) == 1 and scores[0].values == pytest.approx([40.0, 41.0, 42.0])
 
 
+def test_runs_saved_before_wmopos_rollout_keys_moved_group_with_newer_ones(tmp_path: Path) -> None:
+    """A MOPO run saved before `rollout_mode` and its kin moved to WMOPO's config holds them at the values meaning
+    what MOPO does now, so a newer seed without them is the same setting; another value still tells runs apart."""
+    task, retired = "hopper-medium-v2", {"rollout_mode": "branch", "update_after": 0, "rollout_random_steps": 0}
+    write_full_run(tmp_path / "old", task, "mopo", 0, 40.0, {**retired, "model_episode_length": 1000})
+    write_full_run(tmp_path / "new", task, "mopo", 1, 41.0)
+    groups = group_runs(find_runs([str(tmp_path)]))
+    assert [(g.algo, g.settings) for g in groups] == [("mopo", ())]
+    write_full_run(tmp_path / "other", task, "mopo", 2, 42.0, {"rollout_mode": "episodes"})
+    groups = group_runs(find_runs([str(tmp_path)]))
+    assert sorted(len(runs) for runs in groups.values()) == [1, 2]
+
+
 def grid_2x2(log: Path, seeds_of: dict[tuple[float, int], tuple[int, ...]]) -> None:
     """mopo on hopper at penalty_coef x rollout_length points, with the given seeds; score 10 coef + rl + seed/10."""
     for (coef, length), seeds in seeds_of.items():

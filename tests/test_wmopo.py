@@ -25,6 +25,7 @@ from algos.wmopo import (
     MAX_DROPPED_BATCHES,
     REFIT_PROGRESS,
     WMOPO,
+    ModelEpisodes,
     ModelErrorFitConfig,
     ModelErrorNet,
     WMOPOConfig,
@@ -224,28 +225,32 @@ def test_shared_batches_give_identical_members_identical_updates() -> None:
 
 # ---------------------------------------------------------------------------------------------------- episodes
 def test_episode_rollouts_run_on_restart_and_treat_the_time_limit_as_no_termination() -> None:
-    """Two model episodes of at most 3 steps advanced 7 steps: 14 stored transitions, none terminal (the model never
-    terminates), each episode's 1st, 4th and 7th state a start state; the first 4 model steps act uniformly."""
+    """Two model episodes of at most 3 steps advanced 7 steps (WMOPO's rollout strategy in a plain trainer's model
+    and buffer): 14 stored transitions, none terminal (the model never terminates), each episode's 1st, 4th and 7th
+    state a start state; the first 4 model steps act uniformly; updates wait until more than 13 model steps exist."""
     torch.manual_seed(0)
-    cfg = load_config(
-        "mopo",
-        "hopper-medium-gen",
-        overrides=["rollout_mode=episodes", "rollout_batch_size=2", "rollout_length=7", "model_episode_length=3",
-                   "rollout_random_steps=4", "model_buffer_size=100", "sac.hidden_dims=[8]"],
-    )  # fmt: skip
+    cfg = load_config("mopo", "hopper-medium-gen", overrides=["model_buffer_size=100", "sac.hidden_dims=[8]"])
     model = EnsembleDynamics(2, 1, dataclasses.replace(cfg.dynamics, hidden_dims=[8], weight_decay=[0.0, 0.0]))
     algo = MOPO(2, 1, cfg)
     real = ReplayBuffer(10, 2, 1)
     starts = torch.tensor([[5.0, 5.0], [6.0, 6.0], [7.0, 7.0]])
-    trainer = OfflineTrainer(cfg, algo, real, None, None, "/tmp/unused", model, False, starts)  # type: ignore[arg-type]
-    trainer.rollout_episodes()
+    trainer = OfflineTrainer(cfg, algo, real, None, None, "/tmp/unused", model, False)  # type: ignore[arg-type]
+    episodes = ModelEpisodes(starts, num=2, length=7, episode_length=3, random_steps=4, update_after=13)
+    assert not episodes.may_update()
+    assert episodes.collect(trainer) == {}  # their statistics are logged per epoch
     fake = trainer.fake_buffer
-    assert fake is not None and len(fake) == 14 and trainer.model_steps == 14
+    assert fake is not None and len(fake) == 14 and episodes.model_steps == 14 and episodes.may_update()
     assert float(fake.storage.done[:14].sum()) == 0.0
     obs = fake.storage.obs[:14].view(7, 2, 2)  # [step, episode, dim]
     is_start = (obs.unsqueeze(-2) == starts).all(-1).any(-1)
     assert bool(is_start[[0, 3, 6]].all())
-    assert trainer.episode_steps.tolist() == [1, 1]
+    assert episodes.steps is not None and episodes.steps.tolist() == [1, 1]
+    assert episodes.epoch_metrics()["rollout_info/episodes_ended"] == 4.0 and episodes.epoch_metrics() == {}
+
+
+def test_episode_rollouts_need_start_states() -> None:
+    with pytest.raises(UserError, match="needs episode start states; the dataset marks no episode starts"):
+        ModelEpisodes(torch.zeros(0, 2), num=1, length=1, episode_length=3, random_steps=0, update_after=0)
 
 
 # ---------------------------------------------------------------------------------------------------- runs
@@ -356,7 +361,7 @@ def test_e_step_b_takes_raw_ratios_and_model_episodes_start_at_dataset_episode_s
             penalty_coefficient(r, losses - losses.min(), self.wmopo_cfg.b_scale)[0]
             for r in (ratios, ratios / ratios.mean(), tempered / tempered.mean())
         ]
-        seen["starts"] = [self.start_states, self.wmopo.start_states, self._starts(300)]
+        seen["starts"] = [self.episodes.start_states, self.wmopo.start_states, self.episodes.starts(300)]
         raise Killed
 
     monkeypatch.setattr(WMOPOTrainer, "e_step", e_step_and_stop)

@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from config import config_classes, config_to_dict
+from config import config_classes, config_to_dict, without_retired
 from utils.errors import UserError
 from utils.logger import PROGRESS_COLUMNS
 from utils.provenance import UNKNOWN, run_data, short_hash
@@ -113,8 +113,11 @@ class Run:
 
     @cached_property
     def settings(self) -> dict[str, Hashable]:
-        """The config flattened to dotted keys with hashable values; keys the file lacks take config.py's defaults."""
-        return {**_default_settings(self.algo), **flatten_config(self.config)}
+        """The config flattened to dotted keys with hashable values; keys the file lacks take config.py's defaults,
+        and keys its algorithm retired at the value meaning what it does now are dropped, as `--resume` reads them."""
+        cls = config_classes().get(self.algo)
+        config = self.config if cls is None else without_retired(cls, self.config)
+        return {**_default_settings(self.algo), **flatten_config(config)}
 
 
 def _hashable(value: Any) -> Hashable:
