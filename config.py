@@ -17,7 +17,7 @@ import re
 import tempfile
 import types
 import typing
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from functools import cache, reduce
@@ -1006,6 +1006,26 @@ def _validate(cfg: RunConfig, origins: Mapping[str, str], fix: str = SET_FIX) ->
 def config_to_dict(cfg: RunConfig) -> dict[str, Any]:
     """Plain nested dict (blocks become dicts, lists are copied) for YAML, logging and hyperparameter tables."""
     return dataclasses.asdict(cfg)
+
+
+def _hashable(value: Any) -> Hashable:
+    """Lists as tuples and mappings as sorted item tuples, so config values can be compared and used as keys."""
+    if isinstance(value, Mapping):
+        return tuple(sorted((str(k), _hashable(v)) for k, v in value.items()))
+    if isinstance(value, (list, tuple)):
+        return tuple(_hashable(v) for v in value)
+    return value
+
+
+def flatten_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, Hashable]:
+    """`{"dynamics": {"lr": 1e-3}}` -> `{"dynamics.lr": 1e-3}`: the dotted keys `--set` uses, lists as tuples."""
+    flat: dict[str, Hashable] = {}
+    for key, value in config.items():
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten_config(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = _hashable(value)
+    return flat
 
 
 def save_config(cfg: RunConfig, path: str | os.PathLike[str]) -> None:

@@ -71,8 +71,8 @@ from utils.launch import (
     summary,
 )
 from utils.logger import RunLogger, copy_logs
+from utils.paths import create_run_dir, resolve_seed_path
 from utils.provenance import start_run
-from utils.runs import create_run_dir, resolve_seed_path
 from utils.task_listing import task_listing
 
 

@@ -41,6 +41,7 @@ from config import (
     SACConfig,
     all_positive,
     discount,
+    flatten_config,
     load_run_config,
     non_negative,
     one_of,
@@ -53,7 +54,7 @@ from models.actor_critic import mlp
 from models.density_ratio import DensityRatio, RatioFitConfig
 from models.dynamics import EnsembleDynamics
 from utils.errors import UserError
-from utils.runs import flatten_config, resolve_seed_path
+from utils.paths import resolve_seed_path
 
 Tensor = torch.Tensor
 REFIT_PROGRESS = "dynamics_refit.pt"  # an interrupted weighted refit's state, in the run directory
