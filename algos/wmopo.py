@@ -42,13 +42,13 @@ from config import (
     all_positive,
     discount,
     flatten_config,
-    load_run_config,
     non_negative,
     one_of,
     positive,
     register_config,
 )
 from envs.evaluation import isolated_global_rngs
+from envs.task_config import load_run_config
 from envs.tasks import reset_states
 from models.actor_critic import mlp
 from models.density_ratio import DensityRatio, RatioFitConfig
