@@ -5,13 +5,16 @@ This module holds the layering machinery and the blocks algorithms share (`RunCo
 `ModelBasedConfig`, `dynamics`, `sac`, `npg`, `termination`). Each algorithm's own dataclass lives beside it in
 algos/<algo>.py, registered by name with `@register_config("<algo>")` and validated by the shared rules plus its
 class's `rules`. Nested blocks are addressed with dotted keys (``--set dynamics.max_epochs=5``).
+
+config.py imports neither `algos` nor `envs` (tests/test_layers.py holds the layers): the registry is filled when a
+program imports `algos`, which every entry point does before it reads configs, and the functions that need the
+task registry as well live in envs/task_config.py.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
-import importlib
 import os
 import re
 import tempfile
@@ -208,7 +211,7 @@ class ModelBasedNPGConfig(RunConfig):
 
 
 CONFIG_CLASSES: dict[str, type[RunConfig]] = {}
-"""Config class of every algorithm by its `--algo` name, filled by `register_config` as algos/ is imported."""
+"""Config class of every algorithm by its `--algo` name, filled by `register_config` when a program imports algos/."""
 
 C = typing.TypeVar("C", bound=type)
 
@@ -226,9 +229,19 @@ def register_config(algo: str) -> Callable[[C], C]:
     return register
 
 
+class RegistryNotFilled(RuntimeError):
+    """The registry was read before any algorithm registered itself: a program that reads configs forgot to import
+    `algos` first. A bug in that program, not a user's mistake, so it is no UserError."""
+
+
 def config_classes() -> dict[str, type[RunConfig]]:
-    """Every registered algorithm's config class; importing the `algos` package registers the built-in ones."""
-    importlib.import_module("algos")
+    """Every registered algorithm's config class. config.py does not import `algos` (it would close an import circle),
+    so an empty registry means the caller never did; saying so beats an "unknown algorithm" that lists none."""
+    if not CONFIG_CLASSES:
+        raise RegistryNotFilled(
+            "no algorithm has registered its config class: import algos (which registers every built-in one) before "
+            "reading configs; entry points such as train.py, sweep.py, plot.py and score.py do so at the top"
+        )
     return CONFIG_CLASSES
 
 
