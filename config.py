@@ -5,19 +5,22 @@ This module holds the layering machinery and the blocks algorithms share (`RunCo
 `ModelBasedConfig`, `dynamics`, `sac`, `npg`, `termination`). Each algorithm's own dataclass lives beside it in
 algos/<algo>.py, registered by name with `@register_config("<algo>")` and validated by the shared rules plus its
 class's `rules`. Nested blocks are addressed with dotted keys (``--set dynamics.max_epochs=5``).
+
+config.py imports neither `algos` nor `envs` (tests/test_layers.py holds the layers): the registry is filled when a
+program imports `algos`, which every entry point does before it reads configs, and the functions that need the
+task registry as well live in envs/task_config.py.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
-import importlib
 import os
 import re
 import tempfile
 import types
 import typing
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from functools import cache, reduce
@@ -26,6 +29,7 @@ from typing import Any
 
 import yaml
 
+from models.dynamics_config import DynamicsConfig
 from utils.errors import UserError
 
 
@@ -34,82 +38,6 @@ class TerminationConfig:
     # False reproduces MOPO/OfflineRL-Kit's hopper check `abs(obs[1:] < 100)` (no lower bound), with which the
     # published numbers were made; True uses the corrected `abs(obs[1:]) < 100`.
     strict: bool = False
-
-
-@dataclass
-class DynamicsConfig:
-    """Probabilistic ensemble dynamics (docs/dynamics.md)."""
-
-    num_ensemble: int = 7
-    num_elites: int = 5
-    hidden_dims: list[int] = field(default_factory=lambda: [200, 200, 200, 200])
-    # L2 coefficient per layer (hidden layers then output layer), applied as wd * 0.5 * ||W||^2.
-    weight_decay: list[float] = field(default_factory=lambda: [2.5e-5, 5e-5, 7.5e-5, 7.5e-5, 1e-4])
-    lr: float = 1e-3
-    batch_size: int = 256
-    # holdout_ratio 0: no holdout, no early stopping, exactly max_epochs epochs (PMDB/MAGO).
-    holdout_ratio: float = 0.2
-    max_holdout: int = 1000
-    max_epochs: int | None = None
-    max_epochs_since_update: int = 5
-    # Without a holdout: stop once this many epochs passed without a lower training loss, keeping the last weights
-    # (the WMOPO Pendulum study: 21); null runs exactly max_epochs.
-    train_loss_patience: int | None = None
-    improvement_threshold: float = 0.01
-    # Epochs without improvement count only after this epoch (WMOPO: 6, its counter starts after epoch index 5).
-    patience_after_epoch: int = 0
-    # What the holdout measures per member: "mse" of the mean (MBPO/OfflineRL-Kit) or the (weighted) Gaussian NLL,
-    # mean over outputs (WMOPO); with "nll" any lower loss counts as an improvement (NLLs can be negative).
-    holdout_metric: str = "mse"
-    # "best": each member's weights from its best holdout epoch, elites by best holdout loss (MBPO); "last": the last
-    # epoch's weights, elites by the last epoch's holdout loss (WMOPO).
-    keep_weights: str = "best"
-    bootstrap: bool = True
-    bootstrap_every_epoch: bool = False  # fresh bootstrap rows every epoch (PMDB/MAGO) instead of once per fit
-    shared_batches: bool = False  # without bootstrap: every member sees the same minibatches (WMOPO), not its own order
-    # The ensemble's loss over members: "sum" of the members' losses (MBPO/OfflineRL-Kit) or their "mean" (WMOPO),
-    # which scales the likelihood against the decay and log-variance-bound terms.
-    member_loss: str = "sum"
-    # "nll": Gaussian NLL with learned variance (MOPO, MICRO); "mse": deterministic mean regression (PAL/MAL);
-    # "beta_nll": the full Gaussian NLL per element weighted by stopgrad(σ)^(2·nll_beta) / its batch mean (MAGO).
-    loss: str = "nll"
-    nll_beta: float = 0.5
-    logvar_bound_coef: float = 0.01
-    # What the learned soft bounds clamp: log σ² (MBPO/OfflineRL-Kit) or log σ (PMDB/MAGO); max_logvar_init and
-    # min_logvar_init are then bounds on log σ.
-    variance_bounds: str = "logvar"
-    # "network": the network outputs log σ² for every input, inside the learned soft bounds (MBPO); "state_independent":
-    # one free log σ² per member and output, initialised at 0 and unbounded (the WMOPO Pendulum study's model).
-    variance_model: str = "network"
-    # "adam": Adam with the per-layer coupled L2 of `weight_decay` (MBPO); "adamw": AdamW whose decoupled decay
-    # `adamw_weight_decay` acts on every parameter (PMDB/MAGO; `weight_decay` must then be zeros).
-    # "adam_l2": Adam with the coupled L2 `param_weight_decay` on every parameter, torch Adam's weight_decay (the WMOPO
-    # Pendulum study's model; `weight_decay` must then be zeros).
-    optimizer: str = "adam"
-    adamw_weight_decay: float = 7.5e-5
-    param_weight_decay: float = 1e-4
-    grad_clip: float | None = None  # max global gradient norm over all members per step (PMDB/MAGO: 10)
-    # Rewards regressed as (r − shift) / scale with shift = r_min − 0.05 (r_max − r_min), scale = 1.1 (r_max − r_min),
-    # so dataset rewards fall in ≈[0.045, 0.955] (PMDB/MAGO); predictions come back in raw units either way.
-    reward_normalization: bool = False
-    # Network shape and scaling: MBPO's SiLU with truncated-normal init and standardised inputs; the NPG family's
-    # mjrl models use relu, torch's default ("uniform") init and "mad" scaling (mean and mean absolute deviation of
-    # inputs and of the Δs targets, dimensions whose targets never change predicted as unchanged); "scaled_targets"
-    # standardises inputs and divides the targets by their std without shifting them (PMDB/MAGO: μ = net_μ · std,
-    # log σ = net_log σ + log std); "none" feeds raw inputs and regresses raw targets (the WMOPO Pendulum study).
-    activation: str = "silu"
-    init: str = "truncated_normal"
-    normalization: str = "standard"
-    # False: the model predicts Δs only and rewards come from the task's known reward function (PAL/MAL/MOReL).
-    predict_reward: bool = True
-    # "bf16" runs the ensemble's matmuls under bfloat16 autocast (weights, optimiser and loss stay float32):
-    # about 2x faster on CPUs with AVX512-BF16 and on GPUs; "fp32" is the bit-faithful reference.
-    precision: str = "fp32"
-    max_logvar_init: float = 0.5
-    min_logvar_init: float = -10.0
-    # The std of the input and target scalers: the population std (n, MBPO/OfflineRL-Kit) or, with true, the
-    # unbiased std (n − 1) of PMDB/MAGO's ensemble trainer.
-    unbiased_std: bool = False
 
 
 @dataclass
@@ -283,7 +211,7 @@ class ModelBasedNPGConfig(RunConfig):
 
 
 CONFIG_CLASSES: dict[str, type[RunConfig]] = {}
-"""Config class of every algorithm by its `--algo` name, filled by `register_config` as algos/ is imported."""
+"""Config class of every algorithm by its `--algo` name, filled by `register_config` when a program imports algos/."""
 
 C = typing.TypeVar("C", bound=type)
 
@@ -301,9 +229,19 @@ def register_config(algo: str) -> Callable[[C], C]:
     return register
 
 
+class RegistryNotFilled(RuntimeError):
+    """The registry was read before any algorithm registered itself: a program that reads configs forgot to import
+    `algos` first. A bug in that program, not a user's mistake, so it is no UserError."""
+
+
 def config_classes() -> dict[str, type[RunConfig]]:
-    """Every registered algorithm's config class; importing the `algos` package registers the built-in ones."""
-    importlib.import_module("algos")
+    """Every registered algorithm's config class. config.py does not import `algos` (it would close an import circle),
+    so an empty registry means the caller never did; saying so beats an "unknown algorithm" that lists none."""
+    if not CONFIG_CLASSES:
+        raise RegistryNotFilled(
+            "no algorithm has registered its config class: import algos (which registers every built-in one) before "
+            "reading configs; entry points such as train.py, sweep.py, plot.py and score.py do so at the top"
+        )
     return CONFIG_CLASSES
 
 
@@ -675,174 +613,6 @@ def load_config(
     return cfg
 
 
-def load_task_config(
-    algo: str,
-    task: str,
-    config_file: str | None = None,
-    overrides: Sequence[str] = (),
-    cli: Mapping[str, Any] | None = None,
-) -> RunConfig:
-    """`load_config` for a task as the command line names it: a registered name or a task file, which is read
-    first so the run records the task's name and its file."""
-    from envs.tasks import get_task  # envs never imports config, so this cannot cycle
-
-    spec = get_task(task)
-    cfg = load_config(
-        algo, spec.name, config_file, overrides, {**(cli or {}), "task_file": spec.source_file}, spec.family
-    )
-    check_task_fits(cfg, spec)
-    return cfg
-
-
-class NeedsSettings(UserError):
-    """A refusal that named settings would lift (`settings`: `key=value` strings), so a suggestion can add them."""
-
-    def __init__(self, message: str, settings: Sequence[str]) -> None:
-        super().__init__(message)
-        self.settings = list(settings)
-
-
-_suggesting = False  # True while a suggested command is checked: refusals met inside suggest nothing themselves
-
-
-def suggest_train(algo: str, task: str, overrides: Sequence[str] = ()) -> str | None:
-    """The arguments `--task TASK --algo ALGO [--set ...]` when train.py accepts them up to where work would start
-    (config layers, validation, the task fit), adding the settings a refusal names (`NeedsSettings`); else None. Every
-    command a message suggests goes through here, so no message offers a command that is refused in turn."""
-    global _suggesting
-    if _suggesting:
-        return None
-    _suggesting = True
-    settings = list(overrides)
-    try:
-        for attempt in range(2):
-            try:
-                load_task_config(algo, task, overrides=settings)
-                break
-            except NeedsSettings as err:
-                added = [item for item in err.settings if item not in settings]
-                if attempt or not added:
-                    return None
-                settings += added
-            except UserError:
-                return None
-    finally:
-        _suggesting = False
-    sets = f" --set {' '.join(settings)}" if settings else ""
-    return f"--task {task} --algo {algo}{sets}"
-
-
-def _first_command(algos: Sequence[str], tasks: Sequence[str]) -> str | None:
-    """The first accepted `python train.py ...` over algos x tasks (tasks vary fastest), or None."""
-    for algo in algos:
-        for task in tasks:
-            command = suggest_train(algo, task)
-            if command is not None:
-                return f"python train.py {command}"
-    return None
-
-
-def _dataset_tasks_of(family: str) -> list[str]:
-    """The dataset tasks of an env family, the generated medium level first (it needs no download)."""
-    from envs.tasks import get_task, list_tasks
-
-    tasks = [name for name in list_tasks() if get_task(name).family == family and not get_task(name).online]
-    return sorted(tasks, key=lambda name: (name != f"{family}-medium-gen", not name.endswith("-gen"), name))
-
-
-def _function_settings(cfg: Any, family: str) -> tuple[list[str], list[str]]:
-    """Model-based NPG's known functions that `family` lacks (the problems) and the settings that supply them:
-    reward and termination of model rollouts, and the observation mask."""
-    from envs.rewards import observation_mask, reward_fn_for
-    from envs.termination import termination_fn_for_kind
-
-    def works(check: Callable[[], Any]) -> str | None:
-        try:
-            check()
-        except UserError as err:
-            return str(err).split(";")[0]
-        return None
-
-    problems, settings = [], []
-    if cfg.reward_fn != "learned":
-        problem = works(lambda: reward_fn_for(family, cfg.reward_fn))
-        if problem:
-            problems.append(problem)
-            settings.append(
-                "reward_fn=env" if works(lambda: reward_fn_for(family, "env")) is None else "reward_fn=learned"
-            )
-    problem = works(lambda: termination_fn_for_kind(family, cfg.termination_fn))
-    if problem:
-        problems.append(problem)
-        settings.append(
-            "termination_fn=env"
-            if works(lambda: termination_fn_for_kind(family, "env")) is None
-            else "termination_fn=mopo"
-        )
-    problem = works(lambda: observation_mask(family, cfg.obs_mask))
-    if problem:
-        problems.append(problem)
-        settings.append("obs_mask=none")
-    return problems, settings
-
-
-def check_task_fits(cfg: RunConfig, spec: Any) -> None:
-    """Online algorithms need an environment task, offline ones a dataset task; an online buffer must hold a path.
-    Lists of algorithms and tasks come from the registries, and every suggested command passes `suggest_train`."""
-    from envs.tasks import episode_limit, get_task, list_tasks
-
-    classes = config_classes()
-    if spec.online and not cfg.online:
-        online = [name for name in sorted(classes) if classes[name].online and suggest_train(name, spec.name)]
-        users = f" for the algorithms that collect their own samples ({', '.join(online)})" if online else ""
-        command = _first_command([cfg.algo], _dataset_tasks_of(spec.family))
-        instead = f"; e.g. {command}" if command else ""
-        raise UserError(
-            f"{spec.name} is an online task (an environment without a dataset){users}; {cfg.algo} learns from a "
-            f"dataset, so pick a dataset task (python train.py --list-tasks){instead}"
-        )
-    if cfg.families is not None and spec.family not in cfg.families:
-        fitting = [
-            name
-            for name in list_tasks()
-            if get_task(name).family in cfg.families and get_task(name).online == cfg.online
-        ]
-        command = _first_command([cfg.algo], fitting)
-        example = f"; e.g. {command}" if command else ""
-        raise UserError(f"{cfg.algo} runs on {' or '.join(cfg.families)} tasks only, not {spec.name}{example}")
-    if cfg.online and not spec.online:
-        envs = [name for name in list_tasks() if get_task(name).online and suggest_train(cfg.algo, name)]
-        needs = f" ({', '.join(envs)})" if envs else ""
-        # The offline algorithms closest to this one: those sharing its nearest config base class, names alike first.
-        offline: list[str] = []
-        for base in type(cfg).__mro__[1:]:
-            offline = [name for name, cls in classes.items() if issubclass(cls, base) and not cls.online]
-            if offline:
-                break
-        offline.sort(key=lambda name: (-difflib.SequenceMatcher(None, name, cfg.algo).ratio(), name))
-        command = _first_command(offline, [spec.name])
-        instead = f"; for the dataset {spec.name}: {command}" if command else ""
-        raise UserError(
-            f"{cfg.algo} learns online from its own environment samples, so it needs a gymnasium env task{needs}"
-            f"{instead}"
-        )
-    if isinstance(cfg, ModelBasedNPGConfig):  # the known functions model rollouts need, before anything is written
-        problems, settings = _function_settings(cfg, spec.family)
-        if problems:
-            command = suggest_train(cfg.algo, spec.name, settings)
-            fix = f"python train.py {command}" if command else f"--set {' '.join(settings)}"
-            raise NeedsSettings(f"{'; '.join(problems)}; learn or borrow them instead: {fix}", settings)
-    limit = episode_limit(spec)
-    buffer_size = getattr(cfg, "buffer_size", None)
-    if cfg.online and limit is not None and buffer_size is not None:
-        path_length = -(-limit // cfg.act_repeat)  # type: ignore[attr-defined]
-        if buffer_size < path_length:
-            raise UserError(
-                f"buffer_size={buffer_size} cannot hold one {spec.name} episode ({path_length} decisions with "
-                f"act_repeat={cfg.act_repeat}); --set buffer_size={path_length} or more"  # type: ignore[attr-defined]
-            )
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # Validation
 
@@ -1079,12 +849,33 @@ def config_to_dict(cfg: RunConfig) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
+def _hashable(value: Any) -> Hashable:
+    """Lists as tuples and mappings as sorted item tuples, so config values can be compared and used as keys."""
+    if isinstance(value, Mapping):
+        return tuple(sorted((str(k), _hashable(v)) for k, v in value.items()))
+    if isinstance(value, (list, tuple)):
+        return tuple(_hashable(v) for v in value)
+    return value
+
+
+def flatten_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, Hashable]:
+    """`{"dynamics": {"lr": 1e-3}}` -> `{"dynamics.lr": 1e-3}`: the dotted keys `--set` uses, lists as tuples."""
+    flat: dict[str, Hashable] = {}
+    for key, value in config.items():
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten_config(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = _hashable(value)
+    return flat
+
+
 def save_config(cfg: RunConfig, path: str | os.PathLike[str]) -> None:
     """Write the merged config as YAML atomically, so a crash never leaves a half-written config.yaml behind."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = f"# {cfg.algo} run config for {cfg.task}; read back with config.load_run_config\n" + yaml.safe_dump(
-        config_to_dict(cfg), sort_keys=False, default_flow_style=None
+    text = (
+        f"# {cfg.algo} run config for {cfg.task}; read back with envs.task_config.load_run_config\n"
+        + yaml.safe_dump(config_to_dict(cfg), sort_keys=False, default_flow_style=None)
     )
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -1111,11 +902,12 @@ def without_retired(cls: type, data: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def load_run_config(path: str | os.PathLike[str]) -> RunConfig:
+def read_run_config(path: str | os.PathLike[str]) -> RunConfig:
     """Read a saved run config back (class chosen by its `algo` key), as strictly as load_config reads YAML.
 
     Keys missing from the file keep their dataclass defaults, so run directories from before a new option was
-    added still load.
+    added still load. A run on a user's task file needs that file in place; registering its task is
+    envs/task_config.py's `load_run_config`, the reader every caller uses.
     """
     path = Path(path)
     if not path.is_file():
@@ -1133,12 +925,8 @@ def load_run_config(path: str | os.PathLike[str]) -> RunConfig:
     _apply(cfg, without_retired(type(cfg), data), _display(path), origins)
     # A saved run config is read by eval.py and --resume, which take no --set: the file is the one place to fix it.
     _validate(cfg, origins, f"change the value in {_display(path)}")
-    if cfg.task_file is not None:  # a user's own task: make its name known again from the file the run recorded
-        from envs.tasks import load_task_file
-
-        if not Path(cfg.task_file).is_file():
-            raise UserError(
-                f"{_display(path)} was trained on the task file {cfg.task_file}, which is missing; put it back there"
-            )
-        load_task_file(cfg.task_file)
+    if cfg.task_file is not None and not Path(cfg.task_file).is_file():
+        raise UserError(
+            f"{_display(path)} was trained on the task file {cfg.task_file}, which is missing; put it back there"
+        )
     return cfg

@@ -28,6 +28,7 @@ import shlex
 import sys
 from pathlib import Path
 
+import algos  # noqa: F401  (registers every algorithm's config class, which run configs are read with)
 from envs.tasks import get_task
 from utils.errors import UserError, run_cli
 from utils.plotting import BandCurve, curves_in_panels, curves_with_bands, group_styles, state_scatter_panels
@@ -176,11 +177,11 @@ def main(argv: list[str] | None = None) -> list[Path]:
 
 def check_figure_runs(figures: str, runs: list[Run]) -> None:
     """A named figure set draws one family's metrics: refuse, in one line, runs of which none is of that family."""
-    what, algos = FIGURE_RUNS[figures]
-    if not any(run.algo in algos for run in runs):
+    what, names = FIGURE_RUNS[figures]
+    if not any(run.algo in names for run in runs):
         given = ", ".join(sorted({run.algo for run in runs}))
         raise UserError(
-            f"--figures {figures} draws {what} runs (algo {', '.join(sorted(algos))}), but the {len(runs)} runs "
+            f"--figures {figures} draws {what} runs (algo {', '.join(sorted(names))}), but the {len(runs)} runs "
             f"given are {given} runs; pass {what} run directories"
         )
 

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+import algos  # noqa: F401  (registers every algorithm's config class, which run configs are read with)
 from utils.checkpoint import atomic_write
 from utils.errors import UserError, run_cli
 from utils.provenance import UNKNOWN

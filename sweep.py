@@ -21,6 +21,7 @@ import shlex
 import sys
 from pathlib import Path
 
+import algos  # noqa: F401  (registers every algorithm's config class, which run configs are read with)
 from config import config_to_dict
 from utils.errors import Interrupted, UserError, run_cli
 from utils.launch import (

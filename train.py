@@ -39,8 +39,6 @@ from config import (
     ModelBasedNPGConfig,
     OfflineConfig,
     RunConfig,
-    load_run_config,
-    load_task_config,
     save_config,
 )
 from envs import (
@@ -52,6 +50,7 @@ from envs import (
     termination_for,
 )
 from envs.generate import dataset_reference
+from envs.task_config import load_run_config, load_task_config
 from models.dynamics import EnsembleDynamics, read_fit_progress
 from models.seed_stack import SeedStreams
 from utils.allocator import keep_freed_memory
@@ -71,8 +70,8 @@ from utils.launch import (
     summary,
 )
 from utils.logger import RunLogger, copy_logs
+from utils.paths import create_run_dir, resolve_seed_path
 from utils.provenance import start_run
-from utils.runs import create_run_dir, resolve_seed_path
 from utils.task_listing import task_listing
 
 

@@ -20,9 +20,10 @@ from algos.sac import SAC
 from algos.trainer import read_checkpoint
 from algos.wmopo import WMOPO
 from algos.wmopo_study import PendulumStudy, PendulumStudyConfig
-from config import RunConfig, load_run_config
+from config import RunConfig
 from envs.datasets import OfflineDataset
 from envs.evaluation import Evaluator
+from envs.task_config import load_run_config
 from envs.tasks import get_task
 from models.dynamics import EnsembleDynamics
 from utils.errors import UserError

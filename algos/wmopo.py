@@ -45,19 +45,20 @@ from config import (
     SACConfig,
     all_positive,
     discount,
-    load_run_config,
+    flatten_config,
     non_negative,
     one_of,
     positive,
     register_config,
 )
 from envs.evaluation import isolated_global_rngs
+from envs.task_config import load_run_config
 from envs.tasks import reset_states
 from models.actor_critic import mlp
 from models.density_ratio import DensityRatio, RatioFitConfig
 from models.dynamics import EnsembleDynamics
 from utils.errors import UserError
-from utils.runs import flatten_config, resolve_seed_path
+from utils.paths import resolve_seed_path
 
 Tensor = torch.Tensor
 REFIT_PROGRESS = "dynamics_refit.pt"  # an interrupted weighted refit's state, in the run directory

@@ -33,10 +33,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from algos import ALGORITHMS, STUDIES  # noqa: E402
-from config import config_classes, config_to_dict, suggest_train  # noqa: E402
+from config import config_classes, config_to_dict  # noqa: E402
 from envs import OfflineDataset, TaskSpec, get_task, list_tasks, load_dataset  # noqa: E402
 from envs.datasets import find_dataset  # noqa: E402
 from envs.generate import dataset_reference  # noqa: E402
+from envs.task_config import suggest_train  # noqa: E402
 from utils.errors import Interrupted, UserError, run_cli  # noqa: E402
 from utils.launch import Job, RunRequest, check_distinct, check_workers, plan, run_local, summary  # noqa: E402
 from utils.provenance import UNKNOWN, run_data, short_hash  # noqa: E402
@@ -182,7 +183,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def train_command(algo: str, family: str | None, seeds: str) -> tuple[str, str]:
     """(task, an accepted `python train.py --task T --algo ALGO --seeds ...`) for an algorithm that learns without a
-    dataset, on an env of `family` where there is one (config.suggest_train checks it up to where work starts)."""
+    dataset, on an env of `family` where there is one (envs.task_config.suggest_train checks it up to where work
+    starts)."""
     online = [name for name in list_tasks() if get_task(name).online]
     online.sort(key=lambda name: get_task(name).family != family)
     for task in online:

@@ -21,8 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from algos import build_algorithm  # noqa: E402
 from algos.npg_trainer import NPGTrainer  # noqa: E402
-from config import load_task_config  # noqa: E402
 from envs import Evaluator, get_task  # noqa: E402
+from envs.task_config import load_task_config  # noqa: E402
 from utils.allocator import keep_freed_memory  # noqa: E402
 from utils.logger import RunLogger  # noqa: E402
 

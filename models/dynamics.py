@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from config import DynamicsConfig
+from models.dynamics_config import DynamicsConfig
 from models.ensemble import EnsembleMLP, soft_clamp
 from utils.checkpoint import atomic_torch_save, capture_rng_state, load_project_file, restore_rng_state
 from utils.errors import UserError

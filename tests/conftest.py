@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 import torch
 
+import algos  # noqa: F401  (registers every algorithm's config class: config.py reads configs with it, never imports it)
+
 
 @pytest.fixture(autouse=True, scope="session")
 def single_thread_torch() -> None:

@@ -15,9 +15,9 @@ from config import (
     config_to_dict,
     list_keys,
     load_config,
-    load_run_config,
     save_config,
 )
+from envs.task_config import load_run_config
 from utils.errors import UserError
 
 MOPO_DIR = CONFIGS_DIR / "mopo"

@@ -17,10 +17,11 @@ import pytest
 import collect
 import train
 from algos import ALGORITHMS
-from config import config_classes, load_task_config
+from config import config_classes
 from envs import get_task, load_dataset, normalized_score
 from envs.datasets import write_d4rl_hdf5
 from envs.generate import generate_dataset
+from envs.task_config import load_task_config
 
 REPO = Path(__file__).resolve().parents[1]
 TASK = "hopper-random-gen"  # conftest's tiny_dataset_dir holds 2000 transitions of it

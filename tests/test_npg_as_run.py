@@ -12,8 +12,9 @@ from torch.nn.utils import parameters_to_vector
 from algos.game import pairwise_disagreement, valid_steps
 from algos.morel import MOReL, MOReLConfig
 from algos.npg import NPG, conjugate_gradient
-from config import NPGConfig, load_task_config
+from config import NPGConfig
 from envs.rewards import MJRL_OBS_MASKS
+from envs.task_config import load_task_config
 from envs.termination import hopper_termination_mjrl
 from models.npg import GaussianMLPPolicy, ValueBaseline
 from utils.errors import UserError

@@ -160,7 +160,7 @@ def test_learned_reward_model_is_fitted_and_scores_the_model_paths(data_env: Non
     the trainer's reward function is the reward model, evaluated on each member's own predictions."""
     from algos import build_algorithm
     from algos.npg_trainer import NPGTrainer
-    from config import load_task_config
+    from envs.task_config import load_task_config
     from envs.tasks import get_task
 
     train.main([*train_args("morel", tmp_path), "reward_fn=learned"])

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import train
-from config import load_run_config
+from envs.task_config import load_run_config
 from utils.logger import RunLogger
 from utils.runs import Run, read_tensorboard
 

@@ -291,7 +291,7 @@ def test_run_directories_are_claimed_exclusively(tmp_path: Path) -> None:
     """Many creators of one name at once: each gets a directory of its own, the first the name itself."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from utils.runs import create_run_dir
+    from utils.paths import create_run_dir
 
     wanted = tmp_path / "task" / "algo" / "seed0-20260101-120000"
     with ThreadPoolExecutor(8) as pool:

@@ -21,7 +21,7 @@ import train
 from envs import get_task
 from envs.datasets import write_d4rl_hdf5
 from utils.errors import UserError, run_cli
-from utils.runs import resolve_seed_path
+from utils.paths import resolve_seed_path
 
 REPO = Path(__file__).resolve().parents[1]
 TASK = "hopper-random-gen"

@@ -115,7 +115,7 @@ def test_offline_algorithm_on_an_online_task_lists_the_online_algorithms_from_th
     (with the settings its own refusal would name), and the dataset task suggested for MOPO is accepted."""
     err = refusal(cli_error, ["--task", task, "--algo", "mopo"], tmp_path / "log")
     listed = err.split("collect their own samples (", 1)[1].split(")", 1)[0].split(", ")
-    from config import suggest_train
+    from envs.task_config import suggest_train
 
     online = sorted(name for name, cls in config_classes().items() if cls.online)
     assert listed == [name for name in online if suggest_train(name, task)]

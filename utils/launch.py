@@ -19,7 +19,8 @@ from pathlib import Path
 
 import torch
 
-from config import LearnedModelConfig, OfflineConfig, RunConfig, config_to_dict, load_run_config, load_task_config
+from config import LearnedModelConfig, OfflineConfig, RunConfig, config_to_dict
+from envs.task_config import load_run_config, load_task_config
 from utils.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]

@@ -22,7 +22,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from config import load_run_config
+from envs.task_config import load_run_config
 from utils.errors import UserError
 from utils.launch import REPO, can_resume, run_status, saved_its_model_only
 from utils.provenance import PROVENANCE_FILE, read_provenance

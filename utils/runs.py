@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from config import config_classes, config_to_dict, without_retired
+from config import config_classes, config_to_dict, flatten_config, without_retired
 from utils.errors import UserError
 from utils.logger import PROGRESS_COLUMNS
 from utils.provenance import UNKNOWN, run_data, short_hash
@@ -118,26 +118,6 @@ class Run:
         cls = config_classes().get(self.algo)
         config = self.config if cls is None else without_retired(cls, self.config)
         return {**_default_settings(self.algo), **flatten_config(config)}
-
-
-def _hashable(value: Any) -> Hashable:
-    """Lists as tuples and mappings as sorted item tuples, so config values can be compared and used as keys."""
-    if isinstance(value, Mapping):
-        return tuple(sorted((str(k), _hashable(v)) for k, v in value.items()))
-    if isinstance(value, (list, tuple)):
-        return tuple(_hashable(v) for v in value)
-    return value
-
-
-def flatten_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, Hashable]:
-    """`{"dynamics": {"lr": 1e-3}}` -> `{"dynamics.lr": 1e-3}`: the dotted keys `--set` uses, lists as tuples."""
-    flat: dict[str, Hashable] = {}
-    for key, value in config.items():
-        if isinstance(value, Mapping) and value:
-            flat.update(flatten_config(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = _hashable(value)
-    return flat
 
 
 @cache
@@ -278,39 +258,6 @@ class Score:
 
 
 # ----------------------------------------------------------------------------------------------------------- finding
-
-
-def resolve_seed_path(pattern: str, seed: int, key: str, kind: str) -> Path:
-    """A path setting with `{seed}` replaced by the run's seed and wildcards expanded to exactly one match, so each
-    seed of a group can name its own earlier run: `dynamics_path=log/T/mopo/seed{seed}-*/dynamics.pt`. `key` and
-    `kind` name the setting and what it should match in the one-line refusal."""
-    path = pattern.replace("{seed}", str(seed))
-    if not any(char in path for char in "*?["):
-        return Path(path)
-    matches = sorted(glob.glob(path))
-    if len(matches) != 1:
-        found = (
-            "nothing"
-            if not matches
-            else f"{len(matches)} paths ({', '.join(matches[:3])}{', ...' * (len(matches) > 3)})"
-        )
-        raise UserError(f"{key} {pattern} matches {found} for seed {seed}; make it match exactly one {kind}")
-    return Path(matches[0])
-
-
-def create_run_dir(wanted: Path) -> Path:
-    """Create a new, empty run directory at `wanted`, or at `wanted-1`, `wanted-2`, ... when that name is taken.
-    Each name is claimed with an exclusive mkdir (it fails if the directory exists), so two runs started at the same
-    second with the same seed, even by separate processes, never share a directory."""
-    wanted.parent.mkdir(parents=True, exist_ok=True)
-    candidate, suffix = wanted, 0
-    while True:
-        try:
-            candidate.mkdir()
-            return candidate
-        except FileExistsError:
-            suffix += 1
-            candidate = wanted.with_name(f"{wanted.name}-{suffix}")
 
 
 def _is_run_dir(path: Path) -> bool:
