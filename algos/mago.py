@@ -52,7 +52,7 @@ from config import (
 from envs.evaluation import isolated_global_rngs
 from envs.tasks import TaskSpec, normalized_score
 from models.actor_critic import CriticEnsemble, TanhGaussianActor, tanh_log_det
-from models.dynamics import EnsembleDynamics
+from models.dynamics import EnsembleDynamics, UncertaintyFn
 
 ALPHA_FLOOR = 1e-3  # α(s) >= this; also the temperature of the "max_a Q" estimate inside α(s)
 OOD_SHARPNESS = 12.0  # the continue probability's sigmoid spans ±6 between the inner and the outer band
@@ -389,7 +389,7 @@ class PolicyTargets(NamedTuple):
 class MAGO(TrainableModule):
     needs_dynamics: ClassVar[bool] = True
     needs_dataset: ClassVar[bool] = True
-    penalty_type: ClassVar[str | None] = None
+    rollout_uncertainty: ClassVar[UncertaintyFn | None] = None
 
     def __init__(
         self,

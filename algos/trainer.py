@@ -91,7 +91,7 @@ class OfflineTrainer:
         transitions, reward_sum, raw_reward_sum, uncertainty_sum, steps_taken = 0, 0.0, 0.0, 0.0, 0
         for _ in range(cfg.rollout_length):
             act = algo.act(obs, deterministic=False)
-            next_obs, raw_reward, done, info = dynamics.step(obs, act, algo.penalty_type)
+            next_obs, raw_reward, done, info = dynamics.step(obs, act, algo.rollout_uncertainty)
             reward = algo.model_reward(raw_reward, {**info, "obs": obs, "act": act, "next_obs": next_obs})
             fake.add(Batch(obs, act, reward, next_obs, done.float()))
             transitions += len(obs)
@@ -146,7 +146,7 @@ class OfflineTrainer:
                 act = torch.rand(obs.shape[0], self.real_buffer.storage.act.shape[1], device=obs.device) * 2 - 1
             else:
                 act = algo.act(obs, deterministic=False)
-            next_obs, raw_reward, done, info = dynamics.step(obs, act, algo.penalty_type)
+            next_obs, raw_reward, done, info = dynamics.step(obs, act, algo.rollout_uncertainty)
             broken = ~torch.isfinite(next_obs).all(-1)
             next_obs = torch.where(broken.unsqueeze(-1), obs, next_obs)
             done = done | broken

@@ -51,7 +51,7 @@ from envs.evaluation import isolated_global_rngs
 from envs.tasks import reset_states
 from models.actor_critic import mlp
 from models.density_ratio import DensityRatio, RatioFitConfig
-from models.dynamics import EnsembleDynamics
+from models.dynamics import EnsembleDynamics, UncertaintyFn
 from utils.errors import UserError
 from utils.runs import flatten_config, resolve_seed_path
 
@@ -529,7 +529,7 @@ class WMOPO(SAC):
     needs_dynamics: ClassVar[bool] = True
     stackable: ClassVar[bool] = False  # its EM schedule and extra networks are per run
     needs_dataset: ClassVar[bool] = True
-    penalty_type: ClassVar[str | None] = None
+    rollout_uncertainty: ClassVar[UncertaintyFn | None] = None
     trainer_class: ClassVar[type[OfflineTrainer]] = WMOPOTrainer
 
     def __init__(

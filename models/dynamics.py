@@ -27,7 +27,10 @@ FORMAT = "offline-mbrl-dynamics/1"
 # Rows per inference chunk, so the [E, rows, hidden] activations stay in cache: measured best on a 2-core CPU
 # (fp32 0.9 s vs 2.3 s unchunked for a 50k-row forward pass of the 7 x 4 x 200 ensemble).
 INFERENCE_CHUNK = {"fp32": 512, "bf16": 2048}
-PENALTY_TYPES = ("aleatoric", "pairwise_diff", "ensemble_std")
+# A per-row statistic of every member's prediction for a model step: from the means [E, B, obs + 1] (next states
+# absolute, reward last) and standard deviations (None for a deterministic model) to [B]. The algorithm that penalises
+# model rewards by an uncertainty supplies it (`step(..., uncertainty=...)`).
+UncertaintyFn = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
 
 
 FIT_FORMAT = "offline-mbrl-dynamics-fit/1"
@@ -554,12 +557,17 @@ class EnsembleDynamics(nn.Module):
     # ------------------------------------------------------------------------------------------------ prediction
     @torch.no_grad()
     def step(
-        self, obs: torch.Tensor, act: torch.Tensor, penalty_type: str | None = None, deterministic: bool = False
+        self,
+        obs: torch.Tensor,
+        act: torch.Tensor,
+        uncertainty: UncertaintyFn | None = None,
+        deterministic: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         """One model step for a batch: each row follows one elite chosen uniformly at random.
 
         Returns next_obs [B, obs], reward [B], done [B] (termination function on the sampled next state) and
-        info; with `penalty_type`, info["uncertainty"] [B] is MOPO's u(s, a), computed from all members.
+        info; with `uncertainty`, info["uncertainty"] [B] is that statistic of all members' predictions (not only the
+        elites'), computed here because only the step has every member's mean and σ at hand.
         """
         if not self.cfg.predict_reward:
             raise UserError(
@@ -580,8 +588,8 @@ class EnsembleDynamics(nn.Module):
         else:
             done = self.termination_fn(obs, act, next_obs)
         info: dict[str, torch.Tensor] = {"raw_reward": reward}
-        if penalty_type is not None:
-            info["uncertainty"] = self.uncertainty(mean, std, penalty_type)
+        if uncertainty is not None:
+            info["uncertainty"] = uncertainty(mean, std)
         return next_obs, reward, done, info
 
     @torch.no_grad()
@@ -597,22 +605,6 @@ class EnsembleDynamics(nn.Module):
             return mean
         std = torch.exp(0.5 * logvar[..., : self.obs_dim]).unsqueeze(1)
         return mean + std * torch.randn_like(mean)
-
-    def uncertainty(self, mean: torch.Tensor, std: torch.Tensor | None, penalty_type: str) -> torch.Tensor:
-        """MOPO's u(s, a) from all members' predictions [E, B, obs+1] (OfflineRL-Kit's three modes)."""
-        if penalty_type == "aleatoric":
-            if std is None:
-                raise UserError(
-                    "penalty_type=aleatoric needs a probabilistic model; use dynamics.loss=nll "
-                    "or penalty_type=pairwise_diff"
-                )
-            return std.norm(dim=-1).amax(0)  # max_i ||σ_i(s, a)||, reward dim included
-        next_obs_means = mean[..., : self.obs_dim]
-        if penalty_type == "pairwise_diff":
-            return (next_obs_means - next_obs_means.mean(0)).norm(dim=-1).amax(0)
-        if penalty_type == "ensemble_std":
-            return next_obs_means.var(0, unbiased=False).mean(-1).sqrt()
-        raise UserError(f"unknown penalty_type {penalty_type!r}; choose one of {', '.join(PENALTY_TYPES)}")
 
     # ------------------------------------------------------------------------------------------------ persistence
     def save(self, path: str | Path, **metadata: object) -> None:

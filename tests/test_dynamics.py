@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from functools import partial
 from pathlib import Path
 
 import pytest
 import torch
 
+from algos.mopo import uncertainty
 from config import DynamicsConfig
 from models.dynamics import INFERENCE_CHUNK, EnsembleDynamics
 from models.ensemble import EnsembleLinear
@@ -158,17 +160,15 @@ def _hand_made_predictions() -> tuple[torch.Tensor, torch.Tensor]:
     ],
 )
 def test_uncertainty_by_hand(penalty_type: str, expected: list[float]) -> None:
-    model = EnsembleDynamics(OBS_DIM, ACT_DIM, _cfg(hidden_dims=[4]))
     mean, std = _hand_made_predictions()
-    got = model.uncertainty(mean, std, penalty_type)
+    got = uncertainty(mean, std, penalty_type)
     torch.testing.assert_close(got, torch.tensor(expected))
 
 
 def test_unknown_penalty_type_is_a_user_error() -> None:
-    model = EnsembleDynamics(OBS_DIM, ACT_DIM, _cfg(hidden_dims=[4]))
     mean, std = _hand_made_predictions()
     with pytest.raises(UserError, match="penalty_type"):
-        model.uncertainty(mean, std, "max_std")
+        uncertainty(mean, std, "max_std")
 
 
 def _random_model(seed: int = 0, termination_fn: object = None, **overrides: object) -> EnsembleDynamics:
@@ -194,8 +194,8 @@ def test_step_uncertainty_equals_uncertainty_of_forward(penalty_type: str) -> No
     obs, act = _batch(64)
     with torch.no_grad():
         mean, logvar = model(obs, act)
-    expected = model.uncertainty(mean, torch.exp(0.5 * logvar), penalty_type)
-    _, _, _, info = model.step(obs, act, penalty_type, deterministic=True)
+    expected = uncertainty(mean, torch.exp(0.5 * logvar), penalty_type)
+    _, _, _, info = model.step(obs, act, partial(uncertainty, penalty_type=penalty_type), deterministic=True)
     assert info["uncertainty"].shape == (64,)
     torch.testing.assert_close(info["uncertainty"], expected, rtol=1e-5, atol=1e-5)
     _, _, _, plain = model.step(obs, act)
@@ -408,8 +408,8 @@ def test_mse_variant_is_deterministic() -> None:
     torch.testing.assert_close(first[0], obs + mean[int(model.elites[0]), :, :OBS_DIM].detach())
 
     with pytest.raises(UserError, match="aleatoric"):
-        model.step(obs, act, "aleatoric")
-    _, _, _, info = model.step(obs, act, "pairwise_diff")
+        model.step(obs, act, partial(uncertainty, penalty_type="aleatoric"))
+    _, _, _, info = model.step(obs, act, partial(uncertainty, penalty_type="pairwise_diff"))
     mu = mean.detach()[..., :OBS_DIM]
     expected = torch.stack([(mu[i] - mu.mean(0)).norm(dim=-1) for i in range(3)]).amax(0)
     torch.testing.assert_close(info["uncertainty"], expected, rtol=1e-5, atol=1e-6)
