@@ -592,20 +592,6 @@ class EnsembleDynamics(nn.Module):
             info["uncertainty"] = uncertainty(mean, std)
         return next_obs, reward, done, info
 
-    @torch.no_grad()
-    def sample_next_obs(self, obs: torch.Tensor, act: torch.Tensor, num_samples: int) -> torch.Tensor:
-        """`num_samples` next states from every elite: the uncertainty set of MICRO, shape [elites, K, B, obs].
-
-        A deterministic model (loss="mse") gives each elite's mean K times.
-        """
-        mean, logvar = self(obs, act)
-        mean, logvar = mean[self.elites, :, : self.obs_dim], None if logvar is None else logvar[self.elites]
-        mean = (mean + obs).unsqueeze(1).expand(-1, num_samples, -1, -1)
-        if logvar is None:
-            return mean
-        std = torch.exp(0.5 * logvar[..., : self.obs_dim]).unsqueeze(1)
-        return mean + std * torch.randn_like(mean)
-
     # ------------------------------------------------------------------------------------------------ persistence
     def save(self, path: str | Path, **metadata: object) -> None:
         """One file holds weights, input normaliser, elites and the config needed to rebuild the model."""

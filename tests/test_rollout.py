@@ -40,7 +40,6 @@ class ScriptedDynamics:
     def __init__(self, ends: set[tuple[int, int]] = frozenset()) -> None:
         self.ends = set(ends)
         self.calls: list[tuple[torch.Tensor, torch.Tensor, UncertaintyFn | None]] = []
-        self.sample_next_obs = None  # MICRO's constructor takes the bound method; the rollout never calls it
 
     def step(
         self,
