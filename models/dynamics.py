@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -542,18 +542,6 @@ class EnsembleDynamics(nn.Module):
             steps += steps_per_epoch
         return {"loss": losses, "epochs": epoch, "steps": steps}
 
-    @torch.no_grad()
-    def prediction_error(self, obs: torch.Tensor, act: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:
-        """Mean squared error of each member's next-state prediction in raw units [E] (mjrl's `compute_loss`; on
-        samples the model has not been fitted to, its generalisation error)."""
-        return (self.next_obs_per_member(obs, act) - next_obs).square().mean(dim=(1, 2))
-
-    def next_obs_per_member(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
-        """Every member's mean next state [E, B, obs]: inputs [B, ·] go to every member, inputs [E, B, ·] give
-        member i the rows [i] (one batched call either way)."""
-        mean, _ = self(obs, act)
-        return obs + mean[..., : self.obs_dim]
-
     # ------------------------------------------------------------------------------------------------ prediction
     @torch.no_grad()
     def step(
@@ -632,67 +620,3 @@ class EnsembleDynamics(nn.Module):
         model = cls(payload["obs_dim"], payload["act_dim"], DynamicsConfig(**payload["config"]), termination_fn)
         model.load_state_dict(payload["state_dict"])
         return model.to(device)
-
-
-class RewardModel(nn.Module):
-    """mjrl's learned reward r_φ(s, a, f_i(s, a)), one per ensemble member: a ReLU MLP on the state, the action and
-    member i's predicted next state (conditioning on the prediction makes the reward easy to learn, mjrl's README).
-
-    Inputs are scaled by their mean and mean absolute deviation (the next state with the state's statistics), the
-    output mapped back by the rewards' (mjrl's RewardNet); the loss is the squared error in reward units.
-    """
-
-    def __init__(self, num_members: int, obs_dim: int, act_dim: int, hidden_dims: Sequence[int] = (100, 100)) -> None:
-        super().__init__()
-        self.net = EnsembleMLP(num_members, 2 * obs_dim + act_dim, 1, hidden_dims, nn.ReLU, "uniform")
-        self.obs_scaler = Standardizer(obs_dim, "mad")
-        self.act_scaler = Standardizer(act_dim, "mad")
-        self.reward_scaler = Standardizer(1, "mad")
-
-    def _inputs(self, obs: torch.Tensor, act: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:
-        obs, act = self.obs_scaler(obs), self.act_scaler(act)
-        next_obs = self.obs_scaler(next_obs)
-        obs, act = obs.expand(*next_obs.shape[:-1], -1), act.expand(*next_obs.shape[:-1], -1)
-        return torch.cat([obs, act, next_obs], dim=-1)
-
-    def forward(self, obs: torch.Tensor, act: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:
-        """Rewards [E, B] for next states [E, B, obs] (member i's rows), with obs/act [E, B, ·] or shared [B, ·]."""
-        out = self.net(self._inputs(obs, act, next_obs))
-        return (out * self.reward_scaler.scale + self.reward_scaler.mean).squeeze(-1)
-
-    def fit_epochs(
-        self,
-        obs: torch.Tensor,
-        act: torch.Tensor,
-        next_obs: torch.Tensor,
-        rewards: torch.Tensor,
-        optimizer: torch.optim.Optimizer,
-        epochs: int,
-        batch_size: int,
-        max_steps: int | None = None,
-    ) -> torch.Tensor:
-        """Fit every member on (s, a, its own predicted s' [E, n, obs]) -> r like `EnsembleDynamics.fit_epochs`
-        (own shuffles, whole batches, the step cap checked after each epoch); last epoch's loss per member [E]."""
-        self.obs_scaler.fit(obs)
-        self.act_scaler.fit(act)
-        self.reward_scaler.fit(rewards.reshape(-1, 1))
-        x = self._inputs(obs, act, next_obs).detach()  # [E, n, in]
-        members, n = x.shape[0], x.shape[1]
-        steps_per_epoch = n // batch_size
-        losses = torch.zeros(members, device=x.device)
-        steps, epoch = 0, 0
-        while epoch < epochs and (max_steps is None or steps < max_steps):
-            epoch += 1
-            order = torch.rand(members, n, device=x.device).argsort(1)[:, : steps_per_epoch * batch_size]
-            losses = torch.zeros(members, device=x.device)
-            for rows in order.split(batch_size, dim=1):
-                batch = x.gather(1, rows.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
-                prediction = (self.net(batch) * self.reward_scaler.scale + self.reward_scaler.mean).squeeze(-1)
-                per_member = (prediction - rewards[rows]).square().mean(-1)
-                optimizer.zero_grad(set_to_none=True)
-                per_member.sum().backward()
-                optimizer.step()
-                losses += per_member.detach()
-            losses /= max(steps_per_epoch, 1)
-            steps += steps_per_epoch
-        return losses

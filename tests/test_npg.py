@@ -13,10 +13,10 @@ import pytest
 import torch
 from torch.nn.utils import parameters_to_vector
 
-from algos.game import MIN_PATH_LENGTH, ModelBasedNPG, PALConfig, pairwise_disagreement
+from algos.game import MIN_PATH_LENGTH, ModelBasedNPG, PALConfig, next_obs_per_member, pairwise_disagreement
 from algos.morel import MOReL, MOReLConfig
 from algos.npg import NPG, conjugate_gradient, discounted_cumsum, fisher_vector_product, gae
-from algos.npg_trainer import NPGTrainer
+from algos.npg_trainer import NPGTrainer, prediction_error
 from buffers.paths import PathBatch, PathBuffer
 from buffers.replay import Batch
 from config import NPGConfig, _npg_dynamics
@@ -261,13 +261,11 @@ class StubEnsemble:
     """A fake deterministic ensemble: member e maps s to s + (1, e, 1), for [B, ·] inputs (every member sees every
     row) and [E, B, ·] inputs (member e sees rows [e]); always [E, B, ·] out."""
 
-    num_members = 2
+    num_members, obs_dim = 2, 3
 
-    def next_obs_per_member(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+    def __call__(self, obs: torch.Tensor, act: torch.Tensor) -> tuple[torch.Tensor, None]:
         offset = torch.stack([torch.tensor([1.0, float(e), 1.0]) for e in range(self.num_members)])
-        if obs.dim() == 2:
-            obs = obs.unsqueeze(0)
-        return obs + offset.unsqueeze(1)
+        return offset.unsqueeze(1), None
 
 
 @pytest.mark.parametrize("coef", [0.0, None])
@@ -470,7 +468,7 @@ def test_mad_scaling_predicts_a_never_changing_dimension_as_unchanged() -> None:
     new_obs, new_act, _ = _transitions(30, seed=9)
     with torch.no_grad():
         for o, a in ((obs, act), (new_obs, new_act)):
-            predicted = dynamics.next_obs_per_member(o, a)
+            predicted = next_obs_per_member(dynamics, o, a)
             assert predicted.shape == (4, len(o), 3)
             assert bool((predicted[..., 1] == 2.5).all())
             assert bool((predicted[..., 0] != o[:, 0]).any())  # the dimensions that do change are predicted to
@@ -482,11 +480,11 @@ def test_prediction_error_is_the_per_member_mse_of_next_state_predictions() -> N
     dynamics, optimizer = _npg_ensemble(3)
     dynamics.fit_epochs(obs, act, next_obs, optimizer, 2)
     with torch.no_grad():
-        predicted = dynamics.next_obs_per_member(obs, act)
+        predicted = next_obs_per_member(dynamics, obs, act)
     by_hand = torch.tensor(
         [float(((predicted[e] - next_obs) ** 2).sum()) / (100 * 3) for e in range(dynamics.num_members)]
     )
-    torch.testing.assert_close(dynamics.prediction_error(obs, act, next_obs), by_hand)
+    torch.testing.assert_close(prediction_error(dynamics, obs, act, next_obs), by_hand)
 
 
 def test_fit_epochs_refuses_fewer_transitions_than_one_batch() -> None:

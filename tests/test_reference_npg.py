@@ -19,9 +19,10 @@ import pytest
 import torch
 from torch import nn
 
-from algos.game import MIN_PATH_LENGTH, pairwise_disagreement, valid_steps
+from algos.game import MIN_PATH_LENGTH, next_obs_per_member, pairwise_disagreement, valid_steps
 from algos.morel import MOReL, MOReLConfig
 from algos.npg import NPG, conjugate_gradient, fisher_vector_product, gae, whiten
+from algos.npg_trainer import prediction_error
 from buffers.paths import PathBatch
 from config import NPGConfig, _npg_dynamics
 from envs.rewards import hopper_reward_mjrl
@@ -390,9 +391,9 @@ def test_dynamics_predictions(fx: dict[str, np.ndarray]) -> None:
     member on the dataset, mjrl/algos/mbrl/nn_dynamics.py:79)."""
     dynamics = make_dynamics(fx)
     with torch.no_grad():
-        predictions = dynamics.next_obs_per_member(t64(fx["dyn_test_obs"]), t64(fx["dyn_test_act"]))
+        predictions = next_obs_per_member(dynamics, t64(fx["dyn_test_obs"]), t64(fx["dyn_test_act"]))
         close(predictions, fx["ref_dyn_next_obs"], "ref_dyn_next_obs")
-        close(dynamics.prediction_error(*dynamics_data(fx)), fx["ref_dyn_raw_mse"], "ref_dyn_raw_mse")
+        close(prediction_error(dynamics, *dynamics_data(fx)), fx["ref_dyn_raw_mse"], "ref_dyn_raw_mse")
 
 
 def test_dynamics_training_loss_and_gradient(fx: dict[str, np.ndarray]) -> None:
@@ -432,7 +433,7 @@ def test_morel_disagreement_and_threshold(fx: dict[str, np.ndarray]) -> None:
     dynamics, morel = make_dynamics(fx), make_morel(fx)
     obs, act, _ = dynamics_data(fx)
     with torch.no_grad():
-        disagreement = pairwise_disagreement(dynamics.next_obs_per_member(obs, act))
+        disagreement = pairwise_disagreement(next_obs_per_member(dynamics, obs, act))
     close(disagreement, fx["ref_morel_disagreement"], "ref_morel_disagreement")
     close(float(disagreement.max()), fx["ref_morel_max_disagreement"], "ref_morel_max_disagreement")
     morel.set_threshold(dynamics, obs, act)
@@ -457,7 +458,7 @@ def test_morel_truncation(fx: dict[str, np.ndarray]) -> None:
     paths = paths.select(kept)
     num_paths, horizon = paths.mask.shape
     with torch.no_grad():
-        every = dynamics.next_obs_per_member(paths.obs.reshape(-1, OBS_DIM), paths.act.reshape(-1, ACT_DIM))
+        every = next_obs_per_member(dynamics, paths.obs.reshape(-1, OBS_DIM), paths.act.reshape(-1, ACT_DIM))
     disagreement = pairwise_disagreement(every).view(num_paths, horizon)
     checked = paths.mask & (torch.arange(horizon) < (paths.lengths - 1).unsqueeze(1))
     close(disagreement[checked], fx["ref_morel_path_disagreement"], "ref_morel_path_disagreement")
