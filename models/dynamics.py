@@ -191,23 +191,14 @@ class EnsembleDynamics(nn.Module):
         self, mean: torch.Tensor, logvar: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The reward output (last) from normalised back to raw units: r = r_norm · scale + shift."""
-        mean = torch.cat([mean[..., :-1], self.denormalize_reward(mean[..., -1:])], dim=-1)
+        mean = torch.cat([mean[..., :-1], mean[..., -1:] * self.reward_scale + self.reward_shift], dim=-1)
         if logvar is not None:
             logvar = torch.cat([logvar[..., :-1], logvar[..., -1:] + 2 * torch.log(self.reward_scale)], dim=-1)
         return mean, logvar
 
-    def normalize_reward(self, reward: torch.Tensor) -> torch.Tensor:
-        """(r − shift) / scale: dataset rewards land in ≈[0.045, 0.955] (identity without reward_normalization)."""
-        if not self.cfg.reward_normalization:
-            return reward
-        return (reward - self.reward_shift) / self.reward_scale
-
-    def denormalize_reward(self, reward: torch.Tensor) -> torch.Tensor:
-        if not self.cfg.reward_normalization:
-            return reward
-        return reward * self.reward_scale + self.reward_shift
-
     def _fit_reward_normalization(self, rewards: torch.Tensor) -> None:
+        """shift = r_min − 0.05 (r_max − r_min), scale = 1.1 (r_max − r_min): the data's rewards regress in
+        ≈[0.045, 0.955]."""
         low, high = rewards.min(), rewards.max()
         self.reward_shift.copy_(low - 0.05 * (high - low))
         self.reward_scale.copy_(1.1 * (high - low) if high > low else torch.ones_like(high))
@@ -492,7 +483,10 @@ class EnsembleDynamics(nn.Module):
         if not self.cfg.predict_reward:
             return delta
         assert rewards is not None, "a model with predict_reward needs rewards to fit"
-        return torch.cat([delta, self.normalize_reward(rewards.reshape(-1, 1))], dim=-1)
+        reward = rewards.reshape(-1, 1)
+        if self.cfg.reward_normalization:
+            reward = (reward - self.reward_shift) / self.reward_scale
+        return torch.cat([delta, reward], dim=-1)
 
     def fit_epochs(
         self,
