@@ -34,6 +34,7 @@ from envs.sampling import collection_seed, sample_paths
 from envs.tasks import TaskSpec, make_env
 from envs.termination import termination_fn_for_kind
 from models.dynamics import EnsembleDynamics
+from models.dynamics_recipes import mjrl
 from models.npg import RewardModel
 from utils.checkpoint import atomic_torch_save, capture_rng_state, restore_rng_state
 from utils.errors import UserError
@@ -135,11 +136,12 @@ class NPGTrainer:
                 metrics[f"dynamics/loss_gen_{i}"] = error
         if cfg.refresh_fit:
             self.new_models()
-        result = self.dynamics.fit_epochs(
-            data.obs, data.act, data.next_obs, self.dynamics_optim, cfg.fit_epochs, cfg.fit_max_steps
+        recipe = mjrl(cfg.dynamics, cfg.fit_epochs, cfg.fit_max_steps)
+        result = self.dynamics.fit(
+            data.obs, data.act, data.next_obs, None, progress=False, recipe=recipe, optimizer=self.dynamics_optim
         )
-        for i, loss in enumerate(result["loss"].tolist()):  # type: ignore[union-attr]
-            metrics[f"dynamics/loss_{i}"] = loss
+        counts = {key: result.pop(key) for key in ("dynamics/epochs", "dynamics/steps")}
+        metrics.update(result)  # dynamics/loss_<i>
         if self.learned_reward:  # mjrl's r(s, a, f_i(s, a)) on each member's own predictions
             with torch.no_grad():
                 predicted = next_obs_per_member(self.dynamics, data.obs, data.act)
@@ -154,7 +156,7 @@ class NPGTrainer:
                 cfg.fit_max_steps,
             )
             metrics.update({f"reward/loss_{i}": loss for i, loss in enumerate(losses.tolist())})
-        metrics.update({"dynamics/epochs": result["epochs"], "dynamics/steps": result["steps"]})
+        metrics.update(counts)
         return metrics
 
     def start_states(self) -> torch.Tensor:

@@ -150,7 +150,7 @@ class RewardModel(nn.Module):
         batch_size: int,
         max_steps: int | None = None,
     ) -> torch.Tensor:
-        """Fit every member on (s, a, its own predicted s' [E, n, obs]) -> r like `EnsembleDynamics.fit_epochs`
+        """Fit every member on (s, a, its own predicted s' [E, n, obs]) -> r like the dynamics under the mjrl recipe
         (own shuffles, whole batches, the step cap checked after each epoch); last epoch's loss per member [E]."""
         self.obs_scaler.fit(obs)
         self.act_scaler.fit(act)

@@ -448,14 +448,14 @@ def test_the_ensemble_fit_clips_the_global_gradient_norm_at_10() -> None:
 def record_rows(model: EnsembleDynamics) -> list[list[list[float]]]:
     """Per training batch of `model`, each member's rows: the first raw input, sorted."""
     rows: list[list[list[float]]] = []
-    original = model.training_loss
+    original = model.batch_loss
 
-    def recording(x: torch.Tensor, *args: Any, **named: Any) -> torch.Tensor:
+    def recording(x: torch.Tensor, *args: Any, **named: Any) -> tuple[torch.Tensor, torch.Tensor]:
         identity = model.input_scaler.inverse(x.detach())[..., 0].round()  # [E, batch]
         rows.append([sorted(member.tolist()) for member in identity])
         return original(x, *args, **named)
 
-    model.training_loss = recording  # type: ignore[method-assign]
+    model.batch_loss = recording  # type: ignore[method-assign]
     return rows
 
 

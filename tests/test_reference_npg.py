@@ -28,6 +28,7 @@ from config import NPGConfig, _npg_dynamics
 from envs.rewards import hopper_reward_mjrl
 from envs.termination import hopper_termination_mjrl
 from models.dynamics import EnsembleDynamics
+from models.dynamics_recipes import mjrl
 from models.npg import GaussianMLPPolicy
 
 RTOL = ATOL = 1e-6
@@ -372,11 +373,11 @@ def dynamics_data(fx: dict[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor
 def test_dynamics_normalisation_statistics(fx: dict[str, np.ndarray]) -> None:
     """mjrl `WorldModel.fit_dynamics`'s statistics (mjrl/algos/mbrl/nn_dynamics.py:101, :102, :225): input shift and
     scale (mean and mean absolute deviation of [s, a]), output shift and scale of Δ = s′ − s and the output mask
-    scale ≥ 1e-8, as `fit_epochs` computes them (zero epochs: statistics only, weights unchanged)."""
+    scale ≥ 1e-8, as the mjrl recipe's fit computes them (zero epochs: statistics only, weights unchanged)."""
     dynamics = make_dynamics(fx, install=False)
     obs, act, next_obs = dynamics_data(fx)
-    result = dynamics.fit_epochs(obs, act, next_obs, dynamics.optimizer(), epochs=0)
-    assert result["steps"] == 0
+    result = dynamics.fit(obs, act, next_obs, None, progress=False, recipe=mjrl(dynamics.cfg, epochs=0))
+    assert result["dynamics/steps"] == 0
     close(dynamics.input_scaler.mean, fx["dyn_in_shift"], "dyn_in_shift")
     close(dynamics.input_scaler.std, fx["dyn_in_scale"], "dyn_in_scale")
     assert dynamics.target_scaler is not None
