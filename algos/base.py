@@ -16,6 +16,7 @@ from numpy.typing import ArrayLike
 from torch import nn
 
 from buffers.replay import Batch
+from models.dynamics import UncertaintyFn
 from models.seed_stack import SeedStack, SeedStreams, stack_modules
 from utils.errors import UserError
 
@@ -62,7 +63,8 @@ class Algorithm(Protocol):
 class ModelBasedAlgorithm(Algorithm, Protocol):
     """An algorithm the trainer branches model rollouts for."""
 
-    penalty_type: str | None  # the model uncertainty `model_reward` needs from each rollout step, if any
+    # The statistic of all members' predictions `model_reward` needs from each model step (info["uncertainty"]), if any.
+    rollout_uncertainty: UncertaintyFn | None
 
     def model_reward(self, reward: torch.Tensor, info: dict[str, torch.Tensor]) -> torch.Tensor:
         """Reward stored for a model transition; `info` holds the model's extras (e.g. "uncertainty") and the
@@ -219,7 +221,7 @@ class SeedOfStack:
 
     def __init__(self, stacked: Any, seed: int, template: TrainableModule) -> None:
         self.stacked, self.seed, self.template = stacked, seed, template
-        self.penalty_type = getattr(stacked, "penalty_type", None)
+        self.rollout_uncertainty = getattr(stacked, "rollout_uncertainty", None)
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:

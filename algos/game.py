@@ -123,13 +123,13 @@ class ModelBasedNPG(NPG):
             clipped = action.clamp(-1.0, 1.0)
             if self.needs_disagreement:
                 flat_obs, flat_act = obs.reshape(members * num_starts, -1), clipped.reshape(members * num_starts, -1)
-                every = dynamics.next_obs_per_member(flat_obs, flat_act)  # [E, E·N, obs]: every member, every path
+                every = next_obs_per_member(dynamics, flat_obs, flat_act)  # [E, E·N, obs]: every member, every path
                 masked = every * self.actor.obs_mask
                 steps["disagreement"].append(pairwise_disagreement(masked).view(members, num_starts))
                 own = every.view(members, members, num_starts, -1).diagonal(dim1=0, dim2=1)  # [N, obs, E]
                 next_obs = own.permute(2, 0, 1)
             else:
-                next_obs = dynamics.next_obs_per_member(obs, clipped)
+                next_obs = next_obs_per_member(dynamics, obs, clipped)
             next_obs = torch.maximum(torch.minimum(next_obs, self.state_bounds), -self.state_bounds)
             steps["obs"].append(obs)
             steps["act"].append(action)
@@ -176,6 +176,13 @@ def valid_steps(done: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     before it is done (the done step itself is kept), and a path terminated when one of its valid steps is done."""
     mask = (done.cumsum(1) - done.long()) == 0
     return mask, (done & mask).any(1)
+
+
+def next_obs_per_member(dynamics: EnsembleDynamics, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+    """Every member's mean next state [E, B, obs]: inputs [B, ·] go to every member, inputs [E, B, ·] give member i
+    the rows [i] (one batched call either way). The family rolls paths out in every member, not in sampled elites."""
+    mean, _ = dynamics(obs, act)
+    return obs + mean[..., : dynamics.obs_dim]
 
 
 def pairwise_disagreement(predictions: torch.Tensor) -> torch.Tensor:

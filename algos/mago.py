@@ -52,7 +52,7 @@ from config import (
 from envs.evaluation import isolated_global_rngs
 from envs.tasks import TaskSpec, normalized_score
 from models.actor_critic import CriticEnsemble, TanhGaussianActor, tanh_log_det
-from models.dynamics import EnsembleDynamics
+from models.dynamics import EnsembleDynamics, UncertaintyFn
 
 ALPHA_FLOOR = 1e-3  # α(s) >= this; also the temperature of the "max_a Q" estimate inside α(s)
 OOD_SHARPNESS = 12.0  # the continue probability's sigmoid spans ±6 between the inner and the outer band
@@ -85,6 +85,22 @@ def _mago_dynamics() -> DynamicsConfig:
         reward_normalization=True,
         unbiased_std=True,
     )
+
+
+def normalize_reward(model: EnsembleDynamics, reward: torch.Tensor) -> torch.Tensor:
+    """r_norm = (r − shift) / scale with the model's reward statistics (`dynamics.reward_normalization`): the units
+    nature's rewards, the critic targets and the value bound 1/(1 − γ) live in (the data's rewards in ≈[0, 1]). The
+    identity for a model without them."""
+    if not model.cfg.reward_normalization:
+        return reward
+    return (reward - model.reward_shift) / model.reward_scale
+
+
+def denormalize_reward(model: EnsembleDynamics, reward: torch.Tensor) -> torch.Tensor:
+    """Back to raw units, r = r_norm · scale + shift (the monitor's model return is reported in them)."""
+    if not model.cfg.reward_normalization:
+        return reward
+    return reward * model.reward_scale + model.reward_shift
 
 
 def _order_statistic_rule(value: Any, cfg: Any) -> str | None:
@@ -389,7 +405,7 @@ class PolicyTargets(NamedTuple):
 class MAGO(TrainableModule):
     needs_dynamics: ClassVar[bool] = True
     needs_dataset: ClassVar[bool] = True
-    penalty_type: ClassVar[str | None] = None
+    rollout_uncertainty: ClassVar[UncertaintyFn | None] = None
 
     def __init__(
         self,
@@ -541,7 +557,7 @@ class MAGO(TrainableModule):
         members, counts = drawn.unique(return_counts=True)
         mean, logvar = model(obs, act, members=members)  # [U, B, S + 1], raw units
         assert logvar is not None, "MAGO needs a probabilistic dynamics model"
-        next_mean, reward_mean = obs + mean[..., :-1], model.normalize_reward(mean[..., -1])
+        next_mean, reward_mean = obs + mean[..., :-1], normalize_reward(model, mean[..., -1])
         std = torch.exp(0.5 * logvar[..., :-1])
         noise = draws.state_noise
         if noise is None:
@@ -653,7 +669,7 @@ class MAGO(TrainableModule):
         """The dataset rows' critic target before the clip: r_norm + γ(1 − d) V_target(s'), rewards in the model's
         normalised units."""
         next_value = self.state_values(batch.next_obs, online=False, noise=noise)[0]
-        return self.model.normalize_reward(batch.rew) + self.cfg.gamma * (1.0 - batch.done) * next_value
+        return normalize_reward(self.model, batch.rew) + self.cfg.gamma * (1.0 - batch.done) * next_value
 
     def critic_loss(
         self,
@@ -746,7 +762,7 @@ class MAGO(TrainableModule):
         targets, onlines, log_stds, step_stds = [], [], [], []
         for _ in range(cfg.monitor_horizon):
             step = self.play_nature(obs, self.act(obs, deterministic=True), explore=False, penalize=cfg.factor > 0)
-            returns[index] += self.model.denormalize_reward(step.reward)
+            returns[index] += denormalize_reward(self.model, step.reward)
             targets.append(step.target_value)
             onlines.append(step.online_value)
             log_stds.append(step.ensemble_std.clamp_min(1e-12).log())  # all draws one member: std 0

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import ClassVar, cast
 
 import torch
@@ -51,6 +52,21 @@ class MICROConfig(ModelBasedConfig):
     uncertainty_precision: str = "fp32"  # bf16: autocast the K x elites value evaluations (most of MICRO's cost)
 
 
+@torch.no_grad()
+def sample_next_obs(dynamics: EnsembleDynamics, obs: torch.Tensor, act: torch.Tensor, num_samples: int) -> torch.Tensor:
+    """`num_samples` next states from every elite: the uncertainty set U(s, a), shape [elites, K, B, obs].
+
+    A deterministic model (loss="mse") gives each elite's mean K times.
+    """
+    mean, logvar = dynamics(obs, act)
+    mean, logvar = mean[dynamics.elites, :, : dynamics.obs_dim], None if logvar is None else logvar[dynamics.elites]
+    mean = (mean + obs).unsqueeze(1).expand(-1, num_samples, -1, -1)
+    if logvar is None:
+        return mean
+    std = torch.exp(0.5 * logvar[..., : dynamics.obs_dim]).unsqueeze(1)
+    return mean + std * torch.randn_like(mean)
+
+
 class MICRO(SAC):
     needs_dynamics = True
 
@@ -64,9 +80,9 @@ class MICRO(SAC):
     ) -> None:
         super().__init__(obs_dim, act_dim, cfg.sac, cfg.epochs, device)
         self.micro_cfg = cfg
-        # A bound method, not a submodule: the model is saved in its own file, not in every policy checkpoint.
-        # Without a model (e.g. loaded for evaluation) the policy acts but cannot be trained.
-        self.sample_next_obs = None if dynamics is None else dynamics.sample_next_obs
+        # The sampler bound to the model, not a submodule: the model is saved in its own file, not in every policy
+        # checkpoint. Without a model (e.g. loaded for evaluation) the policy acts but cannot be trained.
+        self.sample_next_obs = None if dynamics is None else partial(sample_next_obs, dynamics)
         # Stacked seeds (`SAC.stack`): each seed's own model and random streams.
         self.seed_samplers: list[Callable[..., torch.Tensor]] | None = None
         self.streams: SeedStreams | None = None

@@ -15,12 +15,16 @@ The rollouts, buffers and SAC updates are the shared trainer's and SAC's; MOPO's
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import ClassVar
 
 import torch
 
 from algos.sac import SAC
 from config import ModelBasedConfig, Rule, one_of, penalty_weight, register_config
+from utils.errors import UserError
+
+PENALTY_TYPES = ("aleatoric", "pairwise_diff", "ensemble_std")
 
 
 @register_config("mopo")
@@ -29,7 +33,7 @@ class MOPOConfig(ModelBasedConfig):
     """MOPO (docs/mopo.md): reward penalised by lambda * u(s, a)."""
 
     rules: ClassVar[dict[str, Rule]] = {
-        "penalty_type": one_of("aleatoric", "pairwise_diff", "ensemble_std"),
+        "penalty_type": one_of(*PENALTY_TYPES),
         "penalty_coef": penalty_weight,
     }
 
@@ -37,11 +41,30 @@ class MOPOConfig(ModelBasedConfig):
     penalty_type: str = "aleatoric"  # aleatoric | pairwise_diff | ensemble_std
 
 
+def uncertainty(mean: torch.Tensor, std: torch.Tensor | None, penalty_type: str) -> torch.Tensor:
+    """u(s, a) [B] from all members' predictions [E, B, obs + 1] (reward last), OfflineRL-Kit's three modes."""
+    if penalty_type == "aleatoric":
+        if std is None:
+            raise UserError(
+                "penalty_type=aleatoric needs a probabilistic model; use dynamics.loss=nll "
+                "or penalty_type=pairwise_diff"
+            )
+        return std.norm(dim=-1).amax(0)  # max_i ||σ_i(s, a)||, reward dim included
+    next_obs_means = mean[..., :-1]
+    if penalty_type == "pairwise_diff":
+        return (next_obs_means - next_obs_means.mean(0)).norm(dim=-1).amax(0)
+    if penalty_type == "ensemble_std":
+        return next_obs_means.var(0, unbiased=False).mean(-1).sqrt()
+    raise UserError(f"unknown penalty_type {penalty_type!r}; choose one of {', '.join(PENALTY_TYPES)}")
+
+
 class MOPO(SAC):
     def __init__(self, obs_dim: int, act_dim: int, cfg: MOPOConfig, device: torch.device | str = "cpu") -> None:
         super().__init__(obs_dim, act_dim, cfg.sac, cfg.epochs, device)
         self.penalty_coef = cfg.penalty_coef
-        self.penalty_type = cfg.penalty_type  # the trainer asks the model for this uncertainty during rollouts
+        self.penalty_type = cfg.penalty_type
+        # The trainer hands this to every model step of a rollout, which puts u(s, a) in the step's info.
+        self.rollout_uncertainty = partial(uncertainty, penalty_type=cfg.penalty_type)
 
     def model_reward(self, reward: torch.Tensor, info: dict[str, torch.Tensor]) -> torch.Tensor:
         """r̃ = r̂ − λ u(s, a)."""

@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from algos.game import ModelBasedNPG, pairwise_disagreement
+from algos.game import ModelBasedNPG, next_obs_per_member, pairwise_disagreement
 from buffers.paths import PathBatch
 from config import DatasetConfig, ModelBasedNPGConfig, Rule, non_negative, positive, register_config
 from models.dynamics import EnsembleDynamics
@@ -74,7 +74,7 @@ class MOReL(ModelBasedNPG):
     def set_threshold(self, dynamics: EnsembleDynamics, obs: torch.Tensor, act: torch.Tensor) -> dict[str, float]:
         """τ = max over the dataset of δ(s, a) / pessimism_coef (δ on masked states, as the rollouts measure it)."""
         largest = max(
-            float(pairwise_disagreement(dynamics.next_obs_per_member(o, a) * self.actor.obs_mask).max())
+            float(pairwise_disagreement(next_obs_per_member(dynamics, o, a) * self.actor.obs_mask).max())
             for o, a in zip(obs.split(DISAGREEMENT_CHUNK), act.split(DISAGREEMENT_CHUNK))
         )
         coef = self.cfg.pessimism_coef

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from algos.game import ModelBasedNPG
+from algos.game import ModelBasedNPG, next_obs_per_member
 from algos.morel import MOReL
 from buffers.paths import PathBuffer
 from buffers.replay import Batch
@@ -33,12 +33,23 @@ from envs.rewards import RewardFn, reward_fn_for
 from envs.sampling import collection_seed, sample_paths
 from envs.tasks import TaskSpec, make_env
 from envs.termination import termination_fn_for_kind
-from models.dynamics import EnsembleDynamics, RewardModel
+from models.dynamics import EnsembleDynamics
+from models.dynamics_recipes import mjrl
+from models.npg import RewardModel
 from utils.checkpoint import atomic_torch_save, capture_rng_state, restore_rng_state
 from utils.errors import UserError
 from utils.logger import RunLogger
 
 CHECKPOINT_FORMAT = "offline-mbrl-checkpoint/1"  # the same file format as the offline trainer's (read_checkpoint)
+
+
+@torch.no_grad()
+def prediction_error(
+    dynamics: EnsembleDynamics, obs: torch.Tensor, act: torch.Tensor, next_obs: torch.Tensor
+) -> torch.Tensor:
+    """Mean squared error of each member's next-state prediction in raw units [E] (mjrl's `compute_loss`; on
+    samples the model has not been fitted to, its generalisation error)."""
+    return (next_obs_per_member(dynamics, obs, act) - next_obs).square().mean(dim=(1, 2))
 
 
 class NPGTrainer:
@@ -120,18 +131,20 @@ class NPGTrainer:
         cfg, metrics = self.cfg, {}
         if newest:
             recent = Batch(*(field[-newest:] for field in data))
-            for i, error in enumerate(self.dynamics.prediction_error(recent.obs, recent.act, recent.next_obs).tolist()):
+            errors = prediction_error(self.dynamics, recent.obs, recent.act, recent.next_obs)
+            for i, error in enumerate(errors.tolist()):
                 metrics[f"dynamics/loss_gen_{i}"] = error
         if cfg.refresh_fit:
             self.new_models()
-        result = self.dynamics.fit_epochs(
-            data.obs, data.act, data.next_obs, self.dynamics_optim, cfg.fit_epochs, cfg.fit_max_steps
+        recipe = mjrl(cfg.dynamics, cfg.fit_epochs, cfg.fit_max_steps)
+        result = self.dynamics.fit(
+            data.obs, data.act, data.next_obs, None, progress=False, recipe=recipe, optimizer=self.dynamics_optim
         )
-        for i, loss in enumerate(result["loss"].tolist()):  # type: ignore[union-attr]
-            metrics[f"dynamics/loss_{i}"] = loss
+        counts = {key: result.pop(key) for key in ("dynamics/epochs", "dynamics/steps")}
+        metrics.update(result)  # dynamics/loss_<i>
         if self.learned_reward:  # mjrl's r(s, a, f_i(s, a)) on each member's own predictions
             with torch.no_grad():
-                predicted = self.dynamics.next_obs_per_member(data.obs, data.act)
+                predicted = next_obs_per_member(self.dynamics, data.obs, data.act)
             losses = self.reward_model.fit_epochs(
                 data.obs,
                 data.act,
@@ -143,7 +156,7 @@ class NPGTrainer:
                 cfg.fit_max_steps,
             )
             metrics.update({f"reward/loss_{i}": loss for i, loss in enumerate(losses.tolist())})
-        metrics.update({"dynamics/epochs": result["epochs"], "dynamics/steps": result["steps"]})
+        metrics.update(counts)
         return metrics
 
     def start_states(self) -> torch.Tensor:

@@ -16,6 +16,7 @@ from algos.base import TrainableModule
 from buffers.replay import Batch
 from config import SACConfig
 from models.actor_critic import CriticEnsemble, TanhGaussianActor
+from models.dynamics import UncertaintyFn
 
 
 def adam(params: Any, lr: float) -> torch.optim.Adam:
@@ -26,7 +27,7 @@ def adam(params: Any, lr: float) -> torch.optim.Adam:
 class SAC(TrainableModule):
     """SAC with an ensemble of critics, automatic entropy tuning with an optional clamp, and Polyak targets."""
 
-    penalty_type: str | None = None  # the model uncertainty `model_reward` needs from each rollout step, if any
+    rollout_uncertainty: UncertaintyFn | None = None  # the statistic `model_reward` needs from each model step
     needs_dynamics: bool = False  # True when updates query the dynamics model (the constructor then takes it)
     stackable: bool = True  # `stack` applies: the update is SAC's own, with shape-generic hooks (docs/seeds.md)
 

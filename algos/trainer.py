@@ -144,7 +144,7 @@ class OfflineTrainer:
         transitions, reward_sum, raw_reward_sum, uncertainty_sum, steps_taken = 0, 0.0, 0.0, 0.0, 0
         for _ in range(cfg.rollout_length):
             act = algo.act(obs, deterministic=False)
-            next_obs, raw_reward, done, info = dynamics.step(obs, act, algo.penalty_type)
+            next_obs, raw_reward, done, info = dynamics.step(obs, act, algo.rollout_uncertainty)
             reward = algo.model_reward(raw_reward, {**info, "obs": obs, "act": act, "next_obs": next_obs})
             fake.add(Batch(obs, act, reward, next_obs, done.float()))
             transitions += len(obs)

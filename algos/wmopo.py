@@ -56,7 +56,7 @@ from envs.task_config import load_run_config
 from envs.tasks import reset_states
 from models.actor_critic import mlp
 from models.density_ratio import DensityRatio, RatioFitConfig
-from models.dynamics import EnsembleDynamics
+from models.dynamics import EnsembleDynamics, UncertaintyFn
 from utils.errors import UserError
 from utils.paths import resolve_seed_path
 
@@ -419,7 +419,7 @@ class ModelEpisodes(RolloutStrategy):
                 act = torch.rand(obs.shape[0], act_dim, device=obs.device) * 2 - 1
             else:
                 act = algo.act(obs, deterministic=False)
-            next_obs, raw_reward, done, info = dynamics.step(obs, act, algo.penalty_type)
+            next_obs, raw_reward, done, info = dynamics.step(obs, act, algo.rollout_uncertainty)
             broken = ~torch.isfinite(next_obs).all(-1)
             next_obs = torch.where(broken.unsqueeze(-1), obs, next_obs)
             done = done | broken
@@ -687,7 +687,7 @@ class WMOPO(SAC):
     needs_dynamics: ClassVar[bool] = True
     stackable: ClassVar[bool] = False  # its EM schedule and extra networks are per run
     needs_dataset: ClassVar[bool] = True
-    penalty_type: ClassVar[str | None] = None
+    rollout_uncertainty: ClassVar[UncertaintyFn | None] = None
     trainer_class: ClassVar[type[OfflineTrainer]] = WMOPOTrainer
 
     def __init__(

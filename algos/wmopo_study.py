@@ -44,6 +44,7 @@ from envs.generate import BEHAVIOUR_ROOT
 from envs.tasks import TaskSpec
 from models.density_ratio import DensityRatio, RatioFitConfig
 from models.dynamics import EnsembleDynamics
+from models.dynamics_recipes import BatchLoss, FitRecipe, recipe_for, with_loss
 from utils.checkpoint import atomic_torch_save, capture_rng_state, restore_rng_state
 from utils.errors import UserError
 from utils.logger import RunLogger
@@ -402,6 +403,22 @@ def correction_vector(theta: torch.Tensor, obs: torch.Tensor, nll: torch.Tensor,
     return (weights * nll).unsqueeze(-1).mul(per_row).sum(0) / weights.sum()
 
 
+def with_extra_term(recipe: FitRecipe, term: Callable[[], torch.Tensor]) -> FitRecipe:
+    """`recipe` with `term()` added to every batch's loss (and so to the training loss its patience watches): how
+    Algorithm 1's correction and the proximal term enter the refit."""
+
+    def wrap(base: BatchLoss) -> BatchLoss:
+        def loss(
+            model: EnsembleDynamics, x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor | None
+        ) -> tuple[torch.Tensor, torch.Tensor]:
+            total, per_member = base(model, x, y, weights)
+            return total + term(), per_member
+
+        return loss
+
+    return with_loss(recipe, wrap)
+
+
 def correction_loss(
     model: EnsembleDynamics, anchor: torch.Tensor, g: torch.Tensor | None, live: bool, proximal_coef: float = 0.0
 ) -> Callable[[], Any]:
@@ -541,8 +558,11 @@ class PendulumStudy:
             extra = correction_loss(self.model, anchor, g, cfg.correction == "live", cfg.proximal_coef)
         self.model.cfg = dataclasses.replace(cfg.dynamics, max_epochs=cfg.refit_epochs, lr=cfg.refit_lr)
         try:
+            recipe = recipe_for(self.model.cfg)
+            if extra is not None:
+                recipe = with_extra_term(recipe, extra)
             fit = self.model.fit(
-                self.obs, self.act, self.next_obs, None, weights=tempered, progress=False, extra_loss=extra
+                self.obs, self.act, self.next_obs, None, weights=tempered, progress=False, recipe=recipe
             )
         finally:
             self.model.cfg = cfg.dynamics

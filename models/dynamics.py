@@ -1,15 +1,17 @@
-"""Probabilistic ensemble dynamics (docs/dynamics.md), shared by MOPO, MICRO, WMOPO and the NPG family.
+"""Probabilistic ensemble dynamics (docs/dynamics.md): the core every model-based algorithm shares.
 
 Targets are [Δs, r] (reward last, as OfflineRL-Kit/MICRO). Inputs [s, a] are standardised with the training split's
-statistics; targets are not. One batched network holds all members, so a forward pass is one matmul per layer.
+statistics; targets are not unless the config scales them. One batched network holds all members, so a forward pass
+is one matmul per layer. The core is the ensemble (forward, a step that samples one elite per row, save/load) and one
+fit loop; how each lineage fits it is a recipe (models/dynamics_recipes.py), and what only one algorithm asks of the
+model lives in that algorithm's file.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from models.dynamics_config import DynamicsConfig
+from models.dynamics_recipes import OPTIMIZERS, SAMPLE_LOSSES, FitRecipe, FitState, HeldOut, recipe_for, sample_loss
 from models.ensemble import EnsembleMLP, soft_clamp
 from utils.checkpoint import atomic_torch_save, capture_rng_state, load_project_file, restore_rng_state
 from utils.errors import UserError
@@ -27,7 +30,10 @@ FORMAT = "offline-mbrl-dynamics/1"
 # Rows per inference chunk, so the [E, rows, hidden] activations stay in cache: measured best on a 2-core CPU
 # (fp32 0.9 s vs 2.3 s unchunked for a 50k-row forward pass of the 7 x 4 x 200 ensemble).
 INFERENCE_CHUNK = {"fp32": 512, "bf16": 2048}
-PENALTY_TYPES = ("aleatoric", "pairwise_diff", "ensemble_std")
+# A per-row statistic of every member's prediction for a model step: from the means [E, B, obs + 1] (next states
+# absolute, reward last) and standard deviations (None for a deterministic model) to [B]. The algorithm that penalises
+# model rewards by an uncertainty supplies it (`step(..., uncertainty=...)`).
+UncertaintyFn = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
 
 
 FIT_FORMAT = "offline-mbrl-dynamics-fit/1"
@@ -96,7 +102,7 @@ class EnsembleDynamics(nn.Module):
 
     def __init__(self, obs_dim: int, act_dim: int, cfg: DynamicsConfig, termination_fn: TerminationFn | None = None):
         super().__init__()
-        if cfg.loss not in ("nll", "mse", "beta_nll"):
+        if cfg.loss not in SAMPLE_LOSSES:
             raise ValueError(f"unknown dynamics loss {cfg.loss!r}")
         self.obs_dim, self.act_dim, self.cfg = obs_dim, act_dim, cfg
         self.target_dim = obs_dim + 1 if cfg.predict_reward else obs_dim
@@ -188,23 +194,14 @@ class EnsembleDynamics(nn.Module):
         self, mean: torch.Tensor, logvar: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The reward output (last) from normalised back to raw units: r = r_norm · scale + shift."""
-        mean = torch.cat([mean[..., :-1], self.denormalize_reward(mean[..., -1:])], dim=-1)
+        mean = torch.cat([mean[..., :-1], mean[..., -1:] * self.reward_scale + self.reward_shift], dim=-1)
         if logvar is not None:
             logvar = torch.cat([logvar[..., :-1], logvar[..., -1:] + 2 * torch.log(self.reward_scale)], dim=-1)
         return mean, logvar
 
-    def normalize_reward(self, reward: torch.Tensor) -> torch.Tensor:
-        """(r − shift) / scale: dataset rewards land in ≈[0.045, 0.955] (identity without reward_normalization)."""
-        if not self.cfg.reward_normalization:
-            return reward
-        return (reward - self.reward_shift) / self.reward_scale
-
-    def denormalize_reward(self, reward: torch.Tensor) -> torch.Tensor:
-        if not self.cfg.reward_normalization:
-            return reward
-        return reward * self.reward_scale + self.reward_shift
-
     def _fit_reward_normalization(self, rewards: torch.Tensor) -> None:
+        """shift = r_min − 0.05 (r_max − r_min), scale = 1.1 (r_max − r_min): the data's rewards regress in
+        ≈[0.045, 0.955]."""
         low, high = rewards.min(), rewards.max()
         self.reward_shift.copy_(low - 0.05 * (high - low))
         self.reward_scale.copy_(1.1 * (high - low) if high > low else torch.ones_like(high))
@@ -213,27 +210,18 @@ class EnsembleDynamics(nn.Module):
         return sum(wd * 0.5 * layer.weight.square().sum() for wd, layer in zip(self.cfg.weight_decay, self.net.layers))
 
     def _sample_losses(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Per-member, per-sample loss [E, B] (means over output dims; no ½ on the NLL, as MBPO/MOPO).
-
-        beta_nll: −log N(y | μ, σ) per element times w = stopgrad(σ)^{2β} / mean over the batch of it (PMDB/MAGO;
-        β = 0 is the plain NLL with its ½ and log 2π). In the scaled target space this differs from the loss in raw
-        units by a constant only: the scales cancel in w.
-        """
+        """Per-member, per-sample loss [E, B] of the standardised inputs x in the scaled target space, by
+        `dynamics.loss` (models/dynamics_recipes.py)."""
         mean, logvar = self._forward_normalized(x)
-        if logvar is None:
-            return (mean - y).square().mean(-1)
-        if self.cfg.loss == "beta_nll":
-            nll = 0.5 * ((mean - y).square() * torch.exp(-logvar) + logvar + math.log(2 * math.pi))
-            weight = torch.exp(self.cfg.nll_beta * logvar.detach())  # σ^{2β}
-            return (nll * weight / weight.mean(-2, keepdim=True)).mean(-1)
-        return ((mean - y).square() * torch.exp(-logvar) + logvar).mean(-1)
+        return sample_loss(self.cfg)(mean, logvar, y)
 
-    def training_loss(
-        self, x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor | None = None, include_decay: bool = True
-    ) -> torch.Tensor:
-        """Ensemble loss on standardised x [E, B, in] and targets y [E, B, out]; weights [E, B] for weighted MLE.
+    def batch_loss(
+        self, x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor | None = None, include_decay: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Ensemble loss on standardised x [E, B, in] (or a shared [B, in]) and targets y [E, B, out], weights
+        [E, B] (or [B]) for a weighted MLE; and each member's data term [E].
 
-        `fit` leaves the weight-decay term out (include_decay=False) because its optimiser applies the identical
+        The fit leaves the weight-decay term out (include_decay=False) because its optimiser applies the identical
         gradient wd·W inside the fused Adam kernel (see `optimizer`).
         """
         per_sample = self._sample_losses(x, y)
@@ -245,25 +233,18 @@ class EnsembleDynamics(nn.Module):
             loss = loss + self._decay_loss()
         if self.variance_head:
             loss = loss + self.cfg.logvar_bound_coef * (self.max_logvar.sum() - self.min_logvar.sum())
-        return loss
+        return loss, per_member
+
+    def training_loss(
+        self, x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor | None = None, include_decay: bool = True
+    ) -> torch.Tensor:
+        """`batch_loss` without the members' terms, the weight decay included by default."""
+        return self.batch_loss(x, y, weights, include_decay)[0]
 
     def optimizer(self) -> torch.optim.Optimizer:
-        """Adam whose per-layer weight_decay adds wd·W to each weight's gradient before the moment updates: the
-        gradient of wd·½‖W‖² in the loss (coupled L2, as MBPO/MOPO; not AdamW), in one fused kernel. With
-        optimizer=adamw: AdamW decaying every parameter by `adamw_weight_decay` (PMDB/MAGO). With optimizer=adam_l2:
-        Adam with the coupled L2 `param_weight_decay` on every parameter (the WMOPO Pendulum study)."""
-        if self.cfg.optimizer == "adam_l2":
-            return torch.optim.Adam(
-                self.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.param_weight_decay, fused=True
-            )
-        if self.cfg.optimizer == "adamw":
-            return torch.optim.AdamW(
-                self.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.adamw_weight_decay, fused=True
-            )
-        layer_weights = [layer.weight for layer in self.net.layers]
-        others = [p for p in self.parameters() if all(p is not w for w in layer_weights)]
-        groups = [{"params": [w], "weight_decay": wd} for w, wd in zip(layer_weights, self.cfg.weight_decay)]
-        return torch.optim.Adam([*groups, {"params": others, "weight_decay": 0.0}], lr=self.cfg.lr, fused=True)
+        """The optimiser `dynamics.optimizer` names (models/dynamics_recipes.py): with "adam", Adam whose per-layer
+        weight_decay adds wd·W to each weight's gradient, the gradient of wd·½‖W‖² in the loss."""
+        return OPTIMIZERS[self.cfg.optimizer](self)
 
     @torch.no_grad()
     def holdout_mse(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -274,7 +255,7 @@ class EnsembleDynamics(nn.Module):
     @torch.no_grad()
     def holdout_loss(self, x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
         """The holdout metric per member [E] (`holdout_metric`): the mean's MSE, or the training likelihood term
-        (weighted by `weights` [B] if given, as WMOPO validates its weighted fit)."""
+        (weighted by `weights` [B] if given, so that a weighted fit is validated by the loss it minimises)."""
         if self.cfg.holdout_metric == "mse":
             return self.holdout_mse(x, y)
         per_sample = self._sample_losses(x, y)
@@ -286,42 +267,43 @@ class EnsembleDynamics(nn.Module):
         obs: torch.Tensor,
         act: torch.Tensor,
         next_obs: torch.Tensor,
-        rewards: torch.Tensor,
+        rewards: torch.Tensor | None,
         weights: torch.Tensor | None = None,
         log_fn: Callable[[dict[str, float], int], None] | None = None,
         progress: bool = True,
         progress_file: str | Path | None = None,
         save_seconds: float | None = None,
         extra_state: Callable[[], dict[str, Any]] | None = None,
-        extra_loss: Callable[[], torch.Tensor] | None = None,
+        recipe: FitRecipe | None = None,
+        optimizer: torch.optim.Optimizer | None = None,
     ) -> dict[str, float]:
-        """Fit all members with bootstrapped data, holdout early stopping and elite selection; with holdout_ratio 0,
-        `max_epochs` epochs (or fewer, by `train_loss_patience`) and the last weights (PMDB/MAGO, WMOPO's Pendulum
-        model), the first `num_elites` members as elites.
+        """Fit all members the way `recipe` says (default: the one the config selects, `recipe_for`): its split,
+        minibatch rows, per-batch loss, holdout/elite policy (`judge`) and stopping rule. The scalers are refitted to
+        the training rows first. Returns the final metrics; `log_fn(metrics, epoch)` is called after every epoch.
 
-        `weights` (one per transition, e.g. WMOPO's density ratios) turn the loss into a weighted MLE.
-        `extra_loss()` is added to every batch's loss (and to the training loss early stopping watches): WMOPO's
-        Algorithm 1 adds its gradient-correction term ⟨θ − θ_i, g⟩ this way.
-        Returns the final metrics; `log_fn(metrics, epoch)` is called after every epoch.
+        `weights` (one per transition) turn the loss into a weighted MLE. `optimizer` continues training with
+        moments kept between calls (a warm start); by default a fresh one (`optimizer()`).
 
-        With `progress_file`, the fit's whole state (weights, optimiser, data split, bootstrap rows, best snapshot,
-        patience counter, RNG states, and `extra_state()`) is written there at the end of an epoch once `save_seconds`
+        With `progress_file`, the fit's whole state (weights, optimiser, data split, rows, best snapshot, patience
+        counter, RNG states, and `extra_state()`) is written there at the end of an epoch once `save_seconds`
         (default FIT_SAVE_SECONDS) have passed since the last write, and a fit that finds the file continues from it
-        exactly: a long fit (MAGO's 1000 epochs) survives a kill. The caller removes the file once the model is
-        saved.
+        exactly: a long fit (1000 epochs) survives a kill. The caller removes the file once the model is saved.
         """
-        cfg, device = self.cfg, self.device
+        cfg, device, members = self.cfg, self.device, self.cfg.num_ensemble
+        recipe = recipe_for(cfg) if recipe is None else recipe
         inputs = torch.cat([obs, act], dim=-1).to(device)
         if cfg.reward_normalization:
             assert rewards is not None, "reward normalisation needs the rewards"
             self._fit_reward_normalization(rewards.to(device))
         targets = self._targets(obs, next_obs, rewards).to(device)
         n = inputs.shape[0]
-        num_holdout = min(int(n * cfg.holdout_ratio), cfg.max_holdout)
+        num_holdout = recipe.split.holdout_size(n)
+        if num_holdout == 0 and recipe.fallback is not None:
+            recipe = recipe.fallback
         if n - num_holdout < cfg.batch_size:
             raise UserError(
-                f"dataset has {n} transitions, too few to fit the dynamics model with batch size "
-                f"{cfg.batch_size}; use more data or --set dynamics.batch_size=..."
+                f"{n} transitions leave {n - num_holdout} to train on, fewer than one dynamics batch "
+                f"({cfg.batch_size}); use more data (online: collect more samples) or lower dynamics.batch_size"
             )
         resume = None
         if progress_file is not None and Path(progress_file).exists():
@@ -331,235 +313,127 @@ class EnsembleDynamics(nn.Module):
                     f"the dynamics fit saved in {progress_file} was on {resume['rows']} transitions, this data has "
                     f"{n}; delete that file to start the fit afresh"
                 )
-        permutation = torch.randperm(n, device=device) if resume is None else resume["permutation"].to(device)
-        train_idx, holdout_idx = permutation[num_holdout:], permutation[:num_holdout]
-        self.input_scaler.fit(inputs[train_idx])
+        order = recipe.split.order(n, device) if resume is None else resume["permutation"]
+        order = None if order is None else order.to(device)
+
+        def train_rows(values: torch.Tensor) -> torch.Tensor:
+            return values if order is None else values[order[num_holdout:]]
+
+        self.input_scaler.fit(train_rows(inputs))
         if self.target_scaler is not None:
-            self.target_scaler.fit(targets[train_idx])
+            self.target_scaler.fit(train_rows(targets))
             targets = self.target_scaler(targets)
-        x_train, y_train = self.input_scaler(inputs[train_idx]), targets[train_idx]
-        x_holdout, y_holdout = self.input_scaler(inputs[holdout_idx]), targets[holdout_idx]
-        w_train = None if weights is None else weights.to(device).reshape(-1)[train_idx]
-        w_holdout = None if weights is None else weights.to(device).reshape(-1)[holdout_idx]
-        num_train, members = x_train.shape[0], cfg.num_ensemble
+        x_train, y_train = self.input_scaler(train_rows(inputs)), train_rows(targets)
+        weights = None if weights is None else weights.to(device).reshape(-1)
+        w_train = None if weights is None else train_rows(weights)
+        held = None
+        if order is not None and num_holdout:
+            rows_out = order[:num_holdout]
+            w_out = None if weights is None else weights[rows_out]
+            held = HeldOut(self.input_scaler(inputs[rows_out]), targets[rows_out], w_out)
+        num_train = x_train.shape[0]
 
-        shared = cfg.shared_batches and not cfg.bootstrap
-
-        def draw_rows() -> torch.Tensor:
-            if cfg.bootstrap:
-                return torch.randint(num_train, (members, num_train), device=device)
-            return torch.arange(num_train, device=device).expand(members, num_train)
-
-        member_rows = draw_rows()
-        optimizer = self.optimizer()
-        best_losses = torch.full((members,), float("inf"), device=device)
-        best_state = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
-        epochs_since_update, epoch = 0, 0
-        metrics: dict[str, float] = {}
-        fresh_rows_each_epoch = cfg.bootstrap and cfg.bootstrap_every_epoch
+        rows = recipe.rows
+        member_rows = rows.first(num_train, members, device)
+        optimizer = self.optimizer() if optimizer is None else optimizer
+        state = FitState(
+            best_losses=torch.full((members,), float("inf"), device=device),
+            member_losses=torch.zeros(members, device=device),
+        )
+        recipe.judge.begin(self, state)
         if resume is not None:
             self.load_state_dict(resume["model"])
             optimizer.load_state_dict(resume["optimizer"])
-            if not fresh_rows_each_epoch:
+            if rows.persistent:
                 member_rows = resume["member_rows"].to(device)
-            if num_holdout:
-                best_state = {k: v.to(device) for k, v in resume["best_state"].items()}
-            best_losses = resume["best_losses"].to(device)
-            epochs_since_update, epoch, metrics = resume["epochs_since_update"], resume["epoch"], resume["metrics"]
+            if resume["best_state"] is not None:
+                state.best_state = {k: v.to(device) for k, v in resume["best_state"].items()}
+            state.best_losses = resume["best_losses"].to(device)
+            state.stale, state.epoch, state.metrics = resume["epochs_since_update"], resume["epoch"], resume["metrics"]
+            state.steps = resume.get("steps", 0)
             restore_rng_state(resume["rng"])
         last_save = time.monotonic()
         save_seconds = FIT_SAVE_SECONDS if save_seconds is None else save_seconds
 
         def save_progress() -> None:
-            state = {
+            saved = {
                 "format": FIT_FORMAT,
                 "rows": n,
-                "epoch": epoch,
+                "epoch": state.epoch,
+                "steps": state.steps,
                 "model": self.state_dict(),
                 "optimizer": optimizer.state_dict(),
-                "permutation": permutation.cpu(),
-                "member_rows": None if fresh_rows_each_epoch else member_rows.cpu(),
-                "best_state": best_state if num_holdout else None,
-                "best_losses": best_losses,
-                "epochs_since_update": epochs_since_update,
-                "metrics": metrics,
+                "permutation": None if order is None else order.cpu(),
+                "member_rows": member_rows.cpu() if rows.persistent and member_rows is not None else None,
+                "best_state": state.best_state,
+                "best_losses": state.best_losses,
+                "epochs_since_update": state.stale,
+                "metrics": state.metrics,
                 "rng": capture_rng_state(),
                 **(extra_state() if extra_state is not None else {}),
             }
-            atomic_torch_save(state, progress_file)
+            atomic_torch_save(saved, progress_file)
 
-        bar = tqdm(desc="dynamics", unit="epoch", initial=epoch, disable=not progress, dynamic_ncols=True)
-        while not self._fit_done(epoch, epochs_since_update, num_holdout):
-            epoch += 1
-            if fresh_rows_each_epoch:
-                member_rows = draw_rows()  # i.i.d. rows: already in random order
-            elif shared:  # one order for all members
-                member_rows = torch.randperm(num_train, device=device).expand(members, num_train)
-            else:
-                member_rows = member_rows.gather(1, torch.rand(members, num_train, device=device).argsort(1))
+        bar = tqdm(desc="dynamics", unit="epoch", initial=state.epoch, disable=not progress, dynamic_ncols=True)
+        while not recipe.stop.done(state):
+            state.epoch += 1
+            member_rows = rows.epoch(member_rows, num_train, members, device)
             train_loss_sum = torch.zeros((), device=device)
+            member_loss_sum = torch.zeros(members, device=device)
             num_batches = 0
-            for rows in member_rows.split(cfg.batch_size, dim=1):
-                rows = rows[0] if shared else rows  # shared rows: one [B, ·] batch broadcast to every member
-                batch_weights = None if w_train is None else w_train[rows]
-                loss = self.training_loss(x_train[rows], y_train[rows], batch_weights, include_decay=False)
-                if extra_loss is not None:
-                    loss = loss + extra_loss()
+            for batch_rows in member_rows.split(cfg.batch_size, dim=1):
+                batch_rows = batch_rows[0] if rows.shared else batch_rows  # one [B, ·] batch for every member
+                batch_weights = None if w_train is None else w_train[batch_rows]
+                loss, per_member = recipe.loss(self, x_train[batch_rows], y_train[batch_rows], batch_weights)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                loss.backward()  # members share no weights: one backward trains each on its own term
                 if cfg.grad_clip is not None:
                     nn.utils.clip_grad_norm_(self.parameters(), cfg.grad_clip)
                 optimizer.step()
                 train_loss_sum += loss.detach()
+                member_loss_sum += per_member.detach()
                 num_batches += 1
-            if num_holdout == 0:  # nothing to select on; optionally patience on the training loss
-                metrics = {"dynamics/train_loss": float(train_loss_sum) / num_batches}
-                if cfg.train_loss_patience is not None:  # best_losses holds the best training loss in every entry
-                    if metrics["dynamics/train_loss"] < float(best_losses[0]):
-                        best_losses.fill_(metrics["dynamics/train_loss"])
-                        epochs_since_update = 0
-                    else:
-                        epochs_since_update += 1
-                if log_fn is not None:
-                    log_fn(metrics, epoch)
-                bar.update()
-                bar.set_postfix(loss=f"{metrics['dynamics/train_loss']:.4f}")
+            state.steps += num_batches
+            state.member_losses = member_loss_sum / num_batches
+            recipe.judge.end_epoch(self, state, float(train_loss_sum) / num_batches, held)
+            if log_fn is not None:
+                log_fn(state.metrics, state.epoch)
+            bar.update()
+            if "dynamics/holdout_loss" in state.metrics:
+                bar.set_postfix(holdout=f"{state.metrics['dynamics/holdout_loss']:.4f}", stale=state.stale)
             else:
-                holdout = self.holdout_loss(x_holdout, y_holdout, w_holdout)
-                last_holdout = holdout
-                if cfg.holdout_metric == "nll":  # any lower loss counts (WMOPO)
-                    improved = holdout < best_losses
-                else:  # relative improvement > 1 % per member (MBPO/MOPO); the first epoch always counts
-                    improved = best_losses.isinf() | ((best_losses - holdout) / best_losses > cfg.improvement_threshold)
-                if bool(improved.any()):
-                    if cfg.keep_weights == "best":
-                        self._snapshot(best_state, improved)
-                    best_losses = torch.where(improved, holdout, best_losses)
-                    epochs_since_update = 0
-                elif epoch > cfg.patience_after_epoch:
-                    epochs_since_update += 1
-                metrics = {
-                    "dynamics/train_loss": float(train_loss_sum) / num_batches,
-                    # KIT's figure: mean holdout MSE of the best num_elites members this epoch.
-                    "dynamics/holdout_loss": float(holdout.sort().values[: cfg.num_elites].mean()),
-                }
-                if log_fn is not None:
-                    log_fn(metrics, epoch)
-                bar.update()
-                bar.set_postfix(holdout=f"{metrics['dynamics/holdout_loss']:.4f}", stale=epochs_since_update)
+                bar.set_postfix(loss=f"{state.metrics['dynamics/train_loss']:.4f}")
             due = time.monotonic() - last_save >= save_seconds
-            if progress_file is not None and due and not self._fit_done(epoch, epochs_since_update, num_holdout):
+            if progress_file is not None and due and not recipe.stop.done(state):
                 save_progress()
                 last_save = time.monotonic()
         bar.close()
-        if num_holdout == 0:
-            self.elites.copy_(torch.arange(cfg.num_elites, device=device))
-            return {**metrics, "dynamics/epochs": epoch, "dynamics/elite_holdout_loss": float("nan")}
-        if cfg.keep_weights == "best":
-            self.net.load_state_dict(best_state)
-            self.holdout_losses.copy_(best_losses)
-        else:  # the last epoch's weights, judged by the last epoch's holdout losses
-            self.holdout_losses.copy_(last_holdout)
-        self.elites.copy_(self.holdout_losses.argsort()[: cfg.num_elites])
-        metrics.update(
-            {"dynamics/epochs": epoch, "dynamics/elite_holdout_loss": float(best_losses[self.elites].mean())}
-        )
-        return metrics
-
-    def _fit_done(self, epoch: int, epochs_since_update: int, num_holdout: int) -> bool:
-        """Without a holdout: after max_epochs, or train_loss_patience epochs without a lower training loss. With one:
-        after max_epochs_since_update epochs without a >1 % improvement of any member, or at max_epochs if set."""
-        cfg = self.cfg
-        if epoch == 0:
-            return False
-        if num_holdout == 0:
-            patience_spent = cfg.train_loss_patience is not None and epochs_since_update >= cfg.train_loss_patience
-            return epoch >= cfg.max_epochs or patience_spent
-        return epochs_since_update >= cfg.max_epochs_since_update or bool(cfg.max_epochs and epoch >= cfg.max_epochs)
-
-    @torch.no_grad()
-    def _snapshot(self, best_state: dict[str, torch.Tensor], improved: torch.Tensor) -> None:
-        """Store the current weights of the improved members (dim 0 of every ensemble tensor is the member)."""
-        for name, value in self.net.state_dict().items():
-            mask = improved.view(-1, *([1] * (value.dim() - 1)))
-            best_state[name].copy_(torch.where(mask, value, best_state[name]))
+        return recipe.judge.finish(self, state)
 
     def _targets(self, obs: torch.Tensor, next_obs: torch.Tensor, rewards: torch.Tensor | None) -> torch.Tensor:
         delta = next_obs - obs
         if not self.cfg.predict_reward:
             return delta
         assert rewards is not None, "a model with predict_reward needs rewards to fit"
-        return torch.cat([delta, self.normalize_reward(rewards.reshape(-1, 1))], dim=-1)
-
-    def fit_epochs(
-        self,
-        obs: torch.Tensor,
-        act: torch.Tensor,
-        next_obs: torch.Tensor,
-        optimizer: torch.optim.Optimizer,
-        epochs: int,
-        max_steps: int | None = None,
-        rewards: torch.Tensor | None = None,
-    ) -> dict[str, torch.Tensor | int]:
-        """mjrl's fit for the NPG family: `epochs` passes over all the data (no holdout, bootstrap or early stopping),
-        every member with its own shuffle and `cfg.batch_size` rows per step (the last partial batch dropped),
-        stopping after the first epoch that brings the gradient steps to `max_steps`.
-
-        Warm start: training continues from the current weights with `optimizer` (its moments persist between
-        calls); the input and target scalers are re-fitted to the data first, as mjrl does on every fit. Returns
-        the last epoch's mean loss per member [E] (in the scaled target space), the epochs and steps taken.
-        """
-        cfg = self.cfg
-        inputs, targets = torch.cat([obs, act], dim=-1), self._targets(obs, next_obs, rewards)
-        n, members = inputs.shape[0], cfg.num_ensemble
-        steps_per_epoch = n // cfg.batch_size
-        if steps_per_epoch == 0:
-            raise UserError(
-                f"{n} transitions are fewer than one dynamics batch ({cfg.batch_size}); collect more samples or "
-                "lower dynamics.batch_size"
-            )
-        self.input_scaler.fit(inputs)
-        if self.target_scaler is not None:
-            self.target_scaler.fit(targets)
-            targets = self.target_scaler(targets)
-        x = self.input_scaler(inputs)
-        losses = torch.zeros(members, device=x.device)
-        steps, epoch = 0, 0
-        while epoch < epochs and (max_steps is None or steps < max_steps):
-            epoch += 1
-            order = torch.rand(members, n, device=x.device).argsort(1)[:, : steps_per_epoch * cfg.batch_size]
-            losses = torch.zeros(members, device=x.device)
-            for rows in order.split(cfg.batch_size, dim=1):
-                per_member = self._sample_losses(x[rows], targets[rows]).mean(-1)
-                optimizer.zero_grad(set_to_none=True)
-                per_member.sum().backward()  # members share no weights: one backward trains each on its own loss
-                optimizer.step()
-                losses += per_member.detach()
-            losses /= steps_per_epoch
-            steps += steps_per_epoch
-        return {"loss": losses, "epochs": epoch, "steps": steps}
-
-    @torch.no_grad()
-    def prediction_error(self, obs: torch.Tensor, act: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:
-        """Mean squared error of each member's next-state prediction in raw units [E] (mjrl's `compute_loss`; on
-        samples the model has not been fitted to, its generalisation error)."""
-        return (self.next_obs_per_member(obs, act) - next_obs).square().mean(dim=(1, 2))
-
-    def next_obs_per_member(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
-        """Every member's mean next state [E, B, obs]: inputs [B, ·] go to every member, inputs [E, B, ·] give
-        member i the rows [i] (one batched call either way)."""
-        mean, _ = self(obs, act)
-        return obs + mean[..., : self.obs_dim]
+        reward = rewards.reshape(-1, 1)
+        if self.cfg.reward_normalization:
+            reward = (reward - self.reward_shift) / self.reward_scale
+        return torch.cat([delta, reward], dim=-1)
 
     # ------------------------------------------------------------------------------------------------ prediction
     @torch.no_grad()
     def step(
-        self, obs: torch.Tensor, act: torch.Tensor, penalty_type: str | None = None, deterministic: bool = False
+        self,
+        obs: torch.Tensor,
+        act: torch.Tensor,
+        uncertainty: UncertaintyFn | None = None,
+        deterministic: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         """One model step for a batch: each row follows one elite chosen uniformly at random.
 
         Returns next_obs [B, obs], reward [B], done [B] (termination function on the sampled next state) and
-        info; with `penalty_type`, info["uncertainty"] [B] is MOPO's u(s, a), computed from all members.
+        info; with `uncertainty`, info["uncertainty"] [B] is that statistic of all members' predictions (not only the
+        elites'), computed here because only the step has every member's mean and σ at hand.
         """
         if not self.cfg.predict_reward:
             raise UserError(
@@ -580,39 +454,9 @@ class EnsembleDynamics(nn.Module):
         else:
             done = self.termination_fn(obs, act, next_obs)
         info: dict[str, torch.Tensor] = {"raw_reward": reward}
-        if penalty_type is not None:
-            info["uncertainty"] = self.uncertainty(mean, std, penalty_type)
+        if uncertainty is not None:
+            info["uncertainty"] = uncertainty(mean, std)
         return next_obs, reward, done, info
-
-    @torch.no_grad()
-    def sample_next_obs(self, obs: torch.Tensor, act: torch.Tensor, num_samples: int) -> torch.Tensor:
-        """`num_samples` next states from every elite: the uncertainty set of MICRO, shape [elites, K, B, obs].
-
-        A deterministic model (loss="mse") gives each elite's mean K times.
-        """
-        mean, logvar = self(obs, act)
-        mean, logvar = mean[self.elites, :, : self.obs_dim], None if logvar is None else logvar[self.elites]
-        mean = (mean + obs).unsqueeze(1).expand(-1, num_samples, -1, -1)
-        if logvar is None:
-            return mean
-        std = torch.exp(0.5 * logvar[..., : self.obs_dim]).unsqueeze(1)
-        return mean + std * torch.randn_like(mean)
-
-    def uncertainty(self, mean: torch.Tensor, std: torch.Tensor | None, penalty_type: str) -> torch.Tensor:
-        """MOPO's u(s, a) from all members' predictions [E, B, obs+1] (OfflineRL-Kit's three modes)."""
-        if penalty_type == "aleatoric":
-            if std is None:
-                raise UserError(
-                    "penalty_type=aleatoric needs a probabilistic model; use dynamics.loss=nll "
-                    "or penalty_type=pairwise_diff"
-                )
-            return std.norm(dim=-1).amax(0)  # max_i ||σ_i(s, a)||, reward dim included
-        next_obs_means = mean[..., : self.obs_dim]
-        if penalty_type == "pairwise_diff":
-            return (next_obs_means - next_obs_means.mean(0)).norm(dim=-1).amax(0)
-        if penalty_type == "ensemble_std":
-            return next_obs_means.var(0, unbiased=False).mean(-1).sqrt()
-        raise UserError(f"unknown penalty_type {penalty_type!r}; choose one of {', '.join(PENALTY_TYPES)}")
 
     # ------------------------------------------------------------------------------------------------ persistence
     def save(self, path: str | Path, **metadata: object) -> None:
@@ -654,67 +498,3 @@ class EnsembleDynamics(nn.Module):
         model = cls(payload["obs_dim"], payload["act_dim"], DynamicsConfig(**payload["config"]), termination_fn)
         model.load_state_dict(payload["state_dict"])
         return model.to(device)
-
-
-class RewardModel(nn.Module):
-    """mjrl's learned reward r_φ(s, a, f_i(s, a)), one per ensemble member: a ReLU MLP on the state, the action and
-    member i's predicted next state (conditioning on the prediction makes the reward easy to learn, mjrl's README).
-
-    Inputs are scaled by their mean and mean absolute deviation (the next state with the state's statistics), the
-    output mapped back by the rewards' (mjrl's RewardNet); the loss is the squared error in reward units.
-    """
-
-    def __init__(self, num_members: int, obs_dim: int, act_dim: int, hidden_dims: Sequence[int] = (100, 100)) -> None:
-        super().__init__()
-        self.net = EnsembleMLP(num_members, 2 * obs_dim + act_dim, 1, hidden_dims, nn.ReLU, "uniform")
-        self.obs_scaler = Standardizer(obs_dim, "mad")
-        self.act_scaler = Standardizer(act_dim, "mad")
-        self.reward_scaler = Standardizer(1, "mad")
-
-    def _inputs(self, obs: torch.Tensor, act: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:
-        obs, act = self.obs_scaler(obs), self.act_scaler(act)
-        next_obs = self.obs_scaler(next_obs)
-        obs, act = obs.expand(*next_obs.shape[:-1], -1), act.expand(*next_obs.shape[:-1], -1)
-        return torch.cat([obs, act, next_obs], dim=-1)
-
-    def forward(self, obs: torch.Tensor, act: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:
-        """Rewards [E, B] for next states [E, B, obs] (member i's rows), with obs/act [E, B, ·] or shared [B, ·]."""
-        out = self.net(self._inputs(obs, act, next_obs))
-        return (out * self.reward_scaler.scale + self.reward_scaler.mean).squeeze(-1)
-
-    def fit_epochs(
-        self,
-        obs: torch.Tensor,
-        act: torch.Tensor,
-        next_obs: torch.Tensor,
-        rewards: torch.Tensor,
-        optimizer: torch.optim.Optimizer,
-        epochs: int,
-        batch_size: int,
-        max_steps: int | None = None,
-    ) -> torch.Tensor:
-        """Fit every member on (s, a, its own predicted s' [E, n, obs]) -> r like `EnsembleDynamics.fit_epochs`
-        (own shuffles, whole batches, the step cap checked after each epoch); last epoch's loss per member [E]."""
-        self.obs_scaler.fit(obs)
-        self.act_scaler.fit(act)
-        self.reward_scaler.fit(rewards.reshape(-1, 1))
-        x = self._inputs(obs, act, next_obs).detach()  # [E, n, in]
-        members, n = x.shape[0], x.shape[1]
-        steps_per_epoch = n // batch_size
-        losses = torch.zeros(members, device=x.device)
-        steps, epoch = 0, 0
-        while epoch < epochs and (max_steps is None or steps < max_steps):
-            epoch += 1
-            order = torch.rand(members, n, device=x.device).argsort(1)[:, : steps_per_epoch * batch_size]
-            losses = torch.zeros(members, device=x.device)
-            for rows in order.split(batch_size, dim=1):
-                batch = x.gather(1, rows.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
-                prediction = (self.net(batch) * self.reward_scaler.scale + self.reward_scaler.mean).squeeze(-1)
-                per_member = (prediction - rewards[rows]).square().mean(-1)
-                optimizer.zero_grad(set_to_none=True)
-                per_member.sum().backward()
-                optimizer.step()
-                losses += per_member.detach()
-            losses /= max(steps_per_epoch, 1)
-            steps += steps_per_epoch
-        return losses

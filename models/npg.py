@@ -1,4 +1,5 @@
-"""Networks of the natural-policy-gradient family (docs/npg.md): mjrl's Gaussian MLP policy and MLP value baseline."""
+"""Networks of the natural-policy-gradient family (docs/npg.md): mjrl's Gaussian MLP policy, MLP value baseline and
+learned reward model."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import torch
 from torch import nn
 
 from models.actor_critic import mlp
+from models.dynamics import Standardizer
+from models.ensemble import EnsembleMLP
 
 
 class GaussianMLPPolicy(nn.Module):
@@ -108,3 +111,67 @@ class ValueBaseline(nn.Module):
     def forward(self, obs: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
         """V [...] for observations [..., obs_dim] at steps `timestep` [...]."""
         return self.net(self.features(obs, timestep)).squeeze(-1)
+
+
+class RewardModel(nn.Module):
+    """mjrl's learned reward r_φ(s, a, f_i(s, a)), one per ensemble member: a ReLU MLP on the state, the action and
+    member i's predicted next state (conditioning on the prediction makes the reward easy to learn, mjrl's README).
+
+    Inputs are scaled by their mean and mean absolute deviation (the next state with the state's statistics), the
+    output mapped back by the rewards' (mjrl's RewardNet); the loss is the squared error in reward units.
+    """
+
+    def __init__(self, num_members: int, obs_dim: int, act_dim: int, hidden_dims: Sequence[int] = (100, 100)) -> None:
+        super().__init__()
+        self.net = EnsembleMLP(num_members, 2 * obs_dim + act_dim, 1, hidden_dims, nn.ReLU, "uniform")
+        self.obs_scaler = Standardizer(obs_dim, "mad")
+        self.act_scaler = Standardizer(act_dim, "mad")
+        self.reward_scaler = Standardizer(1, "mad")
+
+    def _inputs(self, obs: torch.Tensor, act: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:
+        obs, act = self.obs_scaler(obs), self.act_scaler(act)
+        next_obs = self.obs_scaler(next_obs)
+        obs, act = obs.expand(*next_obs.shape[:-1], -1), act.expand(*next_obs.shape[:-1], -1)
+        return torch.cat([obs, act, next_obs], dim=-1)
+
+    def forward(self, obs: torch.Tensor, act: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:
+        """Rewards [E, B] for next states [E, B, obs] (member i's rows), with obs/act [E, B, ·] or shared [B, ·]."""
+        out = self.net(self._inputs(obs, act, next_obs))
+        return (out * self.reward_scaler.scale + self.reward_scaler.mean).squeeze(-1)
+
+    def fit_epochs(
+        self,
+        obs: torch.Tensor,
+        act: torch.Tensor,
+        next_obs: torch.Tensor,
+        rewards: torch.Tensor,
+        optimizer: torch.optim.Optimizer,
+        epochs: int,
+        batch_size: int,
+        max_steps: int | None = None,
+    ) -> torch.Tensor:
+        """Fit every member on (s, a, its own predicted s' [E, n, obs]) -> r like the dynamics under the mjrl recipe
+        (own shuffles, whole batches, the step cap checked after each epoch); last epoch's loss per member [E]."""
+        self.obs_scaler.fit(obs)
+        self.act_scaler.fit(act)
+        self.reward_scaler.fit(rewards.reshape(-1, 1))
+        x = self._inputs(obs, act, next_obs).detach()  # [E, n, in]
+        members, n = x.shape[0], x.shape[1]
+        steps_per_epoch = n // batch_size
+        losses = torch.zeros(members, device=x.device)
+        steps, epoch = 0, 0
+        while epoch < epochs and (max_steps is None or steps < max_steps):
+            epoch += 1
+            order = torch.rand(members, n, device=x.device).argsort(1)[:, : steps_per_epoch * batch_size]
+            losses = torch.zeros(members, device=x.device)
+            for rows in order.split(batch_size, dim=1):
+                batch = x.gather(1, rows.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+                prediction = (self.net(batch) * self.reward_scaler.scale + self.reward_scaler.mean).squeeze(-1)
+                per_member = (prediction - rewards[rows]).square().mean(-1)
+                optimizer.zero_grad(set_to_none=True)
+                per_member.sum().backward()
+                optimizer.step()
+                losses += per_member.detach()
+            losses /= max(steps_per_epoch, 1)
+            steps += steps_per_epoch
+        return losses

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from functools import partial
 from pathlib import Path
 
 import pytest
 import torch
 
+from algos.mopo import uncertainty
 from config import DynamicsConfig
 from models.dynamics import INFERENCE_CHUNK, EnsembleDynamics
+from models.dynamics_recipes import BatchLoss, FreshBootstrap, SharedShuffle, recipe_for, with_loss
 from models.ensemble import EnsembleLinear
 from utils.errors import UserError
 
@@ -158,17 +161,15 @@ def _hand_made_predictions() -> tuple[torch.Tensor, torch.Tensor]:
     ],
 )
 def test_uncertainty_by_hand(penalty_type: str, expected: list[float]) -> None:
-    model = EnsembleDynamics(OBS_DIM, ACT_DIM, _cfg(hidden_dims=[4]))
     mean, std = _hand_made_predictions()
-    got = model.uncertainty(mean, std, penalty_type)
+    got = uncertainty(mean, std, penalty_type)
     torch.testing.assert_close(got, torch.tensor(expected))
 
 
 def test_unknown_penalty_type_is_a_user_error() -> None:
-    model = EnsembleDynamics(OBS_DIM, ACT_DIM, _cfg(hidden_dims=[4]))
     mean, std = _hand_made_predictions()
     with pytest.raises(UserError, match="penalty_type"):
-        model.uncertainty(mean, std, "max_std")
+        uncertainty(mean, std, "max_std")
 
 
 def _random_model(seed: int = 0, termination_fn: object = None, **overrides: object) -> EnsembleDynamics:
@@ -194,8 +195,8 @@ def test_step_uncertainty_equals_uncertainty_of_forward(penalty_type: str) -> No
     obs, act = _batch(64)
     with torch.no_grad():
         mean, logvar = model(obs, act)
-    expected = model.uncertainty(mean, torch.exp(0.5 * logvar), penalty_type)
-    _, _, _, info = model.step(obs, act, penalty_type, deterministic=True)
+    expected = uncertainty(mean, torch.exp(0.5 * logvar), penalty_type)
+    _, _, _, info = model.step(obs, act, partial(uncertainty, penalty_type=penalty_type), deterministic=True)
     assert info["uncertainty"].shape == (64,)
     torch.testing.assert_close(info["uncertainty"], expected, rtol=1e-5, atol=1e-5)
     _, _, _, plain = model.step(obs, act)
@@ -388,6 +389,61 @@ def test_fit_refuses_too_little_data() -> None:
         model.fit(*_toy_data(300, seed=0), progress=False)
 
 
+# ---------------------------------------------------------------------------------------------------- recipes
+def test_the_config_selects_the_recipe() -> None:
+    """holdout_ratio > 0 fits by MBPO's holdout rule (with holdout_metric nll, the weighted-NLL lineage's), 0 by
+    PMDB's fixed epochs; the bootstrap keys pick the rows each member visits."""
+    assert recipe_for(_cfg()).name == "mbpo"
+    assert recipe_for(_cfg(holdout_metric="nll")).name == "weighted_nll"
+    pmdb = recipe_for(_cfg(holdout_ratio=0.0, bootstrap_every_epoch=True))
+    assert pmdb.name == "pmdb" and isinstance(pmdb.rows, FreshBootstrap)
+    assert isinstance(recipe_for(_cfg(bootstrap=False, shared_batches=True)).rows, SharedShuffle)
+
+
+def test_an_empty_holdout_fits_without_one() -> None:
+    """A holdout fraction that leaves no row out (too little data for it) fits like PMDB's recipe: max_epochs
+    epochs, the first members as elites; without max_epochs nothing would stop it, a UserError."""
+    data = _toy_data(300, seed=0)  # int(300 · 0.001) = 0 rows held out
+    torch.manual_seed(0)
+    model = EnsembleDynamics(OBS_DIM, ACT_DIM, _cfg(holdout_ratio=0.001, max_epochs=3, batch_size=64))
+    model.elites.copy_(torch.tensor([2, 1]))
+    metrics = model.fit(*data, progress=False)
+    assert metrics["dynamics/epochs"] == 3 and math.isnan(metrics["dynamics/elite_holdout_loss"])
+    assert model.elites.tolist() == [0, 1]
+    endless = EnsembleDynamics(OBS_DIM, ACT_DIM, _cfg(holdout_ratio=0.001, max_epochs=None, batch_size=64))
+    with pytest.raises(UserError, match="max_epochs"):
+        endless.fit(*data, progress=False)
+
+
+def test_an_added_loss_term_reaches_every_batch() -> None:
+    """`with_loss` wraps the batch loss: the wrapper sees every minibatch, and a constant term adds to the logged
+    training loss without changing a gradient."""
+    data = _toy_data(300, seed=3)
+    cfg = _cfg(holdout_ratio=0.0, max_epochs=2, batch_size=100)
+    batches: list[torch.Size] = []
+
+    def plus_ten(base: BatchLoss) -> BatchLoss:
+        def loss(
+            model: EnsembleDynamics, x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor | None
+        ) -> tuple[torch.Tensor, torch.Tensor]:
+            batches.append(x.shape)
+            total, per_member = base(model, x, y, weights)
+            return total + 10.0, per_member
+
+        return loss
+
+    torch.manual_seed(0)
+    plain = EnsembleDynamics(OBS_DIM, ACT_DIM, cfg)
+    plain_metrics = plain.fit(*data, progress=False)
+    torch.manual_seed(0)
+    added = EnsembleDynamics(OBS_DIM, ACT_DIM, cfg)
+    added_metrics = added.fit(*data, progress=False, recipe=with_loss(recipe_for(cfg), plus_ten))
+    assert batches == [torch.Size([3, 100, OBS_DIM + ACT_DIM])] * 6
+    assert added_metrics["dynamics/train_loss"] == pytest.approx(plain_metrics["dynamics/train_loss"] + 10.0)
+    for name, value in added.state_dict().items():
+        assert torch.equal(value, plain.state_dict()[name]), name
+
+
 # ---------------------------------------------------------------------------------------------------- variants
 def test_mse_variant_is_deterministic() -> None:
     torch.manual_seed(0)
@@ -408,8 +464,8 @@ def test_mse_variant_is_deterministic() -> None:
     torch.testing.assert_close(first[0], obs + mean[int(model.elites[0]), :, :OBS_DIM].detach())
 
     with pytest.raises(UserError, match="aleatoric"):
-        model.step(obs, act, "aleatoric")
-    _, _, _, info = model.step(obs, act, "pairwise_diff")
+        model.step(obs, act, partial(uncertainty, penalty_type="aleatoric"))
+    _, _, _, info = model.step(obs, act, partial(uncertainty, penalty_type="pairwise_diff"))
     mu = mean.detach()[..., :OBS_DIM]
     expected = torch.stack([(mu[i] - mu.mean(0)).norm(dim=-1) for i in range(3)]).amax(0)
     torch.testing.assert_close(info["uncertainty"], expected, rtol=1e-5, atol=1e-6)

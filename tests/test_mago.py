@@ -19,7 +19,9 @@ from algos.mago import (
     MAGO,
     MAGOConfig,
     continue_probability,
+    denormalize_reward,
     kl_temperature,
+    normalize_reward,
     order_statistic,
     soft_value,
     tanh_normal_around,
@@ -120,14 +122,14 @@ def test_reward_normalisation_round_trip() -> None:
     model = EnsembleDynamics(2, 1, _mago_dynamics(batch_size=64))
     model.fit(obs, act, obs + 0.1 * act, rewards, progress=False)
     assert float(model.reward_shift) == pytest.approx(-1.2) and float(model.reward_scale) == pytest.approx(4.4)
-    normalized = model.normalize_reward(rewards)
+    normalized = normalize_reward(model, rewards)
     assert float(normalized.min()) == pytest.approx(0.2 / 4.4) and float(normalized.max()) == pytest.approx(4.2 / 4.4)
-    assert torch.allclose(model.denormalize_reward(normalized), rewards, atol=1e-6)
+    assert torch.allclose(denormalize_reward(model, normalized), rewards, atol=1e-6)
     with torch.no_grad():
         mean, logvar = model(obs[:5], act[:5])
         net_mean, net_logvar = model._forward_normalized(model.input_scaler(torch.cat([obs[:5], act[:5]], -1)))
     reward_std = model.target_scaler.scale[-1]
-    assert torch.allclose(mean[..., -1], model.denormalize_reward(net_mean[..., -1] * reward_std), atol=1e-5)
+    assert torch.allclose(mean[..., -1], denormalize_reward(model, net_mean[..., -1] * reward_std), atol=1e-5)
     scale_log = 2 * torch.log(reward_std * model.reward_scale)
     assert torch.allclose(logvar[..., -1], net_logvar[..., -1] + scale_log, atol=1e-5)
 
@@ -180,16 +182,13 @@ class KnownMembers:
     num_members = 4
 
     def __init__(self) -> None:
-        self.reward_shift, self.reward_scale = torch.zeros(()), torch.ones(())
+        self.cfg = DynamicsConfig(reward_normalization=False)  # rewards already normalised
         self.termination_fn = lambda obs, act, next_obs: torch.zeros(next_obs.shape[:-1], dtype=torch.bool)
 
     def __call__(self, obs: torch.Tensor, act: torch.Tensor, members: torch.Tensor) -> tuple[torch.Tensor, ...]:
         offset = members.float().view(-1, 1, 1)
         mean = torch.cat([offset.expand(-1, len(obs), obs.shape[1]), offset.expand(-1, len(obs), 1) / 10], -1)
         return mean, torch.full_like(mean, -40.0)
-
-    def normalize_reward(self, reward: torch.Tensor) -> torch.Tensor:
-        return reward
 
 
 def _agent(**changes: Any) -> MAGO:

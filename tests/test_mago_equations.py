@@ -24,6 +24,7 @@ from algos.mago import (
     NatureDraws,
     PolicyDraws,
     continue_probability,
+    denormalize_reward,
     done_probability,
 )
 from buffers.replay import Batch
@@ -37,7 +38,7 @@ GAMMA = 0.99
 # ---------------------------------------------------------------------------------------------------- helpers
 class Members:
     """An ensemble whose member i predicts next state s + i (every dimension) with std `std`, and normalised reward
-    `rewards[i]`; rewards are raw = r_norm · scale + shift, so `normalize_reward` recovers r_norm."""
+    `rewards[i]`; rewards are raw = r_norm · scale + shift, so MAGO's `normalize_reward` recovers r_norm."""
 
     num_members = 4
 
@@ -50,20 +51,16 @@ class Members:
         terminal: Any = None,
     ) -> None:
         self.rewards, self.std = torch.tensor(rewards, dtype=torch.float64), std
+        self.cfg = DynamicsConfig(reward_normalization=True)
         self.reward_shift, self.reward_scale = torch.tensor(shift), torch.tensor(scale)
         self.termination_fn = terminal or (lambda obs, act, next_obs: torch.zeros(next_obs.shape[:-1], dtype=bool))
 
     def __call__(self, obs: torch.Tensor, act: torch.Tensor, members: torch.Tensor) -> tuple[torch.Tensor, ...]:
         offset = members.to(obs.dtype).view(-1, 1, 1).expand(-1, len(obs), obs.shape[1])
-        reward = self.denormalize_reward(self.rewards[members].to(obs.dtype)).view(-1, 1, 1).expand(-1, len(obs), 1)
+        raw = denormalize_reward(self, self.rewards[members].to(obs.dtype))  # type: ignore[arg-type]
+        reward = raw.view(-1, 1, 1).expand(-1, len(obs), 1)
         mean = torch.cat([offset, reward], -1)
         return mean, torch.full_like(mean, 2 * math.log(self.std))
-
-    def normalize_reward(self, reward: torch.Tensor) -> torch.Tensor:
-        return (reward - self.reward_shift) / self.reward_scale
-
-    def denormalize_reward(self, reward: torch.Tensor) -> torch.Tensor:
-        return reward * self.reward_scale + self.reward_shift
 
 
 def make_agent(model: Members | None = None, **changes: Any) -> MAGO:
@@ -451,14 +448,14 @@ def test_the_ensemble_fit_clips_the_global_gradient_norm_at_10() -> None:
 def record_rows(model: EnsembleDynamics) -> list[list[list[float]]]:
     """Per training batch of `model`, each member's rows: the first raw input, sorted."""
     rows: list[list[list[float]]] = []
-    original = model.training_loss
+    original = model.batch_loss
 
-    def recording(x: torch.Tensor, *args: Any, **named: Any) -> torch.Tensor:
+    def recording(x: torch.Tensor, *args: Any, **named: Any) -> tuple[torch.Tensor, torch.Tensor]:
         identity = model.input_scaler.inverse(x.detach())[..., 0].round()  # [E, batch]
         rows.append([sorted(member.tolist()) for member in identity])
         return original(x, *args, **named)
 
-    model.training_loss = recording  # type: ignore[method-assign]
+    model.batch_loss = recording  # type: ignore[method-assign]
     return rows
 
 

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from algos import build_algorithm
-from algos.micro import MICRO, MICROConfig
+from algos.micro import MICRO, MICROConfig, sample_next_obs
 from buffers.replay import Batch
 from config import DynamicsConfig, SACConfig
 from models.dynamics import EnsembleDynamics
@@ -164,7 +164,7 @@ def test_uncertainty_set_has_elites_times_samples_states() -> None:
     cfg = _cfg()
     dynamics = _dynamics(cfg)
     obs, act = torch.randn(6, OBS_DIM), torch.rand(6, ACT_DIM)
-    states = dynamics.sample_next_obs(obs, act, 7)
+    states = sample_next_obs(dynamics, obs, act, 7)
     assert states.shape == (cfg.dynamics.num_elites, 7, 6, OBS_DIM)
     assert float(states.std(1).min()) > 0  # samples differ within a member
 

@@ -13,16 +13,17 @@ import pytest
 import torch
 from torch.nn.utils import parameters_to_vector
 
-from algos.game import MIN_PATH_LENGTH, ModelBasedNPG, PALConfig, pairwise_disagreement
+from algos.game import MIN_PATH_LENGTH, ModelBasedNPG, PALConfig, next_obs_per_member, pairwise_disagreement
 from algos.morel import MOReL, MOReLConfig
 from algos.npg import NPG, conjugate_gradient, discounted_cumsum, fisher_vector_product, gae
-from algos.npg_trainer import NPGTrainer
+from algos.npg_trainer import NPGTrainer, prediction_error
 from buffers.paths import PathBatch, PathBuffer
 from buffers.replay import Batch
 from config import NPGConfig, _npg_dynamics
 from envs.rewards import reward_fn_for
 from envs.tasks import get_task, make_env
 from models.dynamics import EnsembleDynamics
+from models.dynamics_recipes import mjrl
 from models.npg import GaussianMLPPolicy, ValueBaseline
 from utils.errors import UserError
 
@@ -261,13 +262,11 @@ class StubEnsemble:
     """A fake deterministic ensemble: member e maps s to s + (1, e, 1), for [B, ·] inputs (every member sees every
     row) and [E, B, ·] inputs (member e sees rows [e]); always [E, B, ·] out."""
 
-    num_members = 2
+    num_members, obs_dim = 2, 3
 
-    def next_obs_per_member(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+    def __call__(self, obs: torch.Tensor, act: torch.Tensor) -> tuple[torch.Tensor, None]:
         offset = torch.stack([torch.tensor([1.0, float(e), 1.0]) for e in range(self.num_members)])
-        if obs.dim() == 2:
-            obs = obs.unsqueeze(0)
-        return obs + offset.unsqueeze(1)
+        return offset.unsqueeze(1), None
 
 
 @pytest.mark.parametrize("coef", [0.0, None])
@@ -424,6 +423,22 @@ def _npg_ensemble(seed: int, obs_dim: int = 3, act_dim: int = 2) -> tuple[Ensemb
     return dynamics, dynamics.optimizer()
 
 
+def _fit(
+    dynamics: EnsembleDynamics,
+    data: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    epochs: int,
+    max_steps: int | None = None,
+) -> dict[str, float]:
+    """The NPG trainer's fit: mjrl's recipe, warm with `optimizer`."""
+    recipe = mjrl(dynamics.cfg, epochs, max_steps)
+    return dynamics.fit(*data, None, progress=False, recipe=recipe, optimizer=optimizer)
+
+
+def _member_losses(result: dict[str, float], members: int = 4) -> torch.Tensor:
+    return torch.tensor([result[f"dynamics/loss_{i}"] for i in range(members)])
+
+
 def _transitions(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Smooth toy dynamics whose state dimension 1 never changes (always 2.5)."""
     gen = torch.Generator().manual_seed(seed)
@@ -436,29 +451,32 @@ def _transitions(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.T
     return obs, act, next_obs
 
 
-def test_fit_epochs_stops_after_the_epoch_that_reaches_max_steps() -> None:
+def test_mjrl_fit_stops_after_the_epoch_that_reaches_max_steps() -> None:
     """100 transitions in minibatches of 20: 5 steps an epoch. max_steps 12 stops after epoch 3 (15 steps), 10 after
-    epoch 2; no cap runs every epoch. The returned loss is one per member."""
-    obs, act, next_obs = _transitions(100, seed=0)
+    epoch 2; no cap runs every epoch. The returned loss is one per member; elites stay as they were."""
+    data = _transitions(100, seed=0)
     for max_steps, epochs, steps in ((12, 3, 15), (10, 2, 10), (None, 4, 20)):
         dynamics, optimizer = _npg_ensemble(0)
-        result = dynamics.fit_epochs(obs, act, next_obs, optimizer, 4, max_steps)
-        assert (result["epochs"], result["steps"]) == (epochs, steps), max_steps
-        assert result["loss"].shape == (4,)  # type: ignore[union-attr]
+        result = _fit(dynamics, data, optimizer, 4, max_steps)
+        assert (result["dynamics/epochs"], result["dynamics/steps"]) == (epochs, steps), max_steps
+        assert sorted(result) == sorted(
+            [*(f"dynamics/loss_{i}" for i in range(4)), "dynamics/epochs", "dynamics/steps"]
+        )
+        assert dynamics.elites.tolist() == [0, 1, 2, 3]
 
 
-def test_fit_epochs_warm_starts() -> None:
+def test_mjrl_fit_warm_starts() -> None:
     """A second call continues from the fitted weights (and the optimiser's moments): after 40 + 3 epochs the loss is
     lower than after 3 epochs from scratch."""
-    obs, act, next_obs = _transitions(200, seed=1)
+    data = _transitions(200, seed=1)
     warm, warm_optim = _npg_ensemble(1)
-    warm.fit_epochs(obs, act, next_obs, warm_optim, 40)
+    _fit(warm, data, warm_optim, 40)
     fitted = {k: v.clone() for k, v in warm.state_dict().items()}
-    warm_loss = warm.fit_epochs(obs, act, next_obs, warm_optim, 3)["loss"]
+    warm_loss = _member_losses(_fit(warm, data, warm_optim, 3))
     assert any(not torch.equal(v, warm.state_dict()[k]) for k, v in fitted.items())
     cold, cold_optim = _npg_ensemble(1)
-    cold_loss = cold.fit_epochs(obs, act, next_obs, cold_optim, 3)["loss"]
-    assert bool((warm_loss < cold_loss).all()), (warm_loss, cold_loss)  # type: ignore[operator]
+    cold_loss = _member_losses(_fit(cold, data, cold_optim, 3))
+    assert bool((warm_loss < cold_loss).all()), (warm_loss, cold_loss)
 
 
 def test_mad_scaling_predicts_a_never_changing_dimension_as_unchanged() -> None:
@@ -466,11 +484,11 @@ def test_mad_scaling_predicts_a_never_changing_dimension_as_unchanged() -> None:
     unchanged by every member, on the data and on new states."""
     obs, act, next_obs = _transitions(100, seed=2)
     dynamics, optimizer = _npg_ensemble(2)
-    dynamics.fit_epochs(obs, act, next_obs, optimizer, 3)
+    _fit(dynamics, (obs, act, next_obs), optimizer, 3)
     new_obs, new_act, _ = _transitions(30, seed=9)
     with torch.no_grad():
         for o, a in ((obs, act), (new_obs, new_act)):
-            predicted = dynamics.next_obs_per_member(o, a)
+            predicted = next_obs_per_member(dynamics, o, a)
             assert predicted.shape == (4, len(o), 3)
             assert bool((predicted[..., 1] == 2.5).all())
             assert bool((predicted[..., 0] != o[:, 0]).any())  # the dimensions that do change are predicted to
@@ -480,21 +498,21 @@ def test_prediction_error_is_the_per_member_mse_of_next_state_predictions() -> N
     """prediction_error [E] = mean over rows and state dims of (f_e(s, a) − s')², member by member."""
     obs, act, next_obs = _transitions(100, seed=3)
     dynamics, optimizer = _npg_ensemble(3)
-    dynamics.fit_epochs(obs, act, next_obs, optimizer, 2)
+    _fit(dynamics, (obs, act, next_obs), optimizer, 2)
     with torch.no_grad():
-        predicted = dynamics.next_obs_per_member(obs, act)
+        predicted = next_obs_per_member(dynamics, obs, act)
     by_hand = torch.tensor(
         [float(((predicted[e] - next_obs) ** 2).sum()) / (100 * 3) for e in range(dynamics.num_members)]
     )
-    torch.testing.assert_close(dynamics.prediction_error(obs, act, next_obs), by_hand)
+    torch.testing.assert_close(prediction_error(dynamics, obs, act, next_obs), by_hand)
 
 
-def test_fit_epochs_refuses_fewer_transitions_than_one_batch() -> None:
+def test_mjrl_fit_refuses_fewer_transitions_than_one_batch() -> None:
     """19 transitions cannot fill one minibatch of 20: a UserError naming both numbers."""
-    obs, act, next_obs = _transitions(19, seed=4)
+    data = _transitions(19, seed=4)
     dynamics, optimizer = _npg_ensemble(4)
     with pytest.raises(UserError, match=r"19 transitions.*\(20\)"):
-        dynamics.fit_epochs(obs, act, next_obs, optimizer, 1)
+        _fit(dynamics, data, optimizer, 1)
 
 
 # ------------------------------------------------------------------------------------------------ action repeat

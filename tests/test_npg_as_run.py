@@ -121,12 +121,12 @@ def test_policy_and_baseline_read_the_masked_observation() -> None:
 class VelocityRamp:
     """A fake ensemble whose member e adds (300 + e) to the x velocity (obs[5]) every step; the rest stays."""
 
-    num_members = 2
+    num_members, obs_dim = 2, 11
 
-    def next_obs_per_member(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+    def __call__(self, obs: torch.Tensor, act: torch.Tensor) -> tuple[torch.Tensor, None]:
         step = torch.zeros(self.num_members, 1, 11)
         step[:, 0, 5] = torch.tensor([300.0, 301.0])
-        return (obs if obs.dim() == 3 else obs.unsqueeze(0)) + step
+        return step, None
 
 
 def _no_reward(obs: torch.Tensor, act: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:

@@ -37,6 +37,7 @@ from algos.mago import (
     UpdateDraws,
     continue_probability,
     done_probability,
+    normalize_reward,
     sample_actions,
     soft_bands,
     tanh_normal_around,
@@ -332,7 +333,7 @@ def test_statistics_fit(fx: dict[str, np.ndarray]) -> None:
 def test_ensemble_forward(fx: dict[str, np.ndarray]) -> None:
     """model/dynamics.py:66-81: every member's μ̃ and soft-clamped log σ̃ in target-std units, the predictive mean
     [s + μ̃·std (next state), μ̃·std (r_norm)] and std, and the mean reward in raw units (ours are the model's raw
-    outputs: the reward column mapped back by `normalize_reward`)."""
+    outputs: the reward column mapped back by MAGO's `normalize_reward`)."""
     model = make_dynamics(fx)
     obs, act = t64(fx["in_ens_fwd_obs"]), t64(fx["in_ens_fwd_act"])
     obs_dim = size(fx, "obs_dim")
@@ -342,7 +343,7 @@ def test_ensemble_forward(fx: dict[str, np.ndarray]) -> None:
     assert scaled_logvar is not None and logvar is not None
     close(scaled_mean, fx, "out_ens_fwd_mean_scaled")
     close(scaled_logvar / 2, fx, "out_ens_fwd_logstd_scaled")
-    predictive = torch.cat([obs + mean[..., :obs_dim], model.normalize_reward(mean[..., obs_dim:])], -1)
+    predictive = torch.cat([obs + mean[..., :obs_dim], normalize_reward(model, mean[..., obs_dim:])], -1)
     close(predictive, fx, "out_ens_fwd_mean")
     std = torch.exp(0.5 * logvar)
     close(torch.cat([std[..., :obs_dim], std[..., obs_dim:] / model.reward_scale], -1), fx, "out_ens_fwd_std")
@@ -357,7 +358,7 @@ def test_beta_nll_loss_and_gradient(fx: dict[str, np.ndarray]) -> None:
     members, rows = fx["in_nll_obs"].shape[:2]
     obs, act, next_obs = (t64(fx[f"in_nll_{name}"]).reshape(members * rows, -1) for name in ("obs", "act", "next_obs"))
     rew = t64(fx["in_nll_rew"]).reshape(-1)
-    close(model.normalize_reward(rew).view(members, rows), fx, "out_nll_rew_norm")
+    close(normalize_reward(model, rew).view(members, rows), fx, "out_nll_rew_norm")
     assert model.target_scaler is not None
     x = model.input_scaler(torch.cat([obs, act], -1)).view(members, rows, -1)
     y = model.target_scaler(model._targets(obs, next_obs, rew)).view(members, rows, -1)
@@ -523,7 +524,7 @@ def test_update_dataset_targets(fx: dict[str, np.ndarray]) -> None:
     and 1 reach both clip edges)."""
     agent = make_agent(fx)
     data = batch(fx)
-    close(agent.model.normalize_reward(data.rew), fx, "out_upd_batch_rew_norm")
+    close(normalize_reward(agent.model, data.rew), fx, "out_upd_batch_rew_norm")
     target_noise = noise(fx, "draw_upd_tv_noise")
     values = agent.value_estimates(data.next_obs, online=False, noise=target_noise)
     assert values.online is None

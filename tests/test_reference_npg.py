@@ -19,14 +19,16 @@ import pytest
 import torch
 from torch import nn
 
-from algos.game import MIN_PATH_LENGTH, pairwise_disagreement, valid_steps
+from algos.game import MIN_PATH_LENGTH, next_obs_per_member, pairwise_disagreement, valid_steps
 from algos.morel import MOReL, MOReLConfig
 from algos.npg import NPG, conjugate_gradient, fisher_vector_product, gae, whiten
+from algos.npg_trainer import prediction_error
 from buffers.paths import PathBatch
 from config import NPGConfig, _npg_dynamics
 from envs.rewards import hopper_reward_mjrl
 from envs.termination import hopper_termination_mjrl
 from models.dynamics import EnsembleDynamics
+from models.dynamics_recipes import mjrl
 from models.npg import GaussianMLPPolicy
 
 RTOL = ATOL = 1e-6
@@ -371,11 +373,11 @@ def dynamics_data(fx: dict[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor
 def test_dynamics_normalisation_statistics(fx: dict[str, np.ndarray]) -> None:
     """mjrl `WorldModel.fit_dynamics`'s statistics (mjrl/algos/mbrl/nn_dynamics.py:101, :102, :225): input shift and
     scale (mean and mean absolute deviation of [s, a]), output shift and scale of Δ = s′ − s and the output mask
-    scale ≥ 1e-8, as `fit_epochs` computes them (zero epochs: statistics only, weights unchanged)."""
+    scale ≥ 1e-8, as the mjrl recipe's fit computes them (zero epochs: statistics only, weights unchanged)."""
     dynamics = make_dynamics(fx, install=False)
     obs, act, next_obs = dynamics_data(fx)
-    result = dynamics.fit_epochs(obs, act, next_obs, dynamics.optimizer(), epochs=0)
-    assert result["steps"] == 0
+    result = dynamics.fit(obs, act, next_obs, None, progress=False, recipe=mjrl(dynamics.cfg, epochs=0))
+    assert result["dynamics/steps"] == 0
     close(dynamics.input_scaler.mean, fx["dyn_in_shift"], "dyn_in_shift")
     close(dynamics.input_scaler.std, fx["dyn_in_scale"], "dyn_in_scale")
     assert dynamics.target_scaler is not None
@@ -390,9 +392,9 @@ def test_dynamics_predictions(fx: dict[str, np.ndarray]) -> None:
     member on the dataset, mjrl/algos/mbrl/nn_dynamics.py:79)."""
     dynamics = make_dynamics(fx)
     with torch.no_grad():
-        predictions = dynamics.next_obs_per_member(t64(fx["dyn_test_obs"]), t64(fx["dyn_test_act"]))
+        predictions = next_obs_per_member(dynamics, t64(fx["dyn_test_obs"]), t64(fx["dyn_test_act"]))
         close(predictions, fx["ref_dyn_next_obs"], "ref_dyn_next_obs")
-        close(dynamics.prediction_error(*dynamics_data(fx)), fx["ref_dyn_raw_mse"], "ref_dyn_raw_mse")
+        close(prediction_error(dynamics, *dynamics_data(fx)), fx["ref_dyn_raw_mse"], "ref_dyn_raw_mse")
 
 
 def test_dynamics_training_loss_and_gradient(fx: dict[str, np.ndarray]) -> None:
@@ -432,7 +434,7 @@ def test_morel_disagreement_and_threshold(fx: dict[str, np.ndarray]) -> None:
     dynamics, morel = make_dynamics(fx), make_morel(fx)
     obs, act, _ = dynamics_data(fx)
     with torch.no_grad():
-        disagreement = pairwise_disagreement(dynamics.next_obs_per_member(obs, act))
+        disagreement = pairwise_disagreement(next_obs_per_member(dynamics, obs, act))
     close(disagreement, fx["ref_morel_disagreement"], "ref_morel_disagreement")
     close(float(disagreement.max()), fx["ref_morel_max_disagreement"], "ref_morel_max_disagreement")
     morel.set_threshold(dynamics, obs, act)
@@ -457,7 +459,7 @@ def test_morel_truncation(fx: dict[str, np.ndarray]) -> None:
     paths = paths.select(kept)
     num_paths, horizon = paths.mask.shape
     with torch.no_grad():
-        every = dynamics.next_obs_per_member(paths.obs.reshape(-1, OBS_DIM), paths.act.reshape(-1, ACT_DIM))
+        every = next_obs_per_member(dynamics, paths.obs.reshape(-1, OBS_DIM), paths.act.reshape(-1, ACT_DIM))
     disagreement = pairwise_disagreement(every).view(num_paths, horizon)
     checked = paths.mask & (torch.arange(horizon) < (paths.lengths - 1).unsqueeze(1))
     close(disagreement[checked], fx["ref_morel_path_disagreement"], "ref_morel_path_disagreement")

@@ -19,6 +19,7 @@ from algos import build_algorithm
 from algos.trainer import OfflineTrainer, read_checkpoint
 from buffers.replay import Batch, ReplayBuffer
 from config import load_config
+from models.dynamics import UncertaintyFn
 from utils.logger import RunLogger
 
 TASK = "hopper-random-gen"
@@ -34,24 +35,27 @@ class ScriptedDynamics:
     """A model whose step is known in closed form. For a row with id i at rollout step t (obs[:, 0], obs[:, 1]):
     next_obs = obs + (0, 1, 0), raw reward 10 i + t, uncertainty i + 1, done iff (i, t) is in `ends`.
 
-    Records every call (obs, act, penalty_type) so a test can see which rows were rolled at which step."""
+    Records every call (obs, act, uncertainty statistic) so a test can see which rows were rolled at which step."""
 
     def __init__(self, ends: set[tuple[int, int]] = frozenset()) -> None:
         self.ends = set(ends)
-        self.calls: list[tuple[torch.Tensor, torch.Tensor, str | None]] = []
-        self.sample_next_obs = None  # MICRO's constructor takes the bound method; the rollout never calls it
+        self.calls: list[tuple[torch.Tensor, torch.Tensor, UncertaintyFn | None]] = []
 
     def step(
-        self, obs: torch.Tensor, act: torch.Tensor, penalty_type: str | None = None, deterministic: bool = False
+        self,
+        obs: torch.Tensor,
+        act: torch.Tensor,
+        uncertainty: UncertaintyFn | None = None,
+        deterministic: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-        self.calls.append((obs.clone(), act.clone(), penalty_type))
+        self.calls.append((obs.clone(), act.clone(), uncertainty))
         ids, steps = obs[:, 0], obs[:, 1]
         next_obs = obs.clone()
         next_obs[:, 1] += 1
         reward = 10 * ids + steps
         done = torch.tensor([(int(i), int(t)) in self.ends for i, t in zip(ids, steps)], dtype=torch.bool)
         info = {"raw_reward": reward}
-        if penalty_type is not None:
+        if uncertainty is not None:
             info["uncertainty"] = ids + 1
         return next_obs, reward, done, info
 
@@ -109,7 +113,8 @@ def test_mopo_stores_the_penalised_reward_not_the_raw_one(tmp_path: Path, penalt
 
     metrics = trainer.rollout()
 
-    assert [call[2] for call in dynamics.calls] == [penalty_type]  # the model is asked for MOPO's own u(s, a)
+    # The model is asked for MOPO's own u(s, a).
+    assert [call[2].keywords["penalty_type"] for call in dynamics.calls] == [penalty_type]  # type: ignore[union-attr]
     assert acting == [False]  # rollouts follow the stochastic policy
     stored = _stored(trainer)
     # r̃ = r − λ u with r = 10 i, u = i + 1, λ = 0.5, for i = 0..5.

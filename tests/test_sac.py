@@ -273,7 +273,7 @@ def test_training_state_round_trip_continues_identically() -> None:
 def test_plain_sac_keeps_model_reward() -> None:
     sac = _sac()
     reward = torch.randn(5)
-    assert sac.penalty_type is None
+    assert sac.rollout_uncertainty is None
     assert torch.equal(sac.model_reward(reward, {"uncertainty": torch.ones(5)}), reward)
 
 
@@ -286,7 +286,7 @@ def test_mopo_reward_is_penalised_by_uncertainty(penalty_type: str) -> None:
     dyn_cfg = DynamicsConfig(num_ensemble=3, num_elites=2, hidden_dims=[8], weight_decay=[0.0, 0.0])
     dynamics = EnsembleDynamics(OBS_DIM, ACT_DIM, dyn_cfg)
     obs = torch.randn(20, OBS_DIM)
-    _, reward, _, info = dynamics.step(obs, mopo.act(obs, deterministic=False), mopo.penalty_type)
+    _, reward, _, info = dynamics.step(obs, mopo.act(obs, deterministic=False), mopo.rollout_uncertainty)
     penalised = mopo.model_reward(reward, info)
     assert bool((info["uncertainty"] > 0).all())
     torch.testing.assert_close(penalised, reward - 2.5 * info["uncertainty"])

@@ -40,6 +40,7 @@ from buffers.replay import ReplayBuffer
 from config import DynamicsConfig, load_config
 from models.density_ratio import DensityRatio
 from models.dynamics import EnsembleDynamics
+from models.dynamics_recipes import FitState, recipe_for
 from utils.errors import UserError
 
 TASK = "hopper-random-gen"  # conftest's tiny_dataset_dir holds 2000 transitions of it
@@ -310,21 +311,22 @@ def runs(tiny_dataset_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> di
 
         original_fit = EnsembleDynamics.fit
 
+        @dataclasses.dataclass(frozen=True)
+        class DieAtEpoch3:
+            """The refit's stopping rule, killed when asked after epoch 3 (before that epoch's progress is saved)."""
+
+            rule: Any
+
+            def done(self, state: FitState) -> bool:
+                if state.epoch == 3:
+                    raise Killed
+                return self.rule.done(state)
+
         def fit_and_die_in_the_refit(self: EnsembleDynamics, *args: Any, **named: Any) -> dict[str, float]:
             if named.get("weights") is None:
                 return original_fit(self, *args, **named)
-            original_done = self._fit_done
-
-            def done_or_die(epoch: int, *rest: Any) -> bool:
-                if epoch == 3:
-                    raise Killed
-                return original_done(epoch, *rest)
-
-            self._fit_done = done_or_die  # type: ignore[method-assign]
-            try:
-                return original_fit(self, *args, **named)
-            finally:
-                del self._fit_done
+            recipe = recipe_for(self.cfg)
+            return original_fit(self, *args, **named, recipe=dataclasses.replace(recipe, stop=DieAtEpoch3(recipe.stop)))
 
         with pytest.MonkeyPatch.context() as kill, pytest.raises(Killed):
             kill.setattr(dynamics_module, "FIT_SAVE_SECONDS", 0.0)
