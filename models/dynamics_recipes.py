@@ -30,8 +30,8 @@ import torch
 from utils.errors import UserError
 
 if TYPE_CHECKING:
-    from models.dynamics_config import DynamicsConfig
     from models.dynamics import EnsembleDynamics
+    from models.dynamics_config import DynamicsConfig
 
 
 # ---------------------------------------------------------------------------------------------------- losses

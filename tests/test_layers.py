@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LAYERS: tuple[str, ...] = ("utils", "models", "config", "buffers", "envs", "algos", "tools", "scripts")
 """Lowest first: a module may import from its own layer or one before it."""
 
-TOOLS: frozenset[str] = frozenset({"utils.runs", "utils.launch", "utils.publish", "utils.task_listing"})
+TOOLS: frozenset[str] = frozenset({"utils.runs", "utils.launch", "utils.publish", "utils.tables", "utils.task_listing"})
 """utils modules above config and envs: they read run configs, run directories and task registries."""
 
 PACKAGE_LAYERS: dict[str, str] = {
