@@ -66,9 +66,32 @@ def _target(name: str, modules: Mapping[str, Path]) -> str | None:
     return None
 
 
+def _is_type_checking(node: ast.AST) -> bool:
+    """`if TYPE_CHECKING:` (or `typing.TYPE_CHECKING`): imports for annotations only, which never run."""
+    if not isinstance(node, ast.If):
+        return False
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def _runtime_nodes(tree: ast.AST) -> Iterable[ast.AST]:
+    """Every node of `tree` but the bodies of `if TYPE_CHECKING:` blocks (their `else:` runs, so it is kept)."""
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        yield node
+        if _is_type_checking(node):
+            stack.extend(node.orelse)  # type: ignore[attr-defined]
+        else:
+            stack.extend(ast.iter_child_nodes(node))
+
+
 def _imported_names(tree: ast.AST, module: str, is_package: bool) -> Iterable[str]:
-    """Every dotted name an import statement anywhere in `tree` reaches, relative imports made absolute."""
-    for node in ast.walk(tree):
+    """Every dotted name an import statement anywhere in `tree` reaches at run time (imports for annotations only,
+    under `if TYPE_CHECKING:`, are no dependency), relative imports made absolute."""
+    for node in _runtime_nodes(tree):
         if isinstance(node, ast.Import):
             yield from (alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -235,9 +258,11 @@ def test_the_graph_sees_every_kind_of_import(tmp_path: Path) -> None:
         "algos/__init__.py": "from . import mopo\n",
         "algos/mopo.py": "from .base import Algorithm\nfrom config import register\n",
         "algos/base.py": "from utils import errors, helper\nfrom utils.errors import UserError\n",
+        # annotations only: no edge; the else branch runs, so its import is one
+        "envs/__init__.py": "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n    import algos\nelse:\n    import utils\n",
         "utils/__init__.py": "",
         "utils/errors.py": "",
-        "envs/__init__.py": "",
         "tests/test_x.py": "import algos\n",
         ".venv/lib/site.py": "import config\n",
     }
@@ -251,7 +276,7 @@ def test_the_graph_sees_every_kind_of_import(tmp_path: Path) -> None:
         "algos.base": {"utils", "utils.errors"},
         "utils": set(),
         "utils.errors": set(),
-        "envs": set(),
+        "envs": {"utils"},
     }
 
 
