@@ -115,6 +115,20 @@ def test_demo_preset_is_what_the_readme_says() -> None:
     assert "python train.py --task halfcheetah-medium-gen --algo mopo --config demo" in readme
 
 
+def test_morel_demo_preset_is_the_main_command_and_its_learning_check_budget() -> None:
+    """README's main command: MOReL's halfcheetah learning-check budget (50 iterations on 10-epoch models) over the
+    halfcheetah family preset."""
+    demo = load_config("morel", "halfcheetah-medium-gen", config_file="demo", family="halfcheetah")
+    assert (demo.num_iter, demo.fit_epochs) == (50, 10)
+    assert (demo.start_state, demo.pessimism_coef, demo.npg.init_log_std) == ("buffer", 1.5, -1.0)
+    check = load_config(
+        "morel", "halfcheetah-medium-gen", overrides=["num_iter=50", "fit_epochs=10"], family="halfcheetah"
+    )
+    assert demo == check
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    assert "python train.py --task halfcheetah-medium-gen --algo morel --config demo" in readme
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Value parsing
 
