@@ -49,6 +49,7 @@ from config import (
 from models.actor_critic import CriticEnsemble
 from models.bcq import ConditionalVAE, PerturbationActor
 from models.seed_stack import SeedStreams
+from utils.algorithm_spec import AlgorithmSpec, Loop, ModelUse, Unit, planned_updates
 
 
 @register_config("bcq")
@@ -267,3 +268,6 @@ class BCQ(TrainableModule):
     # ------------------------------------------------------------------------------------------------ checkpoint
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"vae_optim": self.vae_optim, "critic_optim": self.critic_optim, "actor_optim": self.actor_optim}
+
+
+SPEC = AlgorithmSpec("bcq", "BCQ", BCQConfig, BCQ, Loop.EPOCHS, Unit.GRADIENT_STEPS, planned_updates, ModelUse.NONE)
