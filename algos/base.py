@@ -45,6 +45,10 @@ class Algorithm(Protocol):
         """Actions [B, act_dim] for observations [B, obs_dim], without gradients."""
         ...
 
+    def attack_critics(self) -> nn.Module | None:
+        """The Q critics the value-based observation attacks query (eval.py), None for a policy learned without."""
+        ...
+
     def action(self, obs: ArrayLike | torch.Tensor, deterministic: bool = True) -> np.ndarray | torch.Tensor:
         """`act` for library users: one observation or a batch, numpy or tensor (`TrainableModule.action`)."""
         ...
@@ -140,6 +144,10 @@ class TrainableModule(nn.Module):
         if isinstance(obs, torch.Tensor):
             return actions.to(obs.device, torch.float32)
         return actions.to("cpu", torch.float32).numpy()
+
+    def attack_critics(self) -> nn.Module | None:
+        """None: a policy learned without Q critics (BC, NPG); the algorithms with critics return them."""
+        return None
 
     def optimizers(self) -> dict[str, Any]:
         raise NotImplementedError

@@ -730,6 +730,10 @@ class MAGO(TrainableModule):
         loss = 0.5 * per_state[:num_real].mean() + 0.5 * per_state[num_real:].mean()
         return loss, torch.as_tensor(targets.alpha)
 
+    def attack_critics(self) -> torch.nn.Module | None:
+        """Its Q critics, which the value-based observation attacks query (eval.py --choice attack)."""
+        return self.critics
+
     def end_epoch(self) -> None:
         """No schedules."""
 
