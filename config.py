@@ -30,6 +30,7 @@ from typing import Any
 import yaml
 
 from models.dynamics_config import DynamicsConfig
+from utils.algorithm_spec import RegistryNotFilled as RegistryNotFilled  # raised here too; lives with the records
 from utils.errors import UserError
 
 
@@ -104,8 +105,13 @@ class RunConfig:
     termination: TerminationConfig = field(default_factory=TerminationConfig)
 
     def planned_epochs(self) -> int:
-        """The `epoch` counter a finished run's checkpoint holds: its epochs, or the NPG family's iterations."""
-        return getattr(self, "num_iter", None) or getattr(self, "epochs")  # noqa: B009
+        """The `epoch` counter a finished run's checkpoint holds (sweeps and publishing compare it): each family's
+        config says what it counts."""
+        raise NotImplementedError(f"{type(self).__name__} does not say how many epochs a finished run has")
+
+    def decision_repeat(self) -> int:
+        """Environment steps per decision when the run's policy is evaluated: 1 unless the config repeats actions."""
+        return 1
 
 
 @dataclass
@@ -127,6 +133,10 @@ class OfflineConfig(DatasetConfig):
     steps_per_epoch: int = 1000
     batch_size: int = 256
     eval_every: int = 1
+
+    def planned_epochs(self) -> int:
+        """Its epochs of `steps_per_epoch` updates."""
+        return self.epochs
 
 
 @dataclass
@@ -209,6 +219,14 @@ class ModelBasedNPGConfig(RunConfig):
     npg: NPGConfig = field(default_factory=NPGConfig)
     dynamics: DynamicsConfig = field(default_factory=_npg_dynamics)
 
+    def planned_epochs(self) -> int:
+        """Its iterations (one model fit and `inner_steps` NPG steps each)."""
+        return self.num_iter
+
+    def decision_repeat(self) -> int:
+        """`act_repeat` environment steps per decision, rewards summed."""
+        return self.act_repeat
+
 
 CONFIG_CLASSES: dict[str, type[RunConfig]] = {}
 """Config class of every algorithm by its `--algo` name, filled by `register_config` when a program imports algos/."""
@@ -227,11 +245,6 @@ def register_config(algo: str) -> Callable[[C], C]:
         return cls
 
     return register
-
-
-class RegistryNotFilled(RuntimeError):
-    """The registry was read before any algorithm registered itself: a program that reads configs forgot to import
-    `algos` first. A bug in that program, not a user's mistake, so it is no UserError."""
 
 
 def config_classes() -> dict[str, type[RunConfig]]:

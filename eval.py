@@ -466,7 +466,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
         evaluation = Evaluation(**common, axes=axes, micro_gravity_quirk=args.micro_gravity_quirk)
     elif args.choice == "attack":
         epsilons = parse_values(args.epsilons, "--epsilons")
-        critics = getattr(algo, "critics", None)
+        critics = algo.attack_critics()
         problem = mode_problem(args.attack_mode, args.attack_steps, algo.actor, critics)
         if problem is not None:  # the one line names what this run's policy can take, as a command
             mode = args.attack_mode if args.attack_mode in applicable_modes(algo.actor, critics) else "random"
@@ -526,7 +526,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
                     setting["epsilon"],
                     obs_std,
                     algo.actor,
-                    getattr(algo, "critics", None),
+                    algo.attack_critics(),
                     args.num_candidates,
                     args.attack_steps,
                     seed,

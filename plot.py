@@ -30,8 +30,9 @@ from pathlib import Path
 
 import algos  # noqa: F401  (registers every algorithm's config class, which run configs are read with)
 from envs.tasks import get_task
+from utils.algorithm_spec import RunFigure, Unit, figure_sets, known_algorithm
 from utils.errors import UserError, run_cli
-from utils.plotting import BandCurve, curves_in_panels, curves_with_bands, group_styles, state_scatter_panels
+from utils.plotting import BandCurve, curves_in_panels, curves_with_bands, group_styles
 from utils.runs import (
     DEFAULT_METRIC,
     RAW_METRIC,
@@ -64,11 +65,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--metric", nargs="+", default=[DEFAULT_METRIC], help="progress.csv column(s) or TensorBoard scalar tag(s)"
     )
-    parser.add_argument(
-        "--figures",
-        choices=sorted([*FIGURE_SETS, "wmopo-states"]),
-        help="a named set of metrics (replaces --metric); wmopo-states: the Pendulum study's Figure 1 per run",
-    )
+    sets = figure_sets()
+    per_run = "".join(f"; {name}: {each.run_figure.help}" for name, (each, _) in sets.items() if each.run_figure)
+    parser.add_argument("--figures", choices=sorted(sets), help=f"a named set of metrics (replaces --metric){per_run}")
     parser.add_argument(
         "--smooth",
         type=int,
@@ -81,68 +80,36 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-# Named metric sets and the file names of their figures (MAGO's README: log/<env>/<data>/{adv-q,ensemble-std,reward}).
-FIGURE_SETS = {
-    "mago": {
-        "monitor/adv_q_target/mean": "adv-q",
-        "monitor/ensemble_std/mean": "ensemble-std",
-        DEFAULT_METRIC: "reward",
-    },
-    # WMOPO's EM loop (its Figure 2a): the real return and the penalised return of the model episodes.
-    "wmopo-em": {"eval/episode_reward": "real-return", "eval/sim_return": "sim-return"},
-    # The WMOPO Pendulum study, per iteration: π's return in θ_i, the score −L(θ_i; w), the weights' spread.
-    "wmopo": {
-        "study/sim_return": "sim-return",
-        "study/score": "score",
-        "weights/effective_sample_fraction": "weights-ess",
-    },
-}
-STUDY_ALGOS = frozenset({"wmopo-erm", "wmopo-alg2", "wmopo-alg1", "wmopo-alg1-detached"})
-FIGURE_NAMES = {metric: name for names in FIGURE_SETS.values() for metric, name in names.items() if name != "reward"}
-AXIS_LABELS |= {
-    "monitor/adv_q_target/mean": "Adversarial Q (target critics)",
-    "monitor/ensemble_std/mean": "log ensemble std",
-    "study/sim_return": "Discounted return of π in θ_i",
-    "eval/sim_return": "Return in the model (penalised)",
-    "study/score": "Score −L(θ_i; w)",
-    "weights/effective_sample_fraction": "Effective sample fraction of w",
-}
+def axis_label(metric: str) -> str:
+    """The y-axis label of a metric: the shared ones above, those of the metrics an algorithm's figure sets draw
+    (utils/algorithm_spec.py), else the metric's own name."""
+    family = {key: label for figures, _ in figure_sets().values() for key, label in figures.axis_labels.items()}
+    return {**AXIS_LABELS, **family}.get(metric, metric)
 
 
 def figure_path(out: Path, task: str, metric: str, name: str | None = None) -> Path:
-    """`<out>/<task>.png` for the default metric, `<out>/<task>_<metric>.png` otherwise (`/` becomes `_`), or
-    `<out>/<task>_<name>.png` for a named figure."""
+    """`<out>/<task>.png` for the default metric, `<out>/<task>_<metric>.png` otherwise (`/` becomes `_`; a metric
+    that a figure set draws takes that figure's name), or `<out>/<task>_<name>.png` for a named figure."""
     if out.suffix.lower() == ".png":
         return out
     if name is not None:
         return out / f"{task}_{name}.png"
-    suffix = (
-        "" if metric == DEFAULT_METRIC else "_" + re.sub(r"[^A-Za-z0-9_.-]+", "_", FIGURE_NAMES.get(metric, metric))
-    )
+    named = {key: figure for figures, _ in figure_sets().values() for key, figure in figures.curves.items()}
+    suffix = "" if metric == DEFAULT_METRIC else "_" + re.sub(r"[^A-Za-z0-9_.-]+", "_", named.get(metric, metric))
     return out / f"{task}{suffix}.png"
 
 
-ITERATION_ALGOS = frozenset({"morel"})  # offline algorithms that log per iteration (one NPG step), not per update
-# The runs each named figure set is drawn from: (what they are, their algorithms).
-FIGURE_RUNS = {
-    "mago": ("MAGO", frozenset({"mago"})),
-    "wmopo-em": ("WMOPO (D4RL-style)", frozenset({"wmopo"})),
-    "wmopo": ("WMOPO Pendulum study", STUDY_ALGOS),
-    "wmopo-states": ("WMOPO Pendulum study", STUDY_ALGOS),
-}
-
-
 def x_unit(task: str, algo: str, metric: str) -> str:
-    """What the logged step of one algorithm's runs counts, i.e. its x axis: the model index for the Pendulum study,
-    environment samples on online tasks (PAL/MAL log at the samples taken so far), iterations for MOReL, else
-    gradient steps (dynamics epochs for the model fit's curves)."""
-    if algo in STUDY_ALGOS:
-        return "Iteration i (model θ_i)"
-    if get_task(task).online:
-        return "Environment samples"
-    if algo in ITERATION_ALGOS:
-        return "Iterations"
-    return "Dynamics model epochs" if metric.startswith("dynamics/") else "Gradient steps"
+    """What the logged step of one algorithm's runs counts, i.e. its x axis, as its record says (gradient steps,
+    NPG iterations, environment samples, the study's model index); dynamics epochs for the model fit's curves of
+    gradient-step algorithms. An algorithm this code lacks counts environment samples on online tasks, else
+    gradient steps."""
+    spec = known_algorithm(algo)
+    unknown = Unit.ENV_SAMPLES if spec is None and get_task(task).online else Unit.GRADIENT_STEPS
+    unit = unknown if spec is None else spec.unit
+    if unit is Unit.GRADIENT_STEPS and metric.startswith("dynamics/"):
+        return "Dynamics model epochs"
+    return unit.value
 
 
 def main(argv: list[str] | None = None) -> list[Path]:
@@ -160,11 +127,13 @@ def main(argv: list[str] | None = None) -> list[Path]:
             f"{why} would mix runs of different tasks into one figure: {', '.join(tasks)}; pick one with --task"
         )
 
+    names: dict[str, str | None] = dict.fromkeys(args.metric)
     if args.figures:
         check_figure_runs(args.figures, runs)
-    if args.figures == "wmopo-states":
-        return [study_states_figure(run, out) for run in runs if run.algo in STUDY_ALGOS]
-    names = FIGURE_SETS[args.figures] if args.figures else dict.fromkeys(args.metric)
+        figures, owners = figure_sets()[args.figures]
+        if figures.run_figure is not None:
+            return [run_figure(run, out, figures.run_figure) for run in runs if run.algo in owners]
+        names = dict(figures.curves)
     if out.suffix.lower() == ".png" and len(names) > 1:
         raise UserError(
             f"--out {out} is one file, but {len(names)} metrics make {len(names)} figures; pass a directory"
@@ -177,7 +146,8 @@ def main(argv: list[str] | None = None) -> list[Path]:
 
 def check_figure_runs(figures: str, runs: list[Run]) -> None:
     """A named figure set draws one family's metrics: refuse, in one line, runs of which none is of that family."""
-    what, names = FIGURE_RUNS[figures]
+    figure_set, names = figure_sets()[figures]
+    what = figure_set.what
     if not any(run.algo in names for run in runs):
         given = ", ".join(sorted({run.algo for run in runs}))
         raise UserError(
@@ -214,7 +184,7 @@ def plot_metric(runs: list, metric: str, name: str | None, args: argparse.Namesp
     # Labels sorted by algorithm then settings (numbers numerically) over every task: one style per label per call.
     ordered = sorted(curves, key=lambda c: settings_order(c.algo, c.settings))
     styles = group_styles([(c.algo, c.label) for c in ordered])
-    ylabel = AXIS_LABELS.get(metric, metric)
+    ylabel = axis_label(metric)
     written = []
     for task in sorted({c.task for c in curves}):
         panels: dict[str, list[BandCurve]] = {}  # x unit -> its lines: two units never share an axis
@@ -246,29 +216,11 @@ def suggest_metric(args: argparse.Namespace, metric: str) -> str:
     return shlex.join(command)
 
 
-def study_states_figure(run: Run, out: Path) -> Path:
-    """WMOPO's Figure 1 for one study run: π's visited states in the real pendulum over the data, and the data
-    coloured by log10 of their weights for the first model (ERM) and the chosen one."""
-    import numpy as np
-
-    figures = run.path / "figures"
-    if not (figures / "real_states.npz").is_file():
-        raise UserError(f"{run.path} has no figures/real_states.npz: the study has not finished; resume it first")
-    first = np.load(figures / "iter0.npz")
-    scores = {int(path.stem[len("iter") :]): float(np.load(path)["score"]) for path in figures.glob("iter*.npz")}
-    best = max(sorted(scores), key=lambda i: scores[i])  # the first of equal scores, as the study's argmax
-    picked = np.load(figures / f"iter{best}.npz")
-    real = np.load(figures / "real_states.npz")["states"]
-    data = first["data"][:, :2]
-    panels = [
-        ("π's states (real) over the data", data, None, real),
-        ("weights of θ_0 (ERM)", data, np.log10(np.maximum(first["weights"], 1e-12)), None),
-        (f"weights of θ_{best} (chosen)", data, np.log10(np.maximum(picked["weights"], 1e-12)), None),
-    ]
-    wall = 4.1 * np.pi
-    out.mkdir(parents=True, exist_ok=True) if out.suffix.lower() != ".png" else None
-    path = out if out.suffix.lower() == ".png" else out / f"{run.task}_{run.algo}_seed{run.seed}_states.png"
-    state_scatter_panels(path, panels, "θ", "θ̇", (-wall, wall), (-15.0, 15.0), f"{run.algo} seed {run.seed}")
+def run_figure(run: Run, out: Path, figure: RunFigure) -> Path:
+    """One run's figure of a per-run figure set (its algorithm draws it from the run's own files): `out` itself if
+    it is a .png, else `<out>/<task>_<algo>_seed<N>_<name>.png`."""
+    path = out if out.suffix.lower() == ".png" else out / f"{run.task}_{run.algo}_seed{run.seed}_{figure.name}.png"
+    figure.draw(run.path, path, f"{run.algo} seed {run.seed}")
     print(path)
     return path
 

@@ -26,21 +26,12 @@ from typing import Any, cast
 import numpy as np
 import torch
 
-from algos import ALGORITHMS, STUDIES, build_algorithm, run_evaluator
-from algos.base import SeedOfStack, TrainableModule
-from algos.game import ModelBasedNPG
+from algos import build_algorithm, run_evaluator
+from algos.base import SeedOfStack, Study, TrainableModule
 from algos.npg_trainer import NPGTrainer
 from algos.trainer import OfflineTrainer, SeedStackedTrainer, read_checkpoint
-from algos.wmopo_study import PendulumStudy, PendulumStudyConfig
 from buffers.replay import ReplayBuffer
-from config import (
-    LearnedModelConfig,
-    ModelBasedConfig,
-    ModelBasedNPGConfig,
-    OfflineConfig,
-    RunConfig,
-    save_config,
-)
+from config import LearnedModelConfig, ModelBasedNPGConfig, OfflineConfig, RunConfig, save_config
 from envs import (
     Evaluator,
     OfflineDataset,
@@ -53,6 +44,7 @@ from envs.generate import dataset_reference
 from envs.task_config import load_run_config, load_task_config
 from models.dynamics import EnsembleDynamics, read_fit_progress
 from models.seed_stack import SeedStreams
+from utils.algorithm_spec import AlgorithmSpec, Loop, ModelUse, algorithm_spec, algorithm_specs
 from utils.allocator import keep_freed_memory
 from utils.checkpoint import seed_everything
 from utils.errors import Interrupted, UserError, run_cli
@@ -78,16 +70,17 @@ from utils.task_listing import task_listing
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", help="task name, e.g. hopper-medium-v2 (see --list-tasks)")
-    parser.add_argument("--algo", help=f"algorithm: {', '.join(sorted([*ALGORITHMS, *STUDIES]))}")
+    parser.add_argument("--algo", help=f"algorithm: {', '.join(sorted(algorithm_specs()))}")
     parser.add_argument("--seed", type=int, help="random seed (default 0)")
     parser.add_argument("--seeds", type=int, nargs="+", help="several seeds, each its own run (in parallel processes)")
     parser.add_argument("--workers", type=int, help="with --seeds: concurrent runs (default: the number of cores)")
     parser.add_argument(
         "--stack-seeds",
         action="store_true",
-        help="with --seeds: train the seeds in this one process as one batched computation (MOPO, MICRO, BC, BCQ; "
-        "each seed still writes its own run dir, identical to its run alone up to float rounding); with --resume: "
-        "continue such seeds' run dirs together",
+        help="with --seeds: train the seeds in this one process as one batched computation "
+        f"({', '.join(spec.title for spec in algorithm_specs().values() if spec.stackable)}; each seed still writes "
+        "its own run dir, identical to its run alone up to float rounding); with --resume: continue such seeds' run "
+        "dirs together",
     )
     parser.add_argument(
         "--threads",
@@ -173,7 +166,7 @@ def nothing_to_resume(cfg: RunConfig, run_dir: Path) -> UserError:
             f"{run_dir} is a dynamics_only run that saved its model, so it has nothing to resume; train on that "
             f"model with: {shlex.join(command)}"
         )
-    if isinstance(cfg, LearnedModelConfig) and model.is_file():
+    if algorithm_spec(cfg.algo).model.fitted_first and model.is_file():
         command += ["--set", f"dynamics_path={model}"]
     return UserError(
         f"{run_dir} has no checkpoint to resume (it stopped before its first save); start the run afresh in a new "
@@ -302,8 +295,10 @@ def main(argv: list[str] | None = None) -> TrainResult | None:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     run = open_run(*resolve_config(args), args)
-    if isinstance(run.cfg, PendulumStudyConfig):
-        return TrainResult(run_study(run.cfg, run.spec, run.logger, run.run_dir, run.checkpoint), run.run_dir)
+    algo_spec = algorithm_spec(run.cfg.algo)
+    if algo_spec.study:
+        study = cast("type[Study]", algo_spec.runner)
+        return TrainResult(run_study(study, run.cfg, run.spec, run.logger, run.run_dir, run.checkpoint), run.run_dir)
     try:
         trainer, evaluator = build_trainer(run)
         if trainer is None:
@@ -313,8 +308,7 @@ def main(argv: list[str] | None = None) -> TrainResult | None:
         except KeyboardInterrupt:
             raise Interrupted(f"interrupted; continue with: python train.py --resume {run.run_dir}") from None
         evaluator.close()
-        if isinstance(trainer, NPGTrainer):
-            trainer.close()
+        trainer.close()
     finally:
         run.logger.close()
     if result is not None:
@@ -337,10 +331,10 @@ class OpenRun:
     branched_from: Path | None = None  # the run whose state this one took over at its start (`Takeover`)
 
 
-def trainer_class_of(algo: str) -> type[OfflineTrainer]:
-    """The offline trainer an algorithm trains with (WMOPO wraps its EM schedule around the shared loop); the shared
-    one for the rest, whose `takeover` is None."""
-    return getattr(ALGORITHMS.get(algo), "trainer_class", OfflineTrainer)
+def trainer_class_of(spec: AlgorithmSpec) -> type[OfflineTrainer]:
+    """The offline trainer an algorithm trains with (its record may name its own, wrapping a schedule around the
+    shared loop); the shared one for the rest, whose `takeover` is None."""
+    return spec.trainer or OfflineTrainer
 
 
 def open_run(cfg: RunConfig, run_dir: Path, checkpoint: dict[str, Any] | None, args: argparse.Namespace) -> OpenRun:
@@ -355,7 +349,7 @@ def open_run(cfg: RunConfig, run_dir: Path, checkpoint: dict[str, Any] | None, a
         dataset = load_dataset(spec, cfg.dataset_path, cfg.dataset_backend, cfg.download)
         dataset.validate(spec)
     # A fresh run may start from another run's saved state (WMOPO's branch_from), checked before anything is written.
-    takeover = trainer_class_of(cfg.algo).takeover(cfg) if checkpoint is None else None
+    takeover = trainer_class_of(algorithm_spec(cfg.algo)).takeover(cfg) if checkpoint is None else None
     if args.resume:  # refused here, before anything of the run changes, if its data changed since it started
         record_provenance(cfg, run_dir, dataset, args)
     else:
@@ -405,24 +399,26 @@ def build_trainer(run: OpenRun) -> tuple[OfflineTrainer | NPGTrainer | None, Eva
     """The run's evaluator and trainer (fitting or loading its dynamics model first), restored from its checkpoint
     or checkpointed before any training; no trainer for a `dynamics_only` run."""
     cfg, spec, device, dataset = run.cfg, run.spec, run.device, run.dataset
+    algo_spec = algorithm_spec(cfg.algo)
     evaluator = run_evaluator(cfg, cfg.eval_episodes, device=device)
-    if isinstance(cfg, ModelBasedNPGConfig):
+    if algo_spec.loop is Loop.NPG:
         trainer: OfflineTrainer | NPGTrainer = npg_trainer(
-            cfg, spec, dataset, evaluator, run.logger, run.run_dir, device
+            cast(ModelBasedNPGConfig, cfg), spec, dataset, evaluator, run.logger, run.run_dir, device
         )
     else:
         assert dataset is not None
         real_buffer = ReplayBuffer.from_dataset(dataset, device)
         dynamics = None
-        if hasattr(cfg, "dynamics"):
-            dynamics = prepare_dynamics(cfg, spec, real_buffer, run.run_dir, run.logger, device, run.progress)
-            if cfg.dynamics_only:
+        if algo_spec.model.fitted_first:  # its config has the learned-model keys
+            learned = cast(LearnedModelConfig, cfg)
+            dynamics = prepare_dynamics(learned, spec, real_buffer, run.run_dir, run.logger, device, run.progress)
+            if learned.dynamics_only:
                 print(f"dynamics model saved; reuse it with --set dynamics_path={run.run_dir / 'dynamics.pt'}")
                 evaluator.close()
                 return None, evaluator
         algo = build_algorithm(cfg, spec.obs_dim, spec.act_dim, device, dynamics, dataset)
-        rollouts = dynamics if isinstance(cfg, ModelBasedConfig) else None  # MAGO plays its own game instead
-        trainer_class = trainer_class_of(cfg.algo)
+        rollouts = dynamics if algo_spec.model is ModelUse.ROLLOUTS else None  # the others query it themselves
+        trainer_class = trainer_class_of(algo_spec)
         trainer = trainer_class(cfg, algo, real_buffer, evaluator, run.logger, run.run_dir, rollouts, run.progress)
     trainer.progress = run.progress
     if run.checkpoint is not None and run.branched_from is not None:
@@ -431,7 +427,7 @@ def build_trainer(run: OpenRun) -> tuple[OfflineTrainer | NPGTrainer | None, Eva
         trainer.save_checkpoint()  # the branch's own checkpoint: from here on it resumes like any run
     elif run.checkpoint is not None:
         trainer.load_state(run.checkpoint, source=run.run_dir)
-        unit = "iteration" if isinstance(trainer, NPGTrainer) else "epoch"
+        unit = "iteration" if algo_spec.loop is Loop.NPG else "epoch"
         print(f"resumed at {unit} {run.checkpoint['epoch']} (step {run.checkpoint['global_step']})", flush=True)
     else:  # a checkpoint before any training: a run killed before its first save resumes on the same stream
         trainer.save_checkpoint()
@@ -495,8 +491,8 @@ def train_stacked(args: argparse.Namespace) -> list[dict[str, float] | None]:
 def check_stackable_configs(configs: list[RunConfig], run_dirs: list[Path]) -> None:
     """Stacked seeds share one stackable algorithm and every setting but the seed (resumed run dirs included)."""
     algo = configs[0].algo
-    if not getattr(ALGORITHMS.get(algo), "stackable", False):
-        stackable = sorted(name for name, cls in ALGORITHMS.items() if getattr(cls, "stackable", False))
+    if not algorithm_spec(algo).stackable:
+        stackable = sorted(name for name, spec in algorithm_specs().items() if spec.stackable)
         raise UserError(
             f"--stack-seeds supports {', '.join(stackable)} so far, not {algo}; drop --stack-seeds to train the "
             "seeds as separate processes"
@@ -523,30 +519,26 @@ def check_stackable_configs(configs: list[RunConfig], run_dirs: list[Path]) -> N
 
 
 def run_study(
-    cfg: PendulumStudyConfig, spec: TaskSpec, logger: RunLogger, run_dir: Path, checkpoint: dict[str, Any] | None
+    runner: type[Study],
+    cfg: RunConfig,
+    spec: TaskSpec,
+    logger: RunLogger,
+    run_dir: Path,
+    checkpoint: dict[str, Any] | None,
 ) -> dict[str, float]:
-    """The WMOPO Pendulum study: fit and score models of the pendulum, then report how well the chosen one evaluates
-    the target policy."""
+    """A study run (it trains no policy: it fits and scores models), which is its own loop; then its result line."""
     try:
-        study = PendulumStudy(cfg, spec, logger, run_dir)
+        study = runner(cfg, spec, logger, run_dir)
         if checkpoint is not None:
             study.load_state(checkpoint, source=run_dir)
-            print(
-                f"resumed at iteration {checkpoint.get('iteration', checkpoint['epoch'])} ({checkpoint['phase']})",
-                flush=True,
-            )
+            print(study.resumed_line(checkpoint), flush=True)
         try:
             result = study.train()
         except KeyboardInterrupt:
             raise Interrupted(f"interrupted; continue with: python train.py --resume {run_dir}") from None
     finally:
         logger.close()
-    print(
-        f"target policy's discounted return: real {result['real_return']:.2f} ± {result['real_return_std']:.2f}, "
-        f"in the chosen model (iteration {int(result['chosen_iteration'])}) {result['sim_return']:.2f} ± "
-        f"{result['sim_return_std']:.2f} | evaluation error {result['evaluation_error']:.2f} | curves: tensorboard "
-        f"--logdir {run_dir}"
-    )
+    print(study.result_line(result, run_dir))
     return result
 
 
@@ -564,8 +556,9 @@ def npg_trainer(
     run_dir: Path,
     device: torch.device,
 ) -> NPGTrainer:
-    """PAL/MAL learn online; MOReL from the dataset, its model rollouts starting from the episodes' first states."""
-    algo = cast(ModelBasedNPG, build_algorithm(cfg, spec.obs_dim, spec.act_dim, device))
+    """The model-based NPG loop: online without a dataset; else from it, model rollouts starting from the episodes'
+    first states."""
+    algo = build_algorithm(cfg, spec.obs_dim, spec.act_dim, device)
     if dataset is None:
         return NPGTrainer(cfg, algo, spec, evaluator, logger, run_dir, device)
     data = ReplayBuffer.from_dataset(dataset, device).storage

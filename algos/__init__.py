@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import shlex
 from pathlib import Path
+from typing import cast
 
 import torch
 
-from algos.base import Algorithm
+from algos import bc, bcq, game, mago, micro, mopo, morel, wmopo, wmopo_study
+from algos.base import Algorithm, Study
 from algos.bc import BC
 from algos.bcq import BCQ
 from algos.game import ModelBasedNPG
@@ -19,32 +21,40 @@ from algos.morel import MOReL
 from algos.sac import SAC
 from algos.trainer import read_checkpoint
 from algos.wmopo import WMOPO
-from algos.wmopo_study import PendulumStudy, PendulumStudyConfig
-from config import RunConfig
+from config import LearnedModelConfig, RunConfig
 from envs.datasets import OfflineDataset
 from envs.evaluation import Evaluator
 from envs.task_config import load_run_config
 from envs.tasks import get_task
 from models.dynamics import EnsembleDynamics
+from utils.algorithm_spec import algorithm_spec, algorithm_specs, register_algorithm
 from utils.errors import UserError
 
+# Every algorithm's record (utils/algorithm_spec.py), declared in its own module, registered in this order: the order
+# help texts list them in.
+for _spec in (
+    mopo.SPEC,
+    micro.SPEC,
+    bc.SPEC,
+    bcq.SPEC,
+    *game.SPECS,  # PAL and MAL are one algorithm in two game settings
+    morel.SPEC,
+    mago.SPEC,
+    wmopo.SPEC,
+    *wmopo_study.SPECS,
+):
+    register_algorithm(_spec)
+
+# The algorithm class of every name that trains a policy (what `build_algorithm` builds).
 ALGORITHMS: dict[str, type[Algorithm]] = {
-    "mopo": MOPO,
-    "micro": MICRO,
-    "bc": BC,
-    "bcq": BCQ,
-    "pal": ModelBasedNPG,  # PAL and MAL are one algorithm in two game settings (algos/game.py)
-    "mal": ModelBasedNPG,
-    "morel": MOReL,
-    "mago": MAGO,
-    "wmopo": WMOPO,
+    name: cast("type[Algorithm]", spec.runner) for name, spec in algorithm_specs().items() if not spec.study
 }
 
 # Runs that train no policy: the WMOPO Pendulum study's methods fit and score models of the pendulum (train.py runs
 # them; eval.py has nothing to evaluate).
-STUDIES: dict[str, type[PendulumStudy]] = dict.fromkeys(
-    ("wmopo-erm", "wmopo-alg2", "wmopo-alg1", "wmopo-alg1-detached"), PendulumStudy
-)
+STUDIES: dict[str, type[Study]] = {
+    name: cast("type[Study]", spec.runner) for name, spec in algorithm_specs().items() if spec.study
+}
 
 
 def build_algorithm(
@@ -60,7 +70,7 @@ def build_algorithm(
     if cfg.algo not in ALGORITHMS:
         raise UserError(f"unknown algorithm {cfg.algo!r}; choose one of: {', '.join(sorted(ALGORITHMS))}")
     cls = ALGORITHMS[cfg.algo]
-    if getattr(cls, "needs_dataset", False):
+    if cls.needs_dataset:
         algo = cls(obs_dim, act_dim, cfg, device, dynamics=dynamics, dataset=dataset)
     elif cls.needs_dynamics:
         algo = cls(obs_dim, act_dim, cfg, device, dynamics=dynamics)
@@ -81,14 +91,15 @@ def load_run(
         hint = f"it holds runs, e.g. {inside.parent}" if inside else "pass a directory under log/"
         raise UserError(f"{run_dir} is not a run directory (no config.yaml); {hint}")
     cfg = load_run_config(run_dir / "config.yaml")
-    if isinstance(cfg, PendulumStudyConfig):
+    spec = algorithm_spec(cfg.algo)
+    if spec.study:
         raise UserError(
             f"{run_dir} is a WMOPO Pendulum study run ({cfg.algo}): it fits models to evaluate a fixed policy and "
             "trains none; its results are in its progress.csv and TensorBoard logs (python score.py, plot.py)"
         )
     if task is not None and task != cfg.task:
         raise UserError(f"run {run_dir} was trained on {cfg.task}, not {task}; drop --task or pick a {task} run")
-    if getattr(cfg, "dynamics_only", False):
+    if spec.model.fitted_first and cast(LearnedModelConfig, cfg).dynamics_only:
         model = run_dir / "dynamics.pt"
         raise UserError(
             f"{run_dir} is a dynamics_only run: it fits a model ({model}) and trains no policy; train one on that "
@@ -101,8 +112,8 @@ def load_run(
             f"checkpoint in {run_dir} is from {state['algo']} on {state['task']}, but the run's config.yaml says "
             f"{cfg.algo} on {cfg.task}; the directory mixes two runs"
         )
-    spec = get_task(cfg.task)
-    algo = build_algorithm(cfg, spec.obs_dim, spec.act_dim, device)
+    task_spec = get_task(cfg.task)
+    algo = build_algorithm(cfg, task_spec.obs_dim, task_spec.act_dim, device)
     algo.load_state_dict(state["algo_state"]["modules"])
     return cfg, algo.eval()
 
@@ -113,9 +124,7 @@ def run_evaluator(
     """The evaluator a run's policy is scored with: its task's environment, its action repeat and (by default) its
     seed's episode resets, so `run_evaluator(cfg, cfg.eval_episodes).evaluate(algo.act)` repeats the run's own
     evaluations. Close it (or use it in a `with` block) to release the environments."""
-    return Evaluator(
-        get_task(cfg.task), episodes, cfg.seed if seed is None else seed, device, getattr(cfg, "act_repeat", 1)
-    )
+    return Evaluator(get_task(cfg.task), episodes, cfg.seed if seed is None else seed, device, cfg.decision_repeat())
 
 
 __all__ = [

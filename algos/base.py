@@ -1,14 +1,16 @@
 """What the trainer, the registry, eval.py and the Python API (docs/api.md) need from an algorithm, of any family.
 
 SAC and its model-based subclasses (MOPO, MICRO) and the model-free baselines (BC, BCQ) all satisfy `Algorithm`;
-only algorithms trained on model rollouts also satisfy `ModelBasedAlgorithm`.
+only algorithms trained on model rollouts also satisfy `ModelBasedAlgorithm`. A runner that trains no policy (the
+WMOPO Pendulum study) satisfies `Study` instead.
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from typing import Any, ClassVar, Protocol, cast
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, cast
 
 import numpy as np
 import torch
@@ -20,6 +22,11 @@ from models.dynamics import UncertaintyFn
 from models.seed_stack import SeedStack, SeedStreams, stack_modules
 from utils.errors import UserError
 
+if TYPE_CHECKING:  # annotations only
+    from config import RunConfig
+    from envs.tasks import TaskSpec
+    from utils.logger import RunLogger
+
 
 class Policy(Protocol):
     """`algo.actor` as the observation attacks call it: `actor(obs, deterministic=True)[0]` is the action for obs
@@ -30,10 +37,16 @@ class Policy(Protocol):
 
 class Algorithm(Protocol):
     needs_dynamics: ClassVar[bool]  # True when the constructor takes `dynamics=` (updates query the model)
+    needs_dataset: ClassVar[bool]  # True when the constructor takes `dataset=` (it draws states from the data itself)
+    stackable: ClassVar[bool]  # `TrainableModule.stack` applies (docs/seeds.md)
     actor: Policy
 
     def act(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
         """Actions [B, act_dim] for observations [B, obs_dim], without gradients."""
+        ...
+
+    def attack_critics(self) -> nn.Module | None:
+        """The Q critics the value-based observation attacks query (eval.py), None for a policy learned without."""
         ...
 
     def action(self, obs: ArrayLike | torch.Tensor, deterministic: bool = True) -> np.ndarray | torch.Tensor:
@@ -72,6 +85,28 @@ class ModelBasedAlgorithm(Algorithm, Protocol):
         ...
 
 
+class Study(Protocol):
+    """A runner that is its own loop (`Loop.STUDY` in utils/algorithm_spec.py): it fits and scores models for a fixed
+    policy and trains none. train.py builds it as `runner(cfg, task, logger, run_dir)`, resumes it from its
+    checkpoint and prints its two lines."""
+
+    def __init__(self, cfg: RunConfig, spec: TaskSpec, logger: RunLogger, run_dir: str | Path) -> None: ...
+
+    def load_state(self, state: dict[str, Any], source: str | Path = "checkpoint") -> None: ...
+
+    def train(self) -> dict[str, float]:
+        """Run to the end (or on from a loaded checkpoint); the run's result."""
+        ...
+
+    def resumed_line(self, state: dict[str, Any]) -> str:
+        """What train.py prints after resuming from checkpoint `state`: where the run was."""
+        ...
+
+    def result_line(self, result: dict[str, float], run_dir: Path) -> str:
+        """What train.py prints when the run ends: its result in one line, and where the curves are."""
+        ...
+
+
 class TrainableModule(nn.Module):
     """Checkpointing shared by every algorithm: its `state_dict()` (networks, targets, α) plus the state of each
     optimiser and schedule that `optimizers()` names, so training continues bit-for-bit after a resume.
@@ -80,6 +115,7 @@ class TrainableModule(nn.Module):
     sets `stackable` and builds its optimisers in `_build_optimizers`; `stack` then makes S runs one instance."""
 
     stackable: ClassVar[bool] = False
+    needs_dataset: ClassVar[bool] = False  # True: `algos.build_algorithm` hands the constructor `dataset=`
     # The observation width, set by `algos.build_algorithm`, so `action` refuses a wrong-sized input in one line.
     obs_dim: int | None = None
 
@@ -108,6 +144,10 @@ class TrainableModule(nn.Module):
         if isinstance(obs, torch.Tensor):
             return actions.to(obs.device, torch.float32)
         return actions.to("cpu", torch.float32).numpy()
+
+    def attack_critics(self) -> nn.Module | None:
+        """None: a policy learned without Q critics (BC, NPG); the algorithms with critics return them."""
+        return None
 
     def optimizers(self) -> dict[str, Any]:
         raise NotImplementedError

@@ -20,6 +20,7 @@ from algos.sac import adam
 from buffers.replay import Batch
 from config import OfflineConfig, Rule, all_positive, positive, register_config
 from models.actor_critic import DeterministicActor
+from utils.algorithm_spec import AlgorithmSpec, Loop, ModelUse, Unit, planned_updates
 
 
 @register_config("bc")
@@ -67,3 +68,6 @@ class BC(TrainableModule):
 
     def optimizers(self) -> dict[str, Any]:
         return {"actor_optim": self.actor_optim}
+
+
+SPEC = AlgorithmSpec("bc", "BC", BCConfig, BC, Loop.EPOCHS, Unit.GRADIENT_STEPS, planned_updates, ModelUse.NONE)

@@ -49,6 +49,7 @@ from config import (
 from models.actor_critic import CriticEnsemble
 from models.bcq import ConditionalVAE, PerturbationActor
 from models.seed_stack import SeedStreams
+from utils.algorithm_spec import AlgorithmSpec, Loop, ModelUse, Unit, planned_updates
 
 
 @register_config("bcq")
@@ -261,9 +262,16 @@ class BCQ(TrainableModule):
     def soft_update_targets(self) -> None:
         torch._foreach_lerp_(*self._polyak_pairs, self.cfg.tau)  # θ̄ ← θ̄ + τ(θ − θ̄), one kernel for all tensors
 
+    def attack_critics(self) -> torch.nn.Module | None:
+        """Its Q critics, which the value-based observation attacks query (eval.py --choice attack)."""
+        return self.critics
+
     def end_epoch(self) -> None:
         pass  # no learning-rate schedule
 
     # ------------------------------------------------------------------------------------------------ checkpoint
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"vae_optim": self.vae_optim, "critic_optim": self.critic_optim, "actor_optim": self.actor_optim}
+
+
+SPEC = AlgorithmSpec("bcq", "BCQ", BCQConfig, BCQ, Loop.EPOCHS, Unit.GRADIENT_STEPS, planned_updates, ModelUse.NONE)

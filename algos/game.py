@@ -36,6 +36,7 @@ from envs.rewards import observation_mask
 from envs.tasks import get_task
 from envs.termination import TerminationFn
 from models.dynamics import EnsembleDynamics
+from utils.algorithm_spec import AlgorithmSpec, Loop, ModelUse, Unit, no_planned_length
 
 RewardFn = TerminationFn  # (obs, act, next_obs) -> [...], float rewards instead of done flags
 MIN_PATH_LENGTH = 5  # mjrl drops model paths with fewer steps before the NPG step
@@ -189,3 +190,12 @@ def pairwise_disagreement(predictions: torch.Tensor) -> torch.Tensor:
     """max_{i<j} ‖p_i − p_j‖₂ over members of predictions [E, B, obs] -> [B] (MOReL's δ(s, a))."""
     distances = (predictions.unsqueeze(0) - predictions.unsqueeze(1)).norm(dim=-1)  # [E, E, B]
     return distances.flatten(0, 1).amax(0)
+
+
+# PAL and MAL: one algorithm in two game settings, online, logging at the environment samples taken so far.
+SPECS = tuple(
+    AlgorithmSpec(
+        name, name.upper(), config, ModelBasedNPG, Loop.NPG, Unit.ENV_SAMPLES, no_planned_length, ModelUse.REFITTED
+    )
+    for name, config in (("pal", PALConfig), ("mal", MALConfig))
+)

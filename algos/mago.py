@@ -53,6 +53,7 @@ from envs.evaluation import isolated_global_rngs
 from envs.tasks import TaskSpec, normalized_score
 from models.actor_critic import CriticEnsemble, TanhGaussianActor, tanh_log_det
 from models.dynamics import EnsembleDynamics, UncertaintyFn
+from utils.algorithm_spec import AlgorithmSpec, FigureSet, Loop, ModelUse, Unit, planned_updates
 
 ALPHA_FLOOR = 1e-3  # α(s) >= this; also the temperature of the "max_a Q" estimate inside α(s)
 OOD_SHARPNESS = 12.0  # the continue probability's sigmoid spans ±6 between the inner and the outer band
@@ -729,6 +730,10 @@ class MAGO(TrainableModule):
         loss = 0.5 * per_state[:num_real].mean() + 0.5 * per_state[num_real:].mean()
         return loss, torch.as_tensor(targets.alpha)
 
+    def attack_critics(self) -> torch.nn.Module | None:
+        """Its Q critics, which the value-based observation attacks query (eval.py --choice attack)."""
+        return self.critics
+
     def end_epoch(self) -> None:
         """No schedules."""
 
@@ -785,3 +790,33 @@ class MAGO(TrainableModule):
     # ------------------------------------------------------------------------------------------------ checkpoint
     def optimizers(self) -> dict[str, Any]:
         return {"actor_optim": self.actor_optim, "critic_optim": self.critic_optim}
+
+
+# MAGO's README figures (log/<env>/<data>/{adv-q,ensemble-std,reward}): nature's value in the evaluation rollouts,
+# the log ensemble std of its draws, and the normalized score (progress.csv's column, plot.py's default metric).
+FIGURES = FigureSet(
+    "mago",
+    "MAGO",
+    curves={
+        "monitor/adv_q_target/mean": "adv-q",
+        "monitor/ensemble_std/mean": "ensemble-std",
+        "normalized_score_mean": "reward",
+    },
+    axis_labels={
+        "monitor/adv_q_target/mean": "Adversarial Q (target critics)",
+        "monitor/ensemble_std/mean": "log ensemble std",
+    },
+)
+
+# Its model is queried by the game's updates; the trainer branches no rollouts (MAGO plays its own game instead).
+SPEC = AlgorithmSpec(
+    "mago",
+    "MAGO",
+    MAGOConfig,
+    MAGO,
+    Loop.EPOCHS,
+    Unit.GRADIENT_STEPS,
+    planned_updates,
+    ModelUse.QUERIED,
+    figure_sets=(FIGURES,),
+)

@@ -26,6 +26,7 @@ from buffers.replay import Batch
 from config import ModelBasedConfig, Rule, one_of, penalty_weight, positive, register_config
 from models.dynamics import EnsembleDynamics
 from models.seed_stack import SeedStreams
+from utils.algorithm_spec import AlgorithmSpec, Loop, ModelUse, Unit, planned_updates
 
 MAX_Q_BACKUP_ACTIONS = 10  # sampled next actions per state for `max_q_backup` (as in MOBILE/MICRO)
 
@@ -141,3 +142,8 @@ class MICRO(SAC):
             target = target.clamp(min=0.0)
         model_penalty = penalty[..., num_real:].mean(-1) if has_model_rows else penalty.new_zeros(penalty.shape[:-1])
         return target, {"penalty": model_penalty}
+
+
+SPEC = AlgorithmSpec(
+    "micro", "MICRO", MICROConfig, MICRO, Loop.EPOCHS, Unit.GRADIENT_STEPS, planned_updates, ModelUse.ROLLOUTS
+)

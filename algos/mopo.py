@@ -22,6 +22,7 @@ import torch
 
 from algos.sac import SAC
 from config import ModelBasedConfig, Rule, one_of, penalty_weight, register_config
+from utils.algorithm_spec import AlgorithmSpec, Loop, ModelUse, Unit, planned_updates
 from utils.errors import UserError
 
 PENALTY_TYPES = ("aleatoric", "pairwise_diff", "ensemble_std")
@@ -69,3 +70,8 @@ class MOPO(SAC):
     def model_reward(self, reward: torch.Tensor, info: dict[str, torch.Tensor]) -> torch.Tensor:
         """r̃ = r̂ − λ u(s, a)."""
         return reward - self.penalty_coef * info["uncertainty"]
+
+
+SPEC = AlgorithmSpec(
+    "mopo", "MOPO", MOPOConfig, MOPO, Loop.EPOCHS, Unit.GRADIENT_STEPS, planned_updates, ModelUse.ROLLOUTS
+)

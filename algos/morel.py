@@ -18,6 +18,7 @@ predict masked states: velocity disagreements weigh 50x less than in raw units, 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -27,6 +28,7 @@ from algos.game import ModelBasedNPG, next_obs_per_member, pairwise_disagreement
 from buffers.paths import PathBatch
 from config import DatasetConfig, ModelBasedNPGConfig, Rule, non_negative, positive, register_config
 from models.dynamics import EnsembleDynamics
+from utils.algorithm_spec import AlgorithmSpec, Loop, ModelUse, Unit
 
 MIN_TRUNCATED_LENGTH = 4  # mjrl keeps truncated paths at least this long
 DISAGREEMENT_CHUNK = 50_000  # dataset rows per chunk when measuring δ over the whole dataset
@@ -123,3 +125,14 @@ class MOReL(ModelBasedNPG):
                 float((policy.mean(o) - a).square().sum()) for o, a in zip(obs.split(65536), act.split(65536))
             )
         return {"morel/bc_loss": squared / act.numel()}
+
+
+def planned_iterations(config: Mapping[str, Any]) -> int | None:
+    """A MOReL run ends at `num_iter`: it logs once per iteration (one model fit, then NPG steps)."""
+    iterations = config.get("num_iter")
+    return iterations if isinstance(iterations, int) else None
+
+
+SPEC = AlgorithmSpec(
+    "morel", "MOReL", MOReLConfig, MOReL, Loop.NPG, Unit.NPG_ITERATIONS, planned_iterations, ModelUse.REFITTED
+)

@@ -123,6 +123,10 @@ class SAC(TrainableModule):
     def soft_update_targets(self) -> None:
         torch._foreach_lerp_(*self._polyak_pairs, self.cfg.tau)  # θ̄ ← θ̄ + τ(θ − θ̄), one kernel for all tensors
 
+    def attack_critics(self) -> nn.Module | None:
+        """Its Q critics, which the value-based observation attacks query (eval.py --choice attack)."""
+        return self.critics
+
     def end_epoch(self) -> None:
         if self.actor_scheduler is not None:
             self.actor_scheduler.step()

@@ -264,6 +264,9 @@ class OfflineTrainer:
         self.wall_time, self.last_eval = state["wall_time"], state["last_eval"]
         restore_rng_state(state["rng"])
 
+    def close(self) -> None:
+        """Nothing to release (the evaluator is its owner's to close); train.py closes every trainer alike."""
+
 
 class SeedStackedTrainer:
     """S seeds of one SAC-family algorithm trained as one batched computation (`SAC.stack`, docs/seeds.md).

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, cast
@@ -57,6 +57,7 @@ from envs.tasks import reset_states
 from models.actor_critic import mlp
 from models.density_ratio import DensityRatio, RatioFitConfig
 from models.dynamics import EnsembleDynamics, UncertaintyFn
+from utils.algorithm_spec import AlgorithmSpec, FigureSet, Loop, ModelUse, Unit, planned_updates
 from utils.errors import UserError
 from utils.paths import resolve_seed_path
 
@@ -688,7 +689,6 @@ class WMOPO(SAC):
     stackable: ClassVar[bool] = False  # its EM schedule and extra networks are per run
     needs_dataset: ClassVar[bool] = True
     rollout_uncertainty: ClassVar[UncertaintyFn | None] = None
-    trainer_class: ClassVar[type[OfflineTrainer]] = WMOPOTrainer
 
     def __init__(
         self,
@@ -745,3 +745,32 @@ class WMOPO(SAC):
                 break
             obs = torch.where(torch.isfinite(next_obs), next_obs, obs)
         return float(returns.mean()), float(lengths.mean())
+
+
+def planned_m_steps(config: Mapping[str, Any]) -> int | None:
+    """A WMOPO run's last step: `epochs` x `steps_per_epoch` count one M-step of its EM loop, and it has
+    `em_iterations` of them."""
+    updates = planned_updates(config)
+    return None if updates is None else updates * config.get("em_iterations", 1)
+
+
+# Its EM loop (its Figure 2a): the real return and the penalised return of the model episodes.
+FIGURES = FigureSet(
+    "wmopo-em",
+    "WMOPO (D4RL-style)",
+    curves={"eval/episode_reward": "real-return", "eval/sim_return": "sim-return"},
+    axis_labels={"eval/sim_return": "Return in the model (penalised)"},
+)
+
+SPEC = AlgorithmSpec(
+    "wmopo",
+    "WMOPO",
+    WMOPOConfig,
+    WMOPO,
+    Loop.EPOCHS,
+    Unit.GRADIENT_STEPS,
+    planned_m_steps,
+    ModelUse.ROLLOUTS,
+    trainer=WMOPOTrainer,
+    figure_sets=(FIGURES,),
+)

@@ -45,6 +45,7 @@ from envs.tasks import TaskSpec
 from models.density_ratio import DensityRatio, RatioFitConfig
 from models.dynamics import EnsembleDynamics
 from models.dynamics_recipes import BatchLoss, FitRecipe, recipe_for, with_loss
+from utils.algorithm_spec import AlgorithmSpec, FigureSet, Loop, ModelUse, RunFigure, Unit, no_planned_length
 from utils.checkpoint import atomic_torch_save, capture_rng_state, restore_rng_state
 from utils.errors import UserError
 from utils.logger import RunLogger
@@ -657,3 +658,83 @@ class PendulumStudy:
         self.ratio.load_state_dict(state["ratio"])
         self.wall_time, self.result = state["wall_time"], state["result"]
         restore_rng_state(state["rng"])
+
+    def resumed_line(self, state: dict[str, Any]) -> str:
+        """Where a resumed run was: its iteration and phase."""
+        return f"resumed at iteration {state.get('iteration', state['epoch'])} ({state['phase']})"
+
+    def result_line(self, result: dict[str, float], run_dir: Path) -> str:
+        """How well the chosen model evaluates the target policy: its discounted return, real and in the model."""
+        return (
+            f"target policy's discounted return: real {result['real_return']:.2f} ± {result['real_return_std']:.2f}, "
+            f"in the chosen model (iteration {int(result['chosen_iteration'])}) {result['sim_return']:.2f} ± "
+            f"{result['sim_return_std']:.2f} | evaluation error {result['evaluation_error']:.2f} | curves: "
+            f"tensorboard --logdir {run_dir}"
+        )
+
+
+# ---------------------------------------------------------------------------------------------------- figures
+def states_figure(run_dir: Path, path: Path, title: str) -> None:
+    """WMOPO's Figure 1 for one study run: π's visited states in the real pendulum over the data, and the data
+    coloured by log10 of their weights for the first model (ERM) and the chosen one."""
+    from utils.plotting import state_scatter_panels  # matplotlib only when a figure is drawn
+
+    figures = run_dir / "figures"
+    if not (figures / "real_states.npz").is_file():
+        raise UserError(f"{run_dir} has no figures/real_states.npz: the study has not finished; resume it first")
+    first = np.load(figures / "iter0.npz")
+    scores = {int(file.stem[len("iter") :]): float(np.load(file)["score"]) for file in figures.glob("iter*.npz")}
+    best = max(sorted(scores), key=lambda i: scores[i])  # the first of equal scores, as the study's argmax
+    picked = np.load(figures / f"iter{best}.npz")
+    real = np.load(figures / "real_states.npz")["states"]
+    data = first["data"][:, :2]
+    panels = [
+        ("π's states (real) over the data", data, None, real),
+        ("weights of θ_0 (ERM)", data, np.log10(np.maximum(first["weights"], 1e-12)), None),
+        (f"weights of θ_{best} (chosen)", data, np.log10(np.maximum(picked["weights"], 1e-12)), None),
+    ]
+    wall = 4.1 * np.pi
+    state_scatter_panels(path, panels, "θ", "θ̇", (-wall, wall), (-15.0, 15.0), title)
+
+
+# The study's figure sets (plot.py --figures), shared by its four methods.
+STUDY_CURVES = FigureSet(
+    "wmopo",
+    "WMOPO Pendulum study",
+    # Per iteration: π's return in θ_i, the score −L(θ_i; w), the weights' spread.
+    curves={
+        "study/sim_return": "sim-return",
+        "study/score": "score",
+        "weights/effective_sample_fraction": "weights-ess",
+    },
+    axis_labels={
+        "study/sim_return": "Discounted return of π in θ_i",
+        "study/score": "Score −L(θ_i; w)",
+        "weights/effective_sample_fraction": "Effective sample fraction of w",
+    },
+)
+STUDY_STATES = FigureSet(
+    "wmopo-states",
+    "WMOPO Pendulum study",
+    run_figure=RunFigure("states", states_figure, "the Pendulum study's Figure 1 per run"),
+)
+
+SPECS = tuple(
+    AlgorithmSpec(
+        name,
+        title,
+        config,
+        PendulumStudy,
+        Loop.STUDY,
+        Unit.STUDY_ITERATIONS,
+        no_planned_length,  # its steps count models, and its config is an online one: no planned length is read
+        ModelUse.REFITTED,
+        figure_sets=(STUDY_CURVES, STUDY_STATES),
+    )
+    for name, title, config in (
+        ("wmopo-erm", "Pendulum study: ERM", ERMStudyConfig),
+        ("wmopo-alg2", "Pendulum study: Algorithm 2", Alg2StudyConfig),
+        ("wmopo-alg1", "Pendulum study: Algorithm 1", Alg1StudyConfig),
+        ("wmopo-alg1-detached", "Pendulum study: Algorithm 1 (detached)", Alg1DetachedStudyConfig),
+    )
+)

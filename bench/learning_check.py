@@ -32,12 +32,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from algos import ALGORITHMS, STUDIES  # noqa: E402
-from config import config_classes, config_to_dict  # noqa: E402
+import algos  # noqa: E402, F401  (registers every algorithm's record and config class)
+from config import config_to_dict  # noqa: E402
 from envs import OfflineDataset, TaskSpec, get_task, list_tasks, load_dataset  # noqa: E402
 from envs.datasets import find_dataset  # noqa: E402
 from envs.generate import dataset_reference  # noqa: E402
 from envs.task_config import suggest_train  # noqa: E402
+from utils.algorithm_spec import algorithm_spec, known_algorithm  # noqa: E402
 from utils.errors import Interrupted, UserError, run_cli  # noqa: E402
 from utils.launch import Job, RunRequest, check_distinct, check_workers, plan, run_local, summary  # noqa: E402
 from utils.provenance import UNKNOWN, run_data, short_hash  # noqa: E402
@@ -200,14 +201,15 @@ def check_algo(algo: str, task: str) -> None:
         family = get_task(task).family
     except UserError:
         family = None
-    if algo in STUDIES:
+    spec = known_algorithm(algo)
+    if spec is not None and spec.study:
         env, command = train_command(algo, None, "0 1 2 3 4")
         raise UserError(
             f"{algo} is a method of the WMOPO Pendulum study: it fits models to evaluate a fixed policy and trains "
             f"none, so it has no learning check; run the study with {command} and score it with python score.py "
             f"log/{env} --algo {algo} --metric result/evaluation_error (docs/wmopo.md#the-pendulum-study)"
         )
-    if algo in ALGORITHMS and config_classes()[algo].online:
+    if spec is not None and spec.online:
         env, command = train_command(algo, family, "0 1 2")
         raise UserError(
             f"{algo} learns online from its own environment samples, with no dataset to check it against MOPO and BC "
@@ -215,7 +217,7 @@ def check_algo(algo: str, task: str) -> None:
             f"{algo} --last 5 (docs/pal_mal.md)"
         )
     if algo not in PRESETS:
-        if algo in ALGORITHMS:
+        if spec is not None:
             raise UserError(
                 f"{algo} has no learning-check budget yet; add one to PRESETS in bench/learning_check.py, or check one "
                 f"of: {', '.join(sorted(PRESETS))}"
@@ -282,13 +284,11 @@ def read_data(spec: TaskSpec, request: RunRequest) -> OfflineDataset:
 
 
 def steps_of(run: Run) -> str:
-    """A run's planned length in its own unit: gradient steps, or NPG iterations."""
+    """A run's planned length in its own unit (its algorithm's record): gradient steps, or NPG iterations."""
     steps = run.final_step
-    if steps is None:
+    if steps is None or run.spec is None:
         return "?"
-    if "num_iter" in run.config:
-        return f"{steps} iterations"
-    return f"{steps // 1000}k steps" if steps % 1000 == 0 else f"{steps} steps"
+    return run.spec.unit.budget(steps)
 
 
 def planned_steps(request: RunRequest) -> str:
@@ -339,7 +339,7 @@ def table(
         values = np.array([value for _, value, _ in scores])
         per_seed = ", ".join(f"{seed}: {value:.1f}" for seed, value, _ in scores)
         steps = steps_of(read_run(run_dirs[method][0]))
-        name = ALGORITHMS[method].__name__
+        name = algorithm_spec(method).title
         cell = f"{values.mean():.1f} ± {values.std():.1f}"
         rows.append(f"| {name} | {cell} | {per_seed} | {steps}: `{budget.describe()}` |")
     reference = dataset_reference(spec, dataset)

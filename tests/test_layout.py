@@ -35,12 +35,6 @@ def test_every_algorithm_has_its_config_class_in_its_own_module() -> None:
         assert classes[name].__module__ == algo_class.__module__, name
 
 
-def test_plot_knows_every_study() -> None:
-    import plot
-
-    assert set(STUDIES) == plot.STUDY_ALGOS
-
-
 def test_config_py_defines_no_algorithm_config() -> None:
     assert all(cls.__module__ != "config" for cls in CONFIG_CLASSES.values())
 

@@ -592,16 +592,17 @@ def test_the_states_figure_picks_the_chosen_model(study_runs: dict[str, Path], t
     as a file name)."""
     import shutil
 
-    import plot
-    from utils.runs import find_runs
+    import utils.plotting
+    from algos.wmopo_study import states_figure
 
     run_dir = tmp_path / "run"
     shutil.copytree(study_runs["straight"], run_dir)
     first = dict(np.load(run_dir / "figures" / "iter0.npz"))
     np.savez(run_dir / "figures" / "iter10.npz", **{**first, "score": 1e9})
-    (run,) = find_runs([str(run_dir)])
     titles: list[str] = []
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(plot, "state_scatter_panels", lambda path, panels, *rest: titles.extend(p[0] for p in panels))
-        plot.study_states_figure(run, tmp_path / "fig.png")
+        patch.setattr(
+            utils.plotting, "state_scatter_panels", lambda path, panels, *rest: titles.extend(p[0] for p in panels)
+        )
+        states_figure(run_dir, tmp_path / "fig.png", "wmopo-alg1 seed 1")
     assert titles[-1] == "weights of θ_10 (chosen)"

@@ -16,11 +16,13 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import torch
 
 from config import LearnedModelConfig, OfflineConfig, RunConfig, config_to_dict
 from envs.task_config import load_run_config, load_task_config
+from utils.algorithm_spec import algorithm_spec
 from utils.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -87,7 +89,9 @@ def can_resume(run_dir: Path) -> bool:
 
 def saved_its_model_only(cfg: RunConfig, run_dir: Path) -> bool:
     """A `dynamics_only` run that did all it was asked: fit the model and save it (it never checkpoints)."""
-    return isinstance(cfg, LearnedModelConfig) and cfg.dynamics_only and (run_dir / "dynamics.pt").is_file()
+    if not algorithm_spec(cfg.algo).model.fitted_first:  # only a config with a model fitted first has the key
+        return False
+    return cast(LearnedModelConfig, cfg).dynamics_only and (run_dir / "dynamics.pt").is_file()
 
 
 def check_distinct(flag: str, values: Sequence[object]) -> None:

@@ -49,6 +49,7 @@ import numpy as np
 import yaml
 
 from config import config_classes, config_to_dict, flatten_config, without_retired
+from utils.algorithm_spec import AlgorithmSpec, known_algorithm
 from utils.errors import UserError
 from utils.logger import PROGRESS_COLUMNS
 from utils.provenance import UNKNOWN, run_data, short_hash
@@ -93,17 +94,17 @@ class Run:
         return self.task, self.algo
 
     @property
+    def spec(self) -> AlgorithmSpec | None:
+        """The record of the run's algorithm (utils/algorithm_spec.py); None for an algorithm this code lacks."""
+        return known_algorithm(self.algo)
+
+    @property
     def final_step(self) -> int | None:
-        """The step the run ends at when it completes (epochs x steps_per_epoch, or MOReL's iterations), if the
-        config says; online runs end at a number of samples known only when they get there."""
-        if getattr(config_classes().get(self.algo), "online", False):
-            return None
-        iterations = self.config.get("num_iter")
-        if isinstance(iterations, int):
-            return iterations
-        epochs, steps = self.config.get("epochs"), self.config.get("steps_per_epoch")
-        repeats = self.config.get("em_iterations", 1)  # WMOPO's epochs count one M-step of its EM loop
-        return epochs * steps * repeats if isinstance(epochs, int) and isinstance(steps, int) else None
+        """The step the run ends at when it completes, as its algorithm's record reads it from the config (e.g.
+        epochs x steps_per_epoch gradient steps); None when unknown: online runs end at a number of samples known
+        only when they get there, and runs of algorithms this code lacks at a length it cannot read."""
+        spec = self.spec
+        return None if spec is None else spec.planned_length(self.config)
 
     @cached_property
     def data(self) -> str:

@@ -119,13 +119,12 @@ def label_of(run: Run) -> str:
 
 
 def budget_of(run: Run) -> str:
-    """A run's planned length in its own unit: gradient steps, NPG iterations, or environment samples (online)."""
+    """A run's planned length in its own unit (its algorithm's record): gradient steps, NPG iterations, or
+    environment samples (online)."""
     steps = run.final_step
-    if steps is None:
+    if steps is None or run.spec is None:
         return "online"
-    if "num_iter" in run.config:
-        return f"{steps} iterations"
-    return f"{steps // 1000}k steps" if steps % 1000 == 0 else f"{steps} steps"
+    return run.spec.unit.budget(steps)
 
 
 def data_reference(runs: Sequence[Run]) -> dict[str, Any]:
