@@ -60,11 +60,11 @@ def test_a_row_is_each_seeds_last_five_mean_next_to_the_baseline_on_the_same_dat
     results = registry(tmp_path)
     (spec,) = read_specs(results)
     header, rule, *rows = render(spec, results).splitlines()
-    assert "bc-check-cpu" in header and len(rows) == 1  # BC is the column, not a row
+    assert "| BC |" in header and "beats BC?" in header and len(rows) == 1  # BC is the column, not a row
     cells = [cell.strip() for cell in rows[0].strip("|").split("|")]
     assert cells == [
         f"{TASK} (200k, sha256 {'a' * 12})",
-        "mopo",
+        "MOPO",
         "**28.0 ± 8.0** (2)",  # seeds 36 and 20: mean 28, population std 8
         "36.0, 20.0",
         "6k steps",
@@ -106,7 +106,7 @@ def test_the_command_writes_the_tables_and_one_figure_per_task(tmp_path: Path) -
     readme.write_text(f"{BEGIN.format(name='readme')}\n{END.format(name='readme')}\n")
     written = score.tables_main(["--results", str(results)], root=tmp_path)
     assert written == [str(readme), str(tmp_path / "figures" / f"{TASK}.png")]
-    assert (tmp_path / "figures" / f"{TASK}.png").stat().st_size > 1000 and "| mopo |" in readme.read_text()
+    assert (tmp_path / "figures" / f"{TASK}.png").stat().st_size > 1000 and "| MOPO |" in readme.read_text()
     assert score.tables_main(["--results", str(results), "--check"], root=tmp_path) == []
 
 

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from utils.algorithm_spec import known_algorithm
 from utils.checkpoint import atomic_write
 from utils.errors import UserError
 from utils.provenance import ONLINE, UNKNOWN, read_provenance, short_hash
@@ -113,6 +114,12 @@ def read_figure_spec(results: Path) -> FigureSpec | None:
     return FigureSpec(entry["out"], entry.get("smooth", 1))
 
 
+def title(algo: str) -> str:
+    """An algorithm as tables write it (its record's title: MOReL, MOPO), or its name when this code lacks it."""
+    spec = known_algorithm(algo)
+    return algo if spec is None else spec.title
+
+
 def label_of(run: Run) -> str:
     """The registry folder a published run lies in (`results/<task>/<label>/<run>`)."""
     return run.path.parent.name
@@ -169,7 +176,9 @@ def render(spec: TableSpec, results: Path) -> str:
         return all(label_of(run) == spec.baseline for run in groups[group])
 
     baselines = {(group.task, data[group]): scores[group] for group in groups if is_baseline(group)}
-    lines = [HEADER.format(baseline=spec.baseline), "|---|---|---:|---|---|---:|---|---|---|"]
+    names = {title(group.algo) for group in groups if is_baseline(group)}
+    baseline_name = names.pop() if len(names) == 1 else spec.baseline
+    lines = [HEADER.format(baseline=baseline_name), "|---|---|---:|---|---|---:|---|---|---|"]
     for group, members in groups.items():
         if is_baseline(group):
             continue
@@ -187,7 +196,7 @@ def render(spec: TableSpec, results: Path) -> str:
         per_seed = ", ".join(f"{value:.1f}" for value in score.values)
         cells = [
             task,
-            group.label,
+            title(group.algo) + group.label[len(group.algo) :],
             f"**{score.mean:.1f} ± {score.std:.1f}** ({score.num_seeds})",
             per_seed,
             " / ".join(budgets),
