@@ -100,7 +100,8 @@ PRESETS: dict[str, Preset] = {
         mopo=MOPO_60K,
         bc=BC_30K,
         families={"halfcheetah": ("num_iter=50", "fit_epochs=10")},
-        cost="7.5-15 min per hopper seed, 16-23 min per halfcheetah seed on one thread (runs behind morel.md)",
+        cost="7.5-15 min per hopper seed (runs behind morel.md); halfcheetah 12-20 min per seed, the whole check with "
+        "MOPO and BC 70 min of 2 cores (morel.md#the-demo-preset)",
     ),
     "bc": Preset(BC_30K, mopo=MOPO_60K, bc=BC_30K, cost="2-2.5 min per seed on one thread (runs behind morel.md)"),
     # No doc states a BCQ check: this project's choice is BC's 30k steps and BC's evaluation every 1000 steps (BCQ's own
