@@ -101,7 +101,7 @@ def test_shipped_files_all_load() -> None:
 
 
 def test_demo_preset_is_what_the_readme_says() -> None:
-    """MOPO's demo (the README's algorithm table): halfcheetah-medium-gen's rollout length, a short budget, a stronger penalty."""
+    """MOPO's demo (README's algorithm table): halfcheetah-medium-gen's rollout length, a short budget, λ = 5."""
     demo = load_config("mopo", "halfcheetah-medium-gen", config_file="demo")
     assert (demo.epochs, demo.steps_per_epoch, demo.dynamics.max_epochs, demo.rollout_batch_size) == (
         25,
