@@ -5,6 +5,7 @@ unmarked file is reported in one line."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import subprocess
 import sys
@@ -85,6 +86,15 @@ def test_a_baseline_on_other_data_is_not_compared(tmp_path: Path) -> None:
     assert cells[5] == "–" and cells[7] == "n/a" and cells[8] == "no (0 of 1 seeds)"
 
 
+def test_labels_choose_the_rows(tmp_path: Path) -> None:
+    results = registry(tmp_path)
+    published(results, "morel-check-cpu", "morel", 0, [40.0] * 6)
+    spec = dataclasses.replace(read_specs(results)[0], labels=("morel-check-cpu",))
+    rows = render(spec, results).splitlines()[2:]
+    assert [row.split("|")[2].strip() for row in rows] == ["MOReL"]
+    assert rows[0].split("|")[6].strip() == "31.0 ± 1.0 (2)"  # the baseline stays the column
+
+
 def test_regenerate_rewrites_the_block_and_check_reports_it_stale(tmp_path: Path) -> None:
     results = registry(tmp_path)
     readme = tmp_path / "README.md"
@@ -124,7 +134,7 @@ def test_fewer_than_five_evaluations_are_refused(tmp_path: Path) -> None:
         render(read_specs(results)[0], results)
 
 
-def test_readme_tables_are_what_the_committed_registry_gives() -> None:
+def test_readme_and_docs_tables_are_what_the_committed_registry_gives() -> None:
     """The repository's own tables: `python score.py tables --check` finds nothing stale."""
     done = subprocess.run(
         [sys.executable, "score.py", "tables", "--check"], cwd=REPO, capture_output=True, text=True, timeout=120

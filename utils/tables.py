@@ -61,6 +61,7 @@ class TableSpec:
     file: str
     baseline: str
     tasks: tuple[str, ...] = ()
+    labels: tuple[str, ...] = ()  # the label folders whose runs are rows (all but the baseline's when empty)
 
 
 @dataclass(frozen=True)
@@ -87,13 +88,19 @@ def read_specs(results: Path) -> list[TableSpec]:
     path = results / SPEC_FILE
     try:
         specs = [
-            TableSpec(name, str(entry["file"]), str(entry["baseline"]), tuple(entry.get("tasks") or ()))
+            TableSpec(
+                name,
+                str(entry["file"]),
+                str(entry["baseline"]),
+                tuple(entry.get("tasks") or ()),
+                tuple(entry.get("labels") or ()),
+            )
             for name, entry in (_read_spec_file(results).get("tables") or {}).items()
         ]
     except (TypeError, KeyError, AttributeError) as err:
         raise UserError(
             f"{path}: malformed table ({type(err).__name__}: {err}); each is NAME: {{file: PATH, baseline: LABEL, "
-            "tasks: [TASK, ...]}} under tables:"
+            "tasks: [TASK, ...], labels: [LABEL, ...]}} under tables:"
         ) from None
     if not specs:
         raise UserError(f"{path} declares no table; add one under tables: as readme: {{file: README.md, baseline: L}}")
@@ -180,7 +187,7 @@ def render(spec: TableSpec, results: Path) -> str:
     baseline_name = names.pop() if len(names) == 1 else spec.baseline
     lines = [HEADER.format(baseline=baseline_name), "|---|---|---:|---|---|---:|---|---|---|"]
     for group, members in groups.items():
-        if is_baseline(group):
+        if is_baseline(group) or (spec.labels and not all(label_of(run) in spec.labels for run in members)):
             continue
         score, digest = scores[group], data[group]
         reference = data_reference(members)
