@@ -17,6 +17,7 @@ import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -28,8 +29,9 @@ from config import SACConfig
 from envs.behaviour import InteractionLog, fingerprint, replay_log_episodes, save_behaviour_policy
 from envs.evaluation import Evaluator, episode_reset_seed
 from envs.tasks import TaskSpec, make_env
-from utils.checkpoint import atomic_torch_save, capture_rng_state, restore_rng_state, seed_everything
+from utils.checkpoint import load_project_file, seed_everything
 from utils.errors import UserError
+from utils.runner import Runner
 
 TRAINING_FORMAT = "offline-mbrl-behaviour-training/1"
 TRAINING_FILE = "training.pt"  # in the work dir; git does not track it (behaviour/<env>/ keeps what it exported)
@@ -53,10 +55,14 @@ class BehaviourConfig:
     sac: SACConfig = field(default_factory=online_sac_config)
 
 
-class BehaviourTrainer:
+class BehaviourTrainer(Runner):
+    """The online SAC loop as a runner: its checkpoint is `training.pt` (the module's docstring says what it holds)."""
+
+    checkpoint_format: ClassVar[str] = TRAINING_FORMAT
+
     def __init__(self, spec: TaskSpec, cfg: BehaviourConfig, work_dir: str | Path, progress: bool = True) -> None:
         self.spec, self.cfg, self.work_dir, self.progress = spec, cfg, Path(work_dir), progress
-        self.training_path = self.work_dir / TRAINING_FILE
+        self.training_path = self.checkpoint_path = self.work_dir / TRAINING_FILE
         seed_everything(cfg.seed)
         self.sac = SAC(spec.obs_dim, spec.act_dim, cfg.sac, epochs=1)
         self.buffer = ReplayBuffer(cfg.total_steps, spec.obs_dim, spec.act_dim)
@@ -71,23 +77,29 @@ class BehaviourTrainer:
         """Continue from training.pt if there is one; returns whether it did."""
         if not self.training_path.exists():
             return False
-        state = torch.load(self.training_path, weights_only=False)
-        if not isinstance(state, dict) or state.get("format") != TRAINING_FORMAT:
-            raise UserError(f"{self.training_path} is not a behaviour-training checkpoint; move it away to restart")
+        path = self.training_path
+        state = load_project_file(
+            path,
+            TRAINING_FORMAT,
+            missing=f"no behaviour-training checkpoint at {path}",
+            unreadable=f"{path} cannot be read; move it away to restart",
+            foreign=f"{path} is not a behaviour-training checkpoint; move it away to restart",
+            map_location=None,  # where it was saved from, as before
+        )
         if state["gym_id"] != self.spec.gym_id:
-            raise UserError(
-                f"{self.training_path} trains {state['gym_id']}, not {self.spec.gym_id}; use another --work-dir"
-            )
+            raise UserError(f"{path} trains {state['gym_id']}, not {self.spec.gym_id}; use another --work-dir")
         saved_cfg = state["config"]
         if saved_cfg["seed"] != self.cfg.seed or saved_cfg["sac"] != dataclasses.asdict(self.cfg.sac):
-            raise UserError(f"{self.training_path} was trained with another seed or SAC config; use another --work-dir")
+            raise UserError(f"{path} was trained with another seed or SAC config; use another --work-dir")
+        self.restore_checkpoint(state)
+        return True
+
+    def load_checkpoint_state(self, state: dict[str, Any]) -> None:
         self.log = InteractionLog.from_state_dict(state["log"])
         self._rebuild_buffer()
         self.sac.load_training_state(state["sac"])
         self.env_steps, self.wall_time = state["env_steps"], state["wall_time"]
         self.evaluations = state["evaluations"]
-        restore_rng_state(state["rng"])
-        return True
 
     def _rebuild_buffer(self) -> None:
         for episode in replay_log_episodes(self.env, self.log, self.training_path):
@@ -103,21 +115,16 @@ class BehaviourTrainer:
             )
         )
 
-    def save(self) -> None:
-        atomic_torch_save(
-            {
-                "format": TRAINING_FORMAT,
-                "gym_id": self.spec.gym_id,
-                "config": dataclasses.asdict(self.cfg),
-                "sac": self.sac.training_state(),
-                "log": self.log.state_dict(),
-                "env_steps": self.env_steps,
-                "wall_time": self.wall_time,
-                "evaluations": self.evaluations,
-                "rng": capture_rng_state(),
-            },
-            self.training_path,
-        )
+    def checkpoint_state(self) -> dict[str, Any]:
+        return {
+            "gym_id": self.spec.gym_id,
+            "config": dataclasses.asdict(self.cfg),
+            "sac": self.sac.training_state(),
+            "log": self.log.state_dict(),
+            "env_steps": self.env_steps,
+            "wall_time": self.wall_time,
+            "evaluations": self.evaluations,
+        }
 
     # ------------------------------------------------------------------------------------------------ training
     def train(self) -> list[dict[str, float]]:
@@ -179,7 +186,7 @@ class BehaviourTrainer:
             if self.env_steps - last_checkpoint >= cfg.checkpoint_every or self.env_steps >= cfg.total_steps:
                 self.wall_time += time.perf_counter() - started
                 started = time.perf_counter()
-                self.save()
+                self.save_checkpoint()
                 last_checkpoint = self.env_steps
         bar.close()
         evaluator.close()

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from algos.game import ModelBasedNPG, next_obs_per_member
 from algos.morel import MOReL
+from algos.trainer import RunRunner
 from buffers.paths import PathBuffer
 from buffers.replay import Batch
 from config import ModelBasedNPGConfig
@@ -36,11 +37,7 @@ from envs.termination import termination_fn_for_kind
 from models.dynamics import EnsembleDynamics
 from models.dynamics_recipes import mjrl
 from models.npg import RewardModel
-from utils.checkpoint import atomic_torch_save, capture_rng_state, restore_rng_state
-from utils.errors import UserError
 from utils.logger import RunLogger
-
-CHECKPOINT_FORMAT = "offline-mbrl-checkpoint/1"  # the same file format as the offline trainer's (read_checkpoint)
 
 
 @torch.no_grad()
@@ -52,7 +49,9 @@ def prediction_error(
     return (next_obs_per_member(dynamics, obs, act) - next_obs).square().mean(dim=(1, 2))
 
 
-class NPGTrainer:
+class NPGTrainer(RunRunner):
+    """The NPG loop as a runner: its checkpoint file is the offline trainer's (`RunRunner`), with its own keys."""
+
     def __init__(
         self,
         cfg: ModelBasedNPGConfig,
@@ -252,10 +251,8 @@ class NPGTrainer:
         return self.last_eval
 
     # ------------------------------------------------------------------------------------------------ checkpoint
-    def save_checkpoint(self) -> None:
-        self.logger.flush()
-        state = {
-            "format": CHECKPOINT_FORMAT,
+    def checkpoint_state(self) -> dict[str, Any]:
+        return {
             "task": self.cfg.task,
             "algo": self.cfg.algo,
             "epoch": self.iteration,
@@ -273,16 +270,9 @@ class NPGTrainer:
             "reward_model": self.reward_model.state_dict() if self.learned_reward else None,
             "reward_optim": self.reward_optim.state_dict() if self.learned_reward else None,
             "path_buffer": self.buffer.state_dict(),
-            "rng": capture_rng_state(),
         }
-        atomic_torch_save(state, self.checkpoint_path)
 
-    def load_state(self, state: dict[str, Any], source: str | Path = "checkpoint") -> None:
-        if (state["task"], state["algo"]) != (self.cfg.task, self.cfg.algo):
-            raise UserError(
-                f"checkpoint in {source} is from {state['algo']} on {state['task']}, not {self.cfg.algo} on "
-                f"{self.cfg.task}; resume it with its own run directory"
-            )
+    def load_checkpoint_state(self, state: dict[str, Any]) -> None:
         self.algo.load_training_state(state["algo_state"])
         self.dynamics.load_state_dict(state["dynamics"])
         self.dynamics_optim.load_state_dict(state["dynamics_optim"])
@@ -293,7 +283,6 @@ class NPGTrainer:
         self.iteration, self.env_steps, self.fitted = state["epoch"], state["env_steps"], state["fitted"]
         self.wall_time, self.last_eval = state["wall_time"], state["last_eval"]
         self.best_score, self.best_policy = state["best_score"], state["best_policy"]
-        restore_rng_state(state["rng"])
 
     def close(self) -> None:
         if self.env is not None:

@@ -15,7 +15,7 @@ import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 import torch
 from tqdm.auto import tqdm
@@ -26,9 +26,10 @@ from config import OfflineConfig, RunConfig
 from envs.evaluation import evaluate_together
 from models.dynamics import EnsembleDynamics
 from models.seed_stack import SeedStreams
-from utils.checkpoint import atomic_torch_save, capture_rng_state, load_project_file, restore_rng_state
+from utils.checkpoint import load_project_file
 from utils.errors import UserError
 from utils.logger import RunLogger
+from utils.runner import Runner
 
 CHECKPOINT_FORMAT = "offline-mbrl-checkpoint/1"
 
@@ -97,7 +98,25 @@ class Takeover:
     files: tuple[str, ...] = ()
 
 
-class OfflineTrainer:
+class RunRunner(Runner):
+    """A loop that train.py runs from a `RunConfig` (the offline trainer, the NPG trainer, a study): its checkpoint is
+    `<run_dir>/checkpoints/checkpoint.pt` in CHECKPOINT_FORMAT (see `read_checkpoint`), and it refuses another
+    task's or algorithm's checkpoint, which would otherwise load half and train on wrong."""
+
+    checkpoint_format: ClassVar[str] = CHECKPOINT_FORMAT
+    cfg: RunConfig
+
+    def load_state(self, state: dict[str, Any], source: str | Path = "checkpoint") -> None:
+        """Continue from checkpoint `state` (read from `source`, named in the error if it is another run's)."""
+        if (state["task"], state["algo"]) != (self.cfg.task, self.cfg.algo):
+            raise UserError(
+                f"checkpoint in {source} is from {state['algo']} on {state['task']}, not {self.cfg.algo} on "
+                f"{self.cfg.task}; resume it with its own run directory"
+            )
+        self.restore_checkpoint(state)
+
+
+class OfflineTrainer(RunRunner):
     def __init__(
         self,
         cfg: OfflineConfig,
@@ -225,10 +244,8 @@ class OfflineTrainer:
             self.save_checkpoint()
 
     # ------------------------------------------------------------------------------------------------ checkpoint
-    def save_checkpoint(self) -> None:
-        self.logger.flush()  # the events counted below must be on disk before the checkpoint says they are
-        state = {
-            "format": CHECKPOINT_FORMAT,
+    def checkpoint_state(self) -> dict[str, Any]:
+        return {
             "task": self.cfg.task,
             "algo": self.cfg.algo,
             "epoch": self.epoch,
@@ -240,29 +257,19 @@ class OfflineTrainer:
             "fake_buffer": None if self.fake_buffer is None else self.fake_buffer.state_dict(),
             ROLLOUT_STATE: self.rollouts.state_dict(),
             "extra": self.extra_state(),
-            "rng": capture_rng_state(),
         }
-        atomic_torch_save(state, self.checkpoint_path)
 
     def extra_state(self) -> dict[str, Any] | None:
-        """What a subclass adds to the checkpoint (read back in its `load_state`)."""
+        """What a subclass adds to the checkpoint (read back in its `load_checkpoint_state`)."""
         return None
 
-    def load_state(self, state: dict[str, Any], source: str | Path = "checkpoint") -> None:
-        """Restore what `save_checkpoint` wrote (see `read_checkpoint`), RNG states last so training continues
-        identically."""
-        if (state["task"], state["algo"]) != (self.cfg.task, self.cfg.algo):
-            raise UserError(
-                f"checkpoint in {source} is from {state['algo']} on {state['task']}, not {self.cfg.algo} on "
-                f"{self.cfg.task}; resume it with its own run directory"
-            )
+    def load_checkpoint_state(self, state: dict[str, Any]) -> None:
         self.algo.load_training_state(state["algo_state"])
         if self.fake_buffer is not None and state["fake_buffer"] is not None:
             self.fake_buffer.load_state_dict(state["fake_buffer"])
         self.rollouts.load_state_dict(state.get(ROLLOUT_STATE))
         self.epoch, self.global_step = state["epoch"], state["global_step"]
         self.wall_time, self.last_eval = state["wall_time"], state["last_eval"]
-        restore_rng_state(state["rng"])
 
     def close(self) -> None:
         """Nothing to release (the evaluator is its owner's to close); train.py closes every trainer alike."""

@@ -666,8 +666,8 @@ class WMOPOTrainer(OfflineTrainer):
             "random_steps": self.episodes.random_steps,
         }
 
-    def load_state(self, state: dict[str, Any], source: str | Path = "checkpoint") -> None:
-        super().load_state(state, source)
+    def load_checkpoint_state(self, state: dict[str, Any]) -> None:
+        super().load_checkpoint_state(state)
         extra = state["extra"]
         self.iteration, self.phase = extra["iteration"], extra["phase"]
         self.episodes.random_steps = extra["random_steps"]

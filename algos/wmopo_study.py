@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch.func import functional_call, grad, vmap
 
-from algos.trainer import CHECKPOINT_FORMAT
+from algos.trainer import RunRunner
 from algos.wmopo import ModelDiverged, occupancy_samples
 from config import DynamicsConfig, Rule, RunConfig, between, discount, one_of, positive, register_config
 from envs import custom_pendulum as pendulum
@@ -46,7 +46,6 @@ from models.density_ratio import DensityRatio, RatioFitConfig
 from models.dynamics import EnsembleDynamics
 from models.dynamics_recipes import BatchLoss, FitRecipe, recipe_for, with_loss
 from utils.algorithm_spec import AlgorithmSpec, FigureSet, Loop, ModelUse, RunFigure, Unit, no_planned_length
-from utils.checkpoint import atomic_torch_save, capture_rng_state, restore_rng_state
 from utils.errors import UserError
 from utils.logger import RunLogger
 
@@ -439,7 +438,7 @@ def correction_loss(
 
 
 # ---------------------------------------------------------------------------------------------------- the study
-class PendulumStudy:
+class PendulumStudy(RunRunner):
     """One run of one method: ERM, then the weighted iterations, then the evaluation of the chosen model. A
     checkpoint after the ERM fit and after every iteration lets a killed run continue where it was."""
 
@@ -617,37 +616,25 @@ class PendulumStudy:
         return result
 
     # ------------------------------------------------------------------------------------------------ checkpoint
-    def save_checkpoint(self) -> None:
-        self.logger.flush()
-        self.checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_torch_save(
-            {
-                "format": CHECKPOINT_FORMAT,
-                "task": self.cfg.task,
-                "algo": self.cfg.algo,
-                # The final evaluation counts as one more; a study ended early by a diverged refit is finished too.
-                "epoch": self.cfg.planned_epochs() if self.phase == "done" else self.iteration,
-                "global_step": self.iteration,
-                "iteration": self.iteration,
-                "num_events": self.logger.num_events,
-                "phase": self.phase,
-                "scores": self.scores,
-                "models": self.models,
-                "model": self.model.state_dict(),
-                "ratio": self.ratio.state_dict(),
-                "wall_time": self.wall_time,
-                "result": self.result,
-                "rng": capture_rng_state(),
-            },
-            self.checkpoint_path,
-        )
+    def checkpoint_state(self) -> dict[str, Any]:
+        return {
+            "task": self.cfg.task,
+            "algo": self.cfg.algo,
+            # The final evaluation counts as one more; a study ended early by a diverged refit is finished too.
+            "epoch": self.cfg.planned_epochs() if self.phase == "done" else self.iteration,
+            "global_step": self.iteration,
+            "iteration": self.iteration,
+            "num_events": self.logger.num_events,
+            "phase": self.phase,
+            "scores": self.scores,
+            "models": self.models,
+            "model": self.model.state_dict(),
+            "ratio": self.ratio.state_dict(),
+            "wall_time": self.wall_time,
+            "result": self.result,
+        }
 
-    def load_state(self, state: dict[str, Any], source: str | Path = "checkpoint") -> None:
-        if (state["task"], state["algo"]) != (self.cfg.task, self.cfg.algo):
-            raise UserError(
-                f"checkpoint in {source} is from {state['algo']} on {state['task']}, not {self.cfg.algo} on "
-                f"{self.cfg.task}; resume it with its own run directory"
-            )
+    def load_checkpoint_state(self, state: dict[str, Any]) -> None:
         self.phase, self.iteration, self.scores = (
             state["phase"],
             state.get("iteration", state["epoch"]),
@@ -657,7 +644,6 @@ class PendulumStudy:
         self.model.load_state_dict(state["model"])
         self.ratio.load_state_dict(state["ratio"])
         self.wall_time, self.result = state["wall_time"], state["result"]
-        restore_rng_state(state["rng"])
 
     def resumed_line(self, state: dict[str, Any]) -> str:
         """Where a resumed run was: its iteration and phase."""
