@@ -22,8 +22,9 @@ from tqdm.auto import tqdm
 from models.dynamics_config import DynamicsConfig
 from models.dynamics_recipes import OPTIMIZERS, SAMPLE_LOSSES, FitRecipe, FitState, HeldOut, recipe_for, sample_loss
 from models.ensemble import EnsembleMLP, soft_clamp
-from utils.checkpoint import atomic_torch_save, capture_rng_state, load_project_file, restore_rng_state
+from utils.checkpoint import atomic_torch_save, load_project_file
 from utils.errors import UserError
+from utils.runner import restore_checkpoint, write_checkpoint
 
 TerminationFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 FORMAT = "offline-mbrl-dynamics/1"
@@ -342,22 +343,25 @@ class EnsembleDynamics(nn.Module):
         )
         recipe.judge.begin(self, state)
         if resume is not None:
-            self.load_state_dict(resume["model"])
-            optimizer.load_state_dict(resume["optimizer"])
-            if rows.persistent:
-                member_rows = resume["member_rows"].to(device)
-            if resume["best_state"] is not None:
-                state.best_state = {k: v.to(device) for k, v in resume["best_state"].items()}
-            state.best_losses = resume["best_losses"].to(device)
-            state.stale, state.epoch, state.metrics = resume["epochs_since_update"], resume["epoch"], resume["metrics"]
-            state.steps = resume.get("steps", 0)
-            restore_rng_state(resume["rng"])
+
+            def load(saved: dict[str, Any]) -> None:
+                nonlocal member_rows
+                self.load_state_dict(saved["model"])
+                optimizer.load_state_dict(saved["optimizer"])
+                if rows.persistent:
+                    member_rows = saved["member_rows"].to(device)
+                if saved["best_state"] is not None:
+                    state.best_state = {k: v.to(device) for k, v in saved["best_state"].items()}
+                state.best_losses = saved["best_losses"].to(device)
+                state.stale, state.epoch, state.metrics = saved["epochs_since_update"], saved["epoch"], saved["metrics"]
+                state.steps = saved.get("steps", 0)
+
+            restore_checkpoint(resume, load)
         last_save = time.monotonic()
         save_seconds = FIT_SAVE_SECONDS if save_seconds is None else save_seconds
 
         def save_progress() -> None:
             saved = {
-                "format": FIT_FORMAT,
                 "rows": n,
                 "epoch": state.epoch,
                 "steps": state.steps,
@@ -369,10 +373,9 @@ class EnsembleDynamics(nn.Module):
                 "best_losses": state.best_losses,
                 "epochs_since_update": state.stale,
                 "metrics": state.metrics,
-                "rng": capture_rng_state(),
                 **(extra_state() if extra_state is not None else {}),
             }
-            atomic_torch_save(saved, progress_file)
+            write_checkpoint(progress_file, FIT_FORMAT, saved)
 
         bar = tqdm(desc="dynamics", unit="epoch", initial=state.epoch, disable=not progress, dynamic_ncols=True)
         while not recipe.stop.done(state):
