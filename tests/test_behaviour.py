@@ -46,7 +46,7 @@ def test_interrupted_training_resumes_to_the_same_policy(tmp_path: Path, monkeyp
 
     # Same run, "killed" right after its third checkpoint (work done after it is lost, as with kill -9).
     saves = {"count": 0}
-    original_save = BehaviourTrainer.save
+    original_save = BehaviourTrainer.save_checkpoint
 
     def save_then_die(self: BehaviourTrainer) -> None:
         original_save(self)
@@ -54,10 +54,10 @@ def test_interrupted_training_resumes_to_the_same_policy(tmp_path: Path, monkeyp
         if saves["count"] == 3:
             raise Killed
 
-    monkeypatch.setattr(BehaviourTrainer, "save", save_then_die)
+    monkeypatch.setattr(BehaviourTrainer, "save_checkpoint", save_then_die)
     with pytest.raises(Killed):
         BehaviourTrainer(SPEC, TINY, tmp_path / "killed", progress=False).train()
-    monkeypatch.setattr(BehaviourTrainer, "save", original_save)
+    monkeypatch.setattr(BehaviourTrainer, "save_checkpoint", original_save)
 
     resumed = BehaviourTrainer(SPEC, TINY, tmp_path / "killed", progress=False)
     assert resumed.resume()
