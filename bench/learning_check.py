@@ -91,7 +91,11 @@ PRESETS: dict[str, Preset] = {
     ),
     # configs/wmopo/cpu.yaml (two M-steps of 30k: 60k SAC updates), MOPO at the same 60k (docs/wmopo.md#results-1).
     "wmopo": Preset(
-        (), config="cpu", mopo=MOPO_60K, bc=BC_30K, cost="18-34 min per run on one core beside another (wmopo.md)"
+        (),
+        config="cpu",
+        mopo=MOPO_60K,
+        bc=BC_30K,
+        cost="18-34 min per run on one core beside another (wmopo.md); halfcheetah 39 min per run, 3 at once",
     ),
     # docs/morel.md#results: hopper `num_iter=100 fit_epochs=10`, halfcheetah (its own preset) `num_iter=50
     # fit_epochs=10`. NPG iterations are not SAC updates: MOPO runs at its own check budget.
