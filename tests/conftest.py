@@ -203,3 +203,28 @@ def reference_arrays():
         return cache[algo]
 
     return load
+
+
+def write_run(
+    run: Path, config: dict[str, Any], returns: Any, scores: Any, dataset: dict[str, Any] | None = None
+) -> Path:
+    """A run directory as train.py leaves it, one evaluation per 1000 steps: config.yaml, progress.csv (returns and
+    normalized scores, std 1, length 1000) and, with `dataset`, a provenance.json naming that dataset."""
+    import csv
+    import json
+
+    import yaml
+
+    from utils.logger import PROGRESS_COLUMNS
+    from utils.provenance import PROVENANCE_FILE, PROVENANCE_FORMAT
+
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    with open(run / "progress.csv", "w", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(PROGRESS_COLUMNS)
+        for i, (ret, score) in enumerate(zip(returns, scores)):
+            writer.writerow([i + 1, 1000 * (i + 1), ret, 1.0, score, 1.0, 1000, 1.0])
+    if dataset is not None:
+        (run / PROVENANCE_FILE).write_text(json.dumps({"format": PROVENANCE_FORMAT, "dataset": dataset}))
+    return run

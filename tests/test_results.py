@@ -13,13 +13,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import TINY_DATASET_TASK, TINY_MOPO_SETTINGS
+from conftest import TINY_DATASET_TASK, TINY_MOPO_SETTINGS, write_run
 
 import plot
 import score
 import train
-from utils.logger import PROGRESS_COLUMNS
-from utils.provenance import PROVENANCE_FILE, PROVENANCE_FORMAT
+from utils.provenance import PROVENANCE_FILE
 from utils.runs import find_runs, read_metric
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,19 +28,10 @@ DATA_A, DATA_B = "a" * 64, "b" * 64
 
 def fake_run(root: Path, algo: str, seed: int, data: str | None, values: tuple[float, ...] = (10.0, 20.0)) -> Path:
     """A run directory with two evaluations and, unless `data` is None, a provenance.json naming its data."""
-    run = root / TASK / algo / f"seed{seed}-20260101-000000"
-    run.mkdir(parents=True)
     config = {"task": TASK, "algo": algo, "seed": seed, "epochs": len(values), "steps_per_epoch": 1000}
-    (run / "config.yaml").write_text(yaml.safe_dump(config))
-    with open(run / "progress.csv", "w", newline="") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(PROGRESS_COLUMNS)
-        for i, value in enumerate(values):
-            writer.writerow([i + 1, 1000 * (i + 1), 100 * value, 1.0, value + seed, 1.0, 1000, 1.0])
-    if data is not None:
-        dataset = {"name": TASK, "path": "/data/x.hdf5", "sha256": data, "transitions": 10}
-        (run / PROVENANCE_FILE).write_text(json.dumps({"format": PROVENANCE_FORMAT, "dataset": dataset}))
-    return run
+    dataset = None if data is None else {"name": TASK, "path": "/data/x.hdf5", "sha256": data, "transitions": 10}
+    run = root / TASK / algo / f"seed{seed}-20260101-000000"
+    return write_run(run, config, [100 * value for value in values], [value + seed for value in values], dataset)
 
 
 def score_rows(out: Path) -> list[dict[str, str]]:

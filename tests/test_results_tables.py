@@ -4,20 +4,16 @@ unmarked file is reported in one line."""
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-import yaml
+from conftest import write_run
 
 import score
 from utils.errors import UserError
-from utils.logger import PROGRESS_COLUMNS
-from utils.provenance import PROVENANCE_FILE, PROVENANCE_FORMAT
 from utils.tables import BEGIN, END, read_specs, regenerate, render
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,18 +28,10 @@ def published(
 ) -> Path:
     """A registry run as `score.py publish` leaves it: config.yaml, progress.csv (one evaluation per 1000 steps) and
     provenance.json with the dataset facts."""
-    run = root / task / label / f"seed{seed}-20261207-000000"
-    run.mkdir(parents=True)
     config = {"task": task, "algo": algo, "seed": seed, "epochs": len(values), "steps_per_epoch": 1000}
-    (run / "config.yaml").write_text(yaml.safe_dump(config))
-    with open(run / "progress.csv", "w", newline="") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(PROGRESS_COLUMNS)
-        for i, value in enumerate(values):
-            writer.writerow([i + 1, 1000 * (i + 1), 10 * value, 1.0, value, 1.0, 1000, 1.0])
     dataset = {"name": task, "path": "/d.hdf5", "sha256": data, "transitions": 200_000, **REFERENCE}
-    (run / PROVENANCE_FILE).write_text(json.dumps({"format": PROVENANCE_FORMAT, "dataset": dataset}))
-    return run
+    run = root / task / label / f"seed{seed}-20261207-000000"
+    return write_run(run, config, [10 * value for value in values], values, dataset)
 
 
 def registry(tmp_path: Path) -> Path:
