@@ -294,18 +294,10 @@ def read_data(spec: TaskSpec, request: RunRequest) -> OfflineDataset:
     return load_dataset(spec, cfg.dataset_path, cfg.dataset_backend, cfg.download)
 
 
-def steps_of(run: Run) -> str:
-    """A run's planned length in its own unit (its algorithm's record): gradient steps, or NPG iterations."""
-    steps = run.final_step
-    if steps is None or run.spec is None:
-        return "?"
-    return run.spec.unit.budget(steps)
-
-
 def planned_steps(request: RunRequest) -> str:
     """A request's planned length before it has a run directory (the plan and --dry-run show it)."""
     config = config_to_dict(request.resolved_config())
-    return steps_of(Run(Path(request.log_dir), request.task, request.algo, request.seed, config))
+    return Run(Path(request.log_dir), request.task, request.algo, request.seed, config).budget
 
 
 def check_same_data(run_dirs: Sequence[Path], dataset: OfflineDataset, log_dir: str) -> None:
@@ -349,7 +341,7 @@ def table(
         counts.update(count for _, _, count in scores)
         values = np.array([value for _, value, _ in scores])
         per_seed = ", ".join(f"{seed}: {value:.1f}" for seed, value, _ in scores)
-        steps = steps_of(read_run(run_dirs[method][0]))
+        steps = read_run(run_dirs[method][0]).budget
         name = algorithm_spec(method).title
         cell = f"{values.mean():.1f} ± {values.std():.1f}"
         rows.append(f"| {name} | {cell} | {per_seed} | {steps}: `{budget.describe()}` |")

@@ -38,7 +38,6 @@ from utils.algorithm_spec import (
 from utils.errors import UserError
 from utils.launch import saved_its_model_only
 from utils.runs import Run
-from utils.tables import budget_of
 
 REPO = Path(__file__).resolve().parents[1]
 OFFLINE_TASK = "hopper-medium-v2"
@@ -99,10 +98,10 @@ def test_planned_epochs_is_what_each_family_counts() -> None:
 
 def test_budget_text_is_in_the_records_unit() -> None:
     """Tables' budget column (and the learning check's) in the unit the record names, not guessed from keys."""
-    assert budget_of(run_of("morel", OFFLINE_TASK, "num_iter=100")) == "100 iterations"
-    assert budget_of(run_of("mopo", OFFLINE_TASK, "epochs=60")) == "60k steps"
-    assert budget_of(run_of("mopo", OFFLINE_TASK, "epochs=3", "steps_per_epoch=500")) == "1500 steps"
-    assert budget_of(run_of("pal", ONLINE_TASK)) == "online"
+    assert run_of("morel", OFFLINE_TASK, "num_iter=100").budget == "100 iterations"
+    assert run_of("mopo", OFFLINE_TASK, "epochs=60").budget == "60k steps"
+    assert run_of("mopo", OFFLINE_TASK, "epochs=3", "steps_per_epoch=500").budget == "1500 steps"
+    assert run_of("pal", ONLINE_TASK).budget == "online"
     assert Unit.NPG_ITERATIONS.budget(5) == "5 iterations" and Unit.GRADIENT_STEPS.budget(2000) == "2k steps"
 
 

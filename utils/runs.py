@@ -106,6 +106,15 @@ class Run:
         spec = self.spec
         return None if spec is None else spec.planned_length(self.config)
 
+    @property
+    def budget(self) -> str:
+        """The planned length as budgets and tables write it, in the algorithm's own unit (`60k steps`, `50
+        iterations`); `online` for runs that end at a number of samples, `?` for an algorithm this code lacks."""
+        spec, steps = self.spec, self.final_step
+        if spec is not None and steps is not None:
+            return spec.unit.budget(steps)
+        return "online" if spec is not None and spec.online else "?"
+
     @cached_property
     def data(self) -> str:
         """The sha256 of the dataset the run learned from (its provenance.json), ONLINE, or UNKNOWN for a run made

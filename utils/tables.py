@@ -132,15 +132,6 @@ def label_of(run: Run) -> str:
     return run.path.parent.name
 
 
-def budget_of(run: Run) -> str:
-    """A run's planned length in its own unit (its algorithm's record): gradient steps, NPG iterations, or
-    environment samples (online)."""
-    steps = run.final_step
-    if steps is None or run.spec is None:
-        return "online"
-    return run.spec.unit.budget(steps)
-
-
 def data_reference(runs: Sequence[Run]) -> dict[str, Any]:
     """The dataset facts the runs' provenance recorded (episodes, their normalized mean, the behaviour policy's
     score, transitions); empty for online runs or runs older than these fields."""
@@ -199,7 +190,7 @@ def render(spec: TableSpec, results: Path) -> str:
             transitions = reference.get("transitions")
             size = f"{transitions // 1000}k, " if isinstance(transitions, int) else ""
             task = f"{group.task} ({size}sha256 {short_hash(digest)})"
-        budgets = sorted({budget_of(run) for run in members})
+        budgets = sorted({run.budget for run in members})
         per_seed = ", ".join(f"{value:.1f}" for value in score.values)
         cells = [
             task,
