@@ -351,11 +351,11 @@ def open_run(cfg: RunConfig, run_dir: Path, checkpoint: dict[str, Any] | None, a
     # A fresh run may start from another run's saved state (WMOPO's branch_from), checked before anything is written.
     takeover = trainer_class_of(algorithm_spec(cfg.algo)).takeover(cfg) if checkpoint is None else None
     if args.resume:  # refused here, before anything of the run changes, if its data changed since it started
-        record_provenance(cfg, run_dir, dataset, args)
+        record_provenance(cfg, spec, run_dir, dataset, args)
     else:
         run_dir = create_run_dir(run_dir)  # exclusively: never a directory another run has claimed
         save_config(cfg, run_dir / "config.yaml")
-        record_provenance(cfg, run_dir, dataset, args)
+        record_provenance(cfg, spec, run_dir, dataset, args)
     source = "online" if dataset is None else f"{dataset.num_transitions} transitions from {dataset.source}"
     print(f"run dir: {run_dir}  ({source}; {torch.get_num_threads()} threads)", flush=True)
 
@@ -379,7 +379,9 @@ def open_run(cfg: RunConfig, run_dir: Path, checkpoint: dict[str, Any] | None, a
     return OpenRun(cfg, run_dir, checkpoint, spec, device, dataset, logger, progress, branched_from)
 
 
-def record_provenance(cfg: RunConfig, run_dir: Path, dataset: OfflineDataset | None, args: argparse.Namespace) -> None:
+def record_provenance(
+    cfg: RunConfig, spec: TaskSpec, run_dir: Path, dataset: OfflineDataset | None, args: argparse.Namespace
+) -> None:
     """The run's provenance.json (utils/provenance.py): its data, code, software, machine and command."""
     data = None
     if dataset is not None:
@@ -389,7 +391,7 @@ def record_provenance(cfg: RunConfig, run_dir: Path, dataset: OfflineDataset | N
             "path": str(path.resolve()) if path.is_file() else dataset.source,
             "sha256": dataset.content_hash,
             "transitions": dataset.num_transitions,
-            **dataset_reference(get_task(cfg.task), dataset),  # what the run's scores are read against
+            **dataset_reference(spec, dataset),  # what the run's scores are read against
         }
     identity = {"task": cfg.task, "algo": cfg.algo, "seed": cfg.seed}
     start_run(run_dir, identity, data, getattr(args, "argv", []), torch.get_num_threads(), bool(args.resume))
