@@ -36,7 +36,7 @@ import algos  # noqa: F401  (registers every algorithm's config class, which run
 from utils.checkpoint import atomic_write
 from utils.errors import UserError, run_cli
 from utils.provenance import UNKNOWN
-from utils.publish import RESULTS_DIR, example_label, publish
+from utils.publish import RESULTS_DIR, publish
 from utils.runs import (
     DEFAULT_METRIC,
     RAW_METRIC,
@@ -201,9 +201,7 @@ def publish_main(argv: list[str] | None = None) -> list[Path]:
         "refused before anything is copied.",
     )
     parser.add_argument("runs", nargs="+", metavar="RUN", help="run directories, roots to search, or globs of either")
-    parser.add_argument(
-        "--label", help=f"the folder under the task (default: the run's algorithm), e.g. {example_label()}"
-    )
+    parser.add_argument("--label", help="the folder under the task (default: the run's algorithm), e.g. ALGO-tuned")
     parser.add_argument("--results", default=str(RESULTS_DIR), help="the registry's root (default: results/)")
     parser.add_argument(
         "--scalars",

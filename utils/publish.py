@@ -23,7 +23,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from envs.task_config import load_run_config
-from utils.algorithm_spec import algorithm_specs
 from utils.errors import UserError
 from utils.launch import REPO, can_resume, run_status, saved_its_model_only
 from utils.provenance import PROVENANCE_FILE, read_provenance
@@ -42,11 +41,6 @@ def _is_online(task: str) -> bool:
         return get_task(task).online
     except UserError:  # a task file not on this machine: its runs are offline ones
         return False
-
-
-def example_label() -> str:
-    """A label as the help texts and refusals show one: the first registered algorithm's name with `-tuned`."""
-    return f"{next(iter(algorithm_specs()))}-tuned"
 
 
 def check_finished(run: Run) -> None:
@@ -129,7 +123,7 @@ def publish(
     checked (and every file read) before anything is written, so a refusal leaves the registry as it was."""
     if label is not None and not _LABEL.fullmatch(label):
         raise UserError(
-            f"--label {label!r} must be one folder name of letters, digits and _ . , = + - (e.g. {example_label()})"
+            f"--label {label!r} must be one folder name of letters, digits and _ . , = + - (e.g. baseline-tuned)"
         )
     runs = find_runs(sources)
     results = Path(results)
