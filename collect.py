@@ -22,7 +22,7 @@ from envs import generate
 from envs.behaviour import export_policies
 from envs.datasets import find_dataset, load_dataset
 from envs.tasks import GENERATED_LEVELS, TaskSpec, get_task, normalized_score
-from utils.errors import Interrupted, UserError, run_cli
+from utils.errors import UserError, run_cli
 
 ENVS = ("hopper", "walker2d", "halfcheetah", "pendulum", "custom_pendulum")
 
@@ -75,14 +75,13 @@ def train(args: argparse.Namespace) -> None:
     trainer = BehaviourTrainer(spec, cfg, work_dir, progress=not args.no_progress and sys.stderr.isatty())
     if trainer.resume():
         print(f"resumed {work_dir} at env step {trainer.env_steps}", flush=True)
-    try:
-        trainer.train()
-    except KeyboardInterrupt:
+
+    def resume_hint() -> str:
         if args.from_scratch and state.exists():  # the same command would now be refused: continue without the flag
-            how = f"continue with {train_command(args, from_scratch=False)}"
-        else:
-            how = "run the same command to continue"
-        raise Interrupted(f"interrupted; checkpoint in {work_dir}, {how}") from None
+            return f"checkpoint in {work_dir}, continue with {train_command(args, from_scratch=False)}"
+        return trainer.resume_hint()
+
+    trainer.run(resume_hint)
     print(f"trained {trainer.env_steps} env steps; state in {trainer.training_path}")
 
 

@@ -138,6 +138,10 @@ class OfflineConfig(DatasetConfig):
         """Its epochs of `steps_per_epoch` updates."""
         return self.epochs
 
+    def real_fraction(self) -> float:
+        """The share of each update's batch drawn from the dataset (the rest from model rollouts): all of it."""
+        return 1.0
+
 
 @dataclass
 class LearnedModelConfig(OfflineConfig):
@@ -167,6 +171,9 @@ class ModelBasedConfig(LearnedModelConfig):
     model_retain_epochs: int = 5
     real_ratio: float = 0.05
     sac: SACConfig = field(default_factory=SACConfig)
+
+    def real_fraction(self) -> float:
+        return self.real_ratio
 
 
 def _npg_dynamics() -> DynamicsConfig:

@@ -47,7 +47,7 @@ import torch
 from tqdm.auto import tqdm
 
 from algos import load_run, run_evaluator
-from algos.trainer import read_checkpoint
+from algos.train_run import read_checkpoint
 from envs import get_task, load_dataset
 from envs.attacks import ATTACK_MODES, ObservationAttack, applicable_modes, mode_problem
 from envs.physics import PHYSICS_AXES, check_axes, effective_scales, scaled_physics

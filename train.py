@@ -13,41 +13,36 @@ python train.py --task Hopper-v4 --algo pal          # online: gymnasium ids are
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import shlex
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, cast
 
-import numpy as np
 import torch
 
-from algos import build_algorithm, run_evaluator
-from algos.base import SeedOfStack, Study, TrainableModule
-from algos.npg_trainer import NPGTrainer
-from algos.trainer import OfflineTrainer, SeedStackedTrainer, read_checkpoint
-from buffers.replay import ReplayBuffer
-from config import LearnedModelConfig, ModelBasedNPGConfig, OfflineConfig, RunConfig, save_config
+from algos import runner_class
+from algos.base import SeedOfStack, TrainableModule
+from algos.train_run import OpenRun, read_checkpoint
+from algos.trainer import OfflineTrainer, SeedStackedTrainer
+from config import OfflineConfig, RunConfig, save_config
 from envs import (
-    Evaluator,
     OfflineDataset,
     TaskSpec,
     get_task,
     load_dataset,
-    termination_for,
 )
 from envs.generate import dataset_reference
 from envs.task_config import load_run_config, load_task_config
-from models.dynamics import EnsembleDynamics, read_fit_progress
+from models.dynamics import read_fit_progress
 from models.seed_stack import SeedStreams
-from utils.algorithm_spec import AlgorithmSpec, Loop, ModelUse, algorithm_spec, algorithm_specs
+from utils.algorithm_spec import algorithm_spec, algorithm_specs
 from utils.allocator import keep_freed_memory
 from utils.checkpoint import seed_everything
-from utils.errors import Interrupted, UserError, run_cli
+from utils.errors import UserError, run_cli
 from utils.launch import (
     CHECKPOINT,
     FIT_PROGRESS,
@@ -62,7 +57,7 @@ from utils.launch import (
     summary,
 )
 from utils.logger import RunLogger, copy_logs
-from utils.paths import create_run_dir, resolve_seed_path
+from utils.paths import create_run_dir
 from utils.provenance import start_run
 from utils.task_listing import task_listing
 
@@ -180,59 +175,6 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def prepare_dynamics(
-    cfg: OfflineConfig,
-    spec: Any,
-    buffer: ReplayBuffer,
-    run_dir: Path,
-    logger: RunLogger,
-    device: torch.device,
-    progress: bool,
-) -> EnsembleDynamics:
-    """The run's own model file if it has one (resume), else a given `dynamics_path`, else a freshly fitted one. The
-    fit writes its progress to FIT_PROGRESS every couple of minutes, so a run killed while fitting continues the fit
-    where it was (`--resume`); the file goes once the model is saved."""
-    termination = termination_for(spec, cfg.termination.strict)
-    own_file = run_dir / "dynamics.pt"
-    if own_file.exists():
-        return EnsembleDynamics.load(own_file, spec.obs_dim, spec.act_dim, termination, device)
-    if cfg.dynamics_path:
-        given = resolve_seed_path(cfg.dynamics_path, cfg.seed, "dynamics_path", "model file")
-        dynamics = EnsembleDynamics.load(given, spec.obs_dim, spec.act_dim, termination, device)
-        shutil.copyfile(given, own_file)  # the run stays resumable if the shared file moves
-        return dynamics
-    dynamics = EnsembleDynamics(spec.obs_dim, spec.act_dim, cfg.dynamics, termination).to(device)
-    data = buffer.storage
-    progress_file = run_dir / FIT_PROGRESS
-    if progress_file.exists():
-        print(f"continuing the dynamics fit saved in {progress_file}", flush=True)
-
-    def logger_state() -> dict[str, int]:
-        logger.flush()  # the scalars counted must be on disk, as for a checkpoint
-        return {"num_events": logger.num_events}
-
-    metrics = dynamics.fit(
-        data.obs,
-        data.act,
-        data.next_obs,
-        data.rew,
-        log_fn=lambda m, epoch: logger.scalars(m, epoch),
-        progress=progress,
-        progress_file=progress_file,
-        extra_state=logger_state,
-    )
-    dynamics.save(own_file, task=spec.name)
-    progress_file.unlink(missing_ok=True)
-    holdout = metrics["dynamics/elite_holdout_loss"]
-    quality = (  # a fit without holdout (fixed epochs) has no holdout error to report
-        f"elite holdout {'MSE' if cfg.dynamics.holdout_metric == 'mse' else 'NLL'} {holdout:.4f}"
-        if np.isfinite(holdout)
-        else f"last loss {metrics['dynamics/train_loss']:.4f}"
-    )
-    print(f"dynamics: {metrics['dynamics/epochs']} epochs, {quality}, saved to {own_file}", flush=True)
-    return dynamics
-
-
 def train_seeds(args: argparse.Namespace) -> None:
     """`--seeds`: one fresh run per seed, as child processes sharing the cores (utils/launch.py)."""
     if args.resume or args.seed is not None:
@@ -295,46 +237,20 @@ def main(argv: list[str] | None = None) -> TrainResult | None:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     run = open_run(*resolve_config(args), args)
-    algo_spec = algorithm_spec(run.cfg.algo)
-    if algo_spec.study:
-        study = cast("type[Study]", algo_spec.runner)
-        return TrainResult(run_study(study, run.cfg, run.spec, run.logger, run.run_dir, run.checkpoint), run.run_dir)
     try:
-        trainer, evaluator = build_trainer(run)
-        if trainer is None:
+        runner = runner_class(algorithm_spec(run.cfg.algo)).build(run)
+        if runner is None:  # a dynamics_only run: its model is saved
             return TrainResult(None, run.run_dir)
         try:
-            result = trainer.train()
-        except KeyboardInterrupt:
-            raise Interrupted(f"interrupted; continue with: python train.py --resume {run.run_dir}") from None
-        evaluator.close()
-        trainer.close()
+            runner.start(run)
+            result = runner.run()
+        finally:
+            runner.close()
     finally:
         run.logger.close()
     if result is not None:
-        print(final_line(result, run.spec, run.dataset, run.run_dir))
+        print(runner.result_line(result, run))
     return TrainResult(result, run.run_dir)
-
-
-@dataclass
-class OpenRun:
-    """A run being started or resumed: its config, directory, data and logger (everything before the trainer)."""
-
-    cfg: RunConfig
-    run_dir: Path
-    checkpoint: dict[str, Any] | None
-    spec: TaskSpec
-    device: torch.device
-    dataset: OfflineDataset | None
-    logger: RunLogger
-    progress: bool
-    branched_from: Path | None = None  # the run whose state this one took over at its start (`Takeover`)
-
-
-def trainer_class_of(spec: AlgorithmSpec) -> type[OfflineTrainer]:
-    """The offline trainer an algorithm trains with (its record may name its own, wrapping a schedule around the
-    shared loop); the shared one for the rest, whose `takeover` is None."""
-    return spec.trainer or OfflineTrainer
 
 
 def open_run(cfg: RunConfig, run_dir: Path, checkpoint: dict[str, Any] | None, args: argparse.Namespace) -> OpenRun:
@@ -349,7 +265,7 @@ def open_run(cfg: RunConfig, run_dir: Path, checkpoint: dict[str, Any] | None, a
         dataset = load_dataset(spec, cfg.dataset_path, cfg.dataset_backend, cfg.download)
         dataset.validate(spec)
     # A fresh run may start from another run's saved state (WMOPO's branch_from), checked before anything is written.
-    takeover = trainer_class_of(algorithm_spec(cfg.algo)).takeover(cfg) if checkpoint is None else None
+    takeover = runner_class(algorithm_spec(cfg.algo)).takeover(cfg) if checkpoint is None else None
     if args.resume:  # refused here, before anything of the run changes, if its data changed since it started
         record_provenance(cfg, spec, run_dir, dataset, args)
     else:
@@ -397,45 +313,6 @@ def record_provenance(
     start_run(run_dir, identity, data, getattr(args, "argv", []), torch.get_num_threads(), bool(args.resume))
 
 
-def build_trainer(run: OpenRun) -> tuple[OfflineTrainer | NPGTrainer | None, Evaluator]:
-    """The run's evaluator and trainer (fitting or loading its dynamics model first), restored from its checkpoint
-    or checkpointed before any training; no trainer for a `dynamics_only` run."""
-    cfg, spec, device, dataset = run.cfg, run.spec, run.device, run.dataset
-    algo_spec = algorithm_spec(cfg.algo)
-    evaluator = run_evaluator(cfg, cfg.eval_episodes, device=device)
-    if algo_spec.loop is Loop.NPG:
-        trainer: OfflineTrainer | NPGTrainer = npg_trainer(
-            cast(ModelBasedNPGConfig, cfg), spec, dataset, evaluator, run.logger, run.run_dir, device
-        )
-    else:
-        assert dataset is not None
-        real_buffer = ReplayBuffer.from_dataset(dataset, device)
-        dynamics = None
-        if algo_spec.model.fitted_first:  # its config has the learned-model keys
-            learned = cast(LearnedModelConfig, cfg)
-            dynamics = prepare_dynamics(learned, spec, real_buffer, run.run_dir, run.logger, device, run.progress)
-            if learned.dynamics_only:
-                print(f"dynamics model saved; reuse it with --set dynamics_path={run.run_dir / 'dynamics.pt'}")
-                evaluator.close()
-                return None, evaluator
-        algo = build_algorithm(cfg, spec.obs_dim, spec.act_dim, device, dynamics, dataset)
-        rollouts = dynamics if algo_spec.model is ModelUse.ROLLOUTS else None  # the others query it themselves
-        trainer_class = trainer_class_of(algo_spec)
-        trainer = trainer_class(cfg, algo, real_buffer, evaluator, run.logger, run.run_dir, rollouts, run.progress)
-    trainer.progress = run.progress
-    if run.checkpoint is not None and run.branched_from is not None:
-        trainer.load_state(run.checkpoint, source=run.branched_from)
-        print(f"branched off {run.branched_from} at step {run.checkpoint['global_step']}", flush=True)
-        trainer.save_checkpoint()  # the branch's own checkpoint: from here on it resumes like any run
-    elif run.checkpoint is not None:
-        trainer.load_state(run.checkpoint, source=run.run_dir)
-        unit = "iteration" if algo_spec.loop is Loop.NPG else "epoch"
-        print(f"resumed at {unit} {run.checkpoint['epoch']} (step {run.checkpoint['global_step']})", flush=True)
-    else:  # a checkpoint before any training: a run killed before its first save resumes on the same stream
-        trainer.save_checkpoint()
-    return trainer, evaluator
-
-
 def train_stacked(args: argparse.Namespace) -> list[dict[str, float] | None]:
     """`--seeds ... --stack-seeds`: the seeds' runs built one by one exactly as alone (each under its own seed, with
     its own dynamics fit, run dir and checkpoint), then trained as one seed-stacked computation (docs/seeds.md)."""
@@ -452,18 +329,18 @@ def train_stacked(args: argparse.Namespace) -> list[dict[str, float] | None]:
     check_stackable_configs([cfg for cfg, _, _ in resolved], [run_dir for _, run_dir, _ in resolved])
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    runs, trainers, evaluators = [], [], []
+    runs: list[OpenRun] = []
+    trainers: list[OfflineTrainer] = []
     try:
         streams: SeedStreams | None = None
         for changes, (cfg, run_dir, checkpoint) in zip(per_run, resolved):
             run = open_run(cfg, run_dir, checkpoint, argparse.Namespace(**{**vars(args), **changes}))
             runs.append(run)
-            trainer, evaluator = build_trainer(run)
-            evaluators.append(evaluator)
-            if trainer is None:
+            trainer = cast("OfflineTrainer | None", runner_class(algorithm_spec(cfg.algo)).build(run))
+            if trainer is None:  # dynamics_only: the seed's model is saved
                 continue
-            assert isinstance(trainer, OfflineTrainer)
             trainers.append(trainer)
+            trainer.start(run)
             streams = streams or SeedStreams(run.device)
             streams.capture()
         if not trainers:
@@ -473,20 +350,15 @@ def train_stacked(args: argparse.Namespace) -> list[dict[str, float] | None]:
         stacked = type(singles[0]).stack(singles, streams, runs[0].cfg.epochs)
         for seed, (trainer, single) in enumerate(zip(trainers, singles)):
             trainer.algo = SeedOfStack(stacked, seed, template=single)
-        progress = runs[0].progress
-        try:
-            results = SeedStackedTrainer(trainers, stacked, streams, progress).train()
-        except KeyboardInterrupt:
-            dirs = " ".join(str(run.run_dir) for run in runs)
-            raise Interrupted(f"interrupted; continue with: python train.py --stack-seeds --resume {dirs}") from None
+        results = SeedStackedTrainer(trainers, stacked, streams, runs[0].progress).run()
     finally:
-        for evaluator in evaluators:
-            evaluator.close()
+        for trainer in trainers:
+            trainer.close()
         for run in runs:
             run.logger.close()
-    for run, result in zip(runs, results):
+    for run, trainer, result in zip(runs, trainers, results):
         if result is not None:
-            print(final_line(result, run.spec, run.dataset, run.run_dir))
+            print(trainer.result_line(result, run))
     return results
 
 
@@ -518,88 +390,6 @@ def check_stackable_configs(configs: list[RunConfig], run_dirs: list[Path]) -> N
     seeds = [cfg.seed for cfg in configs]
     if len(set(seeds)) < len(seeds):
         raise UserError(f"--stack-seeds got seed {max(set(seeds), key=seeds.count)} twice; stack distinct seeds")
-
-
-def run_study(
-    runner: type[Study],
-    cfg: RunConfig,
-    spec: TaskSpec,
-    logger: RunLogger,
-    run_dir: Path,
-    checkpoint: dict[str, Any] | None,
-) -> dict[str, float]:
-    """A study run (it trains no policy: it fits and scores models), which is its own loop; then its result line."""
-    try:
-        study = runner(cfg, spec, logger, run_dir)
-        if checkpoint is not None:
-            study.load_state(checkpoint, source=run_dir)
-            print(study.resumed_line(checkpoint), flush=True)
-        try:
-            result = study.train()
-        except KeyboardInterrupt:
-            raise Interrupted(f"interrupted; continue with: python train.py --resume {run_dir}") from None
-    finally:
-        logger.close()
-    print(study.result_line(result, run_dir))
-    return result
-
-
-def episode_starts(dataset: OfflineDataset, device: torch.device) -> torch.Tensor:
-    """The first state of every dataset episode (model episodes start there)."""
-    return torch.as_tensor(dataset.start_observations(), device=device)
-
-
-def npg_trainer(
-    cfg: ModelBasedNPGConfig,
-    spec: TaskSpec,
-    dataset: OfflineDataset | None,
-    evaluator: Evaluator,
-    logger: RunLogger,
-    run_dir: Path,
-    device: torch.device,
-) -> NPGTrainer:
-    """The model-based NPG loop: online without a dataset; else from it, model rollouts starting from the episodes'
-    first states."""
-    algo = build_algorithm(cfg, spec.obs_dim, spec.act_dim, device)
-    if dataset is None:
-        return NPGTrainer(cfg, algo, spec, evaluator, logger, run_dir, device)
-    data = ReplayBuffer.from_dataset(dataset, device).storage
-    return NPGTrainer(cfg, algo, spec, evaluator, logger, run_dir, device, data, episode_starts(dataset, device))
-
-
-LAST_K = 5  # evaluations averaged in the final line next to the last one; one evaluation can catch a bad episode
-
-
-def final_line(result: dict[str, float], spec: TaskSpec, dataset: OfflineDataset | None, run_dir: Path) -> str:
-    """The run's score (last evaluation, and the mean of the last LAST_K as score.py --last reports it) next to what
-    it learned from: the dataset's mean episode and, for generated medium/expert data, the behaviour policy (online:
-    the environment steps taken); then where the curves are."""
-    column = "normalized_score_mean" if spec.normalizable else "return_mean"
-    with open(run_dir / "progress.csv", newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    recent = [float(row[column]) for row in rows][-LAST_K:]
-    recent_mean = f"mean of the last {len(recent)} evaluations {np.mean(recent):.1f}" if len(recent) > 1 else ""
-    if spec.normalizable:
-        score = (
-            f"final normalized score {result['normalized_mean']:.1f} ± {result['normalized_std']:.1f} "
-            f"(return {result['return_mean']:.1f}{', ' + recent_mean if recent_mean else ''})"
-        )
-    else:  # a task file without reference returns: returns only
-        score = f"final return {result['return_mean']:.1f} ± {result['return_std']:.1f}"
-        score += f" ({recent_mean})" if recent_mean else ""
-    if dataset is None:
-        context = f"online, {int(float(rows[-1]['step']))} environment steps"
-    else:
-        reference = dataset_reference(spec, dataset)
-        behaviour = reference["behaviour_normalized"]
-        if spec.normalizable:
-            context = f"dataset episodes {reference['episode_normalized_mean']:.1f}"
-            context += "" if behaviour is None else f", behaviour policy {behaviour:.1f}"
-        else:
-            context = f"dataset episodes {reference['episode_return_mean']:.1f}"
-    return (
-        f"{score} | {context} | curves: tensorboard --logdir {run_dir} (progress.csv there; python plot.py {run_dir})"
-    )
 
 
 if __name__ == "__main__":

@@ -10,24 +10,24 @@ from typing import cast
 import torch
 
 from algos import bc, bcq, game, mago, micro, mopo, morel, wmopo, wmopo_study
-from algos.base import Algorithm, Study
+from algos.base import Algorithm
 from algos.bc import BC
 from algos.bcq import BCQ
+from algos.build import build_algorithm, run_evaluator
 from algos.game import ModelBasedNPG
 from algos.mago import MAGO
 from algos.micro import MICRO
 from algos.mopo import MOPO
 from algos.morel import MOReL
+from algos.npg_trainer import NPGTrainer
 from algos.sac import SAC
-from algos.trainer import read_checkpoint
+from algos.train_run import RunRunner, read_checkpoint
+from algos.trainer import OfflineTrainer
 from algos.wmopo import WMOPO
 from config import LearnedModelConfig, RunConfig
-from envs.datasets import OfflineDataset
-from envs.evaluation import Evaluator
 from envs.task_config import load_run_config
 from envs.tasks import get_task
-from models.dynamics import EnsembleDynamics
-from utils.algorithm_spec import algorithm_spec, algorithm_specs, register_algorithm
+from utils.algorithm_spec import AlgorithmSpec, Loop, algorithm_spec, algorithm_specs, register_algorithm
 from utils.errors import UserError
 
 # Every algorithm's record (utils/algorithm_spec.py), declared in its own module, registered in this order: the order
@@ -52,32 +52,22 @@ ALGORITHMS: dict[str, type[Algorithm]] = {
 
 # Runs that train no policy: the WMOPO Pendulum study's methods fit and score models of the pendulum (train.py runs
 # them; eval.py has nothing to evaluate).
-STUDIES: dict[str, type[Study]] = {
-    name: cast("type[Study]", spec.runner) for name, spec in algorithm_specs().items() if spec.study
+STUDIES: dict[str, type[RunRunner]] = {
+    name: cast("type[RunRunner]", spec.runner) for name, spec in algorithm_specs().items() if spec.study
 }
 
 
-def build_algorithm(
-    cfg: RunConfig,
-    obs_dim: int,
-    act_dim: int,
-    device: torch.device | str = "cpu",
-    dynamics: EnsembleDynamics | None = None,
-    dataset: OfflineDataset | None = None,
-) -> Algorithm:
-    """The algorithm named by `cfg.algo`; `dynamics` is handed to those whose updates query the model, `dataset` to
-    those that also draw states from the data themselves (MAGO's game)."""
-    if cfg.algo not in ALGORITHMS:
-        raise UserError(f"unknown algorithm {cfg.algo!r}; choose one of: {', '.join(sorted(ALGORITHMS))}")
-    cls = ALGORITHMS[cfg.algo]
-    if cls.needs_dataset:
-        algo = cls(obs_dim, act_dim, cfg, device, dynamics=dynamics, dataset=dataset)
-    elif cls.needs_dynamics:
-        algo = cls(obs_dim, act_dim, cfg, device, dynamics=dynamics)
-    else:
-        algo = cls(obs_dim, act_dim, cfg, device)
-    algo.obs_dim = obs_dim  # what `action` checks its inputs against
-    return algo
+def runner_class(spec: AlgorithmSpec) -> type[RunRunner]:
+    """The loop train.py runs an algorithm's runs with: the trainer its record names, else its loop's own (a study
+    is its own loop)."""
+    if spec.trainer is not None:
+        return spec.trainer
+    loops: dict[Loop, type[RunRunner]] = {
+        Loop.EPOCHS: OfflineTrainer,
+        Loop.NPG: NPGTrainer,
+        Loop.STUDY: cast("type[RunRunner]", spec.runner),
+    }
+    return loops[spec.loop]
 
 
 def load_run(
@@ -118,15 +108,6 @@ def load_run(
     return cfg, algo.eval()
 
 
-def run_evaluator(
-    cfg: RunConfig, episodes: int, seed: int | None = None, device: torch.device | str = "cpu"
-) -> Evaluator:
-    """The evaluator a run's policy is scored with: its task's environment, its action repeat and (by default) its
-    seed's episode resets, so `run_evaluator(cfg, cfg.eval_episodes).evaluate(algo.act)` repeats the run's own
-    evaluations. Close it (or use it in a `with` block) to release the environments."""
-    return Evaluator(get_task(cfg.task), episodes, cfg.seed if seed is None else seed, device, cfg.decision_repeat())
-
-
 __all__ = [
     "ALGORITHMS",
     "BC",
@@ -141,6 +122,7 @@ __all__ = [
     "ModelBasedNPG",
     "STUDIES",
     "build_algorithm",
+    "runner_class",
     "load_run",
     "run_evaluator",
 ]

@@ -1,15 +1,14 @@
 """What the trainer, the registry, eval.py and the Python API (docs/api.md) need from an algorithm, of any family.
 
 SAC and its model-based subclasses (MOPO, MICRO) and the model-free baselines (BC, BCQ) all satisfy `Algorithm`;
-only algorithms trained on model rollouts also satisfy `ModelBasedAlgorithm`. A runner that trains no policy (the
-WMOPO Pendulum study) satisfies `Study` instead.
+only algorithms trained on model rollouts also satisfy `ModelBasedAlgorithm`. A run that trains no policy (the WMOPO
+Pendulum study) is its own loop instead: a `RunRunner` (algos/train_run.py).
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, cast
 
 import numpy as np
@@ -23,9 +22,7 @@ from models.seed_stack import SeedStack, SeedStreams, stack_modules
 from utils.errors import UserError
 
 if TYPE_CHECKING:  # annotations only
-    from config import RunConfig
     from envs.tasks import TaskSpec
-    from utils.logger import RunLogger
 
 
 class Policy(Protocol):
@@ -47,6 +44,11 @@ class Algorithm(Protocol):
 
     def attack_critics(self) -> nn.Module | None:
         """The Q critics the value-based observation attacks query (eval.py), None for a policy learned without."""
+        ...
+
+    def evaluation_extras(self, result: dict[str, float], spec: TaskSpec) -> tuple[dict[str, float], dict[str, float]]:
+        """The algorithm's own additions to an evaluation of its policy: the evaluation as the run reports it, and
+        scalars to log beside it (MAGO's game rollouts, WMOPO's model episodes)."""
         ...
 
     def action(self, obs: ArrayLike | torch.Tensor, deterministic: bool = True) -> np.ndarray | torch.Tensor:
@@ -82,28 +84,6 @@ class ModelBasedAlgorithm(Algorithm, Protocol):
     def model_reward(self, reward: torch.Tensor, info: dict[str, torch.Tensor]) -> torch.Tensor:
         """Reward stored for a model transition; `info` holds the model's extras (e.g. "uncertainty") and the
         transition itself ("obs", "act", "next_obs")."""
-        ...
-
-
-class Study(Protocol):
-    """A runner that is its own loop (`Loop.STUDY` in utils/algorithm_spec.py): it fits and scores models for a fixed
-    policy and trains none. train.py builds it as `runner(cfg, task, logger, run_dir)`, resumes it from its
-    checkpoint and prints its two lines."""
-
-    def __init__(self, cfg: RunConfig, spec: TaskSpec, logger: RunLogger, run_dir: str | Path) -> None: ...
-
-    def load_state(self, state: dict[str, Any], source: str | Path = "checkpoint") -> None: ...
-
-    def train(self) -> dict[str, float]:
-        """Run to the end (or on from a loaded checkpoint); the run's result."""
-        ...
-
-    def resumed_line(self, state: dict[str, Any]) -> str:
-        """What train.py prints after resuming from checkpoint `state`: where the run was."""
-        ...
-
-    def result_line(self, result: dict[str, float], run_dir: Path) -> str:
-        """What train.py prints when the run ends: its result in one line, and where the curves are."""
         ...
 
 
@@ -148,6 +128,10 @@ class TrainableModule(nn.Module):
     def attack_critics(self) -> nn.Module | None:
         """None: a policy learned without Q critics (BC, NPG); the algorithms with critics return them."""
         return None
+
+    def evaluation_extras(self, result: dict[str, float], spec: TaskSpec) -> tuple[dict[str, float], dict[str, float]]:
+        """None beyond the real episodes: the evaluation unchanged, nothing more to log."""
+        return result, {}
 
     def optimizers(self) -> dict[str, Any]:
         raise NotImplementedError
@@ -273,6 +257,10 @@ class SeedOfStack:
 
     def model_reward(self, reward: torch.Tensor, info: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.stacked.model_reward(reward, info)
+
+    def evaluation_extras(self, result: dict[str, float], spec: TaskSpec) -> tuple[dict[str, float], dict[str, float]]:
+        """The seed's own: the unstacked algorithm's (stackable algorithms add nothing to their evaluations)."""
+        return self.template.evaluation_extras(result, spec)
 
     def end_epoch(self) -> None:
         """Nothing per seed: the stacked instance steps the shared schedules once per epoch."""

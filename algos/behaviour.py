@@ -94,6 +94,10 @@ class BehaviourTrainer(Runner):
         self.restore_checkpoint(state)
         return True
 
+    def resume_hint(self) -> str:
+        """Where the checkpoint is; collect.py's same command continues from it."""
+        return f"checkpoint in {self.work_dir}, run the same command to continue"
+
     def load_checkpoint_state(self, state: dict[str, Any]) -> None:
         self.log = InteractionLog.from_state_dict(state["log"])
         self._rebuild_buffer()

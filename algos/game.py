@@ -145,6 +145,11 @@ class ModelBasedNPG(NPG):
         paths = PathBatch(stacked["obs"], stacked["act"], stacked["rew"] * mask, mask, terminated)
         return paths, stacked.get("disagreement")
 
+    def prepare_on_dataset(self, dynamics: EnsembleDynamics, obs: torch.Tensor, act: torch.Tensor) -> dict[str, Any]:
+        """What an offline algorithm does once its models are fitted on the dataset, before its first NPG step (MOReL:
+        its threshold and BC start); returns scalars to log. Nothing here."""
+        return {}
+
     def shape_paths(self, paths: PathBatch, disagreement: torch.Tensor | None) -> PathBatch:
         """What an algorithm does to model paths before the NPG step (MOReL truncates); PAL/MAL use them as is."""
         return paths

@@ -738,7 +738,7 @@ class MAGO(TrainableModule):
         """No schedules."""
 
     # ------------------------------------------------------------------------------------------------ evaluation
-    def monitor_evaluation(self, result: dict[str, float], spec: TaskSpec) -> tuple[dict[str, float], dict[str, float]]:
+    def evaluation_extras(self, result: dict[str, float], spec: TaskSpec) -> tuple[dict[str, float], dict[str, float]]:
         """MAGO's evaluator beside the real episodes: `monitor_rollouts` game rollouts from dataset start states with
         π_ref's mean, nature playing without exploration (a rollout leaves when it ends); the statistics of nature's
         values and of the log ensemble std (the README's adv-q and ensemble-std figures), the model return, and the

@@ -72,6 +72,13 @@ class MOReL(ModelBasedNPG):
         self.cfg: MOReLConfig = cfg
         self.register_buffer("threshold", torch.tensor(float("inf")))  # τ, set once the models are fitted
 
+    def prepare_on_dataset(self, dynamics: EnsembleDynamics, obs: torch.Tensor, act: torch.Tensor) -> dict[str, Any]:
+        """Once the models are fitted on the dataset: the threshold τ, then (bc_init) the policy's BC start."""
+        metrics = self.set_threshold(dynamics, obs, act)
+        if self.cfg.bc_init:
+            metrics.update(self.behaviour_cloning(obs, act))
+        return metrics
+
     @torch.no_grad()
     def set_threshold(self, dynamics: EnsembleDynamics, obs: torch.Tensor, act: torch.Tensor) -> dict[str, float]:
         """τ = max over the dataset of δ(s, a) / pessimism_coef (δ on masked states, as the rollouts measure it)."""

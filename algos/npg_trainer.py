@@ -18,16 +18,16 @@ import copy
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, cast
 
 import torch
 from tqdm.auto import tqdm
 
-from algos.game import ModelBasedNPG, next_obs_per_member
-from algos.morel import MOReL
-from algos.trainer import RunRunner
+from algos.build import build_algorithm, run_evaluator
+from algos.game import ModelBasedNPG, OnlineNPGConfig, next_obs_per_member
+from algos.train_run import OpenRun, RunRunner
 from buffers.paths import PathBuffer
-from buffers.replay import Batch
+from buffers.replay import Batch, ReplayBuffer
 from config import ModelBasedNPGConfig
 from envs.evaluation import Evaluator
 from envs.rewards import RewardFn, reward_fn_for
@@ -52,6 +52,8 @@ def prediction_error(
 class NPGTrainer(RunRunner):
     """The NPG loop as a runner: its checkpoint file is the offline trainer's (`RunRunner`), with its own keys."""
 
+    unit: ClassVar[str] = "iteration"
+
     def __init__(
         self,
         cfg: ModelBasedNPGConfig,
@@ -67,7 +69,6 @@ class NPGTrainer(RunRunner):
     ) -> None:
         self.cfg, self.algo, self.spec, self.evaluator, self.logger = cfg, algo, spec, evaluator, logger
         self.run_dir, self.device, self.progress = Path(run_dir), torch.device(device), progress
-        self.checkpoint_path = self.run_dir / "checkpoints" / "checkpoint.pt"
         self.learned_reward = cfg.reward_fn == "learned"
         known_reward = None if self.learned_reward else reward_fn_for(spec.family, cfg.reward_fn)
         self.reward_fn: RewardFn = (
@@ -79,7 +80,8 @@ class NPGTrainer(RunRunner):
         self.online = dataset is None
         self.dataset, self.dataset_starts = dataset, dataset_starts
         self.env = make_env(spec, act_repeat=cfg.act_repeat) if self.online else None
-        self.buffer = PathBuffer(getattr(cfg, "buffer_size", 0), spec.obs_dim, spec.act_dim, device)
+        capacity = cast(OnlineNPGConfig, cfg).buffer_size if cfg.online else 0  # offline: the dataset, no paths
+        self.buffer = PathBuffer(capacity, spec.obs_dim, spec.act_dim, device)
         self.new_models()
         self.iteration = 0  # iterations completed
         self.env_steps = 0
@@ -88,6 +90,19 @@ class NPGTrainer(RunRunner):
         self.last_eval: dict[str, float] | None = None
         self.best_score = -math.inf
         self.best_policy = copy.deepcopy(algo.actor.state_dict())
+
+    @classmethod
+    def build(cls, run: OpenRun) -> NPGTrainer:
+        """The loop of a PAL/MAL (online) or MOReL run; offline, model rollouts start from the dataset episodes'
+        first states."""
+        cfg, spec, device = cast(ModelBasedNPGConfig, run.cfg), run.spec, run.device
+        evaluator = run_evaluator(cfg, cfg.eval_episodes, device=device)
+        algo = cast(ModelBasedNPG, build_algorithm(cfg, spec.obs_dim, spec.act_dim, device))
+        if run.dataset is None:
+            return cls(cfg, algo, spec, evaluator, run.logger, run.run_dir, device, progress=run.progress)
+        data = ReplayBuffer.from_dataset(run.dataset, device).storage
+        starts = torch.as_tensor(run.dataset.start_observations(), device=device)
+        return cls(cfg, algo, spec, evaluator, run.logger, run.run_dir, device, data, starts, run.progress)
 
     def new_models(self) -> None:
         """Freshly initialised models and their optimisers (and the learned reward's, with reward_fn=learned)."""
@@ -176,8 +191,8 @@ class NPGTrainer(RunRunner):
             ]
         )
 
-    def iterate(self) -> dict[str, float]:
-        """One iteration: data and models, NPG steps, evaluation."""
+    def iterate(self) -> tuple[dict[str, float], dict[str, float]]:
+        """One iteration: data and models, NPG steps, evaluation; returns its scalars and the evaluation."""
         cfg, algo = self.cfg, self.algo
         metrics: dict[str, float] = {}
         started = time.perf_counter()
@@ -191,10 +206,7 @@ class NPGTrainer(RunRunner):
                 data = self.dataset
                 assert data is not None
                 metrics.update(self.fit_models(data, None))
-                if isinstance(algo, MOReL):
-                    metrics.update(algo.set_threshold(self.dynamics, data.obs, data.act))
-                    if algo.cfg.bc_init:
-                        metrics.update(algo.behaviour_cloning(data.obs, data.act))
+                metrics.update(algo.prepare_on_dataset(self.dynamics, data.obs, data.act))
         self.fitted = True
         fitted = time.perf_counter()
 
@@ -207,9 +219,9 @@ class NPGTrainer(RunRunner):
         metrics.update({key: sum(values) / len(values) for key, values in step_metrics.items()})
         optimised = time.perf_counter()
 
-        self.last_eval = self.evaluator.evaluate(algo.act)
-        if self.last_eval["return_mean"] > self.best_score:
-            self.best_score = self.last_eval["return_mean"]
+        evaluation = self.evaluator.evaluate(algo.act)
+        if evaluation["return_mean"] > self.best_score:
+            self.best_score = evaluation["return_mean"]
             self.best_policy = copy.deepcopy(algo.actor.state_dict())
         done = time.perf_counter()
         metrics.update(
@@ -222,7 +234,7 @@ class NPGTrainer(RunRunner):
                 "eval/best_episode_reward": self.best_score,
             }
         )
-        return metrics
+        return metrics, evaluation
 
     # ------------------------------------------------------------------------------------------------ training
     def train(self) -> dict[str, float] | None:
@@ -237,12 +249,11 @@ class NPGTrainer(RunRunner):
             dynamic_ncols=True,
         )
         while self.iteration < cfg.num_iter:
-            metrics = self.iterate()
+            metrics, evaluation = self.iterate()
             self.iteration += 1
             self.wall_time += metrics["time/iteration"]
             self.logger.scalars(metrics, self.step)
-            assert self.last_eval is not None
-            self.logger.evaluation(self.iteration, self.step, self.last_eval, self.wall_time, unit="iteration")
+            self.record_evaluation(evaluation, self.iteration, self.step)
             bar.update()
             bar.set_postfix(score=f"{self.last_eval['normalized_mean']:.1f}")
             if self.iteration % cfg.save_every == 0 or self.iteration == cfg.num_iter:
@@ -285,5 +296,6 @@ class NPGTrainer(RunRunner):
         self.best_score, self.best_policy = state["best_score"], state["best_policy"]
 
     def close(self) -> None:
+        super().close()
         if self.env is not None:
             self.env.close()

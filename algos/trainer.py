@@ -11,27 +11,31 @@ the loop is the same for every algorithm: by default `BranchRollouts`, short pat
 
 from __future__ import annotations
 
+import shutil
 import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, cast
+from typing import Any, cast
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from algos.base import Algorithm, ModelBasedAlgorithm
+from algos.build import build_algorithm, run_evaluator
+from algos.train_run import OpenRun, RunRunner
 from buffers.replay import Batch, ReplayBuffer, sample_mixed, sample_mixed_seeds
-from config import OfflineConfig, RunConfig
-from envs.evaluation import evaluate_together
+from config import LearnedModelConfig, OfflineConfig
+from envs.evaluation import Evaluator, evaluate_together
+from envs.tasks import TaskSpec
+from envs.termination import termination_for
 from models.dynamics import EnsembleDynamics
 from models.seed_stack import SeedStreams
-from utils.checkpoint import load_project_file
+from utils.algorithm_spec import ModelUse, algorithm_spec
 from utils.errors import UserError
 from utils.logger import RunLogger
-from utils.runner import Runner
-
-CHECKPOINT_FORMAT = "offline-mbrl-checkpoint/1"
+from utils.paths import FIT_PROGRESS, resolve_seed_path
+from utils.runner import run_interruptibly
 
 
 def step_bar(cfg: OfflineConfig, initial: int, desc: str, progress: bool) -> tqdm:
@@ -88,41 +92,13 @@ class BranchRollouts(RolloutStrategy):
 ROLLOUT_STATE = "episodes"  # the checkpoint key of the rollout strategy's state, as checkpoints have always named it
 
 
-@dataclass(frozen=True)
-class Takeover:
-    """Another run's saved state that a fresh run starts from instead of repeating what that run already did:
-    train.py copies the logs and `files` of `run_dir` into the new run and continues from `checkpoint`."""
-
-    run_dir: Path
-    checkpoint: Path
-    files: tuple[str, ...] = ()
-
-
-class RunRunner(Runner):
-    """A loop that train.py runs from a `RunConfig` (the offline trainer, the NPG trainer, a study): its checkpoint is
-    `<run_dir>/checkpoints/checkpoint.pt` in CHECKPOINT_FORMAT (see `read_checkpoint`), and it refuses another
-    task's or algorithm's checkpoint, which would otherwise load half and train on wrong."""
-
-    checkpoint_format: ClassVar[str] = CHECKPOINT_FORMAT
-    cfg: RunConfig
-
-    def load_state(self, state: dict[str, Any], source: str | Path = "checkpoint") -> None:
-        """Continue from checkpoint `state` (read from `source`, named in the error if it is another run's)."""
-        if (state["task"], state["algo"]) != (self.cfg.task, self.cfg.algo):
-            raise UserError(
-                f"checkpoint in {source} is from {state['algo']} on {state['task']}, not {self.cfg.algo} on "
-                f"{self.cfg.task}; resume it with its own run directory"
-            )
-        self.restore_checkpoint(state)
-
-
 class OfflineTrainer(RunRunner):
     def __init__(
         self,
         cfg: OfflineConfig,
         algo: Algorithm,
         real_buffer: ReplayBuffer,
-        evaluator: Any,
+        evaluator: Evaluator,
         logger: RunLogger,
         run_dir: str | Path,
         dynamics: EnsembleDynamics | None = None,
@@ -130,7 +106,6 @@ class OfflineTrainer(RunRunner):
     ) -> None:
         self.cfg, self.algo, self.real_buffer, self.evaluator, self.logger = cfg, algo, real_buffer, evaluator, logger
         self.run_dir, self.dynamics, self.progress = Path(run_dir), dynamics, progress
-        self.checkpoint_path = self.run_dir / "checkpoints" / "checkpoint.pt"
         self.fake_buffer: ReplayBuffer | None = None
         if dynamics is not None:
             capacity = cfg.model_buffer_size or cfg.rollout_batch_size * cfg.rollout_length * cfg.model_retain_epochs
@@ -142,15 +117,29 @@ class OfflineTrainer(RunRunner):
         self.last_eval: dict[str, float] | None = None
         self.rollouts = self.rollout_strategy()
 
+    @classmethod
+    def build(cls, run: OpenRun) -> OfflineTrainer | None:
+        """The trainer of an offline run: the dataset as its replay buffer, the dynamics model fitted (or loaded)
+        first where the algorithm learns one, the algorithm, its evaluator. None for a `dynamics_only` run."""
+        cfg, spec, device, dataset = cast(OfflineConfig, run.cfg), run.spec, run.device, run.dataset
+        assert dataset is not None
+        model_use = algorithm_spec(cfg.algo).model
+        real_buffer = ReplayBuffer.from_dataset(dataset, device)
+        dynamics = None
+        if model_use.fitted_first:  # its config has the learned-model keys
+            learned = cast(LearnedModelConfig, cfg)
+            dynamics = prepare_dynamics(learned, spec, real_buffer, run.run_dir, run.logger, device, run.progress)
+            if learned.dynamics_only:
+                print(f"dynamics model saved; reuse it with --set dynamics_path={run.run_dir / 'dynamics.pt'}")
+                return None
+        algo = build_algorithm(cfg, spec.obs_dim, spec.act_dim, device, dynamics, dataset)
+        evaluator = run_evaluator(cfg, cfg.eval_episodes, device=device)
+        rollouts = dynamics if model_use is ModelUse.ROLLOUTS else None  # the others query it themselves
+        return cls(cfg, algo, real_buffer, evaluator, run.logger, run.run_dir, rollouts, run.progress)
+
     def rollout_strategy(self) -> RolloutStrategy:
         """The model data of this trainer's algorithm; a subclass with its own kind of rollouts returns its own."""
         return BranchRollouts()
-
-    @classmethod
-    def takeover(cls, cfg: RunConfig) -> Takeover | None:
-        """The saved state a fresh run of `cfg` starts from, once checked (None: from scratch, the default). Asked
-        before the run directory exists, so a refusal leaves nothing behind."""
-        return None
 
     # ------------------------------------------------------------------------------------------------ rollouts
     @torch.no_grad()
@@ -199,7 +188,7 @@ class OfflineTrainer(RunRunner):
                     self.logger.scalars(self.rollouts.collect(self), self.global_step)
                 if self.rollouts.may_update():
                     batch, num_real = sample_mixed(
-                        self.real_buffer, self.fake_buffer, cfg.batch_size, getattr(cfg, "real_ratio", 1)
+                        self.real_buffer, self.fake_buffer, cfg.batch_size, cfg.real_fraction()
                     )
                     for key, value in self.algo.update(batch, num_real).items():
                         epoch_metrics.setdefault(key, []).append(value)
@@ -231,14 +220,12 @@ class OfflineTrainer(RunRunner):
         self.logger.scalars({k: float(torch.stack(v).mean()) for k, v in epoch_metrics.items()}, self.global_step)
         self.logger.scalars(self.rollouts.epoch_metrics(), self.global_step)
         if due:
-            self.last_eval = self.evaluator.evaluate(self.algo.act) if evaluation is None else evaluation
-            monitor = getattr(self.algo, "monitor_evaluation", None)  # an algorithm's own evaluation extras
-            if monitor is not None:
-                self.last_eval, extras = monitor(self.last_eval, self.evaluator.spec)
-                self.logger.scalars(extras, self.global_step)
+            result = self.evaluator.evaluate(self.algo.act) if evaluation is None else evaluation
+            result, extras = self.algo.evaluation_extras(result, self.evaluator.spec)  # the algorithm's own
+            self.logger.scalars(extras, self.global_step)
             self.wall_time += time.perf_counter() - started
             started = time.perf_counter()
-            self.logger.evaluation(self.epoch, self.global_step, self.last_eval, self.wall_time)
+            self.record_evaluation(result, self.epoch, self.global_step)
         self.wall_time += time.perf_counter() - started
         if self.epoch % cfg.save_every == 0 or self.epoch == final_epoch:
             self.save_checkpoint()
@@ -271,9 +258,6 @@ class OfflineTrainer(RunRunner):
         self.epoch, self.global_step = state["epoch"], state["global_step"]
         self.wall_time, self.last_eval = state["wall_time"], state["last_eval"]
 
-    def close(self) -> None:
-        """Nothing to release (the evaluator is its owner's to close); train.py closes every trainer alike."""
-
 
 class SeedStackedTrainer:
     """S seeds of one SAC-family algorithm trained as one batched computation (`SAC.stack`, docs/seeds.md).
@@ -291,6 +275,11 @@ class SeedStackedTrainer:
             raise UserError("stacked seeds must start at the same epoch; resume them as separate runs")
         self.trainers, self.stacked, self.streams, self.progress = trainers, stacked, streams, progress
 
+    def run(self) -> list[dict[str, float] | None]:
+        """`train`, stopped by Ctrl-C with the command that continues every seed (each left its last checkpoint)."""
+        dirs = " ".join(str(trainer.run_dir) for trainer in self.trainers)
+        return run_interruptibly(self.train, f"continue with: python train.py --stack-seeds --resume {dirs}")
+
     def train(self) -> list[dict[str, float] | None]:
         trainers, streams, lead = self.trainers, self.streams, self.trainers[0]
         cfg = lead.cfg
@@ -307,7 +296,7 @@ class SeedStackedTrainer:
                     lead.real_buffer,
                     [trainer.fake_buffer for trainer in trainers],
                     cfg.batch_size,
-                    getattr(cfg, "real_ratio", 1),
+                    cfg.real_fraction(),
                     streams.generators,
                 )
                 for key, value in self.stacked.update(batch, num_real).items():
@@ -331,12 +320,54 @@ class SeedStackedTrainer:
         return [trainer.last_eval for trainer in trainers]
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a training checkpoint, with a one-line error if it is missing, corrupt or not ours."""
-    return load_project_file(
-        path,
-        CHECKPOINT_FORMAT,
-        missing=f"no checkpoint at {path}; the run has not saved one yet",
-        unreadable=f"checkpoint {path} cannot be read",
-        foreign=f"{path} is not a checkpoint written by this project",
+def prepare_dynamics(
+    cfg: LearnedModelConfig,
+    spec: TaskSpec,
+    buffer: ReplayBuffer,
+    run_dir: Path,
+    logger: RunLogger,
+    device: torch.device,
+    progress: bool,
+) -> EnsembleDynamics:
+    """The run's own model file if it has one (resume), else a given `dynamics_path`, else a freshly fitted one. The
+    fit writes its progress to FIT_PROGRESS every couple of minutes, so a run killed while fitting continues the fit
+    where it was (`--resume`); the file goes once the model is saved."""
+    termination = termination_for(spec, cfg.termination.strict)
+    own_file = run_dir / "dynamics.pt"
+    if own_file.exists():
+        return EnsembleDynamics.load(own_file, spec.obs_dim, spec.act_dim, termination, device)
+    if cfg.dynamics_path:
+        given = resolve_seed_path(cfg.dynamics_path, cfg.seed, "dynamics_path", "model file")
+        dynamics = EnsembleDynamics.load(given, spec.obs_dim, spec.act_dim, termination, device)
+        shutil.copyfile(given, own_file)  # the run stays resumable if the shared file moves
+        return dynamics
+    dynamics = EnsembleDynamics(spec.obs_dim, spec.act_dim, cfg.dynamics, termination).to(device)
+    data = buffer.storage
+    progress_file = run_dir / FIT_PROGRESS
+    if progress_file.exists():
+        print(f"continuing the dynamics fit saved in {progress_file}", flush=True)
+
+    def logger_state() -> dict[str, int]:
+        logger.flush()  # the scalars counted must be on disk, as for a checkpoint
+        return {"num_events": logger.num_events}
+
+    metrics = dynamics.fit(
+        data.obs,
+        data.act,
+        data.next_obs,
+        data.rew,
+        log_fn=lambda m, epoch: logger.scalars(m, epoch),
+        progress=progress,
+        progress_file=progress_file,
+        extra_state=logger_state,
     )
+    dynamics.save(own_file, task=spec.name)
+    progress_file.unlink(missing_ok=True)
+    holdout = metrics["dynamics/elite_holdout_loss"]
+    quality = (  # a fit without holdout (fixed epochs) has no holdout error to report
+        f"elite holdout {'MSE' if cfg.dynamics.holdout_metric == 'mse' else 'NLL'} {holdout:.4f}"
+        if np.isfinite(holdout)
+        else f"last loss {metrics['dynamics/train_loss']:.4f}"
+    )
+    print(f"dynamics: {metrics['dynamics/epochs']} epochs, {quality}, saved to {own_file}", flush=True)
+    return dynamics

@@ -35,7 +35,8 @@ from torch import nn
 
 from algos.base import ModelBasedAlgorithm
 from algos.sac import SAC
-from algos.trainer import OfflineTrainer, RolloutStrategy, Takeover
+from algos.train_run import Takeover
+from algos.trainer import OfflineTrainer, RolloutStrategy
 from buffers.replay import Batch
 from config import (
     DynamicsConfig,
@@ -717,7 +718,7 @@ class WMOPO(SAC):
         return penalised_model_rewards(reward, penalty, self.b, self.model_reward_bound)
 
     # ------------------------------------------------------------------------------------------------ evaluation
-    def monitor_evaluation(self, result: dict[str, float], spec: Any) -> tuple[dict[str, float], dict[str, float]]:
+    def evaluation_extras(self, result: dict[str, float], spec: Any) -> tuple[dict[str, float], dict[str, float]]:
         """Beside the real episodes: `model_eval_episodes` model episodes of the deterministic policy from episode
         starts, their penalised return and length (the official SimRet), with the training RNG streams untouched."""
         if self.dynamics is None or self.start_states is None:

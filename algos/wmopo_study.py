@@ -29,13 +29,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import numpy as np
 import torch
 from torch.func import functional_call, grad, vmap
 
-from algos.trainer import RunRunner
+from algos.train_run import OpenRun, RunRunner
 from algos.wmopo import ModelDiverged, occupancy_samples
 from config import DynamicsConfig, Rule, RunConfig, between, discount, one_of, positive, register_config
 from envs import custom_pendulum as pendulum
@@ -442,9 +442,10 @@ class PendulumStudy(RunRunner):
     """One run of one method: ERM, then the weighted iterations, then the evaluation of the chosen model. A
     checkpoint after the ERM fit and after every iteration lets a killed run continue where it was."""
 
+    unit: ClassVar[str] = "iteration"
+
     def __init__(self, cfg: PendulumStudyConfig, spec: TaskSpec, logger: RunLogger, run_dir: str | Path) -> None:
         self.cfg, self.logger, self.run_dir = cfg, logger, Path(run_dir)
-        self.checkpoint_path = self.run_dir / "checkpoints" / "checkpoint.pt"
         self.progress = False
         actor, self.policy_info = load_behaviour_policy(policy_file(cfg.policy_path), spec)
         self.actor = actor.requires_grad_(False)
@@ -459,6 +460,11 @@ class PendulumStudy(RunRunner):
         self.models: list[dict[str, torch.Tensor]] = []  # θ_i of every scored iteration
         self.wall_time = 0.0
         self.result: dict[str, float] = {}
+
+    @classmethod
+    def build(cls, run: OpenRun) -> PendulumStudy:
+        """The study of `run`: its data drawn and the target policy loaded (it needs no evaluator: it scores models)."""
+        return cls(cast(PendulumStudyConfig, run.cfg), run.spec, run.logger, run.run_dir)
 
     def policy(self, states: torch.Tensor) -> torch.Tensor:
         """π's torque, sampled (the study evaluates the stochastic policy): [B, 1]."""
@@ -598,20 +604,15 @@ class PendulumStudy(RunRunner):
             "models_scored": float(len(self.scores)),  # fewer than iterations + 1 where a refit diverged
         }
         self.logger.scalars({f"result/{k}": v for k, v in result.items()}, len(self.scores) - 1)
-        self.logger.evaluation(
-            len(self.scores) - 1,
-            len(self.scores) - 1,
-            {
-                "return_mean": result["sim_return"],
-                "return_std": result["sim_return_std"],
-                "normalized_mean": float("nan"),
-                "normalized_std": float("nan"),
-                "length_mean": float(pendulum.EPISODE_STEPS),
-                "length_std": 0.0,
-            },
-            self.wall_time,
-            unit="iteration",
-        )
+        simulated = {
+            "return_mean": result["sim_return"],
+            "return_std": result["sim_return_std"],
+            "normalized_mean": float("nan"),
+            "normalized_std": float("nan"),
+            "length_mean": float(pendulum.EPISODE_STEPS),
+            "length_std": 0.0,
+        }
+        self.record_evaluation(simulated, len(self.scores) - 1, len(self.scores) - 1)
         torch.save(self.model.state_dict(), self.run_dir / "dynamics_chosen.pt")
         return result
 
@@ -649,8 +650,9 @@ class PendulumStudy(RunRunner):
         """Where a resumed run was: its iteration and phase."""
         return f"resumed at iteration {state.get('iteration', state['epoch'])} ({state['phase']})"
 
-    def result_line(self, result: dict[str, float], run_dir: Path) -> str:
+    def result_line(self, result: dict[str, float], run: OpenRun) -> str:
         """How well the chosen model evaluates the target policy: its discounted return, real and in the model."""
+        run_dir = run.run_dir
         return (
             f"target policy's discounted return: real {result['real_return']:.2f} ± {result['real_return_std']:.2f}, "
             f"in the chosen model (iteration {int(result['chosen_iteration'])}) {result['sim_return']:.2f} ± "

@@ -53,7 +53,7 @@ def main() -> None:
         evaluator = Evaluator(spec, cfg.eval_episodes, cfg.seed, device, cfg.act_repeat)
         trainer = NPGTrainer(cfg, algo, spec, evaluator, logger, tmp, device, progress=False)  # type: ignore[arg-type]
         for _ in range(args.iterations):
-            m = trainer.iterate()
+            m, _ = trainer.iterate()
             trainer.iteration += 1
             print(
                 f"{trainer.iteration:>4} {int(m['train/iter_samples']):>8} {m['time/sampling']:>10.2f} "
@@ -61,8 +61,7 @@ def main() -> None:
                 f"{int(m.get('npg/num_samples', 0)) * cfg.inner_steps:>11} {m['time/evaluation']:>7.2f} "
                 f"{m['time/iteration']:>8.2f}"
             )
-        evaluator.close()
-        trainer.close()
+        trainer.close()  # and its evaluator
         logger.close()
 
 

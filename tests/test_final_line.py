@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-import train
+from algos.train_run import final_line
 from envs import OfflineDataset, get_task, normalized_score
 from utils.logger import PROGRESS_COLUMNS
 
@@ -37,7 +37,7 @@ def test_final_line_puts_the_score_next_to_the_data_and_the_behaviour_policy(tmp
     write_progress(tmp_path, [1.0, 10.0, 20.0, 30.0, 40.0, 5.0])
     result = {"normalized_mean": 5.0, "normalized_std": 0.5, "return_mean": 300.0, "return_std": 10.0}
     data = dataset([4000.0, 4200.0], {"policy_normalized_score": 37.6})
-    line = train.final_line(result, SPEC, data, tmp_path)
+    line = final_line(result, SPEC, data, tmp_path)
     expected_dataset = normalized_score(SPEC, 4100.0)
     assert line.startswith("final normalized score 5.0 ± 0.5 (return 300.0, mean of the last 5 evaluations 21.0)")
     assert f"dataset episodes {expected_dataset:.1f}, behaviour policy 37.6" in line
@@ -47,7 +47,7 @@ def test_final_line_puts_the_score_next_to_the_data_and_the_behaviour_policy(tmp
 def test_final_line_without_a_behaviour_policy(tmp_path: Path) -> None:
     write_progress(tmp_path, [7.0])
     result = {"normalized_mean": 7.0, "normalized_std": 0.0, "return_mean": 600.0, "return_std": 0.0}
-    line = train.final_line(result, get_task("halfcheetah-random-gen"), dataset([-280.0], {}), tmp_path)
+    line = final_line(result, get_task("halfcheetah-random-gen"), dataset([-280.0], {}), tmp_path)
     assert "mean of the last" not in line and "behaviour policy" not in line
     assert "dataset episodes 0.0 |" in line or "dataset episodes -0.0 |" in line
     assert line.startswith("final normalized score 7.0 ± 0.0 (return 600.0)")

@@ -78,8 +78,8 @@ def test_resumed_run_logs_every_scalar_once_as_an_uninterrupted_run(
 
     original = RunLogger.evaluation
 
-    def evaluation_then_die(self: RunLogger, epoch: int, *rest: object) -> None:
-        original(self, epoch, *rest)  # type: ignore[arg-type]
+    def evaluation_then_die(self: RunLogger, epoch: int, *rest: object, **named: object) -> None:
+        original(self, epoch, *rest, **named)  # type: ignore[arg-type]
         if epoch == 3:  # the checkpoint is at epoch 2: epoch 3's rollout, losses and evaluation are past it
             raise Killed
 
@@ -109,8 +109,8 @@ def test_resumed_run_logs_every_scalar_once_as_an_uninterrupted_run(
 def test_plot_reads_a_resumed_run_without_out_of_order_events(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     original = RunLogger.evaluation
 
-    def evaluation_then_die(self: RunLogger, epoch: int, *rest: object) -> None:
-        original(self, epoch, *rest)  # type: ignore[arg-type]
+    def evaluation_then_die(self: RunLogger, epoch: int, *rest: object, **named: object) -> None:
+        original(self, epoch, *rest, **named)  # type: ignore[arg-type]
         if epoch == 3:
             raise Killed
 

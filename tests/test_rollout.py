@@ -16,9 +16,11 @@ import torch
 from torch.testing import assert_close
 
 from algos import build_algorithm
-from algos.trainer import OfflineTrainer, read_checkpoint
+from algos.train_run import read_checkpoint
+from algos.trainer import OfflineTrainer
 from buffers.replay import Batch, ReplayBuffer
 from config import load_config
+from envs import get_task
 from models.dynamics import UncertaintyFn
 from utils.logger import RunLogger
 
@@ -73,6 +75,8 @@ class RecordingLogger(RunLogger):
 
 
 class ConstantEvaluator:
+    spec = get_task(TASK)
+
     def evaluate(self, policy: Any) -> dict[str, float]:
         keys = ("normalized_mean", "normalized_std", "return_mean", "return_std", "length_mean", "length_std")
         return dict.fromkeys(keys, 0.0)

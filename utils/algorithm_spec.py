@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # annotations only: the classes a record names live in layers above this one
-    from algos.base import Algorithm, Study
-    from algos.trainer import OfflineTrainer
+    from algos.base import Algorithm
+    from algos.train_run import RunRunner
     from config import RunConfig
 
 
@@ -107,13 +107,13 @@ class AlgorithmSpec:
     name: str  # `--algo NAME`, the `algo` key of its run configs
     title: str  # as tables and help texts write it (MOPO, MOReL)
     config: type[RunConfig]  # its config dataclass (registered under `name` with `register_config`)
-    runner: type[Algorithm] | type[Study]  # what train.py builds: the algorithm, or the study that runs itself
+    runner: type[Algorithm] | type[RunRunner]  # what train.py builds: the algorithm, or the study that runs itself
     loop: Loop
     unit: Unit  # what its logged steps count
     # The step a finished run ends at, read from its saved config (a plain mapping: Run.config); None when unknown.
     planned_length: Callable[[Mapping[str, Any]], int | None]
     model: ModelUse
-    trainer: type[OfflineTrainer] | None = None  # Loop.EPOCHS: its own trainer class (None: the shared OfflineTrainer)
+    trainer: type[RunRunner] | None = None  # its own loop class (None: its Loop's, `algos.runner_class`)
     figure_sets: tuple[FigureSet, ...] = ()
 
     @property

@@ -24,10 +24,9 @@ from config import LearnedModelConfig, OfflineConfig, RunConfig, config_to_dict
 from envs.task_config import load_run_config, load_task_config
 from utils.algorithm_spec import algorithm_spec
 from utils.errors import UserError
+from utils.paths import CHECKPOINT, FIT_PROGRESS
 
 REPO = Path(__file__).resolve().parents[1]
-CHECKPOINT = Path("checkpoints") / "checkpoint.pt"  # a run's last checkpoint, relative to its run directory
-FIT_PROGRESS = "dynamics_fit.pt"  # an interrupted dynamics fit's state, in the run directory
 
 
 @dataclass(frozen=True)

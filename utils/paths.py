@@ -12,6 +12,10 @@ from pathlib import Path
 
 from utils.errors import UserError
 
+# A run directory's files that say where the run is (utils/launch.py reads them to tell finished from resumable).
+CHECKPOINT = Path("checkpoints") / "checkpoint.pt"  # a run's last checkpoint, relative to its run directory
+FIT_PROGRESS = "dynamics_fit.pt"  # an interrupted dynamics fit's state, in the run directory
+
 
 def resolve_seed_path(pattern: str, seed: int, key: str, kind: str) -> Path:
     """A path setting with `{seed}` replaced by the run's seed and wildcards expanded to exactly one match, so each

@@ -1,5 +1,6 @@
 """The one place a training loop's checkpoint is written and read back: the loop's own state plus the RNG states,
-written atomically; on resume the loop gets its state back first and the RNG states are restored last.
+written atomically; on resume the loop gets its state back first and the RNG states are restored last. And the one
+place Ctrl-C becomes a line saying how to continue (`Runner.run`).
 
 Every resumable loop goes through here (the offline trainer, the NPG trainer, the Pendulum study, the behaviour SAC,
 the resumable dynamics fit), so a resumed run continues on the same random streams whichever loop it is, and no
@@ -12,10 +13,13 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from utils.checkpoint import atomic_torch_save, capture_rng_state, restore_rng_state
+from utils.errors import Interrupted
 from utils.logger import RunLogger
+
+T = TypeVar("T")
 
 RNG_KEY = "rng"  # where every checkpoint keeps the RNG states, as checkpoints have always named it
 
@@ -33,9 +37,21 @@ def restore_checkpoint(state: dict[str, Any], load: Callable[[dict[str, Any]], N
     restore_rng_state(state[RNG_KEY])
 
 
+def run_interruptibly(train: Callable[[], T], resume_hint: str | Callable[[], str]) -> T:
+    """`train()`, with Ctrl-C turned into one line (`Interrupted`, exit 130) that says how to continue from the last
+    checkpoint, which the interrupted loop left whole (its writes are atomic). `resume_hint` may be a function: what
+    continues a run can depend on what it has written by the time it is stopped."""
+    try:
+        return train()
+    except KeyboardInterrupt:
+        hint = resume_hint() if callable(resume_hint) else resume_hint
+        raise Interrupted(f"interrupted; {hint}") from None
+
+
 class Runner(ABC):
-    """A resumable training loop. It says what its state is (`checkpoint_state`) and how to take it back
-    (`load_checkpoint_state`); writing the file and restoring from it are done here, the same for every loop."""
+    """A resumable training loop. It says what its state is (`checkpoint_state`), how to take it back
+    (`load_checkpoint_state`) and how a stopped run continues (`resume_hint`); writing the file, restoring from it
+    and turning Ctrl-C into that hint are done here, the same for every loop."""
 
     checkpoint_format: ClassVar[str]
     checkpoint_path: Path
@@ -49,6 +65,18 @@ class Runner(ABC):
     @abstractmethod
     def load_checkpoint_state(self, state: dict[str, Any]) -> None:
         """Take back what `checkpoint_state` returned; the RNG states are restored after this returns."""
+
+    @abstractmethod
+    def train(self) -> Any:
+        """Run the loop to its end, from wherever its state is (fresh, or restored from a checkpoint)."""
+
+    @abstractmethod
+    def resume_hint(self) -> str:
+        """What continues this run once it is stopped, as the interrupted line says it (`continue with: ...`)."""
+
+    def run(self, resume_hint: str | Callable[[], str] | None = None) -> Any:
+        """`train`, stopped by Ctrl-C with one line naming how to continue (`resume_hint`, default this loop's)."""
+        return run_interruptibly(self.train, resume_hint or self.resume_hint)
 
     def save_checkpoint(self) -> None:
         """Write the checkpoint: the logger's events flushed first, then state and RNG states in one atomic file."""
