@@ -237,7 +237,7 @@ def test_stack_seeds_writes_each_seeds_run_as_trained_alone(
 def test_stack_seeds_refuses_what_it_cannot_stack(tmp_path: Path, cli_error) -> None:
     log = ["--log-dir", str(tmp_path / "log")]
     mago = ["--task", TINY_DATASET_TASK, "--algo", "mago", "--seeds", "0", "1", "--stack-seeds", *log]
-    assert "--stack-seeds supports bc, bcq, micro, mopo so far, not mago" in cli_error(lambda: train.main(mago))
+    assert "--stack-seeds supports bc, bcq, micro, mopo, td3bc so far, not mago" in cli_error(lambda: train.main(mago))
     alone = ["--task", TINY_DATASET_TASK, "--algo", "mopo", "--stack-seeds", *log]
     assert "pass --seeds" in cli_error(lambda: train.main(alone))
     assert not (tmp_path / "log").exists()
