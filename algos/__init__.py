@@ -9,7 +9,7 @@ from typing import cast
 
 import torch
 
-from algos import bc, bcq, game, mago, micro, mopo, morel, wmopo, wmopo_study
+from algos import bc, bcq, game, mago, micro, mopo, morel, td3bc, wmopo, wmopo_study
 from algos.base import Algorithm
 from algos.bc import BC
 from algos.bcq import BCQ
@@ -21,6 +21,7 @@ from algos.mopo import MOPO
 from algos.morel import MOReL
 from algos.npg_trainer import NPGTrainer
 from algos.sac import SAC
+from algos.td3bc import TD3BC
 from algos.train_run import RunRunner, read_checkpoint
 from algos.trainer import OfflineTrainer
 from algos.wmopo import WMOPO
@@ -37,6 +38,7 @@ for _spec in (
     micro.SPEC,
     bc.SPEC,
     bcq.SPEC,
+    td3bc.SPEC,
     *game.SPECS,  # PAL and MAL are one algorithm in two game settings
     morel.SPEC,
     mago.SPEC,
@@ -117,6 +119,7 @@ __all__ = [
     "MOPO",
     "MOReL",
     "SAC",
+    "TD3BC",
     "WMOPO",
     "Algorithm",
     "ModelBasedNPG",

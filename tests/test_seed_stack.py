@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from algos.bcq import BCQ, BCQConfig
 from algos.micro import MICRO, MICROConfig
 from algos.mopo import MOPO, MOPOConfig
 from algos.sac import SAC
+from algos.td3bc import TD3BC, TD3BCConfig
 from algos.trainer import OfflineTrainer
 from buffers.replay import Batch, ReplayBuffer, sample_mixed, sample_mixed_seeds
 from config import DynamicsConfig, SACConfig
@@ -95,6 +97,10 @@ def _build(algo: str, seed: int) -> TrainableModule:
     if algo == "bcq":
         small = {f"{net}_hidden_dims": [16, 16] for net in ("actor", "critic", "vae")}
         return BCQ(OBS_DIM, ACT_DIM, BCQConfig(seed=seed, num_target_samples=3, num_select_samples=5, **small))
+    if algo == "td3bc":  # each seed's own state statistics (a dataset of its own)
+        observations = np.random.default_rng(seed).normal(size=(50, OBS_DIM)) * [3.0, 0.5, 1.0] + [1.0, 0.0, -2.0]
+        data = SimpleNamespace(observations=observations)
+        return TD3BC(OBS_DIM, ACT_DIM, TD3BCConfig(seed=seed, hidden_dims=[16, 16]), dataset=data)
     if algo == "mopo":
         return MOPO(OBS_DIM, ACT_DIM, MOPOConfig(sac=_sac_cfg(), epochs=10))
     if algo == "micro":
@@ -104,7 +110,7 @@ def _build(algo: str, seed: int) -> TrainableModule:
     return SAC(OBS_DIM, ACT_DIM, _sac_cfg(), epochs=10)
 
 
-@pytest.mark.parametrize("algo", ["sac", "mopo", "micro", "bcq"])
+@pytest.mark.parametrize("algo", ["sac", "mopo", "micro", "bcq", "td3bc"])
 def test_stacked_seeds_end_where_the_seeds_trained_alone_end(algo: str) -> None:
     updates, num_real = 15, 20  # rows 20..31 are "model rows" (MICRO's penalty applies there)
     alone = []
@@ -196,6 +202,7 @@ def _train(algo: str, log_dir: Path, tiny_mopo: list[str], *flags: str) -> None:
             "num_select_samples=5",
             *(f"{net}_hidden_dims=[32,32]" for net in ("actor", "critic", "vae")),
         ],
+        "td3bc": ["epochs=2", "steps_per_epoch=41", "batch_size=32", "eval_episodes=1", "hidden_dims=[32,32]"],
     }[algo]
     train.main([*args, "--set", *settings])
 
@@ -204,7 +211,7 @@ def _run_dirs(log_dir: Path, algo: str) -> dict[str, Path]:
     return {path.name.split("-")[0]: path for path in (log_dir / TINY_DATASET_TASK / algo).iterdir()}
 
 
-@pytest.mark.parametrize("algo", ["mopo", "micro", "bc", "bcq"])
+@pytest.mark.parametrize("algo", ["mopo", "micro", "bc", "bcq", "td3bc"])
 def test_stack_seeds_writes_each_seeds_run_as_trained_alone(
     algo: str, tiny_dataset_dir: Path, tiny_mopo_settings: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -237,7 +244,7 @@ def test_stack_seeds_writes_each_seeds_run_as_trained_alone(
 def test_stack_seeds_refuses_what_it_cannot_stack(tmp_path: Path, cli_error) -> None:
     log = ["--log-dir", str(tmp_path / "log")]
     mago = ["--task", TINY_DATASET_TASK, "--algo", "mago", "--seeds", "0", "1", "--stack-seeds", *log]
-    assert "--stack-seeds supports bc, bcq, micro, mopo so far, not mago" in cli_error(lambda: train.main(mago))
+    assert "--stack-seeds supports bc, bcq, micro, mopo, td3bc so far, not mago" in cli_error(lambda: train.main(mago))
     alone = ["--task", TINY_DATASET_TASK, "--algo", "mopo", "--stack-seeds", *log]
     assert "pass --seeds" in cli_error(lambda: train.main(alone))
     assert not (tmp_path / "log").exists()
