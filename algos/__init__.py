@@ -9,10 +9,11 @@ from typing import cast
 
 import torch
 
-from algos import bc, bcq, game, mago, micro, mopo, morel, wmopo, wmopo_study
+from algos import bc, bcq, cql, game, mago, micro, mopo, morel, wmopo, wmopo_study
 from algos.base import Algorithm, Study
 from algos.bc import BC
 from algos.bcq import BCQ
+from algos.cql import CQL
 from algos.game import ModelBasedNPG
 from algos.mago import MAGO
 from algos.micro import MICRO
@@ -37,6 +38,7 @@ for _spec in (
     micro.SPEC,
     bc.SPEC,
     bcq.SPEC,
+    cql.SPEC,
     *game.SPECS,  # PAL and MAL are one algorithm in two game settings
     morel.SPEC,
     mago.SPEC,
@@ -131,6 +133,7 @@ __all__ = [
     "ALGORITHMS",
     "BC",
     "BCQ",
+    "CQL",
     "MAGO",
     "MICRO",
     "MOPO",
