@@ -20,7 +20,7 @@ import sweep
 import train
 from algos import ALGORITHMS, CQL, build_algorithm
 from algos.cql import CQLConfig
-from config import SACConfig, load_config
+from config import load_config
 from utils.algorithm_spec import ModelUse, algorithm_spec
 from utils.errors import UserError
 
@@ -40,12 +40,9 @@ def test_registry_defaults_and_presets() -> None:
     assert load_config("cql", without_file) == dataclasses.replace(CQLConfig(), algo="cql", task=without_file)
     cfg = load_config("cql", "hopper-medium-v2")
     assert (cfg.epochs * cfg.steps_per_epoch, cfg.batch_size, cfg.eval_episodes, cfg.eval_every) == (10**6, 256, 10, 1)
-    assert dataclasses.asdict(cfg.sac) == {
-        **dataclasses.asdict(SACConfig()),
-        "hidden_dims": [256, 256, 256],  # actor lr 1e-4, critic lr 3e-4, alpha lr 1e-4, gamma, tau: SAC's defaults
-        "alpha_max": None,
-        "lr_schedule": "none",
-    }
+    kit_sac = {"hidden_dims": [256, 256, 256], "actor_lr": 1e-4, "critic_lr": 3e-4, "alpha_lr": 1e-4, "gamma": 0.99}
+    kit_sac |= {"tau": 0.005, "num_critics": 2, "auto_alpha": True, "target_entropy": None, "alpha_max": None}
+    assert {key: getattr(cfg.sac, key) for key in kit_sac} == kit_sac and cfg.sac.lr_schedule == "none"
     cql = cfg.cql
     assert (cql.weight, cql.temperature, cql.num_actions, cql.logsumexp) == (5.0, 1.0, 10, "per_draw")
     assert (cql.lagrange, cql.target_action_gap, cql.lagrange_lr) == (False, 10.0, 3e-4)
