@@ -1,7 +1,9 @@
 """Soft Actor-Critic, the policy core every model-based algorithm here extends (docs/sac.md).
 
 Subclasses change what is genuinely theirs by overriding a hook: `critic_target` / `next_value` (MICRO's conservative
-operator and backup variants), `model_reward` (MOPO's penalty on model rewards).
+operator and backup variants), `model_reward` (MOPO's penalty on model rewards), `actor_loss` (CQL's behaviour-cloning
+warm-up). An algorithm that updates in another order or adds a critic term (CQL) calls the steps `actor_step`,
+`alpha_step` and `critic_step` from its own `update`.
 """
 
 from __future__ import annotations
@@ -85,39 +87,57 @@ class SAC(TrainableModule):
         target, metrics = self.critic_target(batch, num_real)
         q = self.critics(batch.obs, batch.act)  # [(S,) critics, B]
         critic_loss = (q - target.unsqueeze(-2)).square().mean(-1).sum(-1)
-        self.critic_optim.zero_grad(set_to_none=True)
-        critic_loss.sum().backward()
-        self.critic_optim.step()
-
-        self.critics.requires_grad_(False)  # the actor's gradient flows through Q without touching its weights
-        action, log_prob = self.actor(batch.obs)
-        log_prob = log_prob.squeeze(-1)
-        q_pi = self.critics(batch.obs, action).amin(-2)
-        actor_loss = (self.alpha * log_prob - q_pi).mean(-1)
-        self.actor_optim.zero_grad(set_to_none=True)
-        actor_loss.sum().backward()
-        self.actor_optim.step()
-        self.critics.requires_grad_(True)
-
-        metrics.update({"loss/actor": actor_loss.detach(), "loss/critic": critic_loss.detach() / self.cfg.num_critics})
-        if self.cfg.auto_alpha:
-            alpha_loss = -(self.log_alpha * (log_prob.detach() + self.target_entropy)).mean(-1)
-            self.alpha_optim.zero_grad(set_to_none=True)
-            alpha_loss.sum().backward()
-            self.alpha_optim.step()
-            with torch.no_grad():
-                alpha = self.log_alpha.exp()
-                self.alpha.copy_(alpha if self.cfg.alpha_max is None else alpha.clamp(max=self.cfg.alpha_max))
-            metrics["loss/alpha"] = alpha_loss.detach()
+        self.critic_step(critic_loss)
+        actor_loss, log_prob = self.actor_step(batch)
+        metrics.update({"loss/actor": actor_loss, "loss/critic": critic_loss.detach() / self.cfg.num_critics})
+        metrics.update(self.alpha_step(log_prob))
         self.soft_update_targets()
         metrics.update(
             {
                 "alpha": self.alpha.clone().squeeze(-1),
                 "q_mean": q.detach().mean((-2, -1)),
-                "entropy": -log_prob.detach().mean(-1),
+                "entropy": -log_prob.mean(-1),
             }
         )
         return metrics
+
+    def critic_step(self, critic_loss: torch.Tensor) -> None:
+        """One Adam step of the critics on `critic_loss` ([S] per seed when stacked, summed for the backward)."""
+        self.critic_optim.zero_grad(set_to_none=True)
+        critic_loss.sum().backward()
+        self.critic_optim.step()
+
+    def actor_loss(self, batch: Batch, action: torch.Tensor, log_prob: torch.Tensor) -> torch.Tensor:
+        """L_π = mean_b [α log π(ã|s) − min_j Q_j(s, ã)] for the reparameterised ã ~ π(·|s) with log-density
+        `log_prob` [(S,) B]; the critics are frozen while it is taken. [S] per seed when stacked."""
+        q_pi = self.critics(batch.obs, action).amin(-2)
+        return (self.alpha * log_prob - q_pi).mean(-1)
+
+    def actor_step(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """One Adam step of the actor on `actor_loss`; returns that loss and log π(ã|s) [(S,) B], both detached."""
+        self.critics.requires_grad_(False)  # the actor's gradient flows through Q without touching its weights
+        action, log_prob = self.actor(batch.obs)
+        log_prob = log_prob.squeeze(-1)
+        actor_loss = self.actor_loss(batch, action, log_prob)
+        self.actor_optim.zero_grad(set_to_none=True)
+        actor_loss.sum().backward()
+        self.actor_optim.step()
+        self.critics.requires_grad_(True)
+        return actor_loss.detach(), log_prob.detach()
+
+    def alpha_step(self, log_prob: torch.Tensor) -> dict[str, torch.Tensor]:
+        """With `auto_alpha`: one Adam step of log α on −mean_b [log α (log π + H_target)], then α = exp(log α),
+        clamped at `alpha_max`; returns its loss. Without: nothing."""
+        if not self.cfg.auto_alpha:
+            return {}
+        alpha_loss = -(self.log_alpha * (log_prob + self.target_entropy)).mean(-1)
+        self.alpha_optim.zero_grad(set_to_none=True)
+        alpha_loss.sum().backward()
+        self.alpha_optim.step()
+        with torch.no_grad():
+            alpha = self.log_alpha.exp()
+            self.alpha.copy_(alpha if self.cfg.alpha_max is None else alpha.clamp(max=self.cfg.alpha_max))
+        return {"loss/alpha": alpha_loss.detach()}
 
     @torch.no_grad()
     def soft_update_targets(self) -> None:
