@@ -478,6 +478,25 @@ def test_resumed_study_matches_the_uninterrupted_one(
     assert [line.rsplit(",", 1)[0] for line in rows[0]] == [line.rsplit(",", 1)[0] for line in rows[1]]
 
 
+def test_study_killed_in_its_erm_fit_resumes_from_its_step_0_checkpoint(
+    study_runs: dict[str, Path], policy_file: Path, tmp_path: Path, same_tensors: Any, checkpoint_of: Any
+) -> None:
+    """Every train.py loop checkpoints before training (`RunRunner.start`): a study killed inside its first model fit
+    has a checkpoint (phase "erm"), and resuming it ends as the uninterrupted run."""
+
+    def fit_then_die(*args: Any, **kwargs: Any) -> None:
+        raise Killed
+
+    with pytest.MonkeyPatch.context() as patch, pytest.raises(Killed):
+        patch.setattr(EnsembleDynamics, "fit", fit_then_die)
+        train.main(_study_args(tmp_path, policy_file))
+    run_dir = _study_dir(tmp_path)
+    state = checkpoint_of(run_dir)
+    assert (state["phase"], state["epoch"]) == ("erm", 0)
+    train.main(["--resume", str(run_dir), "--no-progress"])
+    same_tensors(checkpoint_of(study_runs["straight"]), checkpoint_of(run_dir))
+
+
 def test_study_run_records_scores_weights_and_the_result(study_runs: dict[str, Path], checkpoint_of: Any) -> None:
     """Three scored models (ERM and two refits), the best one chosen, figure data per iteration, and the result's
     evaluation error |real − simulated|."""
