@@ -25,9 +25,10 @@ it, the actor's loss taken with the new α and the critics before their step, th
 regulariser's policy actions drawn from the actor before its step; then the actor steps, then the critics.
 `actor_first` (KIT): the actor steps, then α, then the target and the regulariser draw from the updated actor.
 
-COMBO reuses the regulariser with other samples: `CQL.cql_regulariser(push_down_obs, push_down_next_obs,
-push_up_obs, push_up_act)` pushes Q down at the given states (model-rollout states in COMBO) and up on the given
-rows (dataset rows in COMBO).
+COMBO (algos/combo.py) reuses the regulariser with other samples: `CQL.cql_regulariser(push_down_obs,
+push_down_next_obs, push_up_obs, push_up_act)` pushes Q down at the given states and up on the given rows, and the
+update asks `regulariser_rows(batch, num_real, q)` which rows those are (every row of the batch for CQL; COMBO's
+choice among dataset and model rows for COMBO).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import torch
 from torch import nn
@@ -73,6 +74,26 @@ class CQLTermConfig:
     update_order: str = "authors"  # authors: α, then losses from the pre-update actor, actor, critics; actor_first: KIT
 
 
+CQL_TERM_RULES: dict[str, Rule] = {
+    "cql.weight": non_negative,
+    "cql.temperature": positive,
+    "cql.num_actions": positive,
+    "cql.logsumexp": one_of(*LOGSUMEXP_MODES),
+    "cql.lagrange_lr": positive,
+    "cql.bc_steps": non_negative,
+    "cql.update_order": one_of(*UPDATE_ORDERS),
+}
+"""Checks on the `cql.*` block, for every config that embeds it (CQL's, COMBO's)."""
+
+
+class HasCQLTerm(Protocol):
+    """What the CQL class reads of a config: CQL's own, or one that embeds its blocks (COMBO's)."""
+
+    epochs: int
+    sac: SACConfig
+    cql: CQLTermConfig
+
+
 def _cql_sac() -> SACConfig:
     """SAC as cql_mujoco_new.py builds it (and KIT's run_cql.py alike): 3 hidden layers of 256, no clamp on α, no
     learning-rate schedule."""
@@ -85,15 +106,7 @@ class CQLConfig(OfflineConfig):
     """CQL (docs/cql.md): SAC with the conservative critic term, on dataset batches only. Defaults are the authors'
     cql_mujoco_new.py: 3000 epochs x 1000 steps, batch 256, 1000 evaluation steps (one full episode) every epoch."""
 
-    rules: ClassVar[dict[str, Rule]] = {
-        "cql.weight": non_negative,
-        "cql.temperature": positive,
-        "cql.num_actions": positive,
-        "cql.logsumexp": one_of(*LOGSUMEXP_MODES),
-        "cql.lagrange_lr": positive,
-        "cql.bc_steps": non_negative,
-        "cql.update_order": one_of(*UPDATE_ORDERS),
-    }
+    rules: ClassVar[dict[str, Rule]] = CQL_TERM_RULES
 
     epochs: int = 3000
     eval_episodes: int = 1
@@ -112,6 +125,18 @@ class CQLDraws:
     policy_log_prob: torch.Tensor
     next_policy: torch.Tensor
     next_policy_log_prob: torch.Tensor
+
+
+@dataclass(frozen=True)
+class RegulariserRows:
+    """Which rows the regulariser pushes Q down at (`down_obs` [(S,) N, obs_dim] and their next states) and up on
+    (`up_obs`, `up_act` [(S,) M, ...], with their Q `up_q` [(S,) critics, M] from the TD loss's call)."""
+
+    down_obs: torch.Tensor
+    down_next_obs: torch.Tensor
+    up_obs: torch.Tensor
+    up_act: torch.Tensor
+    up_q: torch.Tensor
 
 
 @dataclass(frozen=True)
@@ -143,7 +168,7 @@ def cql_logsumexp(values: torch.Tensor, temperature: float, mode: str) -> torch.
 class CQL(SAC):
     """SAC core (twin critics, automatic entropy tuning, Polyak targets) plus CQL's conservative critic term."""
 
-    def __init__(self, obs_dim: int, act_dim: int, cfg: CQLConfig, device: torch.device | str = "cpu") -> None:
+    def __init__(self, obs_dim: int, act_dim: int, cfg: HasCQLTerm, device: torch.device | str = "cpu") -> None:
         super().__init__(obs_dim, act_dim, cfg.sac, cfg.epochs, device)
         self.cql = cfg.cql
         self.act_dim = act_dim
@@ -274,13 +299,23 @@ class CQL(SAC):
         return alpha_prime * violation, {"loss/cql_alpha": lagrange_loss.detach(), "cql_alpha": alpha_prime.squeeze(-1)}
 
     # ------------------------------------------------------------------------------------------------ the update
+    def regulariser_rows(self, batch: Batch, num_real: int, q: torch.Tensor) -> RegulariserRows:
+        """The rows the regulariser pushes down at and up on, given the batch's Q(s, a) `q` [(S,) critics, B]: for
+        CQL every row of the batch both ways (the first `num_real` rows are dataset rows, all of them here)."""
+        return RegulariserRows(batch.obs, batch.next_obs, batch.obs, batch.act, q)
+
+    def critic_metrics(self, q: torch.Tensor, num_real: int) -> dict[str, torch.Tensor]:
+        """Extra scalars of the critic loss from the batch's Q(s, a) [(S,) critics, B] (none for CQL)."""
+        return {}
+
     def critic_loss(self, batch: Batch, num_real: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Σ_j [TD loss of Q_j + its conservative term] [(S,)], with the actor as it is now (the target's a' and the
         regulariser's policy draws), and its metrics (detached). Steps α' in the Lagrange form."""
         target, _ = self.critic_target(batch, num_real)
         q = self.critics(batch.obs, batch.act)  # [(S,) critics, B]
         td_loss = (q - target.unsqueeze(-2)).square().mean(-1)
-        term = self.cql_regulariser(batch.obs, batch.next_obs, batch.obs, batch.act, push_up_q=q)
+        rows = self.regulariser_rows(batch, num_real, q)
+        term = self.cql_regulariser(rows.down_obs, rows.down_next_obs, rows.up_obs, rows.up_act, push_up_q=rows.up_q)
         penalty, lagrange_metrics = self.conservative_penalty(term)
         critic_loss = (td_loss + penalty).sum(-1)
         return critic_loss, {
@@ -294,6 +329,7 @@ class CQL(SAC):
             "cql/q_next_policy": term.q_next_policy.mean(-1),
             **lagrange_metrics,
             "q_mean": q.detach().mean((-2, -1)),
+            **self.critic_metrics(q.detach(), num_real),
         }
 
     def update(self, batch: Batch, num_real: int = 0) -> dict[str, torch.Tensor]:
