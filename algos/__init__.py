@@ -9,11 +9,12 @@ from typing import cast
 
 import torch
 
-from algos import bc, bcq, cql, game, mago, micro, mopo, morel, td3bc, wmopo, wmopo_study
+from algos import bc, bcq, combo, cql, game, mago, micro, mopo, morel, td3bc, wmopo, wmopo_study
 from algos.base import Algorithm
 from algos.bc import BC
 from algos.bcq import BCQ
 from algos.build import build_algorithm, run_evaluator
+from algos.combo import COMBO
 from algos.cql import CQL
 from algos.game import ModelBasedNPG
 from algos.mago import MAGO
@@ -41,6 +42,7 @@ for _spec in (
     bcq.SPEC,
     td3bc.SPEC,
     cql.SPEC,
+    combo.SPEC,
     *game.SPECS,  # PAL and MAL are one algorithm in two game settings
     morel.SPEC,
     mago.SPEC,
@@ -116,6 +118,7 @@ __all__ = [
     "ALGORITHMS",
     "BC",
     "BCQ",
+    "COMBO",
     "CQL",
     "MAGO",
     "MICRO",

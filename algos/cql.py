@@ -1,27 +1,34 @@
 """CQL: Conservative Q-Learning (Kumar, Zhou, Tucker & Levine, NeurIPS 2020; docs/cql.md), the continuous SAC-based
-version as OfflineRL-Kit runs it on D4RL MuJoCo (KIT offlinerlkit/policy/model_free/cql.py, run_example/run_cql.py).
+version as the authors' code runs it on D4RL MuJoCo (aviralkumar2907/CQL d4rl/rlkit/torch/sac/cql.py,
+d4rl/examples/cql_mujoco_new.py with their README's command); OfflineRL-Kit's run is the `offlinerl-kit` preset.
 
 SAC on dataset batches, with a conservative term added to each critic's loss: push Q down on actions the data does
-not show and up on the actions it does. Per batch (s, a, r, s', d), in KIT's order:
+not show and up on the actions it does. Per batch (s, a, r, s', d), with ã ~ π(·|s) drawn first:
 
-1. Actor     L(π) = mean [α log π(ã|s) − min_j Q_j(s, ã)],  ã ~ π(·|s)      (the first `cql.bc_steps` updates:
+1. α         automatic entropy tuning, log α ← log α − lr ∇ −mean[log α (log π(ã|s) − |A|)], no clamp
+2. Actor     L(π) = mean [α log π(ã|s) − min_j Q_j(s, ã)]                   (the first `cql.bc_steps` updates:
                                                                           α log π(ã|s) − log π(a|s), BC warm-up)
-2. α         automatic entropy tuning, log α ← log α − lr ∇ −mean[log α (log π(ã|s) − |A|)], no clamp
 3. Critics   y = r + γ (1 − d) min_j Q̄_j(s', a'),  a' ~ π(·|s')                  (deterministic backup)
              L(Q_j) = mean (Q_j(s, a) − y)² + w · R_j
              R_j = T · mean logsumexp(X_j / T) − mean Q_j(s, a)                 (the regulariser, `cql_regulariser`)
              X_j: for n = 10 draws k per state, Q_j(s, u_k) − log 𝒰(u_k)     u_k ~ 𝒰[−1, 1]^|A|, log 𝒰 = −|A| log 2
                                                 Q_j(s, a_k) − log π(a_k|s)   a_k ~ π(·|s)
                                                 Q_j(s, a'_k) − log π(a'_k|s')  a'_k ~ π(·|s')   (Q at s, not s')
-             logsumexp over the 3 terms of each draw k, mean over states and k  (cql.logsumexp=per_draw: KIT as run)
-                        or over all 3n terms of a state, mean over states       (per_state: the authors, CORL)
+             logsumexp over all 3n terms of a state, mean over states         (cql.logsumexp=per_state: the authors)
+                        or over the 3 terms of each draw k, mean over states and k (per_draw: KIT as run)
    Lagrange  (cql.lagrange, off) α' = clamp(exp(log α'), 0, 1e6) replaces w·R_j by α' (w·R_j − τ) and log α' ascends
              ½ Σ_j α' (w·R_j − τ)
 4. Targets   Q̄ ← Q̄ + τ_polyak (Q − Q̄)
 
-COMBO reuses the regulariser with other samples: `CQL.cql_regulariser(push_down_obs, push_down_next_obs,
-push_up_obs, push_up_act)` pushes Q down at the given states (model-rollout states in COMBO) and up on the given
-rows (dataset rows in COMBO).
+`cql.update_order` says when the steps happen. `authors` (default, their train_from_torch): ã is drawn, α stepped on
+it, the actor's loss taken with the new α and the critics before their step, the critic target and the
+regulariser's policy actions drawn from the actor before its step; then the actor steps, then the critics.
+`actor_first` (KIT): the actor steps, then α, then the target and the regulariser draw from the updated actor.
+
+COMBO (algos/combo.py) reuses the regulariser with other samples: `CQL.cql_regulariser(push_down_obs,
+push_down_next_obs, push_up_obs, push_up_act)` pushes Q down at the given states and up on the given rows, and the
+update asks `regulariser_rows(batch, num_real, q)` which rows those are (every row of the batch for CQL; COMBO's
+choice among dataset and model rows for COMBO).
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import torch
 from torch import nn
@@ -42,49 +49,68 @@ from models.seed_stack import SeedStreams
 from utils.algorithm_spec import AlgorithmSpec, Loop, ModelUse, Unit, planned_updates
 
 LOGSUMEXP_MODES = ("per_draw", "per_state")
+UPDATE_ORDERS = ("authors", "actor_first")
 CQL_ALPHA_MAX = 1e6  # the Lagrange multiplier's clamp (KIT, the authors)
 
 
 @dataclass
 class CQLTermConfig:
-    """CQL's own keys (`cql.*`), the block COMBO shares: the regulariser, its Lagrange form, the backup and the
-    actor's behaviour-cloning warm-up. Defaults: KIT run_example/run_cql.py (docs/cql.md#defaults)."""
+    """CQL's own keys (`cql.*`), the block COMBO shares: the regulariser, its Lagrange form, the backup, the actor's
+    behaviour-cloning warm-up and the order of the steps. Defaults: the authors' cql_mujoco_new.py as their README's
+    command runs it (docs/cql.md#defaults); configs/cql/offlinerl-kit.yaml holds KIT's run_cql.py."""
 
-    weight: float = 5.0  # w, the min-Q weight (KIT --cql-weight; the authors' min_q_weight; CORL cql_alpha)
-    temperature: float = 1.0  # T of the logsumexp
-    num_actions: int = 10  # n draws per state from each of the three action sources (KIT --num-repeat-actions)
-    logsumexp: str = "per_draw"  # per_draw: over the 3 sources per draw (KIT as run); per_state: over all 3n
-    lagrange: bool = False  # α' tuned to hold w·R at target_action_gap (KIT --with-lagrange)
-    target_action_gap: float = 10.0  # τ (KIT --lagrange-threshold)
-    lagrange_lr: float = 3e-4  # Adam lr of log α' (KIT --cql-alpha-lr)
+    weight: float = 5.0  # w, the min-Q weight (the authors' --min_q_weight; KIT --cql-weight; CORL cql_alpha)
+    temperature: float = 1.0  # T of the logsumexp (the authors' temp)
+    num_actions: int = 10  # n draws per state from each of the three action sources (num_random; KIT repeat actions)
+    logsumexp: str = "per_state"  # per_state: over all 3n of a state (the authors); per_draw: 3 per draw (KIT as run)
+    lagrange: bool = False  # α' tuned to hold w·R at target_action_gap (the authors: lagrange_thresh >= 0)
+    target_action_gap: float = 5.0  # τ (the authors' --lagrange_thresh default; KIT --lagrange-threshold 10)
+    lagrange_lr: float = 3e-4  # Adam lr of log α' (the authors: qf_lr; KIT --cql-alpha-lr)
     deterministic_backup: bool = True  # no −α log π(a'|s') in the critic target
     max_q_backup: bool = False  # next value = max over num_actions sampled a' per critic, then min over critics
-    bc_steps: int = 0  # the first bc_steps actor updates regress log π(a|s) instead of Q (KIT: none)
+    # The first bc_steps actor updates regress log π(a|s) instead of Q: the authors' policy_eval_start=40000 is
+    # compared with a counter incremented before the test, so 39 999 updates (KIT: none).
+    bc_steps: int = 39_999
+    update_order: str = "authors"  # authors: α, then losses from the pre-update actor, actor, critics; actor_first: KIT
 
 
-def _kit_sac() -> SACConfig:
-    """SAC as run_cql.py builds it: 3 hidden layers of 256, no clamp on α, no learning-rate schedule."""
+CQL_TERM_RULES: dict[str, Rule] = {
+    "cql.weight": non_negative,
+    "cql.temperature": positive,
+    "cql.num_actions": positive,
+    "cql.logsumexp": one_of(*LOGSUMEXP_MODES),
+    "cql.lagrange_lr": positive,
+    "cql.bc_steps": non_negative,
+    "cql.update_order": one_of(*UPDATE_ORDERS),
+}
+"""Checks on the `cql.*` block, for every config that embeds it (CQL's, COMBO's)."""
+
+
+class HasCQLTerm(Protocol):
+    """What the CQL class reads of a config: CQL's own, or one that embeds its blocks (COMBO's)."""
+
+    epochs: int
+    sac: SACConfig
+    cql: CQLTermConfig
+
+
+def _cql_sac() -> SACConfig:
+    """SAC as cql_mujoco_new.py builds it (and KIT's run_cql.py alike): 3 hidden layers of 256, no clamp on α, no
+    learning-rate schedule."""
     return SACConfig(hidden_dims=[256, 256, 256], alpha_max=None, lr_schedule="none")
 
 
 @register_config("cql")
 @dataclass
 class CQLConfig(OfflineConfig):
-    """CQL (docs/cql.md): SAC with the conservative critic term, on dataset batches only. Defaults are KIT's
-    run_cql.py: 1000 epochs x 1000 steps, batch 256, 10 evaluation episodes after every epoch."""
+    """CQL (docs/cql.md): SAC with the conservative critic term, on dataset batches only. Defaults are the authors'
+    cql_mujoco_new.py: 3000 epochs x 1000 steps, batch 256, 1000 evaluation steps (one full episode) every epoch."""
 
-    rules: ClassVar[dict[str, Rule]] = {
-        "cql.weight": non_negative,
-        "cql.temperature": positive,
-        "cql.num_actions": positive,
-        "cql.logsumexp": one_of(*LOGSUMEXP_MODES),
-        "cql.lagrange_lr": positive,
-        "cql.bc_steps": non_negative,
-    }
+    rules: ClassVar[dict[str, Rule]] = CQL_TERM_RULES
 
-    epochs: int = 1000
-    eval_episodes: int = 10
-    sac: SACConfig = field(default_factory=_kit_sac)
+    epochs: int = 3000
+    eval_episodes: int = 1
+    sac: SACConfig = field(default_factory=_cql_sac)
     cql: CQLTermConfig = field(default_factory=CQLTermConfig)
 
 
@@ -99,6 +125,18 @@ class CQLDraws:
     policy_log_prob: torch.Tensor
     next_policy: torch.Tensor
     next_policy_log_prob: torch.Tensor
+
+
+@dataclass(frozen=True)
+class RegulariserRows:
+    """Which rows the regulariser pushes Q down at (`down_obs` [(S,) N, obs_dim] and their next states) and up on
+    (`up_obs`, `up_act` [(S,) M, ...], with their Q `up_q` [(S,) critics, M] from the TD loss's call)."""
+
+    down_obs: torch.Tensor
+    down_next_obs: torch.Tensor
+    up_obs: torch.Tensor
+    up_act: torch.Tensor
+    up_q: torch.Tensor
 
 
 @dataclass(frozen=True)
@@ -130,7 +168,7 @@ def cql_logsumexp(values: torch.Tensor, temperature: float, mode: str) -> torch.
 class CQL(SAC):
     """SAC core (twin critics, automatic entropy tuning, Polyak targets) plus CQL's conservative critic term."""
 
-    def __init__(self, obs_dim: int, act_dim: int, cfg: CQLConfig, device: torch.device | str = "cpu") -> None:
+    def __init__(self, obs_dim: int, act_dim: int, cfg: HasCQLTerm, device: torch.device | str = "cpu") -> None:
         super().__init__(obs_dim, act_dim, cfg.sac, cfg.epochs, device)
         self.cql = cfg.cql
         self.act_dim = act_dim
@@ -187,8 +225,8 @@ class CQL(SAC):
 
     @torch.no_grad()
     def draw_actions(self, obs: torch.Tensor, next_obs: torch.Tensor) -> CQLDraws:
-        """n = `cql.num_actions` actions per state of obs [(S,) N, obs_dim] from each source, in KIT's order: uniform,
-        π(·|s), π(·|s') (next_obs [(S,) N, obs_dim])."""
+        """n = `cql.num_actions` actions per state of obs [(S,) N, obs_dim] from each source, in the authors' (and
+        KIT's) order: uniform, π(·|s), π(·|s') (next_obs [(S,) N, obs_dim])."""
         n, rows = self.cql.num_actions, obs.shape[-2]
         random = self._uniform((rows, n, self.act_dim), obs.device)
         policy, policy_log_prob = self.actor(obs.repeat_interleave(n, dim=-2))
@@ -261,40 +299,67 @@ class CQL(SAC):
         return alpha_prime * violation, {"loss/cql_alpha": lagrange_loss.detach(), "cql_alpha": alpha_prime.squeeze(-1)}
 
     # ------------------------------------------------------------------------------------------------ the update
-    def update(self, batch: Batch, num_real: int = 0) -> dict[str, torch.Tensor]:
-        """One CQL step in KIT's order: actor, α, critics (TD + conservative term), targets; detached metrics.
-        Shapes work with or without a leading seed dimension, as SAC's."""
-        actor_loss, log_prob = self.actor_step(batch)
-        metrics = {"loss/actor": actor_loss, **self.alpha_step(log_prob)}
+    def regulariser_rows(self, batch: Batch, num_real: int, q: torch.Tensor) -> RegulariserRows:
+        """The rows the regulariser pushes down at and up on, given the batch's Q(s, a) `q` [(S,) critics, B]: for
+        CQL every row of the batch both ways (the first `num_real` rows are dataset rows, all of them here)."""
+        return RegulariserRows(batch.obs, batch.next_obs, batch.obs, batch.act, q)
 
-        target, _ = self.critic_target(batch, num_real)  # with the actor just updated, as KIT
+    def critic_metrics(self, q: torch.Tensor, num_real: int) -> dict[str, torch.Tensor]:
+        """Extra scalars of the critic loss from the batch's Q(s, a) [(S,) critics, B] (none for CQL)."""
+        return {}
+
+    def critic_loss(self, batch: Batch, num_real: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Σ_j [TD loss of Q_j + its conservative term] [(S,)], with the actor as it is now (the target's a' and the
+        regulariser's policy draws), and its metrics (detached). Steps α' in the Lagrange form."""
+        target, _ = self.critic_target(batch, num_real)
         q = self.critics(batch.obs, batch.act)  # [(S,) critics, B]
         td_loss = (q - target.unsqueeze(-2)).square().mean(-1)
-        term = self.cql_regulariser(batch.obs, batch.next_obs, batch.obs, batch.act, push_up_q=q)
+        rows = self.regulariser_rows(batch, num_real, q)
+        term = self.cql_regulariser(rows.down_obs, rows.down_next_obs, rows.up_obs, rows.up_act, push_up_q=rows.up_q)
         penalty, lagrange_metrics = self.conservative_penalty(term)
         critic_loss = (td_loss + penalty).sum(-1)
+        return critic_loss, {
+            "loss/critic": critic_loss.detach() / self.cfg.num_critics,
+            "loss/td": td_loss.detach().mean(-1),
+            "cql/term": penalty.detach().mean(-1),
+            "cql/q_gap": term.gap.detach().mean(-1),
+            "cql/q_pushed_down": term.pushed_down.detach().mean(-1),
+            "cql/q_random": term.q_random.mean(-1),
+            "cql/q_policy": term.q_policy.mean(-1),
+            "cql/q_next_policy": term.q_next_policy.mean(-1),
+            **lagrange_metrics,
+            "q_mean": q.detach().mean((-2, -1)),
+            **self.critic_metrics(q.detach(), num_real),
+        }
+
+    def update(self, batch: Batch, num_real: int = 0) -> dict[str, torch.Tensor]:
+        """One CQL step in `cql.update_order`, then the targets; detached metrics. Shapes work with or without a
+        leading seed dimension, as SAC's.
+
+        authors (train_from_torch, cql.py l. 160-310): ã ~ π(·|s) and one α step on it (l. 160-169); the actor's loss
+        with that new α and the critics before their step (l. 174-191); the critic target's a' and the regulariser's
+        policy actions from the actor before its step (l. 196-281); the actor steps (l. 286-289), then the critics
+        (l. 292-300). actor_first (KIT): the actor steps, α steps on its sample, the critic loss draws from the updated
+        actor, the critics step."""
+        if self.cql.update_order == "authors":
+            sample = self.actor(batch.obs)  # ã ~ π(·|s) with its graph, before any step
+            metrics = self.alpha_step(sample[1].squeeze(-1).detach())
+            critic_loss, critic_metrics = self.critic_loss(batch, num_real)
+            actor_loss, log_prob = self.actor_step(batch, sample)
+        else:
+            actor_loss, log_prob = self.actor_step(batch)
+            metrics = self.alpha_step(log_prob)
+            critic_loss, critic_metrics = self.critic_loss(batch, num_real)
         self.critic_step(critic_loss)
         self.soft_update_targets()
         self.num_updates += 1
-
-        critics = self.cfg.num_critics
-        metrics.update(
-            {
-                "loss/critic": critic_loss.detach() / critics,
-                "loss/td": td_loss.detach().mean(-1),
-                "cql/term": penalty.detach().mean(-1),
-                "cql/q_gap": term.gap.detach().mean(-1),
-                "cql/q_pushed_down": term.pushed_down.detach().mean(-1),
-                "cql/q_random": term.q_random.mean(-1),
-                "cql/q_policy": term.q_policy.mean(-1),
-                "cql/q_next_policy": term.q_next_policy.mean(-1),
-                **lagrange_metrics,
-                "alpha": self.alpha.clone().squeeze(-1),
-                "q_mean": q.detach().mean((-2, -1)),
-                "entropy": -log_prob.mean(-1),
-            }
-        )
-        return metrics
+        return {
+            "loss/actor": actor_loss,
+            **metrics,
+            **critic_metrics,
+            "alpha": self.alpha.clone().squeeze(-1),
+            "entropy": -log_prob.mean(-1),
+        }
 
 
 SPEC = AlgorithmSpec("cql", "CQL", CQLConfig, CQL, Loop.EPOCHS, Unit.GRADIENT_STEPS, planned_updates, ModelUse.NONE)

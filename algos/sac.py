@@ -113,10 +113,14 @@ class SAC(TrainableModule):
         q_pi = self.critics(batch.obs, action).amin(-2)
         return (self.alpha * log_prob - q_pi).mean(-1)
 
-    def actor_step(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """One Adam step of the actor on `actor_loss`; returns that loss and log π(ã|s) [(S,) B], both detached."""
+    def actor_step(
+        self, batch: Batch, sample: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One Adam step of the actor on `actor_loss`; returns that loss and log π(ã|s) [(S,) B], both detached.
+        `sample` is (ã, log π(ã|s)) as `self.actor(batch.obs)` returned it earlier, with its graph (an update that
+        steps α on that sample before the actor, as the CQL authors' does); None draws it here."""
         self.critics.requires_grad_(False)  # the actor's gradient flows through Q without touching its weights
-        action, log_prob = self.actor(batch.obs)
+        action, log_prob = self.actor(batch.obs) if sample is None else sample
         log_prob = log_prob.squeeze(-1)
         actor_loss = self.actor_loss(batch, action, log_prob)
         self.actor_optim.zero_grad(set_to_none=True)

@@ -72,7 +72,7 @@ def test_records_agree_with_the_config_blocks_and_classes_they_describe() -> Non
         assert spec.trainer is None or spec.loop is Loop.EPOCHS, name
         assert spec.stackable == (spec.loop is Loop.EPOCHS and spec.runner.stackable), name
     stackable = sorted(name for name, spec in algorithm_specs().items() if spec.stackable)
-    assert stackable == ["bc", "bcq", "cql", "micro", "mopo", "td3bc"]
+    assert stackable == ["bc", "bcq", "combo", "cql", "micro", "mopo", "td3bc"]
 
 
 def test_planned_length_is_the_records_reading_of_the_config() -> None:
@@ -134,7 +134,8 @@ def test_the_stack_seeds_help_lists_the_stackable_records(
         train.parse_args(["--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert (
-        "as one batched computation (MOPO, MICRO, BC, BCQ, TD3+BC, CQL; each seed still writes its own run dir" in text
+        "as one batched computation (MOPO, MICRO, BC, BCQ, TD3+BC, CQL, COMBO; each seed still writes its own run dir"
+        in text
     )
     assert f"algorithm: {', '.join(sorted(config_classes()))}" in text
 

@@ -35,28 +35,69 @@ TINY = [
 def test_registry_defaults_and_presets() -> None:
     spec = algorithm_spec("cql")
     assert ALGORITHMS["cql"] is CQL and spec.model is ModelUse.NONE and spec.stackable and not spec.online
-    # defaults.yaml mirrors the dataclass defaults, which are KIT's run_cql.py
+    # defaults.yaml mirrors the dataclass defaults, which are the authors' cql_mujoco_new.py as their README runs it
     without_file = "task-without-file"
     assert load_config("cql", without_file) == dataclasses.replace(CQLConfig(), algo="cql", task=without_file)
     cfg = load_config("cql", "hopper-medium-v2")
-    assert (cfg.epochs * cfg.steps_per_epoch, cfg.batch_size, cfg.eval_episodes, cfg.eval_every) == (10**6, 256, 10, 1)
-    kit_sac = {"hidden_dims": [256, 256, 256], "actor_lr": 1e-4, "critic_lr": 3e-4, "alpha_lr": 1e-4, "gamma": 0.99}
-    kit_sac |= {"tau": 0.005, "num_critics": 2, "auto_alpha": True, "target_entropy": None, "alpha_max": None}
-    assert {key: getattr(cfg.sac, key) for key in kit_sac} == kit_sac and cfg.sac.lr_schedule == "none"
+    assert (cfg.epochs * cfg.steps_per_epoch, cfg.batch_size, cfg.eval_episodes, cfg.eval_every) == (
+        3 * 10**6,
+        256,
+        1,
+        1,
+    )
+    assert {key: getattr(cfg.sac, key) for key in SHARED_SAC} == SHARED_SAC and cfg.sac.lr_schedule == "none"
     cql = cfg.cql
-    assert (cql.weight, cql.temperature, cql.num_actions, cql.logsumexp) == (5.0, 1.0, 10, "per_draw")
-    assert (cql.lagrange, cql.target_action_gap, cql.lagrange_lr) == (False, 10.0, 3e-4)
-    assert (cql.deterministic_backup, cql.max_q_backup, cql.bc_steps) == (True, False, 0)
+    assert (cql.weight, cql.temperature, cql.num_actions, cql.logsumexp) == (5.0, 1.0, 10, "per_state")
+    assert (cql.lagrange, cql.target_action_gap, cql.lagrange_lr) == (False, 5.0, 3e-4)
+    assert (cql.deterministic_backup, cql.max_q_backup, cql.bc_steps) == (True, False, 39_999)
+    assert cql.update_order == "authors"
     assert not hasattr(cfg, "dynamics") and not hasattr(cfg, "rollout_length")
     quick = load_config("cql", "hopper-medium-gen", "quickstart")
-    assert (quick.epochs, quick.steps_per_epoch, quick.eval_episodes) == (3, 80, 3)
+    assert (quick.epochs, quick.steps_per_epoch, quick.eval_episodes, quick.cql.bc_steps) == (3, 80, 3, 80)
     assert isinstance(build_algorithm(quick, 11, 3), CQL)
+
+
+# SAC as both the authors' cql_mujoco_new.py and KIT's run_cql.py build it
+SHARED_SAC = {"hidden_dims": [256, 256, 256], "actor_lr": 1e-4, "critic_lr": 3e-4, "alpha_lr": 1e-4, "gamma": 0.99}
+SHARED_SAC |= {"tau": 0.005, "num_critics": 2, "auto_alpha": True, "target_entropy": None, "alpha_max": None}
+SHARED_SAC |= {"log_std_min": -5.0, "log_std_max": 2.0}
+
+
+def test_offlinerl_kit_preset_is_kits_run() -> None:
+    """`--config offlinerl-kit` resolves to OfflineRL-Kit's run_cql.py as run (argparse defaults, and cql.py's
+    per-draw logsumexp and actor-first order), written out here from KIT's files, not read from the preset."""
+    cfg = load_config("cql", "hopper-medium-v2", "offlinerl-kit")
+    assert (cfg.epochs, cfg.steps_per_epoch, cfg.batch_size, cfg.eval_episodes, cfg.eval_every) == (
+        1000,
+        1000,
+        256,
+        10,
+        1,
+    )
+    assert {key: getattr(cfg.sac, key) for key in SHARED_SAC} == SHARED_SAC and cfg.sac.lr_schedule == "none"
+    assert dataclasses.asdict(cfg.cql) == {
+        "weight": 5.0, "temperature": 1.0, "num_actions": 10, "logsumexp": "per_draw", "lagrange": False,
+        "target_action_gap": 10.0, "lagrange_lr": 3e-4, "deterministic_backup": True, "max_q_backup": False,
+        "bc_steps": 0, "update_order": "actor_first",
+    }  # fmt: skip
+    # everything else is the authors' run
+    authors = dataclasses.asdict(load_config("cql", "hopper-medium-v2"))
+    kit = dataclasses.asdict(cfg)
+    differ = {key for key in authors if authors[key] != kit[key]}
+    assert differ == {"epochs", "eval_episodes", "cql"}
+    assert {key for key in authors["cql"] if authors["cql"][key] != kit["cql"][key]} == {
+        "logsumexp",
+        "target_action_gap",
+        "bc_steps",
+        "update_order",
+    }
 
 
 @pytest.mark.parametrize(
     ("items", "fragments"),
     [
         (["cql.logsumexp=all"], ["cql.logsumexp='all'", "one of per_draw, per_state"]),
+        (["cql.update_order=critic_first"], ["cql.update_order='critic_first'", "one of authors, actor_first"]),
         (
             ["cql.temperature=0", "cql.weight=-1", "cql.num_actions=0", "cql.bc_steps=-5", "cql.lagrange_lr=0"],
             ["cql.temperature=0.0", "cql.weight=-1.0", "cql.num_actions=0", "cql.bc_steps=-5", "cql.lagrange_lr=0.0"],

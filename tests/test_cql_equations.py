@@ -1,6 +1,7 @@
 """CQL's equations (docs/cql.md#equations-as-implemented) on inputs small enough to check by hand: the regulariser's
 logsumexp with importance weights on injected draws and linear critics, both logsumexp readings, the min-Q weight, the
-Lagrange multiplier's step, the behaviour-cloning warm-up, the backups, and one batched critic call."""
+Lagrange multiplier's step, the behaviour-cloning warm-up, the backups, one batched critic call, and both update orders:
+the authors' (against a transcription of their train_from_torch) and OfflineRL-Kit's."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from algos.cql import CQL, CQLConfig, CQLDraws, CQLTermConfig, cql_logsumexp
+from algos.cql import CQL, UPDATE_ORDERS, CQLConfig, CQLDraws, CQLTermConfig, cql_logsumexp
 from buffers.replay import Batch
 from config import SACConfig
 
@@ -60,7 +61,7 @@ def _hand_critics() -> LinearCritics:
 
 
 def test_regulariser_by_hand_per_draw_as_kit_runs_it() -> None:
-    algo = _cql(num_actions=2)
+    algo = _cql(num_actions=2, logsumexp="per_draw")
     algo.critics = _hand_critics()
     term = algo.cql_regulariser(PUSH_DOWN, NEXT, UP_OBS, UP_ACT, draws=DRAWS)
     # Critic 1, Q = 0.5 + 2a at s = 0.5; uniform terms gain +log 2, policy terms lose their log-density.
@@ -119,7 +120,7 @@ def test_logsumexp_readings_against_loops_on_random_values() -> None:
 
 def test_next_state_actions_are_valued_at_the_state() -> None:
     """A critic that reads only the state: every pushed-down value is Q at s, none at s'."""
-    algo = _cql(num_actions=2)
+    algo = _cql(num_actions=2, logsumexp="per_draw")
     algo.critics = LinearCritics([[1.0, 0.0]], [0.0])  # Q = s
     zero = torch.zeros(1, 2)
     draws = CQLDraws(DRAWS.random, DRAWS.policy, zero, DRAWS.next_policy, zero)
@@ -216,8 +217,9 @@ def _batch(n: int = 16, seed: int = 0) -> Batch:
     )
 
 
-def test_update_adds_the_weighted_term_to_each_critics_td_loss() -> None:
-    algo = _cql(obs_dim=3, act_dim=2, num_actions=3)
+@pytest.mark.parametrize("order", UPDATE_ORDERS)
+def test_update_adds_the_weighted_term_to_each_critics_td_loss(order: str) -> None:
+    algo = _cql(obs_dim=3, act_dim=2, num_actions=3, update_order=order)
     metrics = algo.update(_batch())
     torch.testing.assert_close(metrics["loss/critic"], metrics["loss/td"] + metrics["cql/term"])
     torch.testing.assert_close(metrics["cql/term"], 5.0 * metrics["cql/q_gap"])
@@ -226,10 +228,11 @@ def test_update_adds_the_weighted_term_to_each_critics_td_loss() -> None:
     assert all(value.grad_fn is None and value.dim() == 0 for value in metrics.values())
 
 
-def test_bc_warmup_switches_the_actor_loss_after_bc_steps() -> None:
+@pytest.mark.parametrize("order", UPDATE_ORDERS)
+def test_bc_warmup_switches_the_actor_loss_after_bc_steps(order: str) -> None:
     """During the first `bc_steps` updates the actor regresses log π(a|s) and ignores the critics: two copies with
     different critics take the same actor step. Afterwards the critics steer it."""
-    algo = _cql(obs_dim=3, act_dim=2, num_actions=2, bc_steps=2)
+    algo = _cql(obs_dim=3, act_dim=2, num_actions=2, bc_steps=2, update_order=order)
     other = copy.deepcopy(algo)
     with torch.no_grad():
         for p in other.critics.parameters():
@@ -250,7 +253,8 @@ def test_bc_warmup_switches_the_actor_loss_after_bc_steps() -> None:
     torch.testing.assert_close(
         algo.actor_loss(batch, action, log_prob.squeeze(-1)), (algo.alpha * log_prob.squeeze(-1) - q_pi).mean()
     )
-    assert not _cql().in_warmup()  # KIT's default: no warm-up
+    assert _cql().in_warmup() and CQLTermConfig().bc_steps == 39_999  # the authors' policy_eval_start=40000
+    assert not _cql(bc_steps=0).in_warmup()  # KIT: no warm-up
 
 
 def test_deterministic_soft_and_max_backups() -> None:
@@ -276,17 +280,146 @@ def test_deterministic_soft_and_max_backups() -> None:
     torch.testing.assert_close(value, q_all.amax(-1).amin(0))  # max over draws per critic, then min over critics
 
 
-def test_lagrange_update_logs_the_multiplier_and_round_trips() -> None:
-    algo = _cql(obs_dim=3, act_dim=2, num_actions=2, lagrange=True, bc_steps=1)
+@pytest.mark.parametrize("order", UPDATE_ORDERS)
+def test_lagrange_update_logs_the_multiplier_and_round_trips(order: str) -> None:
+    algo = _cql(obs_dim=3, act_dim=2, num_actions=2, lagrange=True, bc_steps=1, update_order=order)
     metrics = algo.update(_batch())
     assert {"loss/cql_alpha", "cql_alpha"} <= set(metrics)
     assert float(algo.cql_log_alpha.detach()) != 0.0
     state = copy.deepcopy(algo.training_state())
     assert set(state) == {"modules", "actor_optim", "critic_optim", "alpha_optim", "cql_alpha_optim"}
-    restored = _cql(obs_dim=3, act_dim=2, num_actions=2, lagrange=True, bc_steps=1, seed=9)
+    restored = _cql(obs_dim=3, act_dim=2, num_actions=2, lagrange=True, bc_steps=1, update_order=order, seed=9)
     restored.load_training_state(state)
     for algorithm in (algo, restored):
         torch.manual_seed(4)
         algorithm.update(_batch(seed=1))
     for (name, a), b in zip(algo.state_dict().items(), restored.state_dict().values()):
         assert torch.equal(a, b), name
+
+
+# ---------------------------------------------------------------------------------------------------- update orders
+def _params(module: nn.Module) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in module.parameters()]
+
+
+def _same(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+@pytest.mark.parametrize("order", UPDATE_ORDERS)
+def test_which_actor_and_alpha_each_step_sees(order: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The authors' order: the critic target's a' and the regulariser's policy draws come from the actor before its
+    step, and the actor's loss takes α after its step. KIT's (actor_first): both draws from the updated actor, and
+    the actor's loss the α from before. Spies record the actor's weights and α at each call."""
+    algo = _cql(obs_dim=3, act_dim=2, num_actions=2, bc_steps=0, update_order=order)
+    with torch.no_grad():
+        algo.log_alpha.fill_(-1.0)  # α = e^-1, far from where one Adam step of lr 1e-4 takes it
+        algo.alpha.copy_(algo.log_alpha.exp())
+    before_actor, before_alpha = _params(algo.actor), float(algo.alpha)
+    seen: dict[str, object] = {}
+    draw_actions, next_value, actor_loss = algo.draw_actions, algo.next_value, algo.actor_loss
+
+    def spy_draws(obs: torch.Tensor, next_obs: torch.Tensor) -> CQLDraws:
+        seen["draws"] = _params(algo.actor)
+        return draw_actions(obs, next_obs)
+
+    def spy_next_value(next_obs: torch.Tensor) -> torch.Tensor:
+        seen["target"] = _params(algo.actor)
+        return next_value(next_obs)
+
+    def spy_actor_loss(batch: Batch, action: torch.Tensor, log_prob: torch.Tensor) -> torch.Tensor:
+        seen["alpha"] = float(algo.alpha)
+        return actor_loss(batch, action, log_prob)
+
+    monkeypatch.setattr(algo, "draw_actions", spy_draws)
+    monkeypatch.setattr(algo, "next_value", spy_next_value)
+    monkeypatch.setattr(algo, "actor_loss", spy_actor_loss)
+    algo.update(_batch())
+    after_actor, after_alpha = _params(algo.actor), float(algo.alpha)
+    assert not _same(before_actor, after_actor) and before_alpha != after_alpha
+    if order == "authors":
+        assert _same(seen["draws"], before_actor) and _same(seen["target"], before_actor)  # type: ignore[arg-type]
+        assert seen["alpha"] == after_alpha
+    else:
+        assert _same(seen["draws"], after_actor) and _same(seen["target"], after_actor)  # type: ignore[arg-type]
+        assert seen["alpha"] == before_alpha
+
+
+def _authors_train_from_torch(
+    m: CQL, optims: dict[str, torch.optim.Optimizer], batch: Batch, counter: int, policy_eval_start: int
+) -> int:
+    """cql.py train_from_torch (aviralkumar2907/CQL d4rl/rlkit/torch/sac/cql.py l. 149-310 at 0787a29) transcribed
+    onto this project's modules, min_q_version 3, deterministic backup, no Lagrange. qf1 and qf2 are the two rows of
+    the batched critics; their two Adams are one here (Adam is elementwise, and qf_j's loss reaches only qf_j). Not
+    transcribed: the unused draw of l. 203 (it only advances the random stream). Returns the counter."""
+    counter += 1  # l. 150
+    obs, actions, next_obs, n, cfg = batch.obs, batch.act, batch.next_obs, m.cql.num_actions, m.cfg
+    new_obs_actions, log_pi = m.actor(obs)  # l. 160-162
+    log_pi = log_pi.squeeze(-1)
+    alpha_loss = -(m.log_alpha * (log_pi + m.target_entropy).detach()).mean()  # l. 165-169
+    optims["alpha"].zero_grad()
+    alpha_loss.backward()
+    optims["alpha"].step()
+    alpha = m.log_alpha.exp()
+    q_new_actions = m.critics(obs, new_obs_actions).amin(0)  # l. 177-180
+    policy_loss = (alpha * log_pi - q_new_actions).mean()  # l. 182
+    if counter < policy_eval_start:  # l. 184-191
+        policy_loss = (alpha * log_pi - m.actor.log_prob(obs, actions)).mean()
+    q_pred = m.critics(obs, actions)  # l. 196-198, [qf1; qf2]
+    with torch.no_grad():  # l. 200-227
+        new_next_actions, _ = m.actor(next_obs)
+        q_target = batch.rew + (1.0 - batch.done) * cfg.gamma * m.target_critics(next_obs, new_next_actions).amin(0)
+    qf_loss = (q_pred - q_target).square().mean(-1)  # l. 229-231
+    rows = obs.shape[0]
+    random_actions = torch.empty(rows * n, actions.shape[-1]).uniform_(-1, 1)  # l. 234
+    with torch.no_grad():  # _get_policy_actions: detached (l. 139-147)
+        curr_actions, curr_log_pis = m.actor(obs.repeat_interleave(n, 0))  # l. 235
+        next_actions, next_log_pis = m.actor(next_obs.repeat_interleave(n, 0))  # l. 236
+    obs_rep = obs.repeat_interleave(n, 0)  # _get_tensor_values (l. 130-137)
+    q_rand = m.critics(obs_rep, random_actions).view(2, rows, n)  # l. 237-242
+    q_curr = m.critics(obs_rep, curr_actions).view(2, rows, n)
+    q_next = m.critics(obs_rep, next_actions).view(2, rows, n)
+    random_density = math.log(0.5 ** actions.shape[-1])  # l. 255
+    cat_q = torch.cat(  # l. 256-261: [rand, next, curr], 3n per state
+        [q_rand - random_density, q_next - next_log_pis.view(rows, n), q_curr - curr_log_pis.view(rows, n)], -1
+    )
+    temp, weight = m.cql.temperature, m.cql.weight
+    min_qf_loss = torch.logsumexp(cat_q / temp, -1).mean(-1) * weight * temp  # l. 263-264
+    min_qf_loss = min_qf_loss - q_pred.mean(-1) * weight  # l. 267-268
+    qf_loss = qf_loss + min_qf_loss  # l. 280-281
+    optims["policy"].zero_grad()  # l. 286-289
+    policy_loss.backward()
+    optims["policy"].step()
+    optims["qf"].zero_grad()  # l. 292-300
+    qf_loss.sum().backward()
+    optims["qf"].step()
+    with torch.no_grad():  # l. 305-310
+        for target, source in zip(m.target_critics.parameters(), m.critics.parameters()):
+            target.mul_(1 - cfg.tau).add_(source, alpha=cfg.tau)
+    return counter
+
+
+def test_authors_order_matches_a_transcription_of_their_train_from_torch() -> None:
+    """Four updates with the warm-up ending after the second (bc_steps=2 is their policy_eval_start=3: the counter is
+    incremented before `counter < policy_eval_start`), on the same random stream: every weight, the target critics
+    and log α as the transcription's."""
+    algo = _cql(obs_dim=3, act_dim=2, num_actions=3, bc_steps=2)
+    assert algo.cql.update_order == "authors" and algo.cql.logsumexp == "per_state"
+    oracle = copy.deepcopy(algo)
+    optims = {
+        "alpha": torch.optim.Adam([oracle.log_alpha], lr=oracle.cfg.alpha_lr),
+        "policy": torch.optim.Adam(oracle.actor.parameters(), lr=oracle.cfg.actor_lr),
+        "qf": torch.optim.Adam(oracle.critics.parameters(), lr=oracle.cfg.critic_lr),
+    }
+    counter = 0
+    for step in range(4):
+        batch = _batch(seed=step)
+        torch.manual_seed(100 + step)
+        algo.update(batch)
+        torch.manual_seed(100 + step)
+        counter = _authors_train_from_torch(oracle, optims, batch, counter, policy_eval_start=3)
+    for (name, ours), theirs in zip(algo.named_parameters(), oracle.parameters()):
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6, msg=name)
+    for ours, theirs in zip(algo.target_critics.parameters(), oracle.target_critics.parameters()):
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(algo.alpha, oracle.log_alpha.detach().exp())

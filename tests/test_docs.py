@@ -4,7 +4,7 @@
 - Every relative Markdown link in docs/*.md and README.md points to an existing file, and every `#anchor` to a
   heading of the target page (GitHub's anchor rules).
 - Every `docs/<page>.md#anchor` that code, configs or tests mention names an existing page and heading.
-- The per-task tables of docs/mopo.md and docs/micro.md list every task file with the values it sets.
+- The per-task tables of docs/mopo.md, docs/micro.md and docs/combo.md list every task file with the values it sets.
 """
 
 from __future__ import annotations
@@ -187,10 +187,10 @@ def per_task_rows(page: Path) -> dict[str, tuple[int, float]]:
     return rows
 
 
-@pytest.mark.parametrize("algo", ["mopo", "micro"])
+@pytest.mark.parametrize("algo", ["mopo", "micro", "combo"])
 def test_per_task_tables_match_the_config_files(algo: str) -> None:
-    """The h / coefficient columns of the per-task tables are what the task files set, and every published task
-    file (D4RL names; the -gen files inherit them) has its row."""
+    """The h / coefficient columns of the per-task tables are what the task files set (the penalty coefficient λ;
+    COMBO's CQL weight β), and every published task file (D4RL names; the -gen files inherit them) has its row."""
     from config import load_config
 
     rows = per_task_rows(ROOT / "docs" / f"{algo}.md")
@@ -198,4 +198,5 @@ def test_per_task_tables_match_the_config_files(algo: str) -> None:
     assert set(rows) == files, f"docs/{algo}.md per-task table vs configs/{algo}/: {sorted(set(rows) ^ files)}"
     for task, (horizon, coefficient) in rows.items():
         cfg = load_config(algo, task)
-        assert (cfg.rollout_length, cfg.penalty_coef) == (horizon, coefficient), task
+        weight = cfg.cql.weight if algo == "combo" else cfg.penalty_coef
+        assert (cfg.rollout_length, weight) == (horizon, coefficient), task

@@ -171,7 +171,10 @@ def test_missing_dataset_names_the_collect_command(
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
-        (["--algo", "sac"], "unknown algorithm 'sac'; a learning check takes one of: bc, bcq, cql, mago, micro, mopo"),
+        (
+            ["--algo", "sac"],
+            "unknown algorithm 'sac'; a learning check takes one of: bc, bcq, combo, cql, mago, micro, mopo",
+        ),
         (["--algo", "mopo", "--task", "Hopper-v4"], "Hopper-v4 is an online environment task without a dataset"),
         (["--algo", "mopo", "--budget", "huge"], "--budget huge: neither a budget name (cpu, tiny, first)"),
         (["--algo", "mopo", "--budget", "bcq:epochs=3"], "bcq is not in this check"),

@@ -143,6 +143,30 @@ def test_micro_stores_the_raw_model_reward(tmp_path: Path) -> None:
     assert metrics["rollout_info/reward_mean"] == pytest.approx(25.0)
 
 
+def test_combo_stores_the_raw_model_reward_and_mixes_half_and_half(tmp_path: Path) -> None:
+    """COMBO's conservatism is CQL's critic term: no uncertainty is asked for, the model's reward is stored as it is,
+    and by default (real_ratio 0.5) every batch is int(8 · 0.5) = 4 dataset rows, then 4 model rows."""
+    dynamics = ScriptedDynamics()
+    schedule = ("epochs=1", "steps_per_epoch=2", "rollout_freq=2", "batch_size=8", "rollout_batch_size=6")
+    trainer = _trainer("combo", tmp_path, dynamics, *schedule, "rollout_length=1", "cql.num_actions=2")
+    assert trainer.cfg.real_fraction() == 0.5
+    _branch_from_all_starts(trainer)
+    metrics = trainer.rollout()
+    assert [call[2] for call in dynamics.calls] == [None]
+    assert_close(_stored(trainer).rew, torch.tensor([0.0, 10.0, 20.0, 30.0, 40.0, 50.0]))
+    assert metrics["rollout_info/reward_mean"] == metrics["rollout_info/raw_reward_mean"] == pytest.approx(25.0)
+
+    batches: list[tuple[Batch, int]] = []
+    update = trainer.algo.update
+    trainer.algo.update = lambda batch, num_real=0: (batches.append((batch, num_real)), update(batch, num_real))[1]
+    trainer.logger = RecordingLogger(tmp_path)
+    trainer.train()
+    trainer.logger.close()
+    assert [(len(batch.obs), num_real) for batch, num_real in batches] == [(8, 4), (8, 4)]
+    for batch, _ in batches:  # dataset rows have s' = s (STARTS); model rows step 1 further
+        assert batch.next_obs[:4, 1].tolist() == [0.0] * 4 and batch.next_obs[4:, 1].tolist() == [1.0] * 4
+
+
 # ---------------------------------------------------------------------------------------------------- terminals
 def test_terminated_rows_are_not_rolled_on(tmp_path: Path) -> None:
     # Rows 1 and 4 terminate at step 0, row 2 at step 1; rows 0, 3, 5 run the full three steps.

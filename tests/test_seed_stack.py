@@ -14,6 +14,7 @@ import torch
 import train
 from algos.base import TrainableModule
 from algos.bcq import BCQ, BCQConfig
+from algos.combo import COMBO, COMBOConfig
 from algos.cql import CQL, CQLConfig, CQLTermConfig
 from algos.micro import MICRO, MICROConfig
 from algos.mopo import MOPO, MOPOConfig
@@ -107,6 +108,10 @@ def _build(algo: str, seed: int) -> TrainableModule:
     if algo == "cql":  # the Lagrange multiplier and the warm-up's switch (after 5 of 15 updates) stacked too
         cql = CQLTermConfig(num_actions=3, lagrange=True, bc_steps=5)
         return CQL(OBS_DIM, ACT_DIM, CQLConfig(sac=_sac_cfg(), epochs=10, cql=cql))
+    if algo == "combo":  # the paper's rows: dataset and model rows split at num_real in every seed
+        cql = CQLTermConfig(num_actions=3, logsumexp="per_draw", update_order="actor_first")
+        combo = COMBOConfig(sac=_sac_cfg(), epochs=10, cql=cql, push_down="model", push_up="data")
+        return COMBO(OBS_DIM, ACT_DIM, combo)
     if algo == "micro":
         dynamics_cfg = DynamicsConfig(num_ensemble=3, num_elites=2, hidden_dims=[8], weight_decay=[0.0, 0.0])
         dynamics = EnsembleDynamics(OBS_DIM, ACT_DIM, dynamics_cfg)  # untrained: its samples differ per seed
@@ -114,7 +119,7 @@ def _build(algo: str, seed: int) -> TrainableModule:
     return SAC(OBS_DIM, ACT_DIM, _sac_cfg(), epochs=10)
 
 
-@pytest.mark.parametrize("algo", ["sac", "mopo", "micro", "bcq", "td3bc", "cql"])
+@pytest.mark.parametrize("algo", ["sac", "mopo", "micro", "bcq", "td3bc", "cql", "combo"])
 def test_stacked_seeds_end_where_the_seeds_trained_alone_end(algo: str) -> None:
     updates, num_real = 15, 20  # rows 20..31 are "model rows" (MICRO's penalty applies there)
     alone = []
@@ -195,6 +200,7 @@ def _train(algo: str, log_dir: Path, tiny_mopo: list[str], *flags: str) -> None:
     args = ["--task", TINY_DATASET_TASK, "--algo", algo, "--log-dir", str(log_dir), "--no-progress", *flags]
     settings = {
         "mopo": ["epochs=2", *tiny_mopo],
+        "combo": ["epochs=2", *tiny_mopo, "cql.num_actions=3"],
         "micro": ["epochs=2", *tiny_mopo, "num_samples=2"],
         "bc": ["epochs=2", "steps_per_epoch=40", "batch_size=32", "eval_episodes=1", "hidden_dims=[32,32]"],
         "cql": [
@@ -226,7 +232,7 @@ def _run_dirs(log_dir: Path, algo: str) -> dict[str, Path]:
     return {path.name.split("-")[0]: path for path in (log_dir / TINY_DATASET_TASK / algo).iterdir()}
 
 
-@pytest.mark.parametrize("algo", ["mopo", "micro", "bc", "bcq", "td3bc", "cql"])
+@pytest.mark.parametrize("algo", ["mopo", "micro", "bc", "bcq", "td3bc", "cql", "combo"])
 def test_stack_seeds_writes_each_seeds_run_as_trained_alone(
     algo: str, tiny_dataset_dir: Path, tiny_mopo_settings: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -251,7 +257,7 @@ def test_stack_seeds_writes_each_seeds_run_as_trained_alone(
                     )
         rows = [(path / "progress.csv").read_text().splitlines() for path in (alone[seed], stacked[seed])]
         assert [r.split(",")[:2] for r in rows[0]] == [r.split(",")[:2] for r in rows[1]]
-        assert (stacked[seed] / "dynamics.pt").is_file() == (algo in ("mopo", "micro"))
+        assert (stacked[seed] / "dynamics.pt").is_file() == (algo in ("mopo", "micro", "combo"))
     # A stacked seed's checkpoint is an ordinary one: the run continues alone.
     train.main(["--resume", str(stacked["seed1"]), "--no-progress"])
 
@@ -259,7 +265,7 @@ def test_stack_seeds_writes_each_seeds_run_as_trained_alone(
 def test_stack_seeds_refuses_what_it_cannot_stack(tmp_path: Path, cli_error) -> None:
     log = ["--log-dir", str(tmp_path / "log")]
     mago = ["--task", TINY_DATASET_TASK, "--algo", "mago", "--seeds", "0", "1", "--stack-seeds", *log]
-    assert "--stack-seeds supports bc, bcq, cql, micro, mopo, td3bc so far, not mago" in cli_error(
+    assert "--stack-seeds supports bc, bcq, combo, cql, micro, mopo, td3bc so far, not mago" in cli_error(
         lambda: train.main(mago)
     )
     alone = ["--task", TINY_DATASET_TASK, "--algo", "mopo", "--stack-seeds", *log]
