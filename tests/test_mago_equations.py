@@ -373,12 +373,12 @@ def test_penalized_evaluation_return_subtracts_the_ensemble_std_of_all_predicted
     variance = statistics.variance([0, 1, 1, 3])
     std = math.sqrt(2 * variance + statistics.variance([0.3, 0.1, 0.1, 0.9]))
     spec = get_task("hopper-medium-v2")
-    result, scalars = agent.monitor_evaluation({"return_mean": 1000.0, "normalized_mean": 31.0}, spec)
+    result, scalars = agent.evaluation_extras({"return_mean": 1000.0, "normalized_mean": 31.0}, spec)
     assert scalars["test/reward"] == 1000.0 and result["return_mean"] == 1000.0
     assert scalars["test/reward_penalized"] == pytest.approx(1000.0 - 2.0 * std, rel=1e-10)
     assert scalars["test/reward_penalized"] != pytest.approx(1000.0 - 2.0 * math.sqrt(2 * variance), rel=1e-9)
     agent.cfg.report_penalized_return = True
-    result, _ = agent.monitor_evaluation({"return_mean": 1000.0, "normalized_mean": 31.0}, spec)
+    result, _ = agent.evaluation_extras({"return_mean": 1000.0, "normalized_mean": 31.0}, spec)
     assert result["return_mean"] == pytest.approx(1000.0 - 2.0 * std, rel=1e-10)
     assert result["normalized_mean"] == pytest.approx(float(normalized_score(spec, 1000.0 - 2.0 * std)))
 
