@@ -1,6 +1,6 @@
 """Train an algorithm on a task: offline RL from a dataset (mopo, micro, combo, bc, bcq, td3bc, cql, morel, mago, wmopo
-on D4RL or generated data), online model-based RL in a gymnasium environment (pal, mal), or the WMOPO Pendulum study's model
-fits (wmopo-erm, wmopo-alg2, wmopo-alg1, wmopo-alg1-detached). --list-tasks says which tasks are which.
+on D4RL or generated data), online model-based RL in a gymnasium environment (pal, mal), or the WMOPO Pendulum
+study's model fits (wmopo-erm, wmopo-alg2, wmopo-alg1, wmopo-alg1-detached). --list-tasks says which tasks are which.
 
 python train.py --task hopper-medium-v2 --algo mopo --seed 0
 python train.py --task hopper-medium-v2 --algo mopo --set epochs=100 --set dynamics.max_epochs=50
