@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -228,3 +230,34 @@ def write_run(
     if dataset is not None:
         (run / PROVENANCE_FILE).write_text(json.dumps({"format": PROVENANCE_FORMAT, "dataset": dataset}))
     return run
+
+
+# ---------------------------------------------------------------------------------------------------- tiny runs
+@pytest.fixture
+def data_env(tiny_dataset_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Generated-data tasks read the session's tiny datasets (`tiny_dataset_dir`)."""
+    monkeypatch.setenv("D4RL_DATASET_DIR", str(tiny_dataset_dir))
+
+
+def train_tiny(algo: str, task: str, log_dir: Path, settings: Sequence[str], *extra: str) -> Path:
+    """One seed-1 run of `algo` on `task` through train.py with `settings` and `extra` as --set items, one thread;
+    its run directory (the only one under `log_dir/task/algo`)."""
+    import train
+
+    args = ["--task", task, "--algo", algo, "--seed", "1", "--log-dir", str(log_dir), "--no-progress"]
+    train.main([*args, "--threads", "1", "--set", *settings, *extra])
+    (run_dir,) = (log_dir / task / algo).iterdir()
+    return run_dir
+
+
+def progress_rows(run_dir: Path) -> list[dict[str, str]]:
+    """A run's progress.csv, one dict per evaluation."""
+    with open(run_dir / "progress.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def eval_run(run_dir: Path, *args: str) -> list[dict[str, Any]]:
+    """eval.py on a run directory, without progress bars: its rows."""
+    import eval as evaluate_cli
+
+    return evaluate_cli.main(["--run", str(run_dir), "--no-progress", *args])

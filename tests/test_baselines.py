@@ -4,13 +4,13 @@ end to end through train.py and eval.py, with exact resume."""
 from __future__ import annotations
 
 import copy
-import csv
 import dataclasses
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from conftest import eval_run, progress_rows
 from torch import nn
 
 import eval as evaluate_cli
@@ -301,26 +301,12 @@ def _train(log_dir: Path, algo: str, *extra: str) -> Path:
     return run_dir
 
 
-def _rows(run_dir: Path) -> list[dict[str, str]]:
-    with open(run_dir / "progress.csv", newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
 @pytest.fixture(scope="module")
 def runs(tiny_dataset_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     log_dir = tmp_path_factory.mktemp("log")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("D4RL_DATASET_DIR", str(tiny_dataset_dir))
         return {algo: _train(log_dir, algo) for algo in ("bc", "bcq")}
-
-
-@pytest.fixture
-def data_env(tiny_dataset_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("D4RL_DATASET_DIR", str(tiny_dataset_dir))
-
-
-def run_eval(run_dir: Path, *args: str) -> list[dict[str, float]]:
-    return evaluate_cli.main(["--run", str(run_dir), "--no-progress", *args])
 
 
 def cli_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
@@ -336,29 +322,29 @@ def cli_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
 def test_run_layout_and_clean_eval_reproduces_the_last_training_evaluation(runs: dict[str, Path], algo: str) -> None:
     run_dir = runs[algo]
     assert not (run_dir / "dynamics.pt").exists()
-    assert [int(r["epoch"]) for r in _rows(run_dir)] == [1, 2]
+    assert [int(r["epoch"]) for r in progress_rows(run_dir)] == [1, 2]
     assert "dynamics" not in yaml.safe_load((run_dir / "config.yaml").read_text())
-    (row,) = run_eval(run_dir, "--choice", "clean", "--episodes", "2")
-    assert row["normalized_mean"] == pytest.approx(float(_rows(run_dir)[-1]["normalized_score_mean"]))
+    (row,) = eval_run(run_dir, "--choice", "clean", "--episodes", "2")
+    assert row["normalized_mean"] == pytest.approx(float(progress_rows(run_dir)[-1]["normalized_score_mean"]))
 
 
 @pytest.mark.parametrize("algo", ["bc", "bcq"])
 def test_sim2real_runs(runs: dict[str, Path], algo: str) -> None:
-    rows = run_eval(runs[algo], "--choice", "sim2real", "--episodes", "1", "--physics", "friction=0.5,1.5")
+    rows = eval_run(runs[algo], "--choice", "sim2real", "--episodes", "1", "--physics", "friction=0.5,1.5")
     assert [r["friction"] for r in rows] == [0.5, 1.5]
     assert (runs[algo] / "eval" / "sim2real_friction=0.5,1.5_ep1.csv").is_file()
 
 
 def test_bcq_min_q_attack_and_zero_budget_is_clean(runs: dict[str, Path], data_env: None) -> None:
-    rows = run_eval(
+    rows = eval_run(
         runs["bcq"], "--choice", "attack", "--attack-mode", "min_Q", "--epsilons", "0,0.2", "--episodes", "2",
         "--num-candidates", "5",
     )  # fmt: skip
-    clean = run_eval(runs["bcq"], "--choice", "clean", "--episodes", "2")[0]
+    clean = eval_run(runs["bcq"], "--choice", "clean", "--episodes", "2")[0]
     assert [r["epsilon"] for r in rows] == [0.0, 0.2]
     assert rows[0]["return_mean"] == clean["return_mean"]
     assert (runs["bcq"] / "eval" / "attack-min_Q_eps=0,0.2_cand5_ep2.csv").is_file()
-    run_eval(
+    eval_run(
         runs["bcq"], "--choice", "attack", "--attack-mode", "min_Q", "--attack-steps", "1", "--epsilons", "0.1",
         "--episodes", "1", "--num-candidates", "3",
     )  # fmt: skip
@@ -391,4 +377,4 @@ def test_bcq_resumed_run_equals_uninterrupted_run(data_env: None, tmp_path: Path
         for key, value in expected[name]["state"].items():
             for field, tensor in value.items():
                 assert torch.equal(tensor, resumed[name]["state"][key][field]), (name, key, field)
-    assert [r["return_mean"] for r in _rows(one_epoch)] == [r["return_mean"] for r in _rows(straight)]
+    assert [r["return_mean"] for r in progress_rows(one_epoch)] == [r["return_mean"] for r in progress_rows(straight)]

@@ -5,7 +5,6 @@ and sweep.py on its runs."""
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 from pathlib import Path
 from typing import Any
@@ -13,9 +12,8 @@ from typing import Any
 import pytest
 import torch
 import yaml
-from conftest import assert_same_tensors
+from conftest import assert_same_tensors, eval_run, progress_rows, train_tiny
 
-import eval as evaluate_cli
 import plot
 import score
 import sweep
@@ -116,20 +114,7 @@ def test_load_config_refuses_in_one_error() -> None:
 
 # ---------------------------------------------------------------------------------------------------- end to end
 def _train(log_dir: Path, *extra: str) -> Path:
-    args = ["--task", TASK, "--algo", "combo", "--seed", "1", "--log-dir", str(log_dir), "--no-progress"]
-    train.main([*args, "--threads", "1", "--set", *TINY, *extra])
-    (run_dir,) = (log_dir / TASK / "combo").iterdir()
-    return run_dir
-
-
-def _rows(run_dir: Path) -> list[dict[str, str]]:
-    with open(run_dir / "progress.csv", newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
-@pytest.fixture
-def data_env(tiny_dataset_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("D4RL_DATASET_DIR", str(tiny_dataset_dir))
+    return train_tiny("combo", TASK, log_dir, TINY, *extra)
 
 
 @pytest.fixture(scope="module")
@@ -139,22 +124,18 @@ def run_dir(tiny_dataset_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
         return _train(tmp_path_factory.mktemp("log"))
 
 
-def run_eval(run: Path, *args: str) -> list[dict[str, float]]:
-    return evaluate_cli.main(["--run", str(run), "--no-progress", *args])
-
-
 def test_run_layout_logs_and_clean_eval_reproduces_the_last_training_evaluation(run_dir: Path) -> None:
     assert (run_dir / "dynamics.pt").is_file()
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["push_down"] == "mix"
-    assert [int(r["epoch"]) for r in _rows(run_dir)] == [1, 2]
+    assert [int(r["epoch"]) for r in progress_rows(run_dir)] == [1, 2]
     state = torch.load(run_dir / "checkpoints" / "checkpoint.pt", weights_only=False)
     assert int(state["algo_state"]["modules"]["num_updates"]) == 60
-    (row,) = run_eval(run_dir, "--choice", "clean", "--episodes", "2")
-    assert row["normalized_mean"] == pytest.approx(float(_rows(run_dir)[-1]["normalized_score_mean"]))
+    (row,) = eval_run(run_dir, "--choice", "clean", "--episodes", "2")
+    assert row["normalized_mean"] == pytest.approx(float(progress_rows(run_dir)[-1]["normalized_score_mean"]))
 
 
 def test_sim2real_runs(run_dir: Path) -> None:
-    rows = run_eval(run_dir, "--choice", "sim2real", "--episodes", "1", "--physics", "friction=0.5,1.5")
+    rows = eval_run(run_dir, "--choice", "sim2real", "--episodes", "1", "--physics", "friction=0.5,1.5")
     assert [r["friction"] for r in rows] == [0.5, 1.5]
     assert (run_dir / "eval" / "sim2real_friction=0.5,1.5_ep1.csv").is_file()
 
@@ -162,11 +143,11 @@ def test_sim2real_runs(run_dir: Path) -> None:
 @pytest.mark.parametrize("mode", ["min_Q", "action_diff"])
 def test_attacks_run_and_a_zero_budget_is_clean(run_dir: Path, mode: str, data_env: None) -> None:
     """min_Q queries COMBO's twin critics, action_diff its tanh-Gaussian actor."""
-    rows = run_eval(
+    rows = eval_run(
         run_dir, "--choice", "attack", "--attack-mode", mode, "--epsilons", "0,0.2", "--episodes", "2",
         "--num-candidates", "5",
     )  # fmt: skip
-    clean = run_eval(run_dir, "--choice", "clean", "--episodes", "2")[0]
+    clean = eval_run(run_dir, "--choice", "clean", "--episodes", "2")[0]
     assert [r["epsilon"] for r in rows] == [0.0, 0.2]
     assert rows[0]["return_mean"] == clean["return_mean"]
     assert (run_dir / "eval" / f"attack-{mode}_eps=0,0.2_cand5_ep2.csv").is_file()
@@ -196,8 +177,10 @@ def test_resumed_run_equals_uninterrupted_run(data_env: None, tmp_path: Path, mo
     resumed = torch.load(split / "checkpoints" / "checkpoint.pt", weights_only=False)
     assert resumed["epoch"] == expected["epoch"] == 2
     assert_same_tensors(expected["algo_state"], resumed["algo_state"], "algo_state")
-    columns = [column for column in _rows(straight)[0] if column != "wall_time"]
-    assert [[r[c] for c in columns] for r in _rows(split)] == [[r[c] for c in columns] for r in _rows(straight)]
+    columns = [column for column in progress_rows(straight)[0] if column != "wall_time"]
+    assert [[r[c] for c in columns] for r in progress_rows(split)] == [
+        [r[c] for c in columns] for r in progress_rows(straight)
+    ]
 
 
 def test_plot_and_score_read_combo_runs(run_dir: Path, tmp_path: Path) -> None:
@@ -207,7 +190,7 @@ def test_plot_and_score_read_combo_runs(run_dir: Path, tmp_path: Path) -> None:
     assert len(gap) == 1 and gap[0].stat().st_size > 0
     (row,) = score.main([str(run_dir), "--out", str(tmp_path / "scores.md")])
     assert (row.task, row.algo) == (TASK, "combo")
-    assert list(row.values) == [pytest.approx(float(_rows(run_dir)[-1]["normalized_score_mean"]))]
+    assert list(row.values) == [pytest.approx(float(progress_rows(run_dir)[-1]["normalized_score_mean"]))]
 
 
 def test_sweep_over_the_pushed_down_rows(data_env: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_DYNAMICS
+from conftest import TINY_DYNAMICS, eval_run
 
 import eval as evaluate_cli
 import train
@@ -47,23 +47,14 @@ def runs(tiny_dataset_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> di
     return {algo: next((log_dir / TASK / algo).iterdir()) for algo in ("mopo", "micro")}
 
 
-@pytest.fixture
-def data_env(tiny_dataset_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("D4RL_DATASET_DIR", str(tiny_dataset_dir))
-
-
 def read_rows(path: Path) -> list[dict[str, str]]:
     with open(path, newline="") as handle:
         return list(csv.DictReader(handle))
 
 
-def run_eval(run_dir: Path, *args: str) -> list[dict[str, float]]:
-    return evaluate_cli.main(["--run", str(run_dir), "--no-progress", *args])
-
-
 @pytest.mark.parametrize("algo", ["mopo", "micro"])
 def test_clean_reproduces_the_last_training_evaluation(runs: dict[str, Path], algo: str) -> None:
-    (row,) = run_eval(runs[algo], "--choice", "clean", "--episodes", "2")
+    (row,) = eval_run(runs[algo], "--choice", "clean", "--episodes", "2")
     last = read_rows(runs[algo] / "progress.csv")[-1]
     assert row["normalized_mean"] == pytest.approx(float(last["normalized_score_mean"]))
     assert (runs[algo] / "eval" / "clean_ep2.csv").is_file()
@@ -71,7 +62,7 @@ def test_clean_reproduces_the_last_training_evaluation(runs: dict[str, Path], al
 
 @pytest.mark.parametrize("algo", ["mopo", "micro"])
 def test_sim2real_grid_writes_csv_png_and_events(runs: dict[str, Path], algo: str) -> None:
-    rows = run_eval(
+    rows = eval_run(
         runs[algo], "--choice", "sim2real", "--episodes", "1", "--physics", "friction=0.5,1.5", "gravity=1:3:3"
     )
     out = runs[algo] / "eval"
@@ -87,23 +78,23 @@ def test_sim2real_grid_writes_csv_png_and_events(runs: dict[str, Path], algo: st
     }
     assert (out / f"{stem}.png").stat().st_size > 0
     assert len(list((out / "tensorboard" / stem).glob("events.out.tfevents.*"))) == 1
-    nominal = run_eval(runs[algo], "--choice", "clean", "--episodes", "1")[0]
+    nominal = eval_run(runs[algo], "--choice", "clean", "--episodes", "1")[0]
     shifted = {(r["friction"], r["gravity"]): r["return_mean"] for r in rows}
     assert shifted[(0.5, 3.0)] != nominal["return_mean"]
 
 
 def test_sim2real_single_axis_is_a_curve(runs: dict[str, Path]) -> None:
-    rows = run_eval(runs["mopo"], "--choice", "sim2real", "--episodes", "1", "--physics", "mass=0.5:1.5:3")
+    rows = eval_run(runs["mopo"], "--choice", "sim2real", "--episodes", "1", "--physics", "mass=0.5:1.5:3")
     assert [r["mass"] for r in rows] == [0.5, 1.0, 1.5]
     assert (runs["mopo"] / "eval" / "sim2real_mass=0.5-1.5x3_ep1.png").is_file()
 
 
 @pytest.mark.parametrize("algo", ["mopo", "micro"])
 def test_min_q_attack_outputs_and_zero_budget_is_clean(runs: dict[str, Path], algo: str, data_env: None) -> None:
-    rows = run_eval(
+    rows = eval_run(
         runs[algo], "--choice", "attack", "--attack-mode", "min_Q", "--epsilons", "0,0.2", "--episodes", "2"
     )
-    clean = run_eval(runs[algo], "--choice", "clean", "--episodes", "2")[0]
+    clean = eval_run(runs[algo], "--choice", "clean", "--episodes", "2")[0]
     assert [r["epsilon"] for r in rows] == [0.0, 0.2]
     assert rows[0]["return_mean"] == clean["return_mean"]
     out = runs[algo] / "eval"
@@ -115,7 +106,7 @@ def test_min_q_attack_outputs_and_zero_budget_is_clean(runs: dict[str, Path], al
 
 
 def test_gradient_attack_has_its_own_files(runs: dict[str, Path], data_env: None) -> None:
-    run_eval(
+    eval_run(
         runs["micro"], "--choice", "attack", "--attack-mode", "action_diff", "--attack-steps", "2",
         "--epsilons", "0.1", "--episodes", "1", "--num-candidates", "5",
     )  # fmt: skip
@@ -187,10 +178,10 @@ def test_settings_name_the_files_and_a_rerun_replaces_only_its_own(runs: dict[st
     out = run / "eval"
     grid_a = ["--choice", "sim2real", "--episodes", "1", "--physics", "friction=0.5,1.5"]
     grid_b = ["--choice", "sim2real", "--episodes", "1", "--physics", "friction=0.5:1.5:3"]
-    run_seed = run_eval(run, *grid_a)[0]["seed"]
-    run_eval(run, *grid_b)
-    run_eval(run, "--choice", "clean", "--episodes", "1")
-    run_eval(run, "--choice", "clean", "--episodes", "1", "--seed", str(run_seed + 7))
+    run_seed = eval_run(run, *grid_a)[0]["seed"]
+    eval_run(run, *grid_b)
+    eval_run(run, "--choice", "clean", "--episodes", "1")
+    eval_run(run, "--choice", "clean", "--episodes", "1", "--seed", str(run_seed + 7))
     stem_a, stem_b = "sim2real_friction=0.5,1.5_ep1", "sim2real_friction=0.5-1.5x3_ep1"
     clean_stems = ["clean_ep1", f"clean_ep1_seed{run_seed + 7}"]
     expected = {f"{stem}.{ext}" for stem in (stem_a, stem_b) for ext in ("csv", "png")}
@@ -203,7 +194,7 @@ def test_settings_name_the_files_and_a_rerun_replaces_only_its_own(runs: dict[st
             os.utime(path, ns=(1_000_000_000, 1_000_000_000))
     before = snapshot(out)
     (out / f"{stem_a}.csv").write_text("stale\n")
-    run_eval(run, *grid_a, "--seed", str(run_seed))  # the run's own seed is the default: same settings, same stem
+    eval_run(run, *grid_a, "--seed", str(run_seed))  # the run's own seed is the default: same settings, same stem
     after = snapshot(out)
 
     def own(key: str) -> bool:
@@ -234,8 +225,8 @@ def test_quirk_flag_shows_in_the_name_the_csv_and_the_figure(
     run = isolated_run(runs, tmp_path)
     figures = keep_figures(monkeypatch)
     grid = ["--choice", "sim2real", "--episodes", "1", "--physics", "gravity=0.5,2"]
-    quirk = run_eval(run, *grid, "--micro-gravity-quirk")
-    plain = run_eval(run, *grid)
+    quirk = eval_run(run, *grid, "--micro-gravity-quirk")
+    plain = eval_run(run, *grid)
     out = run / "eval"
     written = read_rows(out / "sim2real_gravity=0.5,2_ep1_quirk-micro-gravity.csv")
     assert (out / "sim2real_gravity=0.5,2_ep1_quirk-micro-gravity.png").is_file()
@@ -275,14 +266,14 @@ def test_three_axes_draw_one_panel_per_mass_on_a_shared_range(
     run = isolated_run(runs, tmp_path)
     figures = keep_figures(monkeypatch)
     physics = ["mass=0.5,1.5", "gravity=1,2", "friction=0.5,1.5"]  # any order: friction rows, gravity columns
-    rows = run_eval(run, "--choice", "sim2real", "--episodes", "1", "--physics", *physics)
+    rows = eval_run(run, "--choice", "sim2real", "--episodes", "1", "--physics", *physics)
     assert (run / "eval" / "sim2real_friction=0.5,1.5_gravity=1,2_mass=0.5,1.5_ep1.png").is_file()
     scores = [r["normalized_mean"] for r in rows]
     panels = [ax for ax in figures[0].axes if ax.images]
     assert [ax.get_title() for ax in panels] == ["mass ×0.5", "mass ×1.5"]
     assert colour_limits(figures[0]) == {(min(scores), max(scores))}
     assert "shared by all panels" in colour_bar_label(figures[0])
-    run_eval(run, "--choice", "sim2real", "--episodes", "1", "--physics", *physics, "--vmin", "0", "--vmax", "100")
+    eval_run(run, "--choice", "sim2real", "--episodes", "1", "--physics", *physics, "--vmin", "0", "--vmax", "100")
     assert colour_limits(figures[1]) == {(0.0, 100.0)}
     assert "colour range 0 to 100" in colour_bar_label(figures[1])
 
@@ -364,9 +355,9 @@ def test_flags_of_another_choice_are_refused_before_any_work(
 
 def test_the_choice_a_refusal_names_takes_the_flag(runs: dict[str, Path], tmp_path: Path, data_env: None) -> None:
     run = isolated_run(runs, tmp_path)
-    (row,) = run_eval(run, "--choice", "sim2real", "--physics", "friction=2", "--episodes", "1")
+    (row,) = eval_run(run, "--choice", "sim2real", "--physics", "friction=2", "--episodes", "1")
     assert row["friction"] == 2.0 and (run / "eval" / "sim2real_friction=2_ep1.csv").is_file()
-    rows = run_eval(run, "--choice", "attack", "--attack-mode", "min_Q", "--epsilons", "0.3", "--episodes", "1")
+    rows = eval_run(run, "--choice", "attack", "--attack-mode", "min_Q", "--epsilons", "0.3", "--episodes", "1")
     assert [r["epsilon"] for r in rows] == [0.3]
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import torch
+from conftest import eval_run
 
 import eval as evaluate_cli
 import train
@@ -98,11 +99,6 @@ def runs(tiny_dataset_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> di
     return out
 
 
-@pytest.fixture
-def data_env(tiny_dataset_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("D4RL_DATASET_DIR", str(tiny_dataset_dir))
-
-
 @pytest.mark.parametrize("algo", ["pal", "morel"])
 def test_resumed_run_matches_the_uninterrupted_run_bit_for_bit(
     runs: dict[str, dict[str, Path]], algo: str, same_tensors: Any
@@ -181,10 +177,6 @@ def test_learned_reward_model_is_fitted_and_scores_the_model_paths(data_env: Non
     trainer.close()
 
 
-def run_eval(run_dir: Path, *args: str) -> list[dict[str, Any]]:
-    return evaluate_cli.main(["--run", str(run_dir), "--no-progress", *args])
-
-
 @pytest.mark.parametrize("algo", ["pal", "morel"])
 def test_clean_eval_reproduces_the_last_training_evaluation(
     runs: dict[str, dict[str, Path]], algo: str, data_env: None
@@ -192,7 +184,7 @@ def test_clean_eval_reproduces_the_last_training_evaluation(
     """eval.py --choice clean with the run's seed and one episode replays training's last evaluation: the same
     return and the same episode length in decisions, so the PAL run is evaluated with its act_repeat (2)."""
     run_dir = runs[algo]["straight"]
-    (row,) = run_eval(run_dir, "--choice", "clean", "--episodes", "1")
+    (row,) = eval_run(run_dir, "--choice", "clean", "--episodes", "1")
     last = progress_rows(run_dir)[-1]
     assert row["return_mean"] == pytest.approx(float(last["return_mean"]), rel=1e-5)
     assert row["length_mean"] == float(last["length_mean"])
@@ -218,12 +210,12 @@ def test_action_diff_attack_runs_on_the_gaussian_policy(
     """action_diff needs distribution_params, which the Gaussian MLP policy has: it runs, writes its CSV, and its
     zero budget plays exactly the clean episode."""
     run_dir = runs[algo]["straight"]
-    rows = run_eval(
+    rows = eval_run(
         run_dir, "--choice", "attack", "--attack-mode", "action_diff", "--epsilons", "0,0.1", "--num-candidates", "5",
         "--episodes", "1",
     )  # fmt: skip
     assert [row["epsilon"] for row in rows] == [0.0, 0.1]
-    (clean,) = run_eval(run_dir, "--choice", "clean", "--episodes", "1")
+    (clean,) = eval_run(run_dir, "--choice", "clean", "--episodes", "1")
     assert rows[0]["return_mean"] == clean["return_mean"]
     assert (run_dir / "eval" / "attack-action_diff_eps=0,0.1_cand5_ep1.csv").is_file()
 

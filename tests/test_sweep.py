@@ -37,11 +37,6 @@ TINY = [
 ]
 
 
-@pytest.fixture
-def data_env(tiny_dataset_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("D4RL_DATASET_DIR", str(tiny_dataset_dir))
-
-
 def run_dirs(root: Path) -> list[Path]:
     return sorted(p.parent for p in root.rglob("config.yaml"))
 

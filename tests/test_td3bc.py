@@ -5,7 +5,6 @@ algorithm end to end through train.py (exact resume), eval.py, plot.py, score.py
 from __future__ import annotations
 
 import copy
-import csv
 import dataclasses
 import math
 from pathlib import Path
@@ -15,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import eval_run, progress_rows, train_tiny
 from torch import nn
 from torch.testing import assert_close
 
@@ -431,20 +431,7 @@ TINY = ["epochs=2", "steps_per_epoch=21", "batch_size=32", "eval_episodes=2", "s
 
 
 def _train(log_dir: Path, *extra: str) -> Path:
-    args = ["--task", TASK, "--algo", "td3bc", "--seed", "1", "--log-dir", str(log_dir), "--no-progress"]
-    train.main([*args, "--threads", "1", "--set", *TINY, *extra])
-    (run_dir,) = (log_dir / TASK / "td3bc").iterdir()
-    return run_dir
-
-
-def _rows(run_dir: Path) -> list[dict[str, str]]:
-    with open(run_dir / "progress.csv", newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
-@pytest.fixture
-def data_env(tiny_dataset_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("D4RL_DATASET_DIR", str(tiny_dataset_dir))
+    return train_tiny("td3bc", TASK, log_dir, TINY, *extra)
 
 
 @pytest.fixture(scope="module")
@@ -454,42 +441,38 @@ def run_dir(tiny_dataset_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
         return _train(tmp_path_factory.mktemp("log"))
 
 
-def run_eval(run: Path, *args: str) -> list[dict[str, float]]:
-    return evaluate_cli.main(["--run", str(run), "--no-progress", *args])
-
-
 def test_run_layout_statistics_and_clean_eval_reproduce_training(run_dir: Path, data_env: None) -> None:
     from envs import get_task, load_dataset
 
     assert not (run_dir / "dynamics.pt").exists()
-    assert [int(r["epoch"]) for r in _rows(run_dir)] == [1, 2]
+    assert [int(r["epoch"]) for r in progress_rows(run_dir)] == [1, 2]
     assert "dynamics" not in yaml.safe_load((run_dir / "config.yaml").read_text())
     state = torch.load(run_dir / "checkpoints" / "checkpoint.pt", weights_only=False)["algo_state"]
     assert int(state["modules"]["updates"]) == 42
     observations = load_dataset(get_task(TASK)).observations.astype(np.float64)
     assert_close(state["modules"]["normalizer.mean"], torch.tensor(observations.mean(0), dtype=torch.float32))
     assert_close(state["modules"]["normalizer.std"], torch.tensor(observations.std(0) + 1e-3, dtype=torch.float32))
-    (row,) = run_eval(run_dir, "--choice", "clean", "--episodes", "2")
-    assert row["normalized_mean"] == pytest.approx(float(_rows(run_dir)[-1]["normalized_score_mean"]))
+    (row,) = eval_run(run_dir, "--choice", "clean", "--episodes", "2")
+    assert row["normalized_mean"] == pytest.approx(float(progress_rows(run_dir)[-1]["normalized_score_mean"]))
     cfg, algo = load_run(run_dir)
     assert isinstance(algo, TD3BC) and torch.equal(algo.normalizer.std, state["modules"]["normalizer.std"])
 
 
 def test_sim2real_runs(run_dir: Path, data_env: None) -> None:
-    rows = run_eval(run_dir, "--choice", "sim2real", "--episodes", "1", "--physics", "friction=0.5,1.5")
+    rows = eval_run(run_dir, "--choice", "sim2real", "--episodes", "1", "--physics", "friction=0.5,1.5")
     assert [r["friction"] for r in rows] == [0.5, 1.5]
     assert (run_dir / "eval" / "sim2real_friction=0.5,1.5_ep1.csv").is_file()
 
 
 def test_min_q_attack_and_zero_budget_is_clean(run_dir: Path, data_env: None) -> None:
-    rows = run_eval(
+    rows = eval_run(
         run_dir, "--choice", "attack", "--attack-mode", "min_Q", "--epsilons", "0,0.2", "--episodes", "2",
         "--num-candidates", "5",
     )  # fmt: skip
-    clean = run_eval(run_dir, "--choice", "clean", "--episodes", "2")[0]
+    clean = eval_run(run_dir, "--choice", "clean", "--episodes", "2")[0]
     assert [r["epsilon"] for r in rows] == [0.0, 0.2]
     assert rows[0]["return_mean"] == clean["return_mean"]
-    run_eval(
+    eval_run(
         run_dir, "--choice", "attack", "--attack-mode", "min_Q", "--attack-steps", "1", "--epsilons", "0.1",
         "--episodes", "1", "--num-candidates", "3",
     )  # fmt: skip
@@ -515,7 +498,7 @@ def test_resumed_run_equals_uninterrupted_run(data_env: None, tmp_path: Path, sa
         return torch.load(run / "checkpoints" / "checkpoint.pt", weights_only=False)["algo_state"]
 
     same_tensors(final(straight), final(one_epoch), "algo_state")
-    assert [r["return_mean"] for r in _rows(one_epoch)] == [r["return_mean"] for r in _rows(straight)]
+    assert [r["return_mean"] for r in progress_rows(one_epoch)] == [r["return_mean"] for r in progress_rows(straight)]
 
 
 @pytest.mark.parametrize(
