@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import algos  # noqa: F401  (registers every algorithm's config class: config.py reads configs with it, never imports it)
+from buffers.replay import Batch
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -261,3 +262,16 @@ def eval_run(run_dir: Path, *args: str) -> list[dict[str, Any]]:
     import eval as evaluate_cli
 
     return evaluate_cli.main(["--run", str(run_dir), "--no-progress", *args])
+
+
+def random_batch(n: int = 32, seed: int = 0, obs_dim: int = 3, act_dim: int = 2) -> Batch:
+    """A batch of `n` random transitions from its own generator (actions in [-1, 1], about 30 % terminal), the same
+    for the same seed: the input of the update tests."""
+    gen = torch.Generator().manual_seed(seed)
+    return Batch(
+        obs=torch.randn(n, obs_dim, generator=gen),
+        act=torch.rand(n, act_dim, generator=gen) * 2 - 1,
+        rew=torch.randn(n, generator=gen),
+        next_obs=torch.randn(n, obs_dim, generator=gen),
+        done=(torch.rand(n, generator=gen) < 0.3).float(),
+    )

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import eval_run, progress_rows
+from conftest import eval_run, progress_rows, random_batch
 from torch import nn
 
 import eval as evaluate_cli
@@ -40,14 +40,7 @@ def _bcq(seed: int = 0, **overrides: object) -> BCQ:
 
 
 def _batch(n: int = 32, seed: int = 0) -> Batch:
-    gen = torch.Generator().manual_seed(seed)
-    return Batch(
-        obs=torch.randn(n, OBS_DIM, generator=gen),
-        act=torch.rand(n, ACT_DIM, generator=gen) * 2 - 1,
-        rew=torch.randn(n, generator=gen),
-        next_obs=torch.randn(n, OBS_DIM, generator=gen),
-        done=(torch.rand(n, generator=gen) < 0.3).float(),
-    )
+    return random_batch(n, seed, OBS_DIM, ACT_DIM)
 
 
 EXPERT = torch.tensor([[0.5, -0.3], [-0.2, 0.4], [0.3, 0.2]])

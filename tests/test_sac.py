@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from conftest import random_batch
 from torch.distributions import Normal
 from torch.distributions.transforms import TanhTransform
 
@@ -30,14 +31,7 @@ def _sac(seed: int = 0, epochs: int = 10, **overrides: object) -> SAC:
 
 
 def _batch(n: int = 32, seed: int = 0) -> Batch:
-    gen = torch.Generator().manual_seed(seed)
-    return Batch(
-        obs=torch.randn(n, OBS_DIM, generator=gen),
-        act=torch.rand(n, ACT_DIM, generator=gen) * 2 - 1,
-        rew=torch.randn(n, generator=gen),
-        next_obs=torch.randn(n, OBS_DIM, generator=gen),
-        done=(torch.rand(n, generator=gen) < 0.3).float(),
-    )
+    return random_batch(n, seed, OBS_DIM, ACT_DIM)
 
 
 # ---------------------------------------------------------------------------------------------------- actor

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import eval_run, progress_rows, train_tiny
+from conftest import eval_run, progress_rows, random_batch, train_tiny
 from torch import nn
 from torch.testing import assert_close
 
@@ -39,14 +39,7 @@ def _td3bc(seed: int = 0, dataset: object = None, **overrides: object) -> TD3BC:
 
 
 def _batch(n: int = 32, seed: int = 0) -> Batch:
-    gen = torch.Generator().manual_seed(seed)
-    return Batch(
-        obs=torch.randn(n, OBS_DIM, generator=gen),
-        act=torch.rand(n, ACT_DIM, generator=gen) * 2 - 1,
-        rew=torch.randn(n, generator=gen),
-        next_obs=torch.randn(n, OBS_DIM, generator=gen),
-        done=(torch.rand(n, generator=gen) < 0.3).float(),
-    )
+    return random_batch(n, seed, OBS_DIM, ACT_DIM)
 
 
 def _scaled_observations(n: int, seed: int) -> np.ndarray:
