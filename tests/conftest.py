@@ -264,13 +264,20 @@ def eval_run(run_dir: Path, *args: str) -> list[dict[str, Any]]:
     return evaluate_cli.main(["--run", str(run_dir), "--no-progress", *args])
 
 
-def random_batch(n: int = 32, seed: int = 0, obs_dim: int = 3, act_dim: int = 2) -> Batch:
-    """A batch of `n` random transitions from its own generator (actions in [-1, 1], about 30 % terminal), the same
-    for the same seed: the input of the update tests."""
-    gen = torch.Generator().manual_seed(seed)
+def random_batch(
+    n: int = 32,
+    seed: int = 0,
+    obs_dim: int = 3,
+    act_dim: int = 2,
+    act_bound: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> Batch:
+    """A batch of `n` random transitions (actions uniform in [-act_bound, act_bound], about 30 % terminal) from
+    `generator`, or from its own seeded with `seed`, so the same seed gives the same batch: the update tests' input."""
+    gen = generator if generator is not None else torch.Generator().manual_seed(seed)
     return Batch(
         obs=torch.randn(n, obs_dim, generator=gen),
-        act=torch.rand(n, act_dim, generator=gen) * 2 - 1,
+        act=(torch.rand(n, act_dim, generator=gen) * 2 - 1) * act_bound,
         rew=torch.randn(n, generator=gen),
         next_obs=torch.randn(n, obs_dim, generator=gen),
         done=(torch.rand(n, generator=gen) < 0.3).float(),

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import torch
+from conftest import random_batch
 from torch import nn
 
 from algos.combo import COMBO, COMBOConfig
@@ -194,16 +195,7 @@ def _kit_combo_learn(m: COMBO, optims: dict[str, torch.optim.Optimizer], real: B
 def _mixed(seed: int, num_real: int = 6, num_fake: int = 6) -> tuple[Batch, Batch]:
     gen = torch.Generator().manual_seed(seed)
 
-    def rows(n: int) -> Batch:
-        return Batch(
-            obs=torch.randn(n, 3, generator=gen),
-            act=torch.rand(n, 2, generator=gen) * 1.8 - 0.9,
-            rew=torch.randn(n, generator=gen),
-            next_obs=torch.randn(n, 3, generator=gen),
-            done=(torch.rand(n, generator=gen) < 0.3).float(),
-        )
-
-    return rows(num_real), rows(num_fake)
+    return random_batch(num_real, act_bound=0.9, generator=gen), random_batch(num_fake, act_bound=0.9, generator=gen)
 
 
 @pytest.mark.parametrize("rho_s", ["mix", "model"])

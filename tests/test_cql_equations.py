@@ -10,6 +10,7 @@ import math
 
 import pytest
 import torch
+from conftest import random_batch
 from torch import nn
 
 from algos.cql import CQL, UPDATE_ORDERS, CQLConfig, CQLDraws, CQLTermConfig, cql_logsumexp
@@ -207,14 +208,7 @@ def test_lagrange_multiplier_is_clamped_at_a_million() -> None:
 
 # ---------------------------------------------------------------------------------------------------- the update
 def _batch(n: int = 16, seed: int = 0) -> Batch:
-    gen = torch.Generator().manual_seed(seed)
-    return Batch(
-        obs=torch.randn(n, 3, generator=gen),
-        act=torch.rand(n, 2, generator=gen) * 1.8 - 0.9,
-        rew=torch.randn(n, generator=gen),
-        next_obs=torch.randn(n, 3, generator=gen),
-        done=(torch.rand(n, generator=gen) < 0.3).float(),
-    )
+    return random_batch(n, seed, act_bound=0.9)  # actions inside (-1, 1): finite tanh log-densities
 
 
 @pytest.mark.parametrize("order", UPDATE_ORDERS)
