@@ -83,6 +83,17 @@ def test_labels_choose_the_rows(tmp_path: Path) -> None:
     assert rows[0].split("|")[6].strip() == "31.0 ± 1.0 (2)"  # the baseline stays the column
 
 
+def test_budgets_choose_the_rows_within_a_label(tmp_path: Path) -> None:
+    """One label folder holding MOPO at two checks' budgets (6k and 8k steps): `budgets` keeps one group's row."""
+    results = registry(tmp_path)
+    published(results, "mopo-check-cpu", "mopo", 3, [10.0] * 8)  # another budget: its own group
+    spec = read_specs(results)[0]
+    budgets = [row.split("|")[5].strip() for row in render(spec, results).splitlines()[2:]]
+    assert budgets == ["6k steps", "8k steps"]
+    rows = render(dataclasses.replace(spec, budgets=("8k steps",)), results).splitlines()[2:]
+    assert [row.split("|")[4].strip() for row in rows] == ["10.0"]
+
+
 def test_regenerate_rewrites_the_block_and_check_reports_it_stale(tmp_path: Path) -> None:
     results = registry(tmp_path)
     readme = tmp_path / "README.md"

@@ -62,6 +62,9 @@ class TableSpec:
     baseline: str
     tasks: tuple[str, ...] = ()
     labels: tuple[str, ...] = ()  # the label folders whose runs are rows (all but the baseline's when empty)
+    # The planned budgets (`Run.budget`: `60k steps`, `50 iterations`) of the rows shown (every one when empty): one
+    # label folder may hold a comparator at two checks' budgets (MOPO at MAGO's 5k and at WMOPO's 60k steps).
+    budgets: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -94,13 +97,14 @@ def read_specs(results: Path) -> list[TableSpec]:
                 str(entry["baseline"]),
                 tuple(entry.get("tasks") or ()),
                 tuple(entry.get("labels") or ()),
+                tuple(entry.get("budgets") or ()),
             )
             for name, entry in (_read_spec_file(results).get("tables") or {}).items()
         ]
     except (TypeError, KeyError, AttributeError) as err:
         raise UserError(
             f"{path}: malformed table ({type(err).__name__}: {err}); each is NAME: {{file: PATH, baseline: LABEL, "
-            "tasks: [TASK, ...], labels: [LABEL, ...]}} under tables:"
+            "tasks: [TASK, ...], labels: [LABEL, ...], budgets: [BUDGET, ...]}} under tables:"
         ) from None
     if not specs:
         raise UserError(f"{path} declares no table; add one under tables: as readme: {{file: README.md, baseline: L}}")
@@ -179,6 +183,8 @@ def render(spec: TableSpec, results: Path) -> str:
     lines = [HEADER.format(baseline=baseline_name), "|---|---|---:|---|---|---:|---|---|---|"]
     for group, members in groups.items():
         if is_baseline(group) or (spec.labels and not all(label_of(run) in spec.labels for run in members)):
+            continue
+        if spec.budgets and not all(run.budget in spec.budgets for run in members):
             continue
         score, digest = scores[group], data[group]
         reference = data_reference(members)
