@@ -194,14 +194,8 @@ class CQL(SAC):
     def next_value(self, next_obs: torch.Tensor) -> torch.Tensor:
         """V(s') = min_j Q̄_j(s', a') (deterministic backup, KIT's default), or with `max_q_backup` the max over
         `num_actions` sampled a' per critic, then the min over critics; otherwise SAC's soft value."""
-        if self.cql.max_q_backup:
-            n = self.cql.num_actions
-            repeated = next_obs.repeat_interleave(n, dim=-2)
-            q = self.target_critics(repeated, self.actor(repeated)[0])  # [(S,) critics, B * n]
-            return q.unflatten(-1, (-1, n)).amax(-1).amin(-2)
-        if self.cql.deterministic_backup:
-            return self.target_critics(next_obs, self.actor(next_obs)[0]).amin(-2)
-        return super().next_value(next_obs)
+        max_q_actions = self.cql.num_actions if self.cql.max_q_backup else None
+        return self.backup_value(next_obs, max_q_actions, self.cql.deterministic_backup)
 
     # ------------------------------------------------------------------------------------------------ the actor
     def in_warmup(self) -> bool:

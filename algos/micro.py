@@ -96,13 +96,8 @@ class MICRO(SAC):
     @torch.no_grad()
     def next_value(self, next_obs: torch.Tensor) -> torch.Tensor:
         """V(s') for the backup; `max_q_backup` and `deterministic_backup` are MICRO's (and MOBILE's) variants."""
-        if self.micro_cfg.max_q_backup:
-            repeated = next_obs.repeat_interleave(MAX_Q_BACKUP_ACTIONS, dim=-2)
-            q = self.target_critics(repeated, self.actor(repeated)[0])  # [(S,) critics, B * n]
-            return q.unflatten(-1, (-1, MAX_Q_BACKUP_ACTIONS)).amax(-1).amin(-2)
-        if self.micro_cfg.deterministic_backup:
-            return self.target_critics(next_obs, self.actor(next_obs)[0]).amin(-2)
-        return super().next_value(next_obs)
+        max_q_actions = MAX_Q_BACKUP_ACTIONS if self.micro_cfg.max_q_backup else None
+        return self.backup_value(next_obs, max_q_actions, self.micro_cfg.deterministic_backup)
 
     def _uncertainty_set(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
         """K next states from every elite: [elites, K, B, obs], or [S, elites, K, B, obs] for stacked seeds."""

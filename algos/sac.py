@@ -74,6 +74,19 @@ class SAC(TrainableModule):
         return self.target_critics(next_obs, next_act).amin(-2) - self.alpha * next_log_prob.squeeze(-1)
 
     @torch.no_grad()
+    def backup_value(self, next_obs: torch.Tensor, max_q_actions: int | None, deterministic: bool) -> torch.Tensor:
+        """The backup variants of the conservative family (MICRO, CQL): with `max_q_actions` = n, the max over n
+        sampled a' of each target critic, then the min over critics; with `deterministic`, min_j Q̄_j(s', a') without
+        the entropy term; otherwise the soft value (`next_value`)."""
+        if max_q_actions:
+            repeated = next_obs.repeat_interleave(max_q_actions, dim=-2)
+            q = self.target_critics(repeated, self.actor(repeated)[0])  # [(S,) critics, B * n]
+            return q.unflatten(-1, (-1, max_q_actions)).amax(-1).amin(-2)
+        if deterministic:
+            return self.target_critics(next_obs, self.actor(next_obs)[0]).amin(-2)
+        return SAC.next_value(self, next_obs)
+
+    @torch.no_grad()
     def critic_target(self, batch: Batch, num_real: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """y = r + γ(1 − d) V(s'), and any metrics of the target. The first `num_real` rows are dataset
         transitions, the rest model transitions (a conservative operator may treat them differently)."""
