@@ -313,3 +313,26 @@ def test_a_sweep_starts_afresh_a_run_that_stopped_before_its_first_checkpoint(
     assert (fresh / "checkpoints" / "checkpoint.pt").is_file()
     to_run, finished = plan(sweep.build_requests(sweep.parse_args(argv)))
     assert not to_run and [job.run_dir for job in finished] == [fresh]
+
+
+def test_the_summary_names_a_score_only_where_the_run_has_one(tmp_path: Path) -> None:
+    """A run without reference scores (the Pendulum study writes nan) is summarised without a `normalized nan`."""
+    header = "epoch,step,return_mean,return_std,normalized_score_mean,normalized_score_std,length_mean,wall_time\n"
+    scored, unscored, fresh = tmp_path / "scored", tmp_path / "unscored", tmp_path / "fresh"
+    rows = {scored: "5,5000,-4.4,0.7,2.25,0.0,1000.0,211.2\n", unscored: "5,5,-15.6,3.6,nan,nan,200,361\n"}
+    for run_dir, row in rows.items():
+        run_dir.mkdir()
+        (run_dir / "progress.csv").write_text(header + row)
+    fresh.mkdir()
+    (fresh / "progress.csv").write_text(header)
+    assert launch.last_score(scored) == 2.25
+    assert launch.last_score(unscored) is None and launch.last_score(fresh) is None
+    request = RunRequest(TASK, "mopo", 0, str(tmp_path), ())
+    jobs = [
+        launch.Job(request, None, "finished", scored, launch.last_score(scored)),
+        launch.Job(request, None, "finished", unscored, launch.last_score(unscored)),
+    ]
+    assert launch.summary(jobs).splitlines() == [
+        f"{request.label}: finished  normalized 2.2  {scored}",
+        f"{request.label}: finished  {unscored}",
+    ]

@@ -8,6 +8,7 @@ resumed from its run directory, which makes re-running a sweep after a kill the 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import subprocess
 import sys
@@ -150,6 +151,8 @@ def plan(requests: Sequence[RunRequest]) -> tuple[list[Job], list[Job]]:
 
 
 def last_score(run_dir: Path) -> float | None:
+    """The run's last normalized score, or None where it has none (no evaluation yet, or a task without reference
+    scores such as the Pendulum study, whose progress.csv holds nan)."""
     progress = run_dir / "progress.csv"
     if not progress.is_file():
         return None
@@ -157,7 +160,8 @@ def last_score(run_dir: Path) -> float | None:
     if len(lines) < 2:
         return None
     header, last = lines[0].split(","), lines[-1].split(",")
-    return float(last[header.index("normalized_score_mean")])
+    score = float(last[header.index("normalized_score_mean")])
+    return score if math.isfinite(score) else None
 
 
 def user_threads() -> int | None:
