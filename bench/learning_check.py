@@ -87,7 +87,7 @@ PRESETS: dict[str, Preset] = {
         config="cpu",
         mopo=("epochs=5", "dynamics.max_epochs=20"),
         bc=BC_30K,
-        cost="about 9.5 min per 1000 updates with two runs sharing 2 cores (usage.md)",
+        cost="28-34 min per run on hopper, 30-34 on halfcheetah, with 2-5 runs sharing 2 cores (mago.md)",
     ),
     # configs/wmopo/cpu.yaml (two M-steps of 30k: 60k SAC updates), MOPO at the same 60k (docs/wmopo.md#results-1).
     "wmopo": Preset(
