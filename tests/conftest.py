@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -249,6 +250,45 @@ def train_tiny(algo: str, task: str, log_dir: Path, settings: Sequence[str], *ex
     train.main([*args, "--threads", "1", "--set", *settings, *extra])
     (run_dir,) = (log_dir / task / algo).iterdir()
     return run_dir
+
+
+def train_tiny_on(dataset_dir: Path, algo: str, task: str, log_dir: Path, settings: Sequence[str], *extra: str) -> Path:
+    """`train_tiny` with D4RL_DATASET_DIR set to `dataset_dir` for the run only: for module-scoped run fixtures, which
+    cannot use the function-scoped `data_env`."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("D4RL_DATASET_DIR", str(dataset_dir))
+        return train_tiny(algo, task, log_dir, settings, *extra)
+
+
+def refused_by_train(cli_error: Any, log_dir: Path, algo: str, task: str, items: Sequence[str]) -> str:
+    """train.py's one-line refusal of `--set items` for `algo` on `task`, checking that it started no run (bad input
+    never leaves a run directory behind)."""
+    import train
+
+    argv = ["--task", task, "--algo", algo, "--log-dir", str(log_dir), "--set", *items]
+    err = cli_error(lambda: train.main(argv))
+    assert not (log_dir / task).exists()
+    return err
+
+
+@contextlib.contextmanager
+def interrupted_at_epoch(monkeypatch: pytest.MonkeyPatch, epoch: int) -> Iterator[None]:
+    """Within the block, the offline trainer's checkpoint at the end of `epoch` raises Ctrl-C instead of saving (a
+    kill between an epoch's updates and its checkpoint); saving works again after the block."""
+    from algos.trainer import OfflineTrainer
+
+    save = OfflineTrainer.save_checkpoint
+
+    def killed(trainer: OfflineTrainer) -> None:
+        if trainer.epoch == epoch:
+            raise KeyboardInterrupt
+        save(trainer)
+
+    monkeypatch.setattr(OfflineTrainer, "save_checkpoint", killed)
+    try:
+        yield
+    finally:
+        monkeypatch.setattr(OfflineTrainer, "save_checkpoint", save)
 
 
 def progress_rows(run_dir: Path) -> list[dict[str, str]]:

@@ -12,7 +12,15 @@ from typing import Any
 import pytest
 import torch
 import yaml
-from conftest import assert_same_tensors, eval_run, progress_rows, train_tiny
+from conftest import (
+    assert_same_tensors,
+    eval_run,
+    interrupted_at_epoch,
+    progress_rows,
+    refused_by_train,
+    train_tiny,
+    train_tiny_on,
+)
 
 import plot
 import score
@@ -20,7 +28,6 @@ import sweep
 import train
 from algos import ALGORITHMS, COMBO, build_algorithm
 from algos.combo import COMBOConfig
-from algos.trainer import OfflineTrainer
 from config import load_config
 from utils.algorithm_spec import ModelUse, algorithm_spec
 from utils.errors import Interrupted, UserError
@@ -100,11 +107,9 @@ def test_paper_and_quickstart_presets() -> None:
     ],
 )
 def test_bad_input_is_one_line(items: list[str], fragments: list[str], tmp_path: Path, cli_error: Any) -> None:
-    argv = ["--task", TASK, "--algo", "combo", "--log-dir", str(tmp_path), "--set", *items]
-    err = cli_error(lambda: train.main(argv))
+    err = refused_by_train(cli_error, tmp_path, "combo", TASK, items)
     for fragment in fragments:
         assert fragment in err, err
-    assert not (tmp_path / TASK).exists()
 
 
 def test_load_config_refuses_in_one_error() -> None:
@@ -119,9 +124,7 @@ def _train(log_dir: Path, *extra: str) -> Path:
 
 @pytest.fixture(scope="module")
 def run_dir(tiny_dataset_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("D4RL_DATASET_DIR", str(tiny_dataset_dir))
-        return _train(tmp_path_factory.mktemp("log"))
+    return train_tiny_on(tiny_dataset_dir, "combo", TASK, tmp_path_factory.mktemp("log"), TINY)
 
 
 def test_run_layout_logs_and_clean_eval_reproduces_the_last_training_evaluation(run_dir: Path) -> None:
@@ -159,17 +162,11 @@ def test_resumed_run_equals_uninterrupted_run(data_env: None, tmp_path: Path, mo
     to the uninterrupted run's weights, optimiser states and progress, bit for bit."""
     extra = ("push_down=model", "push_up=data")
     straight = _train(tmp_path / "straight", *extra)
-    save = OfflineTrainer.save_checkpoint
-
-    def killed_in_epoch_two(trainer: OfflineTrainer) -> None:
-        if trainer.epoch == 2:
-            raise KeyboardInterrupt
-        save(trainer)
-
-    monkeypatch.setattr(OfflineTrainer, "save_checkpoint", killed_in_epoch_two)
-    with pytest.raises(Interrupted, match="continue with: python train.py --resume"):
+    with (
+        interrupted_at_epoch(monkeypatch, 2),
+        pytest.raises(Interrupted, match="continue with: python train.py --resume"),
+    ):
         _train(tmp_path / "split", *extra)
-    monkeypatch.setattr(OfflineTrainer, "save_checkpoint", save)
     (split,) = (tmp_path / "split" / TASK / "combo").iterdir()
     train.main(["--resume", str(split), "--no-progress"])
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import torch
 import yaml
-from conftest import eval_run, progress_rows, train_tiny
+from conftest import eval_run, progress_rows, refused_by_train, train_tiny, train_tiny_on
 
 import plot
 import score
@@ -108,11 +108,9 @@ def test_offlinerl_kit_preset_is_kits_run() -> None:
     ],
 )
 def test_bad_input_is_one_line(items: list[str], fragments: list[str], tmp_path: Path, cli_error: Any) -> None:
-    argv = ["--task", TASK, "--algo", "cql", "--log-dir", str(tmp_path), "--set", *items]
-    err = cli_error(lambda: train.main(argv))
+    err = refused_by_train(cli_error, tmp_path, "cql", TASK, items)
     for fragment in fragments:
         assert fragment in err, err
-    assert not (tmp_path / TASK).exists()
 
 
 def test_load_config_refuses_in_one_error() -> None:
@@ -127,9 +125,7 @@ def _train(log_dir: Path, *extra: str) -> Path:
 
 @pytest.fixture(scope="module")
 def run_dir(tiny_dataset_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("D4RL_DATASET_DIR", str(tiny_dataset_dir))
-        return _train(tmp_path_factory.mktemp("log"))
+    return train_tiny_on(tiny_dataset_dir, "cql", TASK, tmp_path_factory.mktemp("log"), TINY)
 
 
 def test_run_layout_logs_and_clean_eval_reproduces_the_last_training_evaluation(run_dir: Path) -> None:

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from conftest import interrupted_at_epoch
 
 import train
 from algos.base import TrainableModule
@@ -20,7 +21,6 @@ from algos.micro import MICRO, MICROConfig
 from algos.mopo import MOPO, MOPOConfig
 from algos.sac import SAC
 from algos.td3bc import TD3BC, TD3BCConfig
-from algos.trainer import OfflineTrainer
 from buffers.replay import Batch, ReplayBuffer, sample_mixed, sample_mixed_seeds
 from config import DynamicsConfig, SACConfig
 from models.actor_critic import CriticEnsemble, TanhGaussianActor
@@ -280,17 +280,11 @@ def test_stacked_seeds_resume_together_where_they_stopped(
     stacked instance is rebuilt from the seeds' checkpoints, Adam moments and random streams included."""
     monkeypatch.setenv("D4RL_DATASET_DIR", str(tiny_dataset_dir))
     _train("mopo", tmp_path / "whole", tiny_mopo_settings, "--seeds", "0", "1", "--stack-seeds")
-    save = OfflineTrainer.save_checkpoint
-
-    def killed_in_epoch_two(trainer: OfflineTrainer) -> None:
-        if trainer.epoch == 2:
-            raise KeyboardInterrupt
-        save(trainer)
-
-    monkeypatch.setattr(OfflineTrainer, "save_checkpoint", killed_in_epoch_two)
-    with pytest.raises(Interrupted, match="continue with: python train.py --stack-seeds --resume"):
+    with (
+        interrupted_at_epoch(monkeypatch, 2),
+        pytest.raises(Interrupted, match="continue with: python train.py --stack-seeds --resume"),
+    ):
         _train("mopo", tmp_path / "split", tiny_mopo_settings, "--seeds", "0", "1", "--stack-seeds")
-    monkeypatch.setattr(OfflineTrainer, "save_checkpoint", save)
     split = _run_dirs(tmp_path / "split", "mopo")
     train.main(["--stack-seeds", "--resume", str(split["seed0"]), str(split["seed1"]), "--no-progress"])
     whole = _run_dirs(tmp_path / "whole", "mopo")

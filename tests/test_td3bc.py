@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import eval_run, progress_rows, random_batch, train_tiny
+from conftest import eval_run, progress_rows, random_batch, refused_by_train, train_tiny, train_tiny_on
 from torch import nn
 from torch.testing import assert_close
 
@@ -429,9 +429,7 @@ def _train(log_dir: Path, *extra: str) -> Path:
 
 @pytest.fixture(scope="module")
 def run_dir(tiny_dataset_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("D4RL_DATASET_DIR", str(tiny_dataset_dir))
-        return _train(tmp_path_factory.mktemp("log"))
+    return train_tiny_on(tiny_dataset_dir, "td3bc", TASK, tmp_path_factory.mktemp("log"), TINY)
 
 
 def test_run_layout_statistics_and_clean_eval_reproduce_training(run_dir: Path, data_env: None) -> None:
@@ -509,9 +507,7 @@ def test_resumed_run_equals_uninterrupted_run(data_env: None, tmp_path: Path, sa
     ],
 )
 def test_bad_input_is_one_line(item: str, fragment: str, tmp_path: Path, cli_error) -> None:
-    argv = ["--task", TASK, "--algo", "td3bc", "--log-dir", str(tmp_path), "--set", item]
-    assert fragment in cli_error(lambda: train.main(argv))
-    assert not (tmp_path / TASK).exists()
+    assert fragment in refused_by_train(cli_error, tmp_path, "td3bc", TASK, [item])
 
 
 def test_plot_score_and_sweep_read_td3bc_runs(run_dir: Path, data_env: None, tmp_path: Path, capsys) -> None:
